@@ -1,0 +1,40 @@
+//! Everything a request needs, built once from the config and shared by all
+//! connections.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::{Catalog, Config};
+use crate::http::cookie::Cookies;
+use crate::pixel::redirect::AllowList;
+use crate::sink::Sink;
+
+pub struct App {
+    /// Trackers, pixels and segments by id.
+    pub catalog: Arc<Catalog>,
+    /// Hosts redirects may go to.
+    pub allow: AllowList,
+    /// Where events go.
+    pub sink: Arc<dyn Sink>,
+    /// The user-id cookie.
+    pub cookies: Cookies,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Longest query a pixel accepts.
+    pub max_query_bytes: usize,
+}
+
+impl App {
+    /// `cfg` must have passed validation.
+    pub fn new(cfg: &Config, sink: Arc<dyn Sink>) -> App {
+        App {
+            catalog: Catalog::new(cfg),
+            allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
+            sink,
+            cookies: Cookies::new(&cfg.cookie),
+            trusted_proxies: cfg.server.trusted_proxies.clone(),
+            max_query_bytes: cfg.server.max_query_bytes,
+        }
+    }
+}

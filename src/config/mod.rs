@@ -1,0 +1,348 @@
+//! Configuration: the TOML file's shape ([`Config`]), loading with every
+//! problem reported at once ([`load`]), and the lookup tables the request path
+//! uses ([`Catalog`]).
+//!
+//! Every struct denies unknown keys; every default is written next to its field.
+
+mod catalog;
+mod load;
+mod validate;
+
+pub use catalog::{
+    Catalog, ClickTracker, ConversionPixel, FireList, FirePixel, ImpressionTracker, Repeat, Segment,
+};
+pub use load::{load, parse, ConfigError, Problem};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::ids::{
+    AdvertiserId, ClickTrackerId, LineItemId, PixelId, PlacementId, PublisherId, SegmentId,
+    TrackerId,
+};
+
+/// The whole file. Every section is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cookie: CookieConfig,
+    pub redirect: RedirectConfig,
+    pub kafka: KafkaConfig,
+    pub network: NetworkConfig,
+    pub advertisers: Vec<AdvertiserConfig>,
+    pub line_items: Vec<LineItemConfig>,
+    pub impression_trackers: Vec<ImpressionTrackerConfig>,
+    pub click_trackers: Vec<ClickTrackerConfig>,
+    pub conversion_pixels: Vec<ConversionPixelConfig>,
+    pub segments: Vec<SegmentConfig>,
+}
+
+/// `[server]`: the HTTP side.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Base URL the exported tags point at (`pixeld tags`). Default `http://localhost:8080`.
+    pub public_url: String,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR list). Default none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Longest raw query a pixel accepts; longer ones are recorded as invalid. Default 8192.
+    pub max_query_bytes: usize,
+    /// Largest request head (request line plus headers) read. Default 16384.
+    pub max_header_bytes: usize,
+    /// A client must send its whole request head within this. Default 10000 ms.
+    pub header_read_timeout_ms: u64,
+    /// On SIGTERM, in-flight requests get this long to finish. Default 10000 ms.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_url: "http://localhost:8080".into(),
+            trusted_proxies: Vec::new(),
+            max_query_bytes: 8192,
+            max_header_bytes: 16384,
+            header_read_timeout_ms: 10_000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[cookie]`: the user-id cookie.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieConfig {
+    /// Cookie name. Default `uid`.
+    pub name: String,
+    /// `Domain` attribute, to share the id across subdomains. Default none (host-only).
+    pub domain: Option<String>,
+    /// Lifetime of an issued id. Default 365 days.
+    pub max_age_days: u32,
+    /// Adds `Secure` (required by browsers for `SameSite=None`). Default true.
+    pub secure: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            name: "uid".into(),
+            domain: None,
+            max_age_days: 365,
+            secure: true,
+        }
+    }
+}
+
+/// `[redirect]`: where pixeld may send browsers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectConfig {
+    /// `example.com` or `*.example.com` entries; empty allows any host. Default empty.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// `[kafka]`: where events go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated; empty starts the embedded in-memory cluster. Default empty.
+    pub brokers: String,
+    /// `client.id` seen by the brokers. Default `pixeld`.
+    pub client_id: String,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
+    pub compression: String,
+    /// How long the producer waits to fill a batch. Default 5 ms.
+    pub linger_ms: u32,
+    /// `all`, `1` or `0`. Default `all` (with idempotence on).
+    pub acks: String,
+    /// Partitions of each topic pixeld creates. Default 6.
+    pub partitions: i32,
+    /// Replication factor of each topic pixeld creates. Default 1; use 3 in production.
+    pub replication_factor: i32,
+    /// On shutdown, how long to wait for the producer to deliver what it holds. Default 10000 ms.
+    pub flush_timeout_ms: u64,
+    /// Events the producer may hold in memory before refusing new ones. Default 1000000.
+    pub queue_max_messages: u32,
+    /// Topic per event type.
+    pub topics: TopicsConfig,
+    /// Passed to librdkafka as they stand (`security.protocol`, `sasl.*`, `ssl.*`, ...); they win over the settings above.
+    pub librdkafka: BTreeMap<String, toml::Value>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            client_id: "pixeld".into(),
+            compression: "lz4".into(),
+            linger_ms: 5,
+            acks: "all".into(),
+            partitions: 6,
+            replication_factor: 1,
+            flush_timeout_ms: 10_000,
+            queue_max_messages: 1_000_000,
+            topics: TopicsConfig::default(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[kafka.topics]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Default `pixel.impressions`.
+    pub impressions: String,
+    /// Default `pixel.clicks`.
+    pub clicks: String,
+    /// Default `pixel.conversions`.
+    pub conversions: String,
+    /// Default `pixel.segments`.
+    pub segments: String,
+    /// Requests that could not become an event. Default `pixel.invalid`.
+    pub invalid: String,
+    /// Attribution records. Default `pixel.attributions`.
+    pub attributions: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            impressions: "pixel.impressions".into(),
+            clicks: "pixel.clicks".into(),
+            conversions: "pixel.conversions".into(),
+            segments: "pixel.segments".into(),
+            invalid: "pixel.invalid".into(),
+            attributions: "pixel.attributions".into(),
+        }
+    }
+}
+
+/// How a third-party or piggyback pixel is fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// An image request (`new Image().src`, or the image response's one redirect).
+    Img,
+    /// A script element; only the JavaScript response can fire it.
+    Js,
+}
+
+/// A third-party or piggyback pixel. `${CACHEBUSTER}` and `${UID}` in the URL
+/// are filled in when it fires.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PixelConfig {
+    pub url: String,
+    pub format: PixelFormat,
+}
+
+/// `[network]`: pixels that fire for every impression tracker.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub pixels: Vec<PixelConfig>,
+}
+
+/// `[[advertisers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiserConfig {
+    pub id: AdvertiserId,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Third-party pixels fired for every impression tracker of this advertiser.
+    #[serde(default)]
+    pub pixels: Vec<PixelConfig>,
+}
+
+/// `[[line_items]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineItemConfig {
+    pub id: LineItemId,
+    pub advertiser: AdvertiserId,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Conversion pixels whose conversions this line item's touches can earn (at most 20).
+    #[serde(default)]
+    pub conversion_pixels: Vec<PixelId>,
+}
+
+/// `[[impression_trackers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpressionTrackerConfig {
+    pub id: TrackerId,
+    pub line_item: LineItemId,
+    pub publisher: PublisherId,
+    #[serde(default)]
+    pub placement: Option<PlacementId>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The tracker's own third-party pixels.
+    #[serde(default)]
+    pub pixels: Vec<PixelConfig>,
+    /// Segments the user joins, server-side, when the impression is recorded.
+    #[serde(default)]
+    pub add_segments: Vec<SegmentId>,
+}
+
+/// `[[click_trackers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickTrackerConfig {
+    pub id: ClickTrackerId,
+    pub line_item: LineItemId,
+    pub publisher: PublisherId,
+    #[serde(default)]
+    pub placement: Option<PlacementId>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Landing page when the request carries no `redir`.
+    #[serde(default)]
+    pub click_url: Option<String>,
+    /// Segments the user joins, server-side, when the click is recorded.
+    #[serde(default)]
+    pub add_segments: Vec<SegmentId>,
+}
+
+/// `[[conversion_pixels]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionPixelConfig {
+    pub id: PixelId,
+    pub advertiser: AdvertiserId,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `hybrid` (default), `view` or `click`.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Default 1440 (1 day), maximum 43200 (30 days); 0 means the maximum.
+    #[serde(default = "default_post_view")]
+    pub post_view_minutes: u32,
+    /// Default 20160 (14 days), maximum 129600 (90 days); 0 means the maximum.
+    #[serde(default = "default_post_click")]
+    pub post_click_minutes: u32,
+    /// `all`, `one_per_user` (default) or `every N minutes` (N at most 32767).
+    #[serde(default = "default_repeat")]
+    pub repeat: String,
+    #[serde(default)]
+    pub category: Option<Category>,
+    /// Fired with the conversion: at most one `img` (the image response's one redirect).
+    #[serde(default)]
+    pub piggybacks: Vec<PixelConfig>,
+}
+
+fn default_post_view() -> u32 {
+    1440
+}
+fn default_post_click() -> u32 {
+    20160
+}
+fn default_repeat() -> String {
+    "one_per_user".into()
+}
+
+/// Which touch a conversion is credited to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The latest click in the post-click window, else the latest view in the post-view window.
+    #[default]
+    Hybrid,
+    View,
+    Click,
+}
+
+/// The conversion-pixel page's event categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    VisitLandingPage,
+    ViewAnItem,
+    AddToCart,
+    InitiateCheckout,
+    AddPaymentInfo,
+    Purchase,
+    GenerateLead,
+}
+
+/// `[[segments]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub id: SegmentId,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long membership lasts: unset is the maximum, 259200 (180 days); 0 is this request only.
+    #[serde(default)]
+    pub expire_minutes: Option<u32>,
+}

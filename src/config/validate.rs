@@ -1,0 +1,417 @@
+//! Checks that need more than the file's shape: ranges, references between
+//! sections, duplicate ids, URLs. Each problem says what the fix is.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::hash::Hash;
+
+use super::catalog::Repeat;
+use super::load::Problem;
+use super::{Config, PixelConfig, PixelFormat};
+use crate::pixel::redirect::AllowList;
+
+pub const MAX_POST_VIEW_MINUTES: u32 = 43_200;
+pub const MAX_POST_CLICK_MINUTES: u32 = 129_600;
+pub const MAX_SEGMENT_EXPIRE_MINUTES: u32 = 259_200;
+pub const MAX_PIXELS_PER_LINE_ITEM: usize = 20;
+
+struct Report(Vec<Problem>);
+
+impl Report {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut r = Report(Vec::new());
+    server(cfg, &mut r);
+    cookie(cfg, &mut r);
+    kafka(cfg, &mut r);
+
+    let allow = match AllowList::new(&cfg.redirect.allowed_hosts) {
+        Ok(a) => a,
+        Err(bad) => {
+            let i = cfg
+                .redirect
+                .allowed_hosts
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(&bad))
+                .unwrap_or(0);
+            r.add(
+                format!("redirect.allowed_hosts[{i}]"),
+                format!("{bad:?} is not a host name; write `example.com` or `*.example.com`"),
+            );
+            AllowList::default()
+        }
+    };
+
+    pixels(&cfg.network.pixels, "network.pixels", &allow, &mut r);
+    let advertisers = ids(cfg.advertisers.iter().map(|a| a.id), "advertisers", &mut r);
+    let line_items = ids(cfg.line_items.iter().map(|l| l.id), "line_items", &mut r);
+    let segments = ids(cfg.segments.iter().map(|s| s.id), "segments", &mut r);
+    let conv = ids(
+        cfg.conversion_pixels.iter().map(|p| p.id),
+        "conversion_pixels",
+        &mut r,
+    );
+    ids(
+        cfg.impression_trackers.iter().map(|t| t.id),
+        "impression_trackers",
+        &mut r,
+    );
+    ids(
+        cfg.click_trackers.iter().map(|t| t.id),
+        "click_trackers",
+        &mut r,
+    );
+
+    for (i, a) in cfg.advertisers.iter().enumerate() {
+        pixels(
+            &a.pixels,
+            &format!("advertisers[{i}].pixels"),
+            &allow,
+            &mut r,
+        );
+    }
+    let pixel_advertiser: HashMap<_, _> = cfg
+        .conversion_pixels
+        .iter()
+        .map(|p| (p.id, p.advertiser))
+        .collect();
+    for (i, l) in cfg.line_items.iter().enumerate() {
+        let at = format!("line_items[{i}]");
+        exists(
+            &advertisers,
+            l.advertiser,
+            &format!("{at}.advertiser"),
+            "advertisers",
+            &mut r,
+        );
+        if l.conversion_pixels.len() > MAX_PIXELS_PER_LINE_ITEM {
+            r.add(
+                format!("{at}.conversion_pixels"),
+                format!(
+                    "{} pixels attached; a line item can have at most {MAX_PIXELS_PER_LINE_ITEM}",
+                    l.conversion_pixels.len()
+                ),
+            );
+        }
+        for (j, p) in l.conversion_pixels.iter().enumerate() {
+            let path = format!("{at}.conversion_pixels[{j}]");
+            exists(&conv, *p, &path, "conversion_pixels", &mut r);
+            if let Some(owner) = pixel_advertiser.get(p) {
+                if *owner != l.advertiser {
+                    r.add(
+                        path,
+                        format!(
+                            "pixel {p} belongs to advertiser {owner}, not to this line item's advertiser {}; attach pixels of the same advertiser",
+                            l.advertiser
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (i, t) in cfg.impression_trackers.iter().enumerate() {
+        let at = format!("impression_trackers[{i}]");
+        exists(
+            &line_items,
+            t.line_item,
+            &format!("{at}.line_item"),
+            "line_items",
+            &mut r,
+        );
+        pixels(&t.pixels, &format!("{at}.pixels"), &allow, &mut r);
+        for (j, s) in t.add_segments.iter().enumerate() {
+            exists(
+                &segments,
+                *s,
+                &format!("{at}.add_segments[{j}]"),
+                "segments",
+                &mut r,
+            );
+        }
+    }
+    for (i, t) in cfg.click_trackers.iter().enumerate() {
+        let at = format!("click_trackers[{i}]");
+        exists(
+            &line_items,
+            t.line_item,
+            &format!("{at}.line_item"),
+            "line_items",
+            &mut r,
+        );
+        if let Some(url) = &t.click_url {
+            url_ok(url, &format!("{at}.click_url"), &allow, &mut r);
+        }
+        for (j, s) in t.add_segments.iter().enumerate() {
+            exists(
+                &segments,
+                *s,
+                &format!("{at}.add_segments[{j}]"),
+                "segments",
+                &mut r,
+            );
+        }
+    }
+    for (i, p) in cfg.conversion_pixels.iter().enumerate() {
+        let at = format!("conversion_pixels[{i}]");
+        exists(
+            &advertisers,
+            p.advertiser,
+            &format!("{at}.advertiser"),
+            "advertisers",
+            &mut r,
+        );
+        if p.post_view_minutes > MAX_POST_VIEW_MINUTES {
+            r.add(
+                format!("{at}.post_view_minutes"),
+                format!(
+                    "{} is above the maximum {MAX_POST_VIEW_MINUTES} (30 days)",
+                    p.post_view_minutes
+                ),
+            );
+        }
+        if p.post_click_minutes > MAX_POST_CLICK_MINUTES {
+            r.add(
+                format!("{at}.post_click_minutes"),
+                format!(
+                    "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days)",
+                    p.post_click_minutes
+                ),
+            );
+        }
+        if let Err(e) = Repeat::parse(&p.repeat) {
+            r.add(format!("{at}.repeat"), e);
+        }
+        let images = p
+            .piggybacks
+            .iter()
+            .filter(|x| x.format == PixelFormat::Img)
+            .count();
+        if images > 1 {
+            r.add(
+                format!("{at}.piggybacks"),
+                format!("{images} img piggybacks; the image response can fire only one (by redirect): keep one img and make the others js, or fire them from the JavaScript form"),
+            );
+        }
+        pixels(&p.piggybacks, &format!("{at}.piggybacks"), &allow, &mut r);
+    }
+    for (i, s) in cfg.segments.iter().enumerate() {
+        if let Some(m) = s.expire_minutes {
+            if m > MAX_SEGMENT_EXPIRE_MINUTES {
+                r.add(
+                    format!("segments[{i}].expire_minutes"),
+                    format!("{m} is above the maximum {MAX_SEGMENT_EXPIRE_MINUTES} (180 days)"),
+                );
+            }
+        }
+    }
+    r.0
+}
+
+fn server(cfg: &Config, r: &mut Report) {
+    let s = &cfg.server;
+    let url = &s.public_url;
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme_ok || url.bytes().any(|b| b <= b' ' || b >= 0x7f) || url.len() < 9 {
+        r.add(
+            "server.public_url",
+            format!("{url:?} is not an http(s) URL; write e.g. \"https://px.example.com\""),
+        );
+    }
+    if !(256..=65_536).contains(&s.max_query_bytes) {
+        r.add(
+            "server.max_query_bytes",
+            format!("{} is outside 256..=65536", s.max_query_bytes),
+        );
+    }
+    if !(8192..=1_048_576).contains(&s.max_header_bytes) {
+        r.add(
+            "server.max_header_bytes",
+            format!("{} is outside 8192..=1048576", s.max_header_bytes),
+        );
+    }
+    if s.max_header_bytes < s.max_query_bytes + 64 {
+        r.add(
+            "server.max_header_bytes",
+            format!(
+                "{} cannot hold a request line with a query of max_query_bytes ({}); raise it",
+                s.max_header_bytes, s.max_query_bytes
+            ),
+        );
+    }
+    if s.header_read_timeout_ms == 0 {
+        r.add("server.header_read_timeout_ms", "must be above 0");
+    }
+}
+
+fn cookie(cfg: &Config, r: &mut Report) {
+    let c = &cfg.cookie;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(&c.name) {
+        r.add(
+            "cookie.name",
+            format!(
+                "{:?} is not a valid cookie name; use letters, digits, `_` or `-`",
+                c.name
+            ),
+        );
+    }
+    if let Some(d) = &c.domain {
+        let host = d.strip_prefix('.').unwrap_or(d);
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            r.add(
+                "cookie.domain",
+                format!("{d:?} is not a domain; write e.g. \"example.com\""),
+            );
+        }
+    }
+    if !(1..=400).contains(&c.max_age_days) {
+        r.add(
+            "cookie.max_age_days",
+            format!(
+                "{} is outside 1..=400 (browsers cap cookies at 400 days)",
+                c.max_age_days
+            ),
+        );
+    }
+}
+
+fn kafka(cfg: &Config, r: &mut Report) {
+    let k = &cfg.kafka;
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
+        r.add(
+            "kafka.compression",
+            format!(
+                "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                k.compression
+            ),
+        );
+    }
+    if !["all", "1", "0"].contains(&k.acks.as_str()) {
+        r.add(
+            "kafka.acks",
+            format!("{:?} is not one of \"all\", \"1\", \"0\"", k.acks),
+        );
+    }
+    if k.partitions < 1 {
+        r.add(
+            "kafka.partitions",
+            format!("{} must be at least 1", k.partitions),
+        );
+    }
+    if !(1..=32_767).contains(&k.replication_factor) {
+        r.add(
+            "kafka.replication_factor",
+            format!("{} must be at least 1", k.replication_factor),
+        );
+    }
+    if k.queue_max_messages < 1000 {
+        r.add(
+            "kafka.queue_max_messages",
+            format!("{} is below 1000", k.queue_max_messages),
+        );
+    }
+    let t = &k.topics;
+    for (name, topic) in [
+        ("impressions", &t.impressions),
+        ("clicks", &t.clicks),
+        ("conversions", &t.conversions),
+        ("segments", &t.segments),
+        ("invalid", &t.invalid),
+        ("attributions", &t.attributions),
+    ] {
+        let ok = !topic.is_empty()
+            && topic.len() <= 249
+            && topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            r.add(
+                format!("kafka.topics.{name}"),
+                format!("{topic:?} is not a Kafka topic name (letters, digits, `.`, `_`, `-`)"),
+            );
+        }
+    }
+    for (key, value) in &k.librdkafka {
+        if matches!(
+            value,
+            toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+        ) {
+            r.add(
+                format!("kafka.librdkafka.{key:?}"),
+                "must be a string, number or boolean",
+            );
+        }
+    }
+}
+
+fn ids<T: Copy + Eq + Hash + Display>(
+    iter: impl Iterator<Item = T>,
+    section: &str,
+    r: &mut Report,
+) -> HashSet<T> {
+    let mut seen = HashSet::new();
+    for (i, id) in iter.enumerate() {
+        if !seen.insert(id) {
+            r.add(
+                format!("{section}[{i}].id"),
+                format!("{id} is used twice in {section}; ids must be unique"),
+            );
+        }
+    }
+    seen
+}
+
+fn exists<T: Eq + Hash + Display>(
+    set: &HashSet<T>,
+    id: T,
+    path: &str,
+    section: &str,
+    r: &mut Report,
+) {
+    if !set.contains(&id) {
+        r.add(
+            path,
+            format!("{id} is not defined; add it under [[{section}]] or fix the id"),
+        );
+    }
+}
+
+/// An `img` pixel can become the image response's redirect, so it must pass
+/// the allowlist; a `js` one is only ever loaded by a script element.
+fn pixels(list: &[PixelConfig], path: &str, allow: &AllowList, r: &mut Report) {
+    let any = AllowList::default();
+    for (i, p) in list.iter().enumerate() {
+        let rule = if p.format == PixelFormat::Img {
+            allow
+        } else {
+            &any
+        };
+        url_ok(&p.url, &format!("{path}[{i}].url"), rule, r);
+    }
+}
+
+fn url_ok(url: &str, path: &str, allow: &AllowList, r: &mut Report) {
+    // Macros are filled in at fire time; validate with a stand-in value.
+    let probe = url
+        .replace("${CACHEBUSTER}", "0")
+        .replace("${UID}", "0")
+        .replace("${USER_ID}", "0");
+    if let Err(e) = allow.validate(&probe) {
+        r.add(path, format!("{url:?}: {}", e.reason()));
+    }
+}

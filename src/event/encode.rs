@@ -1,0 +1,243 @@
+//! JSON encoding straight into a caller's buffer: no intermediate values, no
+//! allocation once the buffer has grown to fit an event.
+
+use std::io::Write;
+
+use super::{Body, Event, NumericId, Touch, VERSION};
+
+/// Appends one JSON object to a buffer, key by key.
+pub struct JsonWriter<'b> {
+    /// Where the object is written; the caller owns and reuses it.
+    buf: &'b mut Vec<u8>,
+    /// No comma before the first key.
+    first: bool,
+}
+
+impl<'b> JsonWriter<'b> {
+    pub fn object(buf: &'b mut Vec<u8>) -> Self {
+        buf.push(b'{');
+        JsonWriter { buf, first: true }
+    }
+
+    pub fn end(self) {
+        self.buf.push(b'}');
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    pub fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        write_str(self.buf, v);
+    }
+
+    pub fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.null(k),
+        }
+    }
+
+    pub fn u64(&mut self, k: &str, v: u64) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    pub fn opt_u64(&mut self, k: &str, v: Option<u64>) {
+        match v {
+            Some(v) => self.u64(k, v),
+            None => self.null(k),
+        }
+    }
+
+    pub fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    pub fn null(&mut self, k: &str) {
+        self.key(k);
+        self.buf.extend_from_slice(b"null");
+    }
+
+    pub fn id<T: NumericId>(&mut self, k: &str, v: T) {
+        self.u64(k, v.get() as u64);
+    }
+
+    pub fn opt_id<T: NumericId>(&mut self, k: &str, v: Option<T>) {
+        self.opt_u64(k, v.map(|v| v.get() as u64));
+    }
+
+    pub fn ids<T: NumericId>(&mut self, k: &str, v: &[T]) {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, id) in v.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.buf
+                .extend_from_slice(itoa::Buffer::new().format(id.get()).as_bytes());
+        }
+        self.buf.push(b']');
+    }
+
+    pub fn strs<'s>(&mut self, k: &str, v: impl IntoIterator<Item = &'s str>) {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, s) in v.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            write_str(self.buf, s);
+        }
+        self.buf.push(b']');
+    }
+
+    /// A nested array of objects, each written by `f`.
+    pub fn objects<I>(&mut self, k: &str, items: I, mut f: impl FnMut(&mut JsonWriter<'_>, I::Item))
+    where
+        I: IntoIterator,
+    {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            let mut w = JsonWriter::object(self.buf);
+            f(&mut w, item);
+            w.end();
+        }
+        self.buf.push(b']');
+    }
+
+    /// A value written with `Display` as a JSON string (ids, addresses).
+    pub fn display(&mut self, k: &str, v: impl std::fmt::Display) {
+        self.key(k);
+        self.buf.push(b'"');
+        let _ = write!(self.buf, "{v}");
+        self.buf.push(b'"');
+    }
+}
+
+/// A JSON string literal, escaping quotes, backslashes and control characters.
+pub fn write_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            let _ = write!(buf, "\\u{:04x}", b);
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+/// Appends `event` as one JSON object to `buf`.
+pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
+    let c = &event.common;
+    let mut w = JsonWriter::object(buf);
+    w.u64("v", VERSION as u64);
+    w.str("event_id", c.event_id.to_hyphenated().as_str());
+    w.str("type", event.kind().as_str());
+    w.u64("ts", c.ts_ms);
+    match c.uid {
+        Some(uid) => w.str("uid", uid.to_hex().as_str()),
+        None => w.null("uid"),
+    }
+    w.bool("new_uid", c.new_uid);
+    match c.ip {
+        Some(ip) => w.display("ip", ip),
+        None => w.null("ip"),
+    }
+    w.opt_str("user_agent", c.user_agent.as_deref());
+    w.opt_str("referer", c.referer.as_deref());
+    w.strs("warnings", c.warnings.as_slice().iter().copied());
+    match &event.body {
+        Body::Impression(t) => touch(&mut w, t),
+        Body::Click(t) => touch(&mut w, t),
+        Body::Conversion(cv) => {
+            w.id("pixel_id", cv.pixel_id);
+            w.id("advertiser_id", cv.advertiser_id);
+            w.opt_str("order_id", cv.order_id.as_deref());
+            w.opt_u64("value_micros", cv.value_micros);
+            w.opt_str("other", cv.other.as_deref());
+            w.ids("segments_added", &cv.segments_added);
+            w.ids("segments_removed", &cv.segments_removed);
+            w.opt_str("redir", cv.redir.as_deref());
+        }
+        Body::Segment(s) => {
+            w.objects("adds", &s.adds, |o, (id, value)| {
+                o.id("segment_id", *id);
+                o.opt_u64("value", value.map(u64::from));
+            });
+            w.ids("removes", &s.removes);
+            w.strs("add_codes", s.add_codes.iter().map(|c| c.as_ref()));
+            w.strs("remove_codes", s.remove_codes.iter().map(|c| c.as_ref()));
+            w.opt_id("member", s.member);
+            w.opt_str("other", s.other.as_deref());
+            w.opt_str("redir", s.redir.as_deref());
+        }
+        Body::Invalid(inv) => {
+            w.str("path", inv.path);
+            w.str("query", inv.query);
+            w.str("reason", inv.reason);
+        }
+    }
+    w.end();
+}
+
+fn touch<T: NumericId>(w: &mut JsonWriter<'_>, t: &Touch<'_, T>) {
+    w.id("tracker_id", t.tracker_id);
+    w.id("line_item_id", t.line_item_id);
+    w.id("advertiser_id", t.advertiser_id);
+    w.id("publisher_id", t.publisher_id);
+    w.opt_id("placement_id", t.placement_id);
+    w.opt_str("cachebuster", t.cachebuster.as_deref());
+    w.opt_u64("ancost_micros", t.ancost_micros);
+    w.opt_str("redir", t.redir.as_deref());
+    w.ids("segments_added", t.segments_added);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_into_valid_json() {
+        let nasty = "a\"b\\c\nd\u{1}e\u{7f}é\u{2028}</script>";
+        let mut buf = Vec::new();
+        let mut w = JsonWriter::object(&mut buf);
+        w.str("s", nasty);
+        w.opt_str("n", None);
+        w.u64("x", u64::MAX);
+        w.end();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["s"], nasty);
+        assert!(v["n"].is_null());
+        assert_eq!(v["x"], u64::MAX);
+    }
+}

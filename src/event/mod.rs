@@ -1,0 +1,181 @@
+//! Events: what a pixel request becomes, and their JSON encoding.
+//!
+//! An event borrows its strings from the request it came from; it lives only
+//! as long as it takes to encode it into a reused buffer.
+
+mod encode;
+mod warnings;
+
+pub use encode::{encode, JsonWriter};
+pub use warnings::Warnings;
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::net::IpAddr;
+
+use crate::ids::{
+    AdvertiserId, ClickTrackerId, EventId, LineItemId, MemberId, PixelId, PlacementId, PublisherId,
+    SegmentId, TrackerId, UserId,
+};
+
+/// Version of the event format; bumped on incompatible changes.
+pub const VERSION: u32 = 1;
+
+/// The `type` field and Kafka header of each event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Impression,
+    Click,
+    Conversion,
+    Segment,
+    Invalid,
+    Attribution,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Impression => "impression",
+            EventType::Click => "click",
+            EventType::Conversion => "conversion",
+            EventType::Segment => "segment",
+            EventType::Invalid => "invalid",
+            EventType::Attribution => "attribution",
+        }
+    }
+}
+
+/// Fields every event carries.
+#[derive(Clone, Debug)]
+pub struct Common<'a> {
+    pub event_id: EventId,
+    /// Milliseconds since the epoch, when the request was answered.
+    pub ts_ms: u64,
+    /// None for anonymous and opted-out users.
+    pub uid: Option<UserId>,
+    /// The id was issued by this response.
+    pub new_uid: bool,
+    /// None for opted-out users.
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub referer: Option<Cow<'a, str>>,
+    /// Short codes for whatever was wrong but did not stop the event.
+    pub warnings: Warnings,
+}
+
+/// An impression or a click, recorded through a tracker.
+#[derive(Clone, Debug)]
+pub struct Touch<'a, T> {
+    pub tracker_id: T,
+    pub line_item_id: LineItemId,
+    pub advertiser_id: AdvertiserId,
+    pub publisher_id: PublisherId,
+    pub placement_id: Option<PlacementId>,
+    pub cachebuster: Option<Cow<'a, str>>,
+    /// Media cost in millionths, parsed exactly from the decimal.
+    pub ancost_micros: Option<u64>,
+    pub redir: Option<Cow<'a, str>>,
+    /// The tracker's server-side segment adds.
+    pub segments_added: &'a [SegmentId],
+}
+
+/// A conversion pixel firing.
+#[derive(Clone, Debug)]
+pub struct Conversion<'a> {
+    pub pixel_id: PixelId,
+    pub advertiser_id: AdvertiserId,
+    pub order_id: Option<Cow<'a, str>>,
+    pub value_micros: Option<u64>,
+    pub other: Option<Cow<'a, str>>,
+    pub segments_added: Vec<SegmentId>,
+    pub segments_removed: Vec<SegmentId>,
+    pub redir: Option<Cow<'a, str>>,
+}
+
+/// A segment pixel firing.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentChange<'a> {
+    /// Segment ids with their optional value (`add=ID:VALUE`).
+    pub adds: Vec<(SegmentId, Option<u32>)>,
+    pub removes: Vec<SegmentId>,
+    /// Segment codes of `member`, as given (`add_code=`).
+    pub add_codes: Vec<Cow<'a, str>>,
+    pub remove_codes: Vec<Cow<'a, str>>,
+    pub member: Option<MemberId>,
+    pub other: Option<Cow<'a, str>>,
+    pub redir: Option<Cow<'a, str>>,
+}
+
+/// A request that could not become an event of its type.
+#[derive(Clone, Debug)]
+pub struct Invalid<'a> {
+    pub path: &'a str,
+    /// The raw query, cut to [`Invalid::MAX_QUERY`] bytes.
+    pub query: &'a str,
+    pub reason: &'static str,
+}
+
+impl<'a> Invalid<'a> {
+    pub const MAX_QUERY: usize = 2048;
+
+    pub fn new(path: &'a str, query: &'a str, reason: &'static str) -> Self {
+        let mut end = query.len().min(Self::MAX_QUERY);
+        while !query.is_char_boundary(end) {
+            end -= 1;
+        }
+        Invalid {
+            path,
+            query: &query[..end],
+            reason,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug)]
+pub enum Body<'a> {
+    Impression(Touch<'a, TrackerId>),
+    Click(Touch<'a, ClickTrackerId>),
+    Conversion(Conversion<'a>),
+    Segment(SegmentChange<'a>),
+    Invalid(Invalid<'a>),
+}
+
+/// One event, ready to encode.
+#[derive(Clone, Debug)]
+pub struct Event<'a> {
+    pub common: Common<'a>,
+    pub body: Body<'a>,
+}
+
+impl Event<'_> {
+    pub fn kind(&self) -> EventType {
+        match self.body {
+            Body::Impression(_) => EventType::Impression,
+            Body::Click(_) => EventType::Click,
+            Body::Conversion(_) => EventType::Conversion,
+            Body::Segment(_) => EventType::Segment,
+            Body::Invalid(_) => EventType::Invalid,
+        }
+    }
+}
+
+/// Ids that encode as JSON numbers.
+pub trait NumericId: Display + Copy {
+    fn get(self) -> u32;
+}
+
+macro_rules! numeric {
+    ($($t:ty),*) => { $(impl NumericId for $t { fn get(self) -> u32 { self.0 } })* };
+}
+numeric!(
+    TrackerId,
+    ClickTrackerId,
+    LineItemId,
+    AdvertiserId,
+    PublisherId,
+    PlacementId,
+    PixelId,
+    SegmentId,
+    MemberId
+);

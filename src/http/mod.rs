@@ -1,0 +1,9 @@
+//! The HTTP side: accept loop, routing, responses, cookies, client address.
+
+pub mod client_ip;
+pub mod cookie;
+pub mod response;
+pub mod router;
+pub mod server;
+
+pub use server::{run, Limits};

@@ -1,0 +1,131 @@
+//! Building responses. Every pixel response is uncacheable, so a browser
+//! fires the pixel again on the next page view.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, LOCATION, PRAGMA};
+use hyper::{Response, StatusCode};
+
+use crate::pixel::Reply;
+
+/// The 43-byte transparent 1x1 GIF.
+pub const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
+
+pub type Body = Full<Bytes>;
+
+fn no_cache(resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate, private"),
+    );
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(EXPIRES, HeaderValue::from_static("0"));
+}
+
+fn with(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    no_cache(&mut resp);
+    resp
+}
+
+pub fn gif() -> Response<Body> {
+    with(StatusCode::OK, "image/gif", Bytes::from_static(GIF))
+}
+
+/// 302 to a validated URL; the GIF if the URL cannot be a header value
+/// (the validator already refuses that, this is the last line).
+pub fn redirect(url: &str) -> Response<Body> {
+    match HeaderValue::from_str(url) {
+        Ok(location) => {
+            let mut resp = with(StatusCode::FOUND, "text/plain; charset=utf-8", Bytes::new());
+            resp.headers_mut().insert(LOCATION, location);
+            resp
+        }
+        Err(_) => gif(),
+    }
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    with(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+pub fn reply(reply: &Reply) -> Response<Body> {
+    match reply {
+        Reply::Gif => gif(),
+        Reply::Redirect(url) => redirect(url),
+        Reply::Js(script) => with(
+            StatusCode::OK,
+            "application/javascript; charset=utf-8",
+            Bytes::from(script.render()),
+        ),
+        Reply::BadRequest(reason) => {
+            let mut body = String::with_capacity(reason.len() + 1);
+            body.push_str(reason);
+            body.push('\n');
+            with(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                Bytes::from(body),
+            )
+        }
+    }
+}
+
+pub fn method_not_allowed() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: use GET or HEAD\n",
+    );
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+pub fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gif_is_a_43_byte_gif89a() {
+        assert_eq!(GIF.len(), 43);
+        assert!(GIF.starts_with(b"GIF89a"));
+        assert_eq!(GIF[42], 0x3b);
+    }
+
+    #[test]
+    fn every_pixel_response_is_uncacheable() {
+        for resp in [
+            gif(),
+            redirect("https://a.example/"),
+            reply(&Reply::BadRequest("x")),
+        ] {
+            let h = resp.headers();
+            assert_eq!(
+                h[CACHE_CONTROL],
+                "no-cache, no-store, must-revalidate, private"
+            );
+            assert_eq!(h[PRAGMA], "no-cache");
+            assert_eq!(h[EXPIRES], "0");
+        }
+        assert_eq!(gif().headers()[CONTENT_TYPE], "image/gif");
+    }
+
+    #[test]
+    fn a_url_that_is_no_header_value_falls_back_to_the_gif() {
+        let resp = redirect("https://a.example/\r\nSet-Cookie: x=1");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().get(LOCATION).is_none());
+    }
+}

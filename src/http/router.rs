@@ -1,0 +1,178 @@
+//! One request in, one response out: routing, identity, the pixel handler,
+//! publishing the event.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::header::{HeaderMap, HeaderName, REFERER, SET_COOKIE, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::client_ip::client_ip;
+use super::cookie::Identity;
+use super::response::{self, Body};
+use crate::app::App;
+use crate::event::{encode, Common, Event, Warnings};
+use crate::ids::EventId;
+use crate::pixel::query::Query;
+use crate::pixel::{self, Context, PixelKind, PixelRequest};
+use crate::sink::{Message, Topic};
+use crate::telemetry::{now_ms, prometheus};
+
+enum Route {
+    Pixel(PixelKind),
+    OptOut,
+    Health,
+    Ready,
+    Metrics,
+    Robots,
+}
+
+fn route(path: &str) -> Option<Route> {
+    Some(match path {
+        "/imptr" => Route::Pixel(PixelKind::Impression),
+        "/clktr" | "/clktrb" => Route::Pixel(PixelKind::Click),
+        "/px" => Route::Pixel(PixelKind::Conversion),
+        "/seg" => Route::Pixel(PixelKind::Segment),
+        "/optout" => Route::OptOut,
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/metrics" => Route::Metrics,
+        "/robots.txt" => Route::Robots,
+        _ => return None,
+    })
+}
+
+/// The hyper service function.
+pub async fn serve<B>(
+    req: Request<B>,
+    peer: SocketAddr,
+    app: Arc<App>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(respond(&req, peer, &app))
+}
+
+/// Answers one request; the body, if any, is never read.
+pub fn respond<B>(req: &Request<B>, peer: SocketAddr, app: &App) -> Response<Body> {
+    let Some(route) = route(req.uri().path()) else {
+        return counted(response::not_found(), "not_found");
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return counted(response::method_not_allowed(), "method_not_allowed");
+    }
+    match route {
+        Route::Pixel(kind) => pixel(req, peer, app, kind),
+        Route::OptOut => {
+            let mut resp = response::text(
+                StatusCode::OK,
+                "You have opted out: this browser's visits are no longer tracked or attributed.\n",
+            );
+            resp.headers_mut().insert(SET_COOKIE, app.cookies.opt_out());
+            resp
+        }
+        Route::Health => response::text(StatusCode::OK, "ok\n"),
+        Route::Ready if app.sink.is_ready() => response::text(StatusCode::OK, "ready\n"),
+        Route::Ready => response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: kafka not reachable yet\n",
+        ),
+        Route::Metrics => {
+            let mut resp = Response::new(Body::from(prometheus().render()));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+    }
+}
+
+fn counted(resp: Response<Body>, reason: &'static str) -> Response<Body> {
+    metrics::counter!("http_refused_total", "reason" => reason).increment(1);
+    resp
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: HeaderName) -> Option<Cow<'a, str>> {
+    headers.get(name).map(|v| match v.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    })
+}
+
+fn pixel<B>(req: &Request<B>, peer: SocketAddr, app: &App, kind: PixelKind) -> Response<Body> {
+    let headers = req.headers();
+    let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
+    let identity = if gpc {
+        Identity::Private
+    } else {
+        app.cookies.identify(headers)
+    };
+    let ts_ms = now_ms();
+    let mut warnings = Warnings::default();
+    if req.method() == Method::HEAD {
+        warnings.push("head_request");
+    }
+    let common = Common {
+        event_id: EventId::new_v7(ts_ms),
+        ts_ms,
+        uid: identity.uid(),
+        new_uid: matches!(identity, Identity::Issued(_)),
+        ip: (!identity.is_private()).then(|| client_ip(peer.ip(), headers, &app.trusted_proxies)),
+        user_agent: header(headers, USER_AGENT),
+        referer: header(headers, REFERER),
+        warnings,
+    };
+    let query = req.uri().query().unwrap_or("");
+    let request = PixelRequest {
+        kind,
+        path: req.uri().path(),
+        query,
+        parsed: Query::parse(query, app.max_query_bytes),
+        common,
+    };
+    let ctx = Context {
+        catalog: &app.catalog,
+        allow: &app.allow,
+    };
+    let outcome = pixel::handle(request, &ctx);
+    publish(app, &outcome.event);
+    let mut resp = response::reply(&outcome.reply);
+    if let Identity::Issued(uid) = identity {
+        resp.headers_mut()
+            .insert(SET_COOKIE, app.cookies.issue(uid));
+    }
+    resp
+}
+
+thread_local! {
+    /// Reused per worker thread, so encoding allocates only while it grows.
+    static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// Encodes and hands the event to the sink; a refusal is counted, never
+/// shown to the browser.
+pub fn publish(app: &App, event: &Event<'_>) {
+    let kind = event.kind();
+    BUFFER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        encode(event, &mut buf);
+        let hex = event.common.uid.map(|u| u.to_hex());
+        let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+        let msg = Message {
+            topic: Topic::for_event(kind),
+            key,
+            kind,
+            payload: &buf,
+        };
+        match app.sink.publish(msg) {
+            Ok(()) => metrics::counter!("events_total", "type" => kind.as_str()).increment(1),
+            Err(e) => {
+                metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1)
+            }
+        }
+    });
+}

@@ -1,0 +1,273 @@
+//! Newtype ids. Every id that crosses a module boundary has its own type, so a
+//! tracker id can never be passed where a line item id is expected, and the hot
+//! path keys maps by integers, never by formatted strings.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// Parses the decimal form used in pixel queries (`id=2766`).
+            pub fn parse(s: &str) -> Option<Self> {
+                parse_u32(s).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+numeric_id!(
+    /// An impression tracker (`/imptr?id=`).
+    TrackerId
+);
+numeric_id!(
+    /// A click tracker (`/clktr?id=`, `/clktrb?id=`).
+    ClickTrackerId
+);
+numeric_id!(
+    /// A line item: the unit conversion pixels are attached to.
+    LineItemId
+);
+numeric_id!(
+    /// An advertiser: owns line items, conversion pixels and third-party pixels.
+    AdvertiserId
+);
+numeric_id!(
+    /// A publisher a tracker reports its impressions and clicks under.
+    PublisherId
+);
+numeric_id!(
+    /// An optional placement of a publisher.
+    PlacementId
+);
+numeric_id!(
+    /// A conversion pixel (`/px?id=`).
+    PixelId
+);
+numeric_id!(
+    /// A segment (`/seg?add=`), also added server-side by trackers.
+    SegmentId
+);
+numeric_id!(
+    /// A member (seat) whose segment codes `add_code`/`remove_code` refer to.
+    MemberId
+);
+
+/// Strict decimal u32: digits only, no sign, no leading `+`, no whitespace.
+pub fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn write_hex(value: u128, out: &mut [u8]) {
+    let n = out.len();
+    for (i, slot) in out.iter_mut().enumerate() {
+        let shift = 4 * (n - 1 - i);
+        *slot = HEX[((value >> shift) & 0xf) as usize];
+    }
+}
+
+/// A browser's identity: 128 random bits, carried in the `uid` cookie as 32
+/// lowercase hex characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub u128);
+
+impl UserId {
+    /// A fresh id from the thread's CSPRNG (ChaCha, reseeded from the OS).
+    pub fn generate() -> Self {
+        UserId(rand::rng().random())
+    }
+
+    /// Accepts exactly 32 lowercase hex characters; anything else is not ours.
+    pub fn parse(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for &c in b {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            v = (v << 4) | d as u128;
+        }
+        Some(UserId(v))
+    }
+
+    /// The cookie form, on the stack.
+    pub fn to_hex(self) -> HexId<32> {
+        let mut buf = [0u8; 32];
+        write_hex(self.0, &mut buf);
+        HexId(buf)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.to_hex().as_str())
+    }
+}
+
+/// A fixed-size ASCII rendering of an id, so formatting one never allocates.
+#[derive(Clone, Copy)]
+pub struct HexId<const N: usize>([u8; N]);
+
+impl<const N: usize> HexId<N> {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and hyphens are ever written into the buffer.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// An event's id: a UUIDv7 (48-bit millisecond time, version, random bits),
+/// so ids sort by time and downstream deduplication can use them as keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl EventId {
+    /// A new UUIDv7 for an event that happened at `ts_ms`.
+    pub fn new_v7(ts_ms: u64) -> Self {
+        let rand: u128 = rand::rng().random();
+        Self::from_parts(ts_ms, rand)
+    }
+
+    fn from_parts(ts_ms: u64, rand: u128) -> Self {
+        let ts = ((ts_ms as u128) & 0xffff_ffff_ffff) << 80;
+        let version = 0x7u128 << 76;
+        let rand_a = (rand & 0xfff) << 64;
+        let variant = 0b10u128 << 62;
+        let rand_b = (rand >> 12) & ((1u128 << 62) - 1);
+        EventId(ts | version | rand_a | variant | rand_b)
+    }
+
+    /// A UUIDv8 derived from another id and a purpose tag: the same input
+    /// always yields the same id, so a replayed event produces the same
+    /// derived record id.
+    pub fn derive(from: EventId, tag: u64) -> Self {
+        // SplitMix64 over both halves: cheap, deterministic and well mixed.
+        fn mix(mut z: u64) -> u64 {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        let hi = mix((from.0 >> 64) as u64 ^ mix(tag));
+        let lo = mix(from.0 as u64 ^ hi);
+        let raw = ((hi as u128) << 64) | lo as u128;
+        let cleared = raw & !(0xf << 76) & !(0b11 << 62);
+        EventId(cleared | (0x8 << 76) | (0b10 << 62))
+    }
+
+    /// Milliseconds since the epoch, for a v7 id.
+    pub fn timestamp_ms(self) -> u64 {
+        (self.0 >> 80) as u64
+    }
+
+    /// The canonical hyphenated form, on the stack.
+    pub fn to_hyphenated(self) -> HexId<36> {
+        let mut hex = [0u8; 32];
+        write_hex(self.0, &mut hex);
+        let mut out = [b'-'; 36];
+        out[0..8].copy_from_slice(&hex[0..8]);
+        out[9..13].copy_from_slice(&hex[8..12]);
+        out[14..18].copy_from_slice(&hex[12..16]);
+        out[19..23].copy_from_slice(&hex[16..20]);
+        out[24..36].copy_from_slice(&hex[20..32]);
+        HexId(out)
+    }
+
+    /// Parses the hyphenated form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for (i, &c) in b.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                continue;
+            }
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            v = (v << 4) | d as u128;
+        }
+        Some(EventId(v))
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.to_hyphenated().as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_round_trips_and_rejects_foreign_forms() {
+        let id = UserId::generate();
+        let hex = id.to_hex();
+        assert_eq!(hex.as_str().len(), 32);
+        assert_eq!(UserId::parse(hex.as_str()), Some(id));
+        assert_eq!(UserId::parse("0123456789ABCDEF0123456789abcdef"), None);
+        assert_eq!(UserId::parse("0123456789abcdef0123456789abcde"), None);
+        assert_eq!(UserId::parse("OPTOUT"), None);
+        assert_ne!(UserId::generate(), UserId::generate());
+    }
+
+    #[test]
+    fn event_id_is_a_v7_uuid_carrying_its_time() {
+        let id = EventId::new_v7(1_700_000_000_123);
+        let s = id.to_hyphenated();
+        let s = s.as_str();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "7");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+        assert_eq!(id.timestamp_ms(), 1_700_000_000_123);
+        assert_eq!(EventId::parse(s), Some(id));
+    }
+
+    #[test]
+    fn derived_ids_are_deterministic_v8_and_distinct_per_tag() {
+        let base = EventId::new_v7(1);
+        let a = EventId::derive(base, 1);
+        assert_eq!(a, EventId::derive(base, 1));
+        assert_ne!(a, EventId::derive(base, 2));
+        assert_eq!(&a.to_hyphenated().as_str()[14..15], "8");
+    }
+
+    #[test]
+    fn parse_u32_is_strict() {
+        assert_eq!(parse_u32("2766"), Some(2766));
+        assert_eq!(parse_u32(""), None);
+        assert_eq!(parse_u32("+1"), None);
+        assert_eq!(parse_u32(" 1"), None);
+        assert_eq!(parse_u32("4294967296"), None);
+        assert_eq!(parse_u32("4294967295"), Some(u32::MAX));
+    }
+}

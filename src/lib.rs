@@ -1,0 +1,25 @@
+//! pixeld: a tracking-pixel server.
+//!
+//! A request flows one way through these modules:
+//!
+//! - [`http`]: accept loop, routing, responses, the user-id cookie, the client address;
+//! - [`pixel`]: zero-copy query parsing, then one module per pixel type turning a
+//!   request into an event and a reply (GIF, redirect or JavaScript);
+//! - [`event`]: the event types and their JSON encoding;
+//! - [`sink`]: the boundary to Kafka (real, embedded, or in memory for tests).
+//!
+//! Around them: [`config`] (load, validate, the lookup catalog), [`app`] (the
+//! shared state built from it), [`serve`] (start-up and shutdown order),
+//! [`tags`] (exportable tags), [`ids`] (newtype ids) and [`telemetry`]
+//! (metrics and logs).
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod ids;
+pub mod pixel;
+pub mod serve;
+pub mod sink;
+pub mod tags;
+pub mod telemetry;

@@ -1,0 +1,137 @@
+//! The command line. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pixeld::ids::{ClickTrackerId, PixelId, SegmentId, TrackerId};
+use pixeld::tags::TagFor;
+
+#[derive(Parser)]
+#[command(
+    name = "pixeld",
+    version,
+    about = "A high-throughput tracking-pixel server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve pixels (embedded in-memory Kafka when kafka.brokers is empty).
+    Serve {
+        #[arg(long, default_value = "config/pixeld.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem.
+    CheckConfig {
+        #[arg(long, default_value = "config/pixeld.toml")]
+        config: PathBuf,
+    },
+    /// Print the exportable tag of a tracker, click tracker, pixel or segment.
+    Tags {
+        #[arg(long, default_value = "config/pixeld.toml")]
+        config: PathBuf,
+        #[arg(long, group = "what")]
+        tracker: Option<u32>,
+        #[arg(long, group = "what")]
+        click_tracker: Option<u32>,
+        #[arg(long, group = "what")]
+        pixel: Option<u32>,
+        #[arg(long, group = "what")]
+        segment: Option<u32>,
+        /// The JavaScript form instead of the image.
+        #[arg(long)]
+        js: bool,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<pixeld::config::Config, ExitCode> {
+    pixeld::config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Tags {
+            config,
+            tracker,
+            click_tracker,
+            pixel,
+            segment,
+            js,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let what = match (tracker, click_tracker, pixel, segment) {
+                (Some(id), ..) => TagFor::Tracker(TrackerId(id)),
+                (_, Some(id), ..) => TagFor::ClickTracker(ClickTrackerId(id)),
+                (_, _, Some(id), _) => TagFor::Pixel(PixelId(id)),
+                (.., Some(id)) => TagFor::Segment(SegmentId(id)),
+                _ => {
+                    eprintln!("name one of --tracker, --click-tracker, --pixel, --segment");
+                    return ExitCode::from(2);
+                }
+            };
+            match pixeld::tags::tag(&cfg, what, js) {
+                Ok(tag) => {
+                    println!("{tag}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve { config } => {
+            pixeld::telemetry::init_logs();
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("server.listen: cannot listen on {}: {e}", cfg.server.listen);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let (sink, _embedded) = match pixeld::serve::kafka_sink(&cfg) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                pixeld::serve::serve(&cfg, listener, sink, pixeld::serve::shutdown_signal()).await;
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

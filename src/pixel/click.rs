@@ -1,0 +1,63 @@
+//! `/clktr` and `/clktrb`: a click recorded through a click tracker, then a
+//! redirect to the landing page.
+
+use super::query::Key;
+use super::redirect::AllowList;
+use super::{expand, impression::ancost, Context, Outcome, Reply, Request};
+use crate::event::{Body, Touch};
+use crate::ids::ClickTrackerId;
+
+pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
+    let (redir, target) = r.redir(ctx.allow);
+    let tracker = r
+        .id(ClickTrackerId::parse)
+        .and_then(|id| ctx.catalog.click_trackers.get(&id).ok_or("unknown_id"));
+    let tracker = match tracker {
+        Ok(t) => t,
+        Err(reason) => {
+            // Still take the user where the ad said, if that is allowed.
+            let reply = match target {
+                Some(url) => Reply::Redirect(url),
+                None => Reply::BadRequest(no_target_reason(&r, ctx.allow)),
+            };
+            let body = r.invalid(reason);
+            return r.finish(body, reply);
+        }
+    };
+    let cachebuster = r.opt(Key::Cachebuster, "cachebuster_invalid");
+    let ancost_micros = ancost(&mut r);
+    let reply = match target {
+        Some(url) => Reply::Redirect(url),
+        None => match &tracker.click_url {
+            Some(url) => Reply::Redirect(expand(url, r.common.uid)),
+            None => {
+                r.warn("no_landing_page");
+                Reply::BadRequest(no_target_reason(&r, ctx.allow))
+            }
+        },
+    };
+    let body = Body::Click(Touch {
+        tracker_id: tracker.id,
+        line_item_id: tracker.line_item,
+        advertiser_id: tracker.advertiser,
+        publisher_id: tracker.publisher,
+        placement_id: tracker.placement,
+        cachebuster,
+        ancost_micros,
+        redir,
+        segments_added: &tracker.add_segments,
+    });
+    r.finish(body, reply)
+}
+
+/// Why a click has nowhere to go, in one line for the 400 body.
+fn no_target_reason(r: &Request<'_>, allow: &AllowList) -> &'static str {
+    match r.q.redir() {
+        super::query::Param::Present(t) => match allow.validate(&expand(&t, r.common.uid)) {
+            Err(e) => e.reason(),
+            Ok(()) => "no landing page",
+        },
+        super::query::Param::Malformed => "redirect target has a bad percent-encoding",
+        super::query::Param::Absent => "no redir parameter and no click_url configured",
+    }
+}

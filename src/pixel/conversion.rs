@@ -1,0 +1,64 @@
+//! `/px`: a conversion pixel firing (`id`, `order_id`, `value`, `other`,
+//! `seg`, `remove`, `redir`).
+
+use super::query::Key;
+use super::{decimal, image_reply, script_reply, segment, Context, Form, Outcome, Request};
+use crate::event::{Body, Conversion};
+use crate::ids::PixelId;
+
+pub const MAX_ORDER_ID: usize = 36;
+pub const MAX_OTHER_CHARS: usize = 30;
+
+pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
+    let form = r.form();
+    let (redir, target) = r.redir(ctx.allow);
+    let id = match r.id(PixelId::parse) {
+        Ok(id) => id,
+        Err(reason) => return r.reject(reason, form, target),
+    };
+    let Some(pixel) = ctx.catalog.conversion_pixels.get(&id) else {
+        return r.reject("unknown_id", form, target);
+    };
+    let order_id = r
+        .opt(Key::OrderId, "order_id_invalid")
+        .filter(|o| o.len() <= MAX_ORDER_ID && o.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if order_id.is_none() && !r.q.param(Key::OrderId).is_absent() {
+        r.warn("order_id_invalid");
+    }
+    let value_micros = match r.opt(Key::Value, "value_invalid") {
+        None => None,
+        Some(v) => decimal::parse_micros(&v).or_else(|| {
+            r.warn("value_invalid");
+            None
+        }),
+    };
+    let other = other(&mut r);
+    let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
+    let segments_removed = segment::id_list(&mut r, ctx, Key::Remove, "remove_invalid");
+    let uid = r.common.uid;
+    let reply = match form {
+        Form::Image => image_reply(target, &pixel.piggybacks, uid),
+        Form::Script => script_reply(target, &pixel.piggybacks, uid),
+    };
+    let body = Body::Conversion(Conversion {
+        pixel_id: pixel.id,
+        advertiser_id: pixel.advertiser,
+        order_id,
+        value_micros,
+        other,
+        segments_added,
+        segments_removed,
+        redir,
+    });
+    r.finish(body, reply)
+}
+
+/// `other`: free text of at most 30 characters, else a warning and null.
+pub fn other<'a>(r: &mut Request<'a>) -> Option<std::borrow::Cow<'a, str>> {
+    let v = r.opt(Key::Other, "other_invalid")?;
+    if v.chars().count() > MAX_OTHER_CHARS || v.chars().any(char::is_control) {
+        r.warn("other_invalid");
+        return None;
+    }
+    Some(v)
+}

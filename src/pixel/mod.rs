@@ -1,0 +1,247 @@
+//! Pixel requests to events: one module per pixel type, each turning a parsed
+//! query into an [`Event`] and the [`Reply`] the browser gets.
+
+pub mod click;
+pub mod conversion;
+pub mod decimal;
+pub mod impression;
+pub mod js;
+pub mod query;
+pub mod redirect;
+pub mod segment;
+
+use std::borrow::Cow;
+
+use crate::config::Catalog;
+use crate::config::FireList;
+use crate::event::{Body, Common, Event, Invalid};
+use crate::ids::UserId;
+use query::{Key, Param, Query, QueryError};
+use redirect::AllowList;
+
+/// Which pixel a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelKind {
+    Impression,
+    Click,
+    Conversion,
+    Segment,
+}
+
+/// What the browser gets back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The 1x1 transparent GIF.
+    Gif,
+    /// 302 to this absolute URL.
+    Redirect(String),
+    /// A script that fires these pixels (possibly none).
+    Js(js::Script),
+    /// 400 with a one-line reason (a click with nowhere to go).
+    BadRequest(&'static str),
+}
+
+/// Everything a handler needs besides the request.
+pub struct Context<'c> {
+    pub catalog: &'c Catalog,
+    pub allow: &'c AllowList,
+}
+
+/// The request as the pixel layer sees it.
+pub struct PixelRequest<'a> {
+    pub kind: PixelKind,
+    pub path: &'a str,
+    /// The raw query, without `?`.
+    pub query: &'a str,
+    /// The parsed query, or why it could not be parsed.
+    pub parsed: Result<Query<'a>, QueryError>,
+    /// Identity, address and headers, filled in by the HTTP layer.
+    pub common: Common<'a>,
+}
+
+/// An event and its reply.
+pub struct Outcome<'a> {
+    pub event: Event<'a>,
+    pub reply: Reply,
+}
+
+/// Routes a request to its pixel's handler.
+pub fn handle<'a>(req: PixelRequest<'a>, ctx: &Context<'a>) -> Outcome<'a> {
+    let PixelRequest {
+        kind,
+        path,
+        query,
+        parsed,
+        common,
+    } = req;
+    let q = match parsed {
+        Ok(q) => q,
+        Err(QueryError::TooLong) => {
+            let event = Event {
+                common,
+                body: Body::Invalid(Invalid::new(path, query, "query_too_long")),
+            };
+            let reply = if kind == PixelKind::Click {
+                Reply::BadRequest("query string too long")
+            } else {
+                Reply::Gif
+            };
+            return Outcome { event, reply };
+        }
+    };
+    let r = Request {
+        path,
+        query,
+        q,
+        common,
+    };
+    match kind {
+        PixelKind::Impression => impression::handle(r, ctx),
+        PixelKind::Click => click::handle(r, ctx),
+        PixelKind::Conversion => conversion::handle(r, ctx),
+        PixelKind::Segment => segment::handle(r, ctx),
+    }
+}
+
+/// A parsed request with the helpers all handlers share.
+pub struct Request<'a> {
+    pub path: &'a str,
+    pub query: &'a str,
+    pub q: Query<'a>,
+    pub common: Common<'a>,
+}
+
+/// The response form asked for with `t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    Image,
+    Script,
+}
+
+impl<'a> Request<'a> {
+    pub fn warn(&mut self, code: &'static str) {
+        self.common.warnings.push(code);
+    }
+
+    /// A decoded optional value; a malformed one is a warning and absent.
+    pub fn opt(&mut self, key: Key, invalid: &'static str) -> Option<Cow<'a, str>> {
+        match self.q.param(key) {
+            Param::Present(v) => Some(v),
+            Param::Absent => None,
+            Param::Malformed => {
+                self.warn(invalid);
+                None
+            }
+        }
+    }
+
+    /// `t=1` is JavaScript, `t=2` or none the image.
+    pub fn form(&mut self) -> Form {
+        match self.opt(Key::T, "t_invalid").as_deref() {
+            None | Some("2") => Form::Image,
+            Some("1") => Form::Script,
+            Some(_) => {
+                self.warn("t_invalid");
+                Form::Image
+            }
+        }
+    }
+
+    /// The `redir` target as given (for the event) and, if it may be
+    /// followed, the URL to send the browser to.
+    pub fn redir(&mut self, allow: &AllowList) -> (Option<Cow<'a, str>>, Option<String>) {
+        match self.q.redir() {
+            Param::Absent => (None, None),
+            Param::Malformed => {
+                self.warn("redir_invalid");
+                (self.q.raw_redir().map(Cow::Borrowed), None)
+            }
+            Param::Present(target) => {
+                let url = expand(&target, self.common.uid);
+                if allow.validate(&url).is_ok() {
+                    (Some(target), Some(url))
+                } else {
+                    self.warn("redir_rejected");
+                    (Some(target), None)
+                }
+            }
+        }
+    }
+
+    /// Turns the request into an invalid event with `reason`.
+    pub fn invalid(&self, reason: &'static str) -> Body<'a> {
+        Body::Invalid(Invalid::new(self.path, self.query, reason))
+    }
+
+    /// The event and reply a handler ends with.
+    pub fn finish(self, body: Body<'a>, reply: Reply) -> Outcome<'a> {
+        Outcome {
+            event: Event {
+                common: self.common,
+                body,
+            },
+            reply,
+        }
+    }
+
+    /// Ends the request as an invalid event, still answering in its form.
+    pub fn reject(self, reason: &'static str, form: Form, target: Option<String>) -> Outcome<'a> {
+        let body = self.invalid(reason);
+        self.finish(body, fallback_reply(form, target))
+    }
+
+    /// A required numeric id: `missing_id` or `bad_id` when it cannot be read.
+    pub fn id<T>(&mut self, parse: fn(&str) -> Option<T>) -> Result<T, &'static str> {
+        match self.opt(Key::Id, "id_invalid") {
+            None => Err("missing_id"),
+            Some(v) => parse(&v).ok_or("bad_id"),
+        }
+    }
+}
+
+/// Fills in the macros a pixel or redirect URL may carry: `${UID}` and
+/// `${USER_ID}` (the user id, empty when there is none) and `${CACHEBUSTER}`.
+pub fn expand(url: &str, uid: Option<UserId>) -> String {
+    if !url.contains("${") {
+        return url.to_string();
+    }
+    let hex = uid.map(|u| u.to_hex());
+    let uid = hex.as_ref().map_or("", |h| h.as_str());
+    url.replace("${UID}", uid)
+        .replace("${USER_ID}", uid)
+        .replace(
+            "${CACHEBUSTER}",
+            itoa::Buffer::new().format(rand::random::<u32>()),
+        )
+}
+
+/// The image reply: `redir` first, else the one image piggyback, else the GIF.
+pub fn image_reply(redir: Option<String>, pixels: &FireList, uid: Option<UserId>) -> Reply {
+    match (redir, pixels.image()) {
+        (Some(url), _) => Reply::Redirect(url),
+        (None, Some(p)) => Reply::Redirect(expand(&p.url, uid)),
+        (None, None) => Reply::Gif,
+    }
+}
+
+/// The JavaScript reply: every pixel, then `redir` as an image.
+pub fn script_reply(redir: Option<String>, pixels: &FireList, uid: Option<UserId>) -> Reply {
+    let mut s = js::Script::default();
+    for p in &pixels.all {
+        s.push(p.format, expand(&p.url, uid));
+    }
+    if let Some(url) = redir {
+        s.push(crate::config::PixelFormat::Img, url);
+    }
+    Reply::Js(s)
+}
+
+/// The reply to a request that became an invalid event: still a working
+/// response in the form asked for, following a valid `redir`.
+pub fn fallback_reply(form: Form, redir: Option<String>) -> Reply {
+    match (form, redir) {
+        (Form::Image, Some(url)) => Reply::Redirect(url),
+        (Form::Image, None) => Reply::Gif,
+        (Form::Script, redir) => script_reply(redir, &FireList::default(), None),
+    }
+}

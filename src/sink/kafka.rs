@@ -1,0 +1,267 @@
+//! The Kafka sink: one librdkafka producer, polled by its own thread, so a
+//! handler's `publish` only copies the message into librdkafka's queue.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use tracing::{info, warn};
+
+use super::{Message, Sink, SinkError, Topic};
+use crate::config::KafkaConfig;
+use crate::telemetry::RateLimit;
+
+/// Counts deliveries and logs failures without flooding.
+struct Deliveries {
+    /// One failure line per 10 s at most.
+    failure_log: RateLimit,
+    /// One client-error line per 10 s at most.
+    error_log: RateLimit,
+}
+
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!("kafka_client_errors_total").increment(1);
+        if let Some(held) = self.error_log.check() {
+            warn!(%error, reason, suppressed = held, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => metrics::counter!("kafka_delivered_total").increment(1),
+            Err((error, _)) => {
+                metrics::counter!("kafka_delivery_failed_total").increment(1);
+                if let Some(held) = self.failure_log.check() {
+                    warn!(%error, suppressed = held, "event delivery failed");
+                }
+            }
+        }
+    }
+}
+
+/// Publishes to Kafka.
+pub struct KafkaSink {
+    /// The one producer; librdkafka batches across all handlers.
+    producer: ThreadedProducer<Deliveries>,
+    /// Topic name per [`Topic`], in `Topic::ALL` order.
+    topics: [String; 6],
+    /// Set once a broker answered and every topic exists.
+    ready: Arc<AtomicBool>,
+}
+
+/// The librdkafka settings pixeld uses, with the `librdkafka` table on top.
+pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", &cfg.client_id)
+        .set("compression.type", &cfg.compression)
+        .set("linger.ms", cfg.linger_ms.to_string())
+        .set("acks", &cfg.acks)
+        .set(
+            "enable.idempotence",
+            if cfg.acks == "all" { "true" } else { "false" },
+        )
+        .set(
+            "queue.buffering.max.messages",
+            cfg.queue_max_messages.to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", "300000");
+    for (key, value) in &cfg.librdkafka {
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        c.set(key, v);
+    }
+    c
+}
+
+impl KafkaSink {
+    /// Creates the producer and, in the background, waits for a broker and
+    /// creates any missing topic. `brokers` overrides `cfg.brokers` (the
+    /// embedded cluster's address).
+    pub fn start(cfg: &KafkaConfig, brokers: &str) -> Result<KafkaSink, String> {
+        let context = Deliveries {
+            failure_log: RateLimit::new(10_000),
+            error_log: RateLimit::new(10_000),
+        };
+        let producer: ThreadedProducer<Deliveries> = client_config(cfg, brokers)
+            .create_with_context(context)
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(cfg, brokers)
+            .create()
+            .map_err(|e| format!("kafka admin client: {e}"))?;
+        let t = &cfg.topics;
+        let topics = [
+            t.impressions.clone(),
+            t.clicks.clone(),
+            t.conversions.clone(),
+            t.segments.clone(),
+            t.invalid.clone(),
+            t.attributions.clone(),
+        ];
+        let ready = Arc::new(AtomicBool::new(false));
+        let setup = TopicSetup {
+            admin,
+            topics: topics.to_vec(),
+            partitions: cfg.partitions,
+            replication: cfg.replication_factor,
+            ready: ready.clone(),
+        };
+        std::thread::Builder::new()
+            .name("kafka-setup".into())
+            .spawn(move || setup.run())
+            .map_err(|e| format!("kafka setup thread: {e}"))?;
+        Ok(KafkaSink {
+            producer,
+            topics,
+            ready,
+        })
+    }
+
+    fn topic_name(&self, topic: Topic) -> &str {
+        let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
+        &self.topics[i]
+    }
+}
+
+impl Sink for KafkaSink {
+    fn publish(&self, msg: Message<'_>) -> Result<(), SinkError> {
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: "type",
+            value: Some(msg.kind.as_str()),
+        });
+        let record = BaseRecord::to(self.topic_name(msg.topic))
+            .key(msg.key)
+            .payload(msg.payload)
+            .headers(headers);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::QueueFull) => SinkError::QueueFull,
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) => SinkError::TooLarge,
+                _ => SinkError::Unavailable,
+            })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn flush(&self, timeout: Duration) -> usize {
+        let _ = self.producer.flush(timeout);
+        self.producer.in_flight_count().max(0) as usize
+    }
+}
+
+/// Waits for a broker, then creates the topics that do not exist yet.
+struct TopicSetup {
+    /// Used for metadata and CreateTopics; dropped when setup is done.
+    admin: AdminClient<DefaultClientContext>,
+    /// Every topic pixeld writes to.
+    topics: Vec<String>,
+    /// Settings for the topics it creates.
+    partitions: i32,
+    replication: i32,
+    /// Flipped to true when done.
+    ready: Arc<AtomicBool>,
+}
+
+impl TopicSetup {
+    fn run(self) {
+        let log = RateLimit::new(30_000);
+        loop {
+            match self.try_once() {
+                Ok(created) => {
+                    if !created.is_empty() {
+                        info!(topics = ?created, "created missing kafka topics");
+                    }
+                    info!("kafka is reachable; ready");
+                    self.ready.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    if let Some(held) = log.check() {
+                        warn!(error = %e, suppressed = held, "kafka not reachable yet; /readyz answers 503");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn try_once(&self) -> Result<Vec<String>, String> {
+        let metadata = self
+            .admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let missing: Vec<&String> = self
+            .topics
+            .iter()
+            .filter(|t| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|m| m.name() == t.as_str() && m.error().is_none())
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = block_on(self.admin.create_topics(&new, &opts)).map_err(|e| e.to_string())?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(format!("creating topic {topic}: {code}")),
+            }
+        }
+        Ok(missing.into_iter().cloned().collect())
+    }
+}
+
+/// Drives one future to completion on this (non-async) thread. The admin
+/// client's futures are completed by its own background thread, so a simple
+/// park/unpark loop is enough.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
