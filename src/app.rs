@@ -33,7 +33,7 @@ impl App {
             allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
             sink,
             cookies: Cookies::new(&cfg.cookie),
-            trusted_proxies: cfg.server.trusted_proxies.clone(),
+            trusted_proxies: cfg.server.trusted_nets(),
             max_query_bytes: cfg.server.max_query_bytes,
         }
     }

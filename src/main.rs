@@ -115,7 +115,7 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+                let listener = match tokio::net::TcpListener::bind(cfg.server.listen_addr()).await {
                     Ok(l) => l,
                     Err(e) => {
                         eprintln!("server.listen: cannot listen on {}: {e}", cfg.server.listen);

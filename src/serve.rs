@@ -21,6 +21,16 @@ pub fn kafka_sink(cfg: &Config) -> Result<(Arc<dyn Sink>, Option<EmbeddedKafka>)
     if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start()?;
         let brokers = embedded.bootstrap_servers();
+        let t = &cfg.kafka.topics;
+        let topics = [
+            &t.impressions,
+            &t.clicks,
+            &t.conversions,
+            &t.segments,
+            &t.invalid,
+            &t.attributions,
+        ];
+        embedded.create_topics(&topics.map(String::as_str), cfg.kafka.partitions)?;
         info!(
             bootstrap = %brokers,
             "no kafka.brokers configured: using the embedded in-memory Kafka (events are lost when pixeld stops). Watch them with: kcat -b {brokers} -C -t {} -f '%k %s\\n'",

@@ -126,27 +126,47 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// Deserializes one table, collecting every bad key: after each error the
+/// offending key is set aside and the rest tried again.
 fn section<T: DeserializeOwned>(
     value: toml::Value,
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            problems.push(Problem {
-                path,
-                message: e.into_inner().to_string(),
-            });
-            None
+    let mut value = value;
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            // Keep what did parse, so validation can report on it too.
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let inner = err.path().to_string();
+        let full = if inner == "." || inner.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}.{inner}")
+        };
+        let message = err.into_inner().to_string();
+        let message = message.lines().next().unwrap_or_default().to_string();
+        problems.push(Problem {
+            path: full,
+            message,
+        });
+        // Set the key aside and look for more problems in the others.
+        let key = inner
+            .split(['.', '['])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let removed = match value.as_table_mut() {
+            Some(table) if !key.is_empty() && key != "?" => table.remove(&key).is_some(),
+            _ => false,
+        };
+        if !removed {
+            return None;
         }
     }
+    None
 }
 
 /// An array of tables, element by element, so one bad entry does not hide

@@ -46,11 +46,11 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `0.0.0.0:8080`.
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Base URL the exported tags point at (`pixeld tags`). Default `http://localhost:8080`.
     pub public_url: String,
     /// Proxies whose `X-Forwarded-For` is believed (CIDR list). Default none.
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<String>,
     /// Longest raw query a pixel accepts; longer ones are recorded as invalid. Default 8192.
     pub max_query_bytes: usize,
     /// Largest request head (request line plus headers) read. Default 16384.
@@ -61,10 +61,34 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
 }
 
+impl ServerConfig {
+    /// `listen` as an address (validated at load).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)))
+    }
+
+    /// `trusted_proxies` as networks (validated at load); a bare address is a /32 or /128.
+    pub fn trusted_nets(&self) -> Vec<IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| parse_net(s))
+            .collect()
+    }
+}
+
+/// `10.0.0.0/8`, or a single address.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: "0.0.0.0:8080".into(),
             public_url: "http://localhost:8080".into(),
             trusted_proxies: Vec::new(),
             max_query_bytes: 8192,

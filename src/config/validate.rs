@@ -216,6 +216,23 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
 
 fn server(cfg: &Config, r: &mut Report) {
     let s = &cfg.server;
+    if s.listen.parse::<std::net::SocketAddr>().is_err() {
+        r.add(
+            "server.listen",
+            format!(
+                "{:?} is not an address:port; write e.g. \"0.0.0.0:8080\"",
+                s.listen
+            ),
+        );
+    }
+    for (i, p) in s.trusted_proxies.iter().enumerate() {
+        if super::parse_net(p).is_none() {
+            r.add(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{p:?} is not a network; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""),
+            );
+        }
+    }
     let url = &s.public_url;
     let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
     if !scheme_ok || url.bytes().any(|b| b <= b' ' || b >= 0x7f) || url.len() < 9 {

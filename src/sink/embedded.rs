@@ -18,6 +18,16 @@ impl EmbeddedKafka {
         Ok(EmbeddedKafka { cluster })
     }
 
+    /// Creates `topics` (the mock cluster does not serve CreateTopics).
+    pub fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<(), String> {
+        for t in topics {
+            self.cluster
+                .create_topic(t, partitions, 1)
+                .map_err(|e| format!("embedded kafka: creating {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// `host:port` for clients such as `kcat -b`.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()

@@ -232,7 +232,9 @@ impl TopicSetup {
                 )
             })
             .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
         let results = block_on(self.admin.create_topics(&new, &opts)).map_err(|e| e.to_string())?;
         for r in results {
             match r {
