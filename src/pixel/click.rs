@@ -3,7 +3,7 @@
 
 use super::query::Key;
 use super::redirect::AllowList;
-use super::{expand, impression::ancost, Context, Outcome, Reply, Request};
+use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
 use crate::event::{Body, Touch};
 use crate::ids::ClickTrackerId;
 
@@ -17,8 +17,8 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         Err(reason) => {
             // Still take the user where the ad said, if that is allowed.
             let reply = match target {
-                Some(url) => Reply::Redirect(url),
-                None => Reply::BadRequest(no_target_reason(&r, ctx.allow)),
+                Target::Go(url) => Reply::Redirect(url),
+                _ => Reply::BadRequest(no_target_reason(&r, ctx.allow)),
             };
             let body = r.invalid(reason);
             return r.finish(body, reply);
@@ -27,8 +27,8 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let cachebuster = r.opt(Key::Cachebuster, "cachebuster_invalid");
     let ancost_micros = ancost(&mut r);
     let reply = match target {
-        Some(url) => Reply::Redirect(url),
-        None => match &tracker.click_url {
+        Target::Go(url) => Reply::Redirect(url),
+        Target::Absent | Target::Refused => match &tracker.click_url {
             Some(url) => Reply::Redirect(expand(url, r.common.uid)),
             None => {
                 r.warn("no_landing_page");

@@ -2,7 +2,7 @@
 //! `seg`, `remove`, `redir`).
 
 use super::query::Key;
-use super::{decimal, image_reply, script_reply, segment, Context, Form, Outcome, Request};
+use super::{decimal, reply_in, segment, Context, Outcome, Request};
 use crate::event::{Body, Conversion};
 use crate::ids::PixelId;
 
@@ -36,10 +36,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
     let segments_removed = segment::id_list(&mut r, ctx, Key::Remove, "remove_invalid");
     let uid = r.common.uid;
-    let reply = match form {
-        Form::Image => image_reply(target, &pixel.piggybacks, uid),
-        Form::Script => script_reply(target, &pixel.piggybacks, uid),
-    };
+    let reply = reply_in(form, target, &pixel.piggybacks, uid);
     let body = Body::Conversion(Conversion {
         pixel_id: pixel.id,
         advertiser_id: pixel.advertiser,

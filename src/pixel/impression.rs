@@ -1,7 +1,7 @@
 //! `/imptr`: an impression recorded through an impression tracker.
 
 use super::query::Key;
-use super::{decimal, image_reply, script_reply, Context, Form, Outcome, Request};
+use super::{decimal, reply_in, Context, Outcome, Request};
 use crate::event::{Body, Touch};
 use crate::ids::TrackerId;
 
@@ -21,10 +21,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let cachebuster = r.opt(Key::Cachebuster, "cachebuster_invalid");
     let ancost_micros = ancost(&mut r);
     let uid = r.common.uid;
-    let reply = match form {
-        Form::Image => image_reply(target, &tracker.pixels, uid),
-        Form::Script => script_reply(target, &tracker.pixels, uid),
-    };
+    let reply = reply_in(form, target, &tracker.pixels, uid);
     let body = Body::Impression(Touch {
         tracker_id: tracker.id,
         line_item_id: tracker.line_item,

@@ -111,6 +111,17 @@ pub struct Request<'a> {
     pub common: Common<'a>,
 }
 
+/// Where a `redir` parameter may send the browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// No `redir` was given.
+    Absent,
+    /// A valid target, macros filled in.
+    Go(String),
+    /// A `redir` was given but refused: the image form answers the GIF.
+    Refused,
+}
+
 /// The response form asked for with `t`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
@@ -147,22 +158,21 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The `redir` target as given (for the event) and, if it may be
-    /// followed, the URL to send the browser to.
-    pub fn redir(&mut self, allow: &AllowList) -> (Option<Cow<'a, str>>, Option<String>) {
+    /// The `redir` target as given (for the event) and what to do with it.
+    pub fn redir(&mut self, allow: &AllowList) -> (Option<Cow<'a, str>>, Target) {
         match self.q.redir() {
-            Param::Absent => (None, None),
+            Param::Absent => (None, Target::Absent),
             Param::Malformed => {
                 self.warn("redir_invalid");
-                (self.q.raw_redir().map(Cow::Borrowed), None)
+                (self.q.raw_redir().map(Cow::Borrowed), Target::Refused)
             }
             Param::Present(target) => {
                 let url = expand(&target, self.common.uid);
                 if allow.validate(&url).is_ok() {
-                    (Some(target), Some(url))
+                    (Some(target), Target::Go(url))
                 } else {
                     self.warn("redir_rejected");
-                    (Some(target), None)
+                    (Some(target), Target::Refused)
                 }
             }
         }
@@ -185,7 +195,7 @@ impl<'a> Request<'a> {
     }
 
     /// Ends the request as an invalid event, still answering in its form.
-    pub fn reject(self, reason: &'static str, form: Form, target: Option<String>) -> Outcome<'a> {
+    pub fn reject(self, reason: &'static str, form: Form, target: Target) -> Outcome<'a> {
         let body = self.invalid(reason);
         self.finish(body, fallback_reply(form, target))
     }
@@ -215,33 +225,38 @@ pub fn expand(url: &str, uid: Option<UserId>) -> String {
         )
 }
 
-/// The image reply: `redir` first, else the one image piggyback, else the GIF.
-pub fn image_reply(redir: Option<String>, pixels: &FireList, uid: Option<UserId>) -> Reply {
+/// The image reply: `redir` first, else the one image piggyback, else the
+/// GIF. A refused `redir` answers the GIF.
+pub fn image_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
     match (redir, pixels.image()) {
-        (Some(url), _) => Reply::Redirect(url),
-        (None, Some(p)) => Reply::Redirect(expand(&p.url, uid)),
-        (None, None) => Reply::Gif,
+        (Target::Go(url), _) => Reply::Redirect(url),
+        (Target::Absent, Some(p)) => Reply::Redirect(expand(&p.url, uid)),
+        (Target::Absent | Target::Refused, _) => Reply::Gif,
     }
 }
 
-/// The JavaScript reply: every pixel, then `redir` as an image.
-pub fn script_reply(redir: Option<String>, pixels: &FireList, uid: Option<UserId>) -> Reply {
+/// The JavaScript reply: every pixel, then a valid `redir` as an image.
+pub fn script_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
     let mut s = js::Script::default();
     for p in &pixels.all {
         s.push(p.format, expand(&p.url, uid));
     }
-    if let Some(url) = redir {
+    if let Target::Go(url) = redir {
         s.push(crate::config::PixelFormat::Img, url);
     }
     Reply::Js(s)
 }
 
+/// The reply in the form asked for.
+pub fn reply_in(form: Form, redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
+    match form {
+        Form::Image => image_reply(redir, pixels, uid),
+        Form::Script => script_reply(redir, pixels, uid),
+    }
+}
+
 /// The reply to a request that became an invalid event: still a working
 /// response in the form asked for, following a valid `redir`.
-pub fn fallback_reply(form: Form, redir: Option<String>) -> Reply {
-    match (form, redir) {
-        (Form::Image, Some(url)) => Reply::Redirect(url),
-        (Form::Image, None) => Reply::Gif,
-        (Form::Script, redir) => script_reply(redir, &FireList::default(), None),
-    }
+pub fn fallback_reply(form: Form, redir: Target) -> Reply {
+    reply_in(form, redir, &FireList::default(), None)
 }

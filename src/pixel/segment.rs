@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::query::Key;
-use super::{conversion::other, image_reply, script_reply, Context, Form, Outcome, Request};
+use super::{conversion::other, reply_in, Context, Outcome, Request};
 use crate::config::FireList;
 use crate::event::{Body, SegmentChange};
 use crate::ids::{parse_u32, MemberId, SegmentId};
@@ -66,10 +66,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     }
     let uid = r.common.uid;
     let none = FireList::default();
-    let reply = match form {
-        Form::Image => image_reply(target, &none, uid),
-        Form::Script => script_reply(target, &none, uid),
-    };
+    let reply = reply_in(form, target, &none, uid);
     r.finish(Body::Segment(change), reply)
 }
 

@@ -1,0 +1,299 @@
+//! Shared helpers for the integration tests: a real tansu broker on a free
+//! port, pixeld in-process on port 0, an HTTP client, a Kafka consumer and
+//! the JSON Schemas.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pixeld::config::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A tansu broker on its own free port; killed on drop.
+pub struct Broker {
+    /// The broker process.
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    /// Starts tansu with in-memory storage. The test command installs it;
+    /// a missing binary is a failure, never a skip.
+    pub fn start() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("nice")
+            .args([
+                "-n",
+                "19",
+                "tansu",
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu must be on PATH: run the README's test command, which installs it");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository's example config, pointed at `brokers`, one partition per
+/// topic so consumed order is produced order.
+pub fn example_config(brokers: &str) -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
+        .unwrap();
+    let mut cfg = pixeld::config::parse(&text, "config/pixeld.toml").unwrap();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.partitions = 1;
+    cfg.kafka.linger_ms = 1;
+    cfg
+}
+
+/// pixeld serving in this process; shut down gracefully on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// Resolves the server's shutdown future.
+    stop: Option<oneshot::Sender<()>>,
+    /// The serving task, awaited by [`Server::stop`].
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The uid this response set, if it set one.
+    pub fn set_uid(&self) -> Option<String> {
+        let c = self.header("set-cookie")?;
+        let v = c.strip_prefix("uid=")?.split(';').next()?;
+        Some(v.to_string())
+    }
+}
+
+impl Server {
+    /// Serves `cfg` into its real Kafka sink and waits until `/readyz` is 200.
+    pub async fn start(cfg: Config) -> Server {
+        let (sink, embedded) = pixeld::serve::kafka_sink(&cfg).unwrap();
+        assert!(embedded.is_none(), "tests use a real broker");
+        Self::start_with_sink(cfg, sink).await
+    }
+
+    pub async fn start_with_sink(cfg: Config, sink: Arc<dyn pixeld::sink::Sink>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            pixeld::serve::serve(&cfg, listener, sink, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let server = Server {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+            client,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if server.get("/readyz", &[]).await.status == StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pixeld did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::GET, path, headers).await
+    }
+
+    /// Graceful shutdown: stop accepting, finish requests, flush Kafka.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A message as a consumer of pixeld's topics sees it.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub key: String,
+    /// The `type` header.
+    pub kind: String,
+    pub json: Value,
+}
+
+/// Reads `topic` from the beginning until `n` messages arrived (or 30 s
+/// passed), then keeps listening briefly so that extra messages show up too.
+pub fn consume(brokers: &str, topic: &str, n: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "pixeld-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settle: Option<Instant> = None;
+    loop {
+        if out.len() >= n && settle.is_none() {
+            settle = Some(Instant::now() + Duration::from_millis(700));
+        }
+        if settle.is_some_and(|s| Instant::now() > s) || Instant::now() > deadline {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let kind = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "type").and_then(|h| h.value))
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                    .unwrap_or_default();
+                let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
+                let json: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                out.push(Consumed { key, kind, json });
+            }
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The committed JSON Schemas, by event type.
+pub fn schemas() -> HashMap<String, jsonschema::Validator> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/event/schemas");
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        out.insert(name, jsonschema::validator_for(&schema).unwrap());
+    }
+    out
+}
+
+/// Fails unless `event` is valid against the schema of its `type`.
+pub fn assert_schema(event: &Value) {
+    let schemas = schemas();
+    let kind = event["type"].as_str().unwrap();
+    let validator = schemas
+        .get(kind)
+        .unwrap_or_else(|| panic!("no schema for {kind}"));
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{kind} event {event} breaks its schema: {errors:?}"
+    );
+}
+
+/// Asserts the fields every event has, and returns the event id.
+pub fn assert_common(event: &Value, kind: &str) -> String {
+    assert_eq!(event["v"], 1);
+    assert_eq!(event["type"], kind);
+    let id = event["event_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "7", "event ids are UUIDv7");
+    let ts = event["ts"].as_u64().unwrap();
+    let now = pixeld::telemetry::now_ms();
+    assert!(ts <= now && now - ts < 120_000, "ts {ts} is not recent");
+    assert_schema(event);
+    id.to_string()
+}
