@@ -97,26 +97,28 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
     let mut cfg = Config::default();
     for (key, value) in table {
         let p = &mut problems;
-        match key.as_str() {
-            "server" => section(value, &key, p).map(|v| cfg.server = v),
-            "cookie" => section(value, &key, p).map(|v| cfg.cookie = v),
-            "redirect" => section(value, &key, p).map(|v| cfg.redirect = v),
-            "kafka" => section(value, &key, p).map(|v| cfg.kafka = v),
-            "network" => section(value, &key, p).map(|v| cfg.network = v),
-            "advertisers" => Some(cfg.advertisers = list(value, &key, p)),
-            "line_items" => Some(cfg.line_items = list(value, &key, p)),
-            "impression_trackers" => Some(cfg.impression_trackers = list(value, &key, p)),
-            "click_trackers" => Some(cfg.click_trackers = list(value, &key, p)),
-            "conversion_pixels" => Some(cfg.conversion_pixels = list(value, &key, p)),
-            "segments" => Some(cfg.segments = list(value, &key, p)),
-            _ => {
-                p.push(Problem {
-                    path: key.clone(),
-                    message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),
-                });
-                None
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
             }
-        };
+        }
+        match key.as_str() {
+            "server" => set(&mut cfg.server, section(value, &key, p)),
+            "cookie" => set(&mut cfg.cookie, section(value, &key, p)),
+            "redirect" => set(&mut cfg.redirect, section(value, &key, p)),
+            "kafka" => set(&mut cfg.kafka, section(value, &key, p)),
+            "network" => set(&mut cfg.network, section(value, &key, p)),
+            "advertisers" => cfg.advertisers = list(value, &key, p),
+            "line_items" => cfg.line_items = list(value, &key, p),
+            "impression_trackers" => cfg.impression_trackers = list(value, &key, p),
+            "click_trackers" => cfg.click_trackers = list(value, &key, p),
+            "conversion_pixels" => cfg.conversion_pixels = list(value, &key, p),
+            "segments" => cfg.segments = list(value, &key, p),
+            _ => p.push(Problem {
+                path: key.clone(),
+                message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+            }),
+        }
     }
     problems.extend(super::validate::validate(&cfg));
     if problems.is_empty() {

@@ -130,7 +130,22 @@ impl Server {
         Self::start_with_sink(cfg, sink).await
     }
 
+    /// Serves `cfg` into `sink` and waits until `/readyz` is 200.
     pub async fn start_with_sink(cfg: Config, sink: Arc<dyn pixeld::sink::Sink>) -> Server {
+        let server = Self::spawn(cfg, sink).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if server.get("/readyz", &[]).await.status == StatusCode::OK {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pixeld did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    /// Serves without waiting for readiness.
+    pub async fn spawn(cfg: Config, sink: Arc<dyn pixeld::sink::Sink>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -141,21 +156,12 @@ impl Server {
             .await;
         });
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let server = Server {
+        Server {
             addr,
             stop: Some(tx),
             task: Some(task),
             client,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if server.get("/readyz", &[]).await.status == StatusCode::OK {
-                break;
-            }
-            assert!(Instant::now() < deadline, "pixeld did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        server
     }
 
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {

@@ -1,0 +1,194 @@
+//! The command line: check-config, tags, and a graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pixeld");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml");
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", EXAMPLE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_names_every_problem_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "nope"
+colour = "blue"
+
+[kafka]
+compression = "brotli"
+
+[[advertisers]]
+id = 1
+
+[[line_items]]
+id = 10
+advertiser = 1
+conversion_pixels = [7, 8]
+
+[[conversion_pixels]]
+id = 7
+advertiser = 1
+post_view_minutes = 50000
+repeat = "every 40000 minutes"
+piggybacks = [
+  { url = "https://a.example/1", format = "img" },
+  { url = "https://a.example/2", format = "img" },
+]
+
+[[click_trackers]]
+id = 5
+line_item = 11
+publisher = 1
+click_url = "ftp://files.example/"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "server.listen: \"nope\" is not an address:port",
+        "server.colour: unknown field `colour`",
+        "kafka.compression: \"brotli\" is not one of none, gzip, snappy, lz4, zstd",
+        "line_items[0].conversion_pixels[1]: 8 is not defined",
+        "conversion_pixels[0].post_view_minutes: 50000 is above the maximum 43200 (30 days)",
+        "conversion_pixels[0].repeat: every 40000 minutes is outside 1..=32767",
+        "conversion_pixels[0].piggybacks: 2 img piggybacks",
+        "click_trackers[0].line_item: 11 is not defined",
+        "click_trackers[0].click_url: \"ftp://files.example/\": redirect target is not an absolute http or https URL",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(err.contains("9 problems"), "{err}");
+}
+
+#[test]
+fn tags_prints_the_exportable_tag_on_the_public_url() {
+    let out = Command::new(BIN)
+        .args(["tags", "--config", EXAMPLE, "--tracker", "2766"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "<!-- Imp Tracker DO NOT MODIFY --> <img src=\"http://localhost:8080/imptr?id=2766&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&t=2&redir=[REDIRECT_URL]\" width=\"1\" height=\"1\" /> <!-- End of Imp Tracker -->"
+    );
+    let out = Command::new(BIN)
+        .args(["tags", "--config", EXAMPLE, "--pixel", "7313", "--js"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("src=\"http://localhost:8080/px?id=7313&t=1\""));
+    let out = Command::new(BIN)
+        .args(["tags", "--config", EXAMPLE, "--click-tracker", "21378"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "http://localhost:8080/clktrb?id=21378&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&redir=[REDIRECT_URL]"
+    );
+    let out = Command::new(BIN)
+        .args(["tags", "--config", EXAMPLE, "--tracker", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `pixeld serve` on the embedded default: it logs a kcat command, serves,
+/// and exits 0 on SIGTERM after flushing.
+#[test]
+fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(EXAMPLE).unwrap().replace(
+        "listen = \"0.0.0.0:8080\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path = dir.path().join("pixeld.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.iter().any(|l: &String| l.contains("listening")) {
+        assert!(Instant::now() < deadline, "no 'listening' line: {log:?}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push(line);
+        }
+    }
+    assert!(
+        log.iter().any(|l| l.contains("kcat -b 127.0.0.1:")),
+        "{log:?}"
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /imptr?id=2766 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 302"), "{resp}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pixeld did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code.code(), Some(0));
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        log.push(line);
+    }
+    assert!(
+        log.iter().any(|l| l.contains("all events delivered")),
+        "{log:?}"
+    );
+}

@@ -1,0 +1,123 @@
+//! The non-pixel endpoints and the HTTP rules every pixel shares.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_common, consume, example_config, Broker, Server};
+use hyper::Method;
+use pixeld::sink::kafka::KafkaSink;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_endpoints_methods_and_unknown_paths() {
+    let broker = Broker::start();
+    let server = Server::start(example_config(&broker.addr)).await;
+
+    let r = server.get("/healthz", &[]).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok\n"[..]));
+    let r = server.get("/readyz", &[]).await;
+    assert_eq!(r.status, 200);
+    let r = server.get("/robots.txt", &[]).await;
+    assert_eq!(&r.body[..], b"User-agent: *\nDisallow: /\n");
+    let r = server.get("/nope", &[]).await;
+    assert_eq!(r.status, 404);
+    let r = server.request(Method::POST, "/imptr?id=2766", &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+
+    // HEAD answers like GET, without a body, and the event says so.
+    let r = server
+        .request(
+            Method::HEAD,
+            "/imptr?id=2766&redir=https://www.example.com/",
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 302);
+    assert!(r.body.is_empty());
+    server
+        .get("/imptr?id=2766&cachebuster=after-head", &[])
+        .await;
+
+    let r = server.get("/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    let text = std::str::from_utf8(&r.body).unwrap();
+    assert!(text.contains("events_total{type=\"impression\"}"), "{text}");
+    assert!(
+        text.contains("http_refused_total{reason=\"method_not_allowed\"}"),
+        "{text}"
+    );
+    server.stop().await;
+
+    let imps = consume(&broker.addr, "pixel.impressions", 2);
+    assert_eq!(imps.len(), 2);
+    assert_eq!(
+        imps[0].json["warnings"],
+        serde_json::json!(["head_request"])
+    );
+    assert_common(&imps[1].json, "impression");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_until_kafka_is_reached_while_pixels_are_still_answered() {
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = example_config(&format!("127.0.0.1:{port}"));
+    cfg.kafka.flush_timeout_ms = 200;
+    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &cfg.kafka.brokers).unwrap());
+    let server = Server::spawn(cfg, sink).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = server.get("/readyz", &[]).await;
+    assert_eq!(r.status, 503);
+    let r = server.get("/imptr?id=2766", &[]).await;
+    assert_eq!(r.status, 302, "pixels never wait on Kafka");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    let server = Server::start(cfg.clone()).await;
+    server
+        .get("/imptr?id=2766", &[("x-forwarded-for", "198.51.100.7")])
+        .await;
+    server.stop().await;
+
+    cfg.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+    let server = Server::start(cfg).await;
+    server
+        .get(
+            "/imptr?id=2766",
+            &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 127.0.0.9")],
+        )
+        .await;
+    server.stop().await;
+
+    let imps = consume(&broker.addr, "pixel.impressions", 2);
+    assert_eq!(
+        imps[0].json["ip"], "127.0.0.1",
+        "an untrusted peer's header is ignored"
+    );
+    assert_eq!(imps[1].json["ip"], "198.51.100.7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_conflicting_uid_cookies_are_replaced() {
+    let broker = Broker::start();
+    let server = Server::start(example_config(&broker.addr)).await;
+    for cookie in [
+        "uid=not-a-uid",
+        "uid=0123456789ABCDEF0123456789ABCDEF",
+        "uid=0123456789abcdef0123456789abcdef; uid=ffffffffffffffffffffffffffffffff",
+    ] {
+        let r = server.get("/imptr?id=2766", &[("cookie", cookie)]).await;
+        let uid = r
+            .set_uid()
+            .unwrap_or_else(|| panic!("{cookie} was trusted"));
+        assert!(!cookie.contains(&uid));
+    }
+}
