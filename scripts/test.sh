@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine (system
+# packages, the tansu broker), then runs every test. Each integration test
+# starts its own tansu broker on a free port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+scripts/tansu.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo test --all-targets --locked
