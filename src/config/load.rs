@@ -193,3 +193,125 @@ fn list<T: DeserializeOwned>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_config_with_the_documented_defaults() {
+        let cfg = parse("", "empty").unwrap();
+        assert_eq!(cfg.server.listen, "0.0.0.0:8080");
+        assert_eq!(cfg.server.max_query_bytes, 8192);
+        assert_eq!(cfg.cookie.name, "uid");
+        assert_eq!(cfg.cookie.max_age_days, 365);
+        assert!(cfg.kafka.brokers.is_empty());
+        assert_eq!(cfg.kafka.compression, "lz4");
+        assert_eq!(cfg.kafka.acks, "all");
+        assert_eq!(cfg.kafka.topics.impressions, "pixel.impressions");
+        assert_eq!(cfg.kafka.topics.attributions, "pixel.attributions");
+    }
+
+    #[test]
+    fn conversion_pixel_defaults_follow_the_product_page() {
+        let cfg = parse(
+            "[[advertisers]]\nid = 1\n[[conversion_pixels]]\nid = 2\nadvertiser = 1\n",
+            "t",
+        )
+        .unwrap();
+        let p = &cfg.conversion_pixels[0];
+        assert_eq!(p.trigger, super::super::Trigger::Hybrid);
+        assert_eq!(p.post_view_minutes, 1440);
+        assert_eq!(p.post_click_minutes, 20160);
+        assert_eq!(p.repeat, "one_per_user");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let p = problems("[server\nlisten = 1");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("not valid TOML"), "{p:?}");
+        assert!(p[0].contains("line 1"), "{p:?}");
+    }
+
+    #[test]
+    fn every_bad_key_of_a_section_is_reported() {
+        let p = problems("[cookie]\nname = 5\nmax_age_days = \"x\"\nflavour = 1\n");
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().any(|x| x.starts_with("cookie.name: invalid type")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("cookie.max_age_days: invalid type")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("cookie.flavour: unknown field")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn references_ranges_and_duplicates() {
+        let p = problems(
+            r#"
+[[advertisers]]
+id = 1
+[[advertisers]]
+id = 1
+[[line_items]]
+id = 3
+advertiser = 1
+conversion_pixels = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21]
+[[impression_trackers]]
+id = 4
+line_item = 3
+publisher = 1
+add_segments = [77]
+[[segments]]
+id = 5
+expire_minutes = 300000
+[cookie]
+max_age_days = 0
+[redirect]
+allowed_hosts = ["exa mple.com"]
+"#,
+        );
+        let has = |s: &str| p.iter().any(|x| x.contains(s));
+        assert!(has("advertisers[1].id: 1 is used twice"), "{p:?}");
+        assert!(has("line_items[0].conversion_pixels: 21 pixels attached; a line item can have at most 20"), "{p:?}");
+        assert!(
+            has("impression_trackers[0].add_segments[0]: 77 is not defined"),
+            "{p:?}"
+        );
+        assert!(
+            has("segments[0].expire_minutes: 300000 is above the maximum 259200"),
+            "{p:?}"
+        );
+        assert!(has("cookie.max_age_days: 0 is outside 1..=400"), "{p:?}");
+        assert!(
+            has("redirect.allowed_hosts[0]: \"exa mple.com\" is not a host name"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn an_entry_missing_a_required_key_says_which() {
+        let p = problems("[[impression_trackers]]\nid = 1\npublisher = 2\n");
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("impression_trackers[0]: missing field `line_item`")),
+            "{p:?}"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Per-request costs of the pixel path, stage by stage.
+//! `cargo bench --bench pixel`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pixeld::config::Catalog;
+use pixeld::event::{encode, Common, Warnings};
+use pixeld::ids::{EventId, UserId};
+use pixeld::pixel::query::{Key, Query};
+use pixeld::pixel::redirect::AllowList;
+use pixeld::pixel::{handle, Context, PixelKind, PixelRequest};
+
+const IMPTR: &str =
+    "id=2766&cachebuster=1732551234567&ancost=0.42&t=2&redir=https://ads.example.com/click?c=1&d=2";
+
+fn config() -> pixeld::config::Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
+        .unwrap();
+    pixeld::config::parse(&text, "config/pixeld.toml").unwrap()
+}
+
+fn common<'a>() -> Common<'a> {
+    Common {
+        event_id: EventId::new_v7(1_732_551_234_567),
+        ts_ms: 1_732_551_234_567,
+        uid: Some(UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
+        new_uid: false,
+        ip: Some([203, 0, 113, 9].into()),
+        user_agent: Some(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36".into(),
+        ),
+        referer: Some("https://news.example.net/article/42".into()),
+        warnings: Warnings::default(),
+    }
+}
+
+fn parsing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse");
+    g.bench_function("imptr_query", |b| {
+        b.iter(|| {
+            let q = Query::parse(black_box(IMPTR), 8192).unwrap();
+            black_box((
+                q.param(Key::Id),
+                q.param(Key::Cachebuster),
+                q.param(Key::Ancost),
+                q.param(Key::T),
+                q.redir(),
+            ))
+        })
+    });
+    g.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let cfg = config();
+    let catalog = Catalog::new(&cfg);
+    let allow = AllowList::new(&cfg.redirect.allowed_hosts).unwrap();
+    let ctx = Context {
+        catalog: &catalog,
+        allow: &allow,
+    };
+    let mut g = c.benchmark_group("pipeline");
+    g.bench_function("imptr_to_event", |b| {
+        b.iter(|| {
+            let req = PixelRequest {
+                kind: PixelKind::Impression,
+                path: "/imptr",
+                query: IMPTR,
+                parsed: Query::parse(black_box(IMPTR), 8192),
+                common: common(),
+            };
+            black_box(handle(req, &ctx))
+        })
+    });
+    let req = PixelRequest {
+        kind: PixelKind::Impression,
+        path: "/imptr",
+        query: IMPTR,
+        parsed: Query::parse(IMPTR, 8192),
+        common: common(),
+    };
+    let outcome = handle(req, &ctx);
+    let mut buf = Vec::with_capacity(1024);
+    g.bench_function("encode_impression", |b| {
+        b.iter(|| {
+            buf.clear();
+            encode(black_box(&outcome.event), &mut buf);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("new_event_id", |b| {
+        b.iter(|| black_box(EventId::new_v7(black_box(1))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parsing, pipeline);
+criterion_main!(benches);
