@@ -3,16 +3,19 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+use crate::attribution::Feed;
 use crate::config::{Catalog, Config};
 use crate::http::cookie::Cookies;
 use crate::pixel::redirect::AllowList;
 use crate::sink::Sink;
 
 pub struct App {
-    /// Trackers, pixels and segments by id.
-    pub catalog: Arc<Catalog>,
+    /// Trackers, pixels and segments by id; shared with the attribution
+    /// engine and swapped whole on reload.
+    pub catalog: Arc<ArcSwap<Catalog>>,
     /// Hosts redirects may go to.
     pub allow: AllowList,
     /// Where events go.
@@ -23,13 +26,21 @@ pub struct App {
     pub trusted_proxies: Vec<IpNet>,
     /// Longest query a pixel accepts.
     pub max_query_bytes: usize,
+    /// The attribution engine's input, when it runs.
+    pub attribution: Option<Arc<Feed>>,
 }
 
 impl App {
     /// `cfg` must have passed validation.
-    pub fn new(cfg: &Config, sink: Arc<dyn Sink>) -> App {
+    pub fn new(
+        cfg: &Config,
+        sink: Arc<dyn Sink>,
+        catalog: Arc<ArcSwap<Catalog>>,
+        attribution: Option<Arc<Feed>>,
+    ) -> App {
         App {
-            catalog: Catalog::new(cfg),
+            catalog,
+            attribution,
             allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
             sink,
             cookies: Cookies::new(&cfg.cookie),

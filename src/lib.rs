@@ -6,7 +6,9 @@
 //! - [`pixel`]: zero-copy query parsing, then one module per pixel type turning a
 //!   request into an event and a reply (GIF, redirect or JavaScript);
 //! - [`event`]: the event types and their JSON encoding;
-//! - [`sink`]: the boundary to Kafka (real, embedded, or in memory for tests).
+//! - [`sink`]: the boundary to Kafka (real, embedded, or in memory for tests);
+//! - [`attribution`]: fed impressions, clicks and conversions over a channel,
+//!   credits each conversion and publishes the verdict through the sink.
 //!
 //! Around them: [`config`] (load, validate, the lookup catalog), [`app`] (the
 //! shared state built from it), [`serve`] (start-up and shutdown order),
@@ -14,6 +16,7 @@
 //! (metrics and logs).
 
 pub mod app;
+pub mod attribution;
 pub mod config;
 pub mod event;
 pub mod http;

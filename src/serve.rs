@@ -8,8 +8,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use arc_swap::ArcSwap;
+
 use crate::app::App;
-use crate::config::Config;
+use crate::attribution::{self, EngineTask};
+use crate::config::{Catalog, Config};
 use crate::http::{self, Limits};
 use crate::sink::embedded::EmbeddedKafka;
 use crate::sink::kafka::KafkaSink;
@@ -54,7 +57,26 @@ pub async fn serve(
     sink: Arc<dyn Sink>,
     shutdown: impl Future,
 ) {
-    let app = Arc::new(App::new(cfg, sink.clone()));
+    let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg)));
+    let engine = if cfg.attribution.enabled {
+        let settings = attribution::Settings {
+            channel_capacity: cfg.attribution.channel_capacity,
+            data_dir: Some(cfg.server.data_dir.clone()),
+            snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
+            sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
+        };
+        match EngineTask::start(catalog.clone(), sink.clone(), settings) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                warn!(error = %e, "cannot start the attribution engine; conversions are recorded but not attributed");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let feed = engine.as_ref().map(|e| e.feed.clone());
+    let app = Arc::new(App::new(cfg, sink.clone(), catalog, feed));
     let upkeep = tokio::spawn(async {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -72,6 +94,10 @@ pub async fn serve(
     }
     http::run(listener, app, limits, shutdown).await;
     upkeep.abort();
+    if let Some(engine) = engine {
+        // Drains what the handlers offered, publishes those records, snapshots.
+        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+    }
     let timeout = Duration::from_millis(cfg.kafka.flush_timeout_ms);
     let left = tokio::task::spawn_blocking(move || sink.flush(timeout))
         .await

@@ -76,6 +76,7 @@ const SECTIONS: &[&str] = &[
     "click_trackers",
     "conversion_pixels",
     "segments",
+    "attribution",
 ];
 
 /// Parses and validates TOML text; `source` names it in the report.
@@ -108,6 +109,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             "redirect" => set(&mut cfg.redirect, section(value, &key, p)),
             "kafka" => set(&mut cfg.kafka, section(value, &key, p)),
             "network" => set(&mut cfg.network, section(value, &key, p)),
+            "attribution" => set(&mut cfg.attribution, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),

@@ -15,6 +15,7 @@ pub use load::{load, parse, ConfigError, Problem};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -39,6 +40,32 @@ pub struct Config {
     pub click_trackers: Vec<ClickTrackerConfig>,
     pub conversion_pixels: Vec<ConversionPixelConfig>,
     pub segments: Vec<SegmentConfig>,
+    pub attribution: AttributionConfig,
+}
+
+/// `[attribution]`: the engine that credits conversions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionConfig {
+    /// Run the engine inside `pixeld serve`. Default true.
+    pub enabled: bool,
+    /// Inputs queued for the engine before new ones are dropped (and counted). Default 262144.
+    pub channel_capacity: usize,
+    /// How often the state is written to `server.data_dir`. Default 60 s.
+    pub snapshot_interval_secs: u64,
+    /// How often expired touches and repeat marks are dropped. Default 60 s.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            enabled: true,
+            channel_capacity: 262_144,
+            snapshot_interval_secs: 60,
+            sweep_interval_secs: 60,
+        }
+    }
 }
 
 /// `[server]`: the HTTP side.
@@ -59,6 +86,8 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// On SIGTERM, in-flight requests get this long to finish. Default 10000 ms.
     pub shutdown_timeout_ms: u64,
+    /// Where state that survives a restart is kept (the attribution snapshot). Default `data`.
+    pub data_dir: PathBuf,
 }
 
 impl ServerConfig {
@@ -95,6 +124,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16384,
             header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
+            data_dir: PathBuf::from("data"),
         }
     }
 }

@@ -31,6 +31,19 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     server(cfg, &mut r);
     cookie(cfg, &mut r);
     kafka(cfg, &mut r);
+    let a = &cfg.attribution;
+    if !(1..=16_777_216).contains(&a.channel_capacity) {
+        r.add(
+            "attribution.channel_capacity",
+            format!("{} is outside 1..=16777216", a.channel_capacity),
+        );
+    }
+    if a.snapshot_interval_secs == 0 {
+        r.add("attribution.snapshot_interval_secs", "must be above 0");
+    }
+    if a.sweep_interval_secs == 0 {
+        r.add("attribution.sweep_interval_secs", "must be above 0");
+    }
 
     let allow = match AllowList::new(&cfg.redirect.allowed_hosts) {
         Ok(a) => a,

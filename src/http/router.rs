@@ -73,11 +73,7 @@ pub fn respond<B>(req: &Request<B>, peer: SocketAddr, app: &App) -> Response<Bod
             resp
         }
         Route::Health => response::text(StatusCode::OK, "ok\n"),
-        Route::Ready if app.sink.is_ready() => response::text(StatusCode::OK, "ready\n"),
-        Route::Ready => response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: kafka not reachable yet\n",
-        ),
+        Route::Ready => ready(app),
         Route::Metrics => {
             let mut resp = Response::new(Body::from(prometheus().render()));
             resp.headers_mut().insert(
@@ -87,6 +83,22 @@ pub fn respond<B>(req: &Request<B>, peer: SocketAddr, app: &App) -> Response<Bod
             resp
         }
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+    }
+}
+
+fn ready(app: &App) -> Response<Body> {
+    if !app.sink.is_ready() {
+        return response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: kafka not reachable yet\n",
+        );
+    }
+    match &app.attribution {
+        Some(feed) if !feed.healthy() => response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the attribution engine is dropping inputs (attribution_dropped_total)\n",
+        ),
+        _ => response::text(StatusCode::OK, "ready\n"),
     }
 }
 
@@ -133,12 +145,16 @@ fn pixel<B>(req: &Request<B>, peer: SocketAddr, app: &App, kind: PixelKind) -> R
         parsed: Query::parse(query, app.max_query_bytes),
         common,
     };
+    let catalog = app.catalog.load();
     let ctx = Context {
-        catalog: &app.catalog,
+        catalog: &catalog,
         allow: &app.allow,
     };
     let outcome = pixel::handle(request, &ctx);
     publish(app, &outcome.event);
+    if let Some(feed) = &app.attribution {
+        feed.offer_event(&outcome.event);
+    }
     let mut resp = response::reply(&outcome.reply);
     if let Identity::Issued(uid) = identity {
         resp.headers_mut()

@@ -1,0 +1,128 @@
+//! The attribution record published for every conversion.
+
+use super::rules::Decision;
+use crate::event::{EventType, JsonWriter, VERSION};
+use crate::ids::{AdvertiserId, EventId, PixelId, UserId};
+
+/// `order_id` kept inline (at most 36 letters and digits), so an input on the
+/// engine's channel owns no heap memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderId {
+    /// The bytes, zero-padded.
+    bytes: [u8; 36],
+    /// How many are used.
+    len: u8,
+}
+
+impl OrderId {
+    pub fn new(s: &str) -> Option<OrderId> {
+        if s.is_empty() || s.len() > 36 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let mut bytes = [0u8; 36];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(OrderId {
+            bytes,
+            len: s.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// A conversion as the engine receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConversionInput {
+    /// None for anonymous and opted-out users.
+    pub uid: Option<UserId>,
+    pub event_id: EventId,
+    pub ts_ms: u64,
+    pub pixel: PixelId,
+    pub advertiser: AdvertiserId,
+    pub order_id: Option<OrderId>,
+    pub value_micros: Option<u64>,
+}
+
+/// Tag mixed into the conversion's event id to derive the record's id.
+const DERIVE_TAG: u64 = 0x6174_7472_6962_7574; // "attribut"
+
+/// One conversion's verdict, ready to encode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    pub conversion: ConversionInput,
+    pub decision: Decision,
+}
+
+impl Attribution {
+    /// Deterministic: the same conversion always yields the same record id.
+    pub fn event_id(&self) -> EventId {
+        EventId::derive(self.conversion.event_id, DERIVE_TAG)
+    }
+
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        let c = &self.conversion;
+        let d = &self.decision;
+        let mut w = JsonWriter::object(buf);
+        w.u64("v", VERSION as u64);
+        w.str("event_id", self.event_id().to_hyphenated().as_str());
+        w.str("type", EventType::Attribution.as_str());
+        w.u64("ts", c.ts_ms);
+        match c.uid {
+            Some(u) => w.str("uid", u.to_hex().as_str()),
+            None => w.null("uid"),
+        }
+        w.str("conversion_event_id", c.event_id.to_hyphenated().as_str());
+        w.id("pixel_id", c.pixel);
+        w.id("advertiser_id", c.advertiser);
+        w.bool("counted", d.counted);
+        w.bool("attributed", d.credit.is_some());
+        w.opt_str("kind", d.credit.map(|k| k.kind.as_str()));
+        w.opt_str("reason", d.reason.map(|r| r.as_str()));
+        match &d.credit {
+            Some(credit) => {
+                let m = &credit.mark;
+                w.str("touch_event_id", m.event_id().to_hyphenated().as_str());
+                w.u64("touch_ts", m.ts_ms());
+                w.id("line_item_id", credit.line_item);
+                w.u64("tracker_id", m.tracker() as u64);
+                w.id("publisher_id", m.publisher());
+                w.opt_id("placement_id", m.placement());
+                w.u64(
+                    "seconds_to_conversion",
+                    c.ts_ms.saturating_sub(m.ts_ms()) / 1000,
+                );
+            }
+            None => {
+                for k in [
+                    "touch_event_id",
+                    "touch_ts",
+                    "line_item_id",
+                    "tracker_id",
+                    "publisher_id",
+                    "placement_id",
+                    "seconds_to_conversion",
+                ] {
+                    w.null(k);
+                }
+            }
+        }
+        w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
+        w.opt_u64("value_micros", c.value_micros);
+        w.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_checked_and_kept_inline() {
+        assert_eq!(OrderId::new("ORD42").unwrap().as_str(), "ORD42");
+        assert!(OrderId::new(&"A".repeat(37)).is_none());
+        assert!(OrderId::new("a-b").is_none());
+        assert!(OrderId::new("").is_none());
+    }
+}

@@ -1,0 +1,154 @@
+//! The attribution rules as one pure function: given a pixel's settings, a
+//! user's touches and the conversion's time, which touch earns it.
+
+use super::state::{LineItemTouches, Mark, TouchKind};
+use crate::config::{ConversionPixel, Repeat, Trigger};
+use crate::ids::LineItemId;
+
+/// How a conversion was credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditKind {
+    PostClick,
+    PostView,
+}
+
+impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::PostClick => "post_click",
+            CreditKind::PostView => "post_view",
+        }
+    }
+}
+
+/// The touch that earned a conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credit {
+    pub kind: CreditKind,
+    pub line_item: LineItemId,
+    pub mark: Mark,
+}
+
+/// Why a conversion was not attributed, or not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    NoUid,
+    NoLineItems,
+    NoTouch,
+    OutsideWindow,
+    Repeat,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoUid => "no_uid",
+            Reason::NoLineItems => "no_line_items",
+            Reason::NoTouch => "no_touch",
+            Reason::OutsideWindow => "outside_window",
+            Reason::Repeat => "repeat",
+        }
+    }
+}
+
+/// The verdict on one conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub counted: bool,
+    pub credit: Option<Credit>,
+    /// Set exactly when `credit` is `None`.
+    pub reason: Option<Reason>,
+}
+
+impl Decision {
+    fn no(counted: bool, reason: Reason) -> Decision {
+        Decision {
+            counted,
+            credit: None,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// Whether a conversion at `ts_ms` counts, given when the last one of this
+/// user on this pixel was counted.
+pub fn counts(repeat: Repeat, ts_ms: u64, last_counted: Option<u64>) -> bool {
+    match (repeat, last_counted) {
+        (Repeat::All, _) | (_, None) => true,
+        (Repeat::OnePerUser, Some(_)) => false,
+        (Repeat::EveryMinutes(n), Some(last)) => {
+            ts_ms.saturating_sub(last) >= n as u64 * 60_000 && ts_ms >= last
+        }
+    }
+}
+
+/// Decides one conversion of a user who has an id. `pixel` is `None` when the
+/// pixel is no longer configured.
+pub fn decide(
+    pixel: Option<&ConversionPixel>,
+    touches: &[LineItemTouches],
+    ts_ms: u64,
+    last_counted: Option<u64>,
+) -> Decision {
+    let Some(pixel) = pixel else {
+        return Decision::no(true, Reason::NoLineItems);
+    };
+    if !counts(pixel.repeat, ts_ms, last_counted) {
+        return Decision::no(false, Reason::Repeat);
+    }
+    if pixel.line_items.is_empty() {
+        return Decision::no(true, Reason::NoLineItems);
+    }
+    let attached: Vec<&LineItemTouches> = touches
+        .iter()
+        .filter(|t| pixel.line_items.contains(&LineItemId(t.line_item)))
+        .collect();
+    let latest_within = |kind: TouchKind, window: u64| -> Option<Credit> {
+        let mut best: Option<Credit> = None;
+        for t in &attached {
+            let m = t.get(kind);
+            let in_window = m.is_set() && m.ts_ms() <= ts_ms && ts_ms - m.ts_ms() <= window;
+            if in_window && best.is_none_or(|b| m.is_after(&b.mark)) {
+                let kind = match kind {
+                    TouchKind::View => CreditKind::PostView,
+                    TouchKind::Click => CreditKind::PostClick,
+                };
+                best = Some(Credit {
+                    kind,
+                    line_item: LineItemId(t.line_item),
+                    mark: *m,
+                });
+            }
+        }
+        best
+    };
+    let credit = match pixel.trigger {
+        Trigger::View => latest_within(TouchKind::View, pixel.post_view_ms),
+        Trigger::Click => latest_within(TouchKind::Click, pixel.post_click_ms),
+        Trigger::Hybrid => latest_within(TouchKind::Click, pixel.post_click_ms)
+            .or_else(|| latest_within(TouchKind::View, pixel.post_view_ms)),
+    };
+    if let Some(credit) = credit {
+        return Decision {
+            counted: true,
+            credit: Some(credit),
+            reason: None,
+        };
+    }
+    let kinds: &[TouchKind] = match pixel.trigger {
+        Trigger::View => &[TouchKind::View],
+        Trigger::Click => &[TouchKind::Click],
+        Trigger::Hybrid => &[TouchKind::View, TouchKind::Click],
+    };
+    let any = attached
+        .iter()
+        .any(|t| kinds.iter().any(|k| t.get(*k).is_set()));
+    Decision::no(
+        true,
+        if any {
+            Reason::OutsideWindow
+        } else {
+            Reason::NoTouch
+        },
+    )
+}

@@ -1,0 +1,254 @@
+//! Saving and loading the engine's state. A snapshot is one file: a header
+//! (magic, format version), the records, and a CRC32 of all of it; anything
+//! that does not check out is reported and ignored, never half-loaded.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::state::{LineItemTouches, Mark, State};
+use crate::ids::{EventId, PixelId, PlacementId, PublisherId, UserId};
+
+const MAGIC: &[u8; 8] = b"PXDATTR\0";
+/// Bumped whenever the layout below changes; older files are ignored.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The snapshot file inside `data_dir`.
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("attribution.snapshot")
+}
+
+fn put_mark(out: &mut Vec<u8>, m: &Mark) {
+    out.extend_from_slice(&m.event_id().0.to_le_bytes());
+    out.extend_from_slice(&m.tracker().to_le_bytes());
+    out.extend_from_slice(&m.publisher().0.to_le_bytes());
+    out.extend_from_slice(&m.placement().map_or(0, |p| p.0).to_le_bytes());
+}
+
+/// Serializes `state`.
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + state.touches.len() * 96);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let users: Vec<(UserId, Box<[LineItemTouches]>)> = state
+        .touches
+        .iter()
+        .map(|e| (*e.key(), e.value().clone()))
+        .collect();
+    out.extend_from_slice(&(users.len() as u64).to_le_bytes());
+    for (uid, list) in &users {
+        out.extend_from_slice(&uid.0.to_le_bytes());
+        out.extend_from_slice(&(list.len() as u16).to_le_bytes());
+        for t in list.iter() {
+            out.extend_from_slice(&t.line_item.to_le_bytes());
+            put_mark(&mut out, &t.view);
+            put_mark(&mut out, &t.click);
+        }
+    }
+    let counted: Vec<((UserId, PixelId), u64)> = state
+        .counted
+        .iter()
+        .map(|e| (*e.key(), *e.value()))
+        .collect();
+    out.extend_from_slice(&(counted.len() as u64).to_le_bytes());
+    for ((uid, pixel), ts) in counted {
+        out.extend_from_slice(&uid.0.to_le_bytes());
+        out.extend_from_slice(&pixel.0.to_le_bytes());
+        out.extend_from_slice(&ts.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the bytes of a snapshot, with bounds checks on every field.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let end = self
+            .at
+            .checked_add(N)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or("truncated")?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.bytes[self.at..end]);
+        self.at = end;
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        self.take::<2>().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+    fn u128(&mut self) -> Result<u128, String> {
+        self.take::<16>().map(u128::from_le_bytes)
+    }
+    fn mark(&mut self) -> Result<Mark, String> {
+        let event = EventId(self.u128()?);
+        let tracker = self.u32()?;
+        let publisher = PublisherId(self.u32()?);
+        let placement = Some(self.u32()?).filter(|p| *p != 0).map(PlacementId);
+        Ok(if event.0 == 0 {
+            Mark::default()
+        } else {
+            Mark::new(event, tracker, publisher, placement)
+        })
+    }
+}
+
+/// Parses a snapshot into `state`; on any error `state` is left untouched.
+pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
+    if bytes.len() < MAGIC.len() + 4 + 4 || &bytes[..8] != MAGIC {
+        return Err("not a pixeld attribution snapshot".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let mut r = Reader { bytes: body, at: 8 };
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this pixeld reads {FORMAT_VERSION}"
+        ));
+    }
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err("checksum mismatch (corrupt or truncated file)".into());
+    }
+    let users = r.u64()?;
+    let mut touches = Vec::new();
+    for _ in 0..users {
+        let uid = UserId(r.u128()?);
+        let n = r.u16()?;
+        let mut list = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let line_item = r.u32()?;
+            let view = r.mark()?;
+            let click = r.mark()?;
+            list.push(LineItemTouches {
+                line_item,
+                view,
+                click,
+            });
+        }
+        touches.push((uid, list.into_boxed_slice()));
+    }
+    let n = r.u64()?;
+    let mut counted = Vec::new();
+    for _ in 0..n {
+        let uid = UserId(r.u128()?);
+        let pixel = PixelId(r.u32()?);
+        counted.push(((uid, pixel), r.u64()?));
+    }
+    if r.at != body.len() {
+        return Err("trailing bytes after the records".into());
+    }
+    for (k, v) in touches {
+        state.touches.insert(k, v);
+    }
+    for (k, v) in counted {
+        state.counted.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Writes the snapshot atomically: a temporary file, fsync, rename.
+pub fn save(state: &State, data_dir: &Path) -> std::io::Result<usize> {
+    fs::create_dir_all(data_dir)?;
+    let bytes = encode(state);
+    let path = path_in(data_dir);
+    let tmp = path.with_extension("snapshot.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(bytes.len())
+}
+
+/// Loads the snapshot if there is one. `Ok(false)`: no file.
+pub fn load(state: &State, data_dir: &Path) -> Result<bool, String> {
+    let path = path_in(data_dir);
+    match fs::read(&path) {
+        Ok(bytes) => decode(&bytes, state).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::state::TouchKind;
+    use crate::ids::LineItemId;
+
+    fn sample() -> State {
+        let s = State::default();
+        let m = Mark::new(
+            EventId::new_v7(1_000),
+            2766,
+            PublisherId(7),
+            Some(PlacementId(9)),
+        );
+        s.touch(UserId(1), LineItemId(5), TouchKind::View, m);
+        s.touch(
+            UserId(1),
+            LineItemId(6),
+            TouchKind::Click,
+            Mark::new(EventId::new_v7(2_000), 1, PublisherId(2), None),
+        );
+        s.touch(UserId(u128::MAX), LineItemId(5), TouchKind::Click, m);
+        s.mark_counted(UserId(1), PixelId(7313), 5_000);
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let bytes = encode(&s);
+        let back = State::default();
+        decode(&bytes, &back).unwrap();
+        assert_eq!(back.touches_of(UserId(1)), s.touches_of(UserId(1)));
+        assert_eq!(
+            back.touches_of(UserId(u128::MAX)),
+            s.touches_of(UserId(u128::MAX))
+        );
+        assert_eq!(back.last_counted(UserId(1), PixelId(7313)), Some(5_000));
+        assert_eq!(back.entries(), s.entries());
+    }
+
+    #[test]
+    fn corrupt_truncated_or_foreign_files_are_refused_whole() {
+        let bytes = encode(&sample());
+        let mut flipped = bytes.clone();
+        flipped[30] ^= 0xff;
+        let mut other_version = bytes.clone();
+        other_version[8] = 99;
+        for (bad, why) in [
+            (&bytes[..bytes.len() - 7], "checksum"),
+            (&flipped[..], "checksum"),
+            (&other_version[..], "format version 99"),
+            (&b"hello world, not a snapshot"[..], "not a pixeld"),
+            (&b""[..], "not a pixeld"),
+        ] {
+            let s = State::default();
+            let err = decode(bad, &s).unwrap_err();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(s.users(), 0, "nothing half-loaded");
+        }
+    }
+
+    #[test]
+    fn save_and_load_through_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(&State::default(), dir.path()), Ok(false));
+        save(&sample(), dir.path()).unwrap();
+        let s = State::default();
+        assert_eq!(load(&s, dir.path()), Ok(true));
+        assert_eq!(s.users(), 2);
+    }
+}
