@@ -10,6 +10,8 @@ pub mod record;
 pub mod rules;
 pub mod snapshot;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -88,7 +88,17 @@ pub fn example_config(brokers: &str) -> Config {
     cfg.kafka.brokers = brokers.to_string();
     cfg.kafka.partitions = 1;
     cfg.kafka.linger_ms = 1;
+    cfg.server.data_dir = fresh_dir();
     cfg
+}
+
+/// A new empty directory that outlives the test (for `data_dir`).
+pub fn fresh_dir() -> std::path::PathBuf {
+    tempfile::Builder::new()
+        .prefix("pixeld-test-")
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// pixeld serving in this process; shut down gracefully on drop.
