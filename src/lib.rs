@@ -12,9 +12,10 @@
 //!
 //! Around them: [`config`] (load, validate, the lookup catalog), [`app`] (the
 //! shared state built from it), [`serve`] (start-up and shutdown order),
-//! [`tags`] (exportable tags), [`ids`] (newtype ids) and [`telemetry`]
-//! (metrics and logs).
+//! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`]
+//! (metrics and logs) and [`alloc`] (huge pages for the large tables).
 
+pub mod alloc;
 pub mod app;
 pub mod attribution;
 pub mod config;

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use pixeld::ids::{ClickTrackerId, PixelId, SegmentId, TrackerId};
 use pixeld::tags::TagFor;
 
+#[global_allocator]
+static ALLOC: pixeld::alloc::HugePages = pixeld::alloc::HugePages;
+
 #[derive(Parser)]
 #[command(
     name = "pixeld",

@@ -122,9 +122,10 @@ impl Engine {
         };
         let catalog = self.catalog.load();
         let pixel = catalog.conversion_pixels.get(&conversion.pixel);
-        let touches = self.state.touches_of(uid);
         let last = self.state.last_counted(uid, conversion.pixel);
-        let decision = rules::decide(pixel, &touches, conversion.ts_ms, last);
+        let decision = self
+            .state
+            .with_touches(uid, |t| rules::decide(pixel, t, conversion.ts_ms, last));
         if decision.counted && pixel.is_some_and(|p| p.repeat != Repeat::All) {
             self.state
                 .mark_counted(uid, conversion.pixel, conversion.ts_ms);

@@ -27,14 +27,10 @@ fn put_mark(out: &mut Vec<u8>, m: &Mark) {
 
 /// Serializes `state`.
 pub fn encode(state: &State) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + state.touches.len() * 96);
+    let users = state.users_touches();
+    let mut out = Vec::with_capacity(64 + users.len() * 96);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let users: Vec<(UserId, Box<[LineItemTouches]>)> = state
-        .touches
-        .iter()
-        .map(|e| (*e.key(), e.value().clone()))
-        .collect();
     out.extend_from_slice(&(users.len() as u64).to_le_bytes());
     for (uid, list) in &users {
         out.extend_from_slice(&uid.0.to_le_bytes());
@@ -45,11 +41,7 @@ pub fn encode(state: &State) -> Vec<u8> {
             put_mark(&mut out, &t.click);
         }
     }
-    let counted: Vec<((UserId, PixelId), u64)> = state
-        .counted
-        .iter()
-        .map(|e| (*e.key(), *e.value()))
-        .collect();
+    let counted = state.repeat_marks();
     out.extend_from_slice(&(counted.len() as u64).to_le_bytes());
     for ((uid, pixel), ts) in counted {
         out.extend_from_slice(&uid.0.to_le_bytes());
@@ -136,7 +128,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
                 click,
             });
         }
-        touches.push((uid, list.into_boxed_slice()));
+        touches.push((uid, list));
     }
     let n = r.u64()?;
     let mut counted = Vec::new();
@@ -148,11 +140,11 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
     if r.at != body.len() {
         return Err("trailing bytes after the records".into());
     }
-    for (k, v) in touches {
-        state.touches.insert(k, v);
+    for (uid, list) in touches {
+        state.set_touches(uid, &list);
     }
-    for (k, v) in counted {
-        state.counted.insert(k, v);
+    for ((uid, pixel), ts) in counted {
+        state.mark_counted(uid, pixel, ts);
     }
     Ok(())
 }

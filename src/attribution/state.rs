@@ -2,8 +2,8 @@
 //! line item; per (user, pixel), when a conversion was last counted.
 //!
 //! Entries are compact (integer ids, the touch time carried inside its v7
-//! event id, no strings) and live in `DashMap`s so that readers (gauges,
-//! snapshots, tests) never stop the engine.
+//! event id, no strings). Users live in shards that each own theirs, so a
+//! reader (gauges, snapshots, tests) holds up the engine only for one shard.
 
 use dashmap::DashMap;
 
@@ -99,7 +99,7 @@ impl LineItemTouches {
         }
     }
 
-    fn get_mut(&mut self, kind: TouchKind) -> &mut Mark {
+    pub fn get_mut(&mut self, kind: TouchKind) -> &mut Mark {
         match kind {
             TouchKind::View => &mut self.view,
             TouchKind::Click => &mut self.click,
@@ -107,45 +107,176 @@ impl LineItemTouches {
     }
 }
 
-/// All attribution state.
+/// A slab node: one line item's touches, chained per user.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    touches: LineItemTouches,
+    /// The user's next node, or [`NONE`].
+    next: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A user id as a map key: 8-byte aligned, so a map slot is 24 bytes.
+type Key = [u64; 2];
+
+fn key(uid: UserId) -> Key {
+    [(uid.0 >> 64) as u64, uid.0 as u64]
+}
+
+fn uid_of(k: &Key) -> UserId {
+    UserId((k[0] as u128) << 64 | k[1] as u128)
+}
+
+/// The users whose id hashes to this shard: an index into a slab of nodes,
+/// so a user with one line item costs one map slot and one 64-byte node, and
+/// no allocation of its own.
 #[derive(Default)]
+struct Shard {
+    /// User → first node.
+    index: std::collections::HashMap<Key, u32, ahash::RandomState>,
+    /// The nodes; freed ones are reused through `free`.
+    nodes: Vec<Node>,
+    /// Indices of freed nodes.
+    free: Vec<u32>,
+}
+
+impl Shard {
+    fn alloc(&mut self, touches: LineItemTouches, next: u32) -> u32 {
+        let node = Node { touches, next };
+        match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn chain(&self, first: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(first).filter(|i| *i != NONE), move |i| {
+            Some(self.nodes[*i as usize].next).filter(|n| *n != NONE)
+        })
+    }
+
+    fn list(&self, first: u32) -> Vec<LineItemTouches> {
+        self.chain(first)
+            .map(|i| self.nodes[i as usize].touches)
+            .collect()
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// All attribution state, in shards that each own their users; a reader
+/// locks one shard briefly, never the whole state.
 pub struct State {
-    /// Per user, one entry per line item touched (usually one or two), in a
-    /// boxed slice so the map slot stays small.
-    pub touches: DashMap<UserId, Box<[LineItemTouches]>>,
+    /// Users by a keyed hash of their id.
+    shards: Box<[std::sync::Mutex<Shard>]>,
+    /// Picks the shard; keyed per process, so crafted ids cannot pile up.
+    shard_hasher: ahash::RandomState,
     /// When a conversion on (user, pixel) was last counted, in ms.
-    pub counted: DashMap<(UserId, PixelId), u64>,
+    counted: DashMap<(UserId, PixelId), u64>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+            shard_hasher: ahash::RandomState::new(),
+            counted: DashMap::new(),
+        }
+    }
 }
 
 impl State {
+    fn shard(&self, uid: UserId) -> std::sync::MutexGuard<'_, Shard> {
+        let i = self.shard_hasher.hash_one(uid.0) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records a touch unless a later one of the same kind is already there.
     pub fn touch(&self, uid: UserId, line_item: LineItemId, kind: TouchKind, mark: Mark) {
-        let mut entry = self.touches.entry(uid).or_insert_with(|| Box::new([]));
-        let list = entry.value_mut();
-        if let Some(t) = list.iter_mut().find(|t| t.line_item == line_item.0) {
-            let slot = t.get_mut(kind);
+        let mut shard = self.shard(uid);
+        let shard = &mut *shard;
+        let first = shard.index.get(&key(uid)).copied().unwrap_or(NONE);
+        let existing = shard
+            .chain(first)
+            .find(|i| shard.nodes[*i as usize].touches.line_item == line_item.0);
+        if let Some(i) = existing {
+            let slot = shard.nodes[i as usize].touches.get_mut(kind);
             if !slot.is_set() || mark.is_after(slot) {
                 *slot = mark;
             }
             return;
         }
-        let mut new = LineItemTouches {
+        let mut touches = LineItemTouches {
             line_item: line_item.0,
             ..Default::default()
         };
-        *new.get_mut(kind) = mark;
-        let mut grown = Vec::with_capacity(list.len() + 1);
-        grown.extend_from_slice(list);
-        grown.push(new);
-        *list = grown.into_boxed_slice();
+        *touches.get_mut(kind) = mark;
+        let node = shard.alloc(touches, first);
+        shard.index.insert(key(uid), node);
+    }
+
+    /// Calls `f` with a user's touches (empty when none), under the shard lock.
+    pub fn with_touches<R>(&self, uid: UserId, f: impl FnOnce(&[LineItemTouches]) -> R) -> R {
+        let shard = self.shard(uid);
+        match shard.index.get(&key(uid)) {
+            None => f(&[]),
+            Some(&first) if shard.nodes[first as usize].next == NONE => {
+                f(std::slice::from_ref(&shard.nodes[first as usize].touches))
+            }
+            Some(&first) => f(&shard.list(first)),
+        }
     }
 
     /// A copy of a user's touches (empty when none).
     pub fn touches_of(&self, uid: UserId) -> Vec<LineItemTouches> {
-        self.touches
-            .get(&uid)
-            .map(|t| t.to_vec())
-            .unwrap_or_default()
+        self.with_touches(uid, <[LineItemTouches]>::to_vec)
+    }
+
+    /// Every user with their touches (for snapshots).
+    pub fn users_touches(&self) -> Vec<(UserId, Vec<LineItemTouches>)> {
+        let mut out = Vec::with_capacity(self.users());
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                shard
+                    .index
+                    .iter()
+                    .map(|(k, first)| (uid_of(k), shard.list(*first))),
+            );
+        }
+        out
+    }
+
+    /// Replaces a user's touches (for loading snapshots).
+    pub fn set_touches(&self, uid: UserId, list: &[LineItemTouches]) {
+        let mut shard = self.shard(uid);
+        let shard = &mut *shard;
+        if let Some(first) = shard.index.remove(&key(uid)) {
+            let old: Vec<u32> = shard.chain(first).collect();
+            shard.free.extend(old);
+        }
+        let mut next = NONE;
+        for t in list.iter().rev() {
+            next = shard.alloc(*t, next);
+        }
+        if next != NONE {
+            shard.index.insert(key(uid), next);
+        }
+    }
+
+    /// Every repeat mark (for snapshots).
+    pub fn repeat_marks(&self) -> Vec<((UserId, PixelId), u64)> {
+        self.counted
+            .iter()
+            .map(|e| (*e.key(), *e.value()))
+            .collect()
     }
 
     pub fn last_counted(&self, uid: UserId, pixel: PixelId) -> Option<u64> {
@@ -158,21 +289,24 @@ impl State {
 
     /// Users with at least one touch.
     pub fn users(&self) -> usize {
-        self.touches.len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).index.len())
+            .sum()
     }
 
     /// Stored touch marks plus repeat marks.
     pub fn entries(&self) -> usize {
-        let marks: usize = self
-            .touches
-            .iter()
-            .map(|e| {
-                e.value()
-                    .iter()
-                    .map(|t| t.view.is_set() as usize + t.click.is_set() as usize)
-                    .sum::<usize>()
-            })
-            .sum();
+        let mut marks = 0;
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for first in shard.index.values() {
+                for i in shard.chain(*first) {
+                    let t = &shard.nodes[i as usize].touches;
+                    marks += t.view.is_set() as usize + t.click.is_set() as usize;
+                }
+            }
+        }
         marks + self.counted.len()
     }
 
@@ -187,31 +321,46 @@ impl State {
         repeat_horizon: impl Fn(PixelId) -> Option<u64>,
     ) -> usize {
         let mut dropped = 0;
-        self.touches.retain(|_, list| {
-            let mut changed = false;
-            for t in list.iter_mut() {
-                for (kind, horizon) in [
-                    (TouchKind::View, view_horizon_ms),
-                    (TouchKind::Click, click_horizon_ms),
-                ] {
-                    let m = t.get_mut(kind);
-                    if m.is_set() && now_ms.saturating_sub(m.ts_ms()) > horizon {
-                        *m = Mark::default();
-                        dropped += 1;
-                        changed = true;
+        let expired =
+            |m: &Mark, horizon: u64| m.is_set() && now_ms.saturating_sub(m.ts_ms()) > horizon;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *shard;
+            let users: Vec<(Key, u32)> = shard.index.iter().map(|(k, v)| (*k, *v)).collect();
+            for (k, first) in users {
+                let chain: Vec<u32> = shard.chain(first).collect();
+                let mut kept = Vec::with_capacity(chain.len());
+                for i in chain {
+                    let t = &mut shard.nodes[i as usize].touches;
+                    for (kind, horizon) in [
+                        (TouchKind::View, view_horizon_ms),
+                        (TouchKind::Click, click_horizon_ms),
+                    ] {
+                        let m = t.get_mut(kind);
+                        if expired(m, horizon) {
+                            *m = Mark::default();
+                            dropped += 1;
+                        }
+                    }
+                    if t.view.is_set() || t.click.is_set() {
+                        kept.push(i);
+                    } else {
+                        shard.free.push(i);
                     }
                 }
+                // Relink what is left.
+                let mut next = NONE;
+                for &i in kept.iter().rev() {
+                    shard.nodes[i as usize].next = next;
+                    next = i;
+                }
+                if next == NONE {
+                    shard.index.remove(&k);
+                } else {
+                    shard.index.insert(k, next);
+                }
             }
-            if changed {
-                let kept: Vec<_> = list
-                    .iter()
-                    .filter(|t| t.view.is_set() || t.click.is_set())
-                    .copied()
-                    .collect();
-                *list = kept.into_boxed_slice();
-            }
-            !list.is_empty()
-        });
+        }
         self.counted.retain(|(_, pixel), ts| {
             let keep = repeat_horizon(*pixel).is_some_and(|h| now_ms.saturating_sub(*ts) <= h);
             dropped += usize::from(!keep);
@@ -256,9 +405,10 @@ mod tests {
         s.touch(u, LineItemId(2), TouchKind::View, mark(3_000, 4));
         let t = s.touches_of(u);
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].view.tracker(), 1);
-        assert_eq!(t[0].click.tracker(), 3);
-        assert_eq!(t[1].view.tracker(), 4);
+        let li = |id: u32| t.iter().find(|x| x.line_item == id).unwrap();
+        assert_eq!(li(1).view.tracker(), 1);
+        assert_eq!(li(1).click.tracker(), 3);
+        assert_eq!(li(2).view.tracker(), 4);
         assert_eq!(s.users(), 1);
         assert_eq!(s.entries(), 3);
     }
