@@ -72,7 +72,11 @@ fn engine_throughput(c: &mut Criterion) {
     let engine = Engine::new(Arc::new(State::default()), catalog);
     // Warm the state to 1M users, each with an impression and a click (a
     // thousand when run as a test by `cargo test --all-targets`).
-    let users = if std::env::args().any(|a| a == "--bench") { USERS } else { 1000 };
+    let users = if std::env::args().any(|a| a == "--bench") {
+        USERS
+    } else {
+        1000
+    };
     for u in 0..users {
         let uid = UserId(u as u128 * 0x9e37_79b9_7f4a_7c15);
         for kind in [TouchKind::View, TouchKind::Click] {

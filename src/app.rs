@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use crate::attribution::Feed;
 use crate::config::{Catalog, Config};
 use crate::http::cookie::Cookies;
+use crate::journal::Journal;
 use crate::pixel::redirect::AllowList;
 use crate::sink::Sink;
 
@@ -26,8 +27,11 @@ pub struct App {
     pub trusted_proxies: Vec<IpNet>,
     /// Longest query a pixel accepts.
     pub max_query_bytes: usize,
-    /// The attribution engine's input, when it runs.
+    /// The attribution engine's input, when it runs fed by the handlers
+    /// (`durability = memory`); with a journal it reads the journal instead.
     pub attribution: Option<Arc<Feed>>,
+    /// Where events go before Kafka, unless `durability = memory`.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl App {
@@ -37,10 +41,12 @@ impl App {
         sink: Arc<dyn Sink>,
         catalog: Arc<ArcSwap<Catalog>>,
         attribution: Option<Arc<Feed>>,
+        journal: Option<Arc<Journal>>,
     ) -> App {
         App {
             catalog,
             attribution,
+            journal,
             allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
             sink,
             cookies: Cookies::new(&cfg.cookie),

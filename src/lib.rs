@@ -22,6 +22,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod journal;
 pub mod pixel;
 pub mod serve;
 pub mod sink;

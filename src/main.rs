@@ -125,14 +125,15 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let (sink, _embedded) = match pixeld::serve::kafka_sink(&cfg) {
-                    Ok(s) => s,
+                let (outputs, _embedded) = match pixeld::serve::outputs(&cfg) {
+                    Ok(o) => o,
                     Err(e) => {
                         eprintln!("{e}");
                         return ExitCode::FAILURE;
                     }
                 };
-                pixeld::serve::serve(&cfg, listener, sink, pixeld::serve::shutdown_signal()).await;
+                pixeld::serve::serve(&cfg, listener, &outputs, pixeld::serve::shutdown_signal())
+                    .await;
                 ExitCode::SUCCESS
             })
         }

@@ -1,27 +1,40 @@
-//! `pixeld serve`: wires config, sink and HTTP server together and owns the
-//! shutdown order (stop accepting, finish requests, flush Kafka).
+//! `pixeld serve`: wires config, Kafka, journal, attribution engine and HTTP
+//! server together, and owns the shutdown order: stop accepting, finish
+//! in-flight requests, let the engine catch up and snapshot, stop the journal
+//! writer, ship (or flush) what is left.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use rdkafka::ClientConfig;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use arc_swap::ArcSwap;
-
 use crate::app::App;
-use crate::attribution::{self, EngineTask};
+use crate::attribution::{self, EngineTask, Source};
 use crate::config::{Catalog, Config};
 use crate::http::{self, Limits};
+use crate::journal::ship::{ShipSettings, Shipper};
+use crate::journal::{self, Durability, Journal};
 use crate::sink::embedded::EmbeddedKafka;
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{client_config, KafkaSink};
 use crate::sink::Sink;
 use crate::telemetry::prometheus;
 
-/// The sink `cfg` asks for, with the embedded cluster it may need kept alive.
-pub fn kafka_sink(cfg: &Config) -> Result<(Arc<dyn Sink>, Option<EmbeddedKafka>), String> {
-    if cfg.kafka.brokers.trim().is_empty() {
+/// Where events end up: the sink (direct publishing in `memory` mode, and
+/// readiness), and the producer settings the journal's shipper uses.
+pub struct Outputs {
+    pub sink: Arc<dyn Sink>,
+    /// None when there is no Kafka behind the sink (tests with a memory sink).
+    pub kafka: Option<ClientConfig>,
+}
+
+/// Connects to `kafka.brokers`, or starts the embedded cluster when empty
+/// (returned too: keep it alive while serving).
+pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String> {
+    let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start()?;
         let brokers = embedded.bootstrap_servers();
         let t = &cfg.kafka.topics;
@@ -39,25 +52,37 @@ pub fn kafka_sink(cfg: &Config) -> Result<(Arc<dyn Sink>, Option<EmbeddedKafka>)
             "no kafka.brokers configured: using the embedded in-memory Kafka (events are lost when pixeld stops). Watch them with: kcat -b {brokers} -C -t {} -f '%k %s\\n'",
             cfg.kafka.topics.impressions
         );
-        let sink = KafkaSink::start(&cfg.kafka, &brokers)?;
-        Ok((Arc::new(sink), Some(embedded)))
+        (brokers, Some(embedded))
     } else {
-        Ok((
-            Arc::new(KafkaSink::start(&cfg.kafka, &cfg.kafka.brokers)?),
-            None,
-        ))
-    }
+        (cfg.kafka.brokers.clone(), None)
+    };
+    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers)?);
+    let kafka = Some(client_config(&cfg.kafka, &brokers));
+    Ok((Outputs { sink, kafka }, embedded))
 }
 
-/// Serves `cfg` on `listener` into `sink` until `shutdown` resolves, then
-/// drains in-flight requests and flushes the sink.
-pub async fn serve(
-    cfg: &Config,
-    listener: TcpListener,
-    sink: Arc<dyn Sink>,
-    shutdown: impl Future,
-) {
+/// Serves `cfg` on `listener` until `shutdown` resolves, then shuts down in
+/// order (see the module comment).
+pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutdown: impl Future) {
     let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg)));
+    let mode = cfg.journal.mode();
+    let journal = if mode == Durability::Memory {
+        None
+    } else {
+        let settings = journal::Settings {
+            dir: cfg.server.data_dir.join("journal"),
+            fsync: mode == Durability::Fsync,
+            max_bytes: cfg.journal.max_bytes,
+            segment_bytes: cfg.journal.segment_bytes,
+        };
+        match Journal::open(&settings) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => {
+                warn!(error = %e, dir = %settings.dir.display(), "cannot open the journal; running without it (durability = memory)");
+                None
+            }
+        }
+    };
     let engine = if cfg.attribution.enabled {
         let settings = attribution::Settings {
             channel_capacity: cfg.attribution.channel_capacity,
@@ -65,7 +90,11 @@ pub async fn serve(
             snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
             sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
         };
-        match EngineTask::start(catalog.clone(), sink.clone(), settings) {
+        let source = match &journal {
+            Some(j) => Source::Journal(j.clone()),
+            None => Source::Channel,
+        };
+        match EngineTask::start(catalog.clone(), outputs.sink.clone(), source, settings) {
             Ok(task) => Some(task),
             Err(e) => {
                 warn!(error = %e, "cannot start the attribution engine; conversions are recorded but not attributed");
@@ -75,8 +104,41 @@ pub async fn serve(
     } else {
         None
     };
-    let feed = engine.as_ref().map(|e| e.feed.clone());
-    let app = Arc::new(App::new(cfg, sink.clone(), catalog, feed));
+    let shipper = match (&journal, &outputs.kafka) {
+        (Some(j), Some(client)) => {
+            let t = &cfg.kafka.topics;
+            let settings = ShipSettings {
+                client: client.clone(),
+                topics: [
+                    &t.impressions,
+                    &t.clicks,
+                    &t.conversions,
+                    &t.segments,
+                    &t.invalid,
+                    &t.attributions,
+                ]
+                .map(String::clone),
+                dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
+                drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
+            };
+            match Shipper::start(j.shared.clone(), settings) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the journal shipper; events stay in the journal");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let feed = engine.as_ref().and_then(|e| e.feed.clone());
+    let app = Arc::new(App::new(
+        cfg,
+        outputs.sink.clone(),
+        catalog,
+        feed,
+        journal.clone(),
+    ));
     let upkeep = tokio::spawn(async {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -90,18 +152,27 @@ pub async fn serve(
         shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
     };
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "listening");
+        info!(%addr, durability = cfg.journal.durability, "listening");
     }
     http::run(listener, app, limits, shutdown).await;
     upkeep.abort();
-    if let Some(engine) = engine {
-        // Drains what the handlers offered, publishes those records, snapshots.
-        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
-    }
+    let sink = outputs.sink.clone();
     let timeout = Duration::from_millis(cfg.kafka.flush_timeout_ms);
-    let left = tokio::task::spawn_blocking(move || sink.flush(timeout))
-        .await
-        .unwrap_or(usize::MAX);
+    let left = tokio::task::spawn_blocking(move || {
+        // The engine first: it may still append attribution records.
+        if let Some(engine) = engine {
+            engine.stop();
+        }
+        if let Some(j) = &journal {
+            j.stop();
+        }
+        if let Some(s) = shipper {
+            s.stop();
+        }
+        sink.flush(timeout)
+    })
+    .await
+    .unwrap_or(usize::MAX);
     if left == 0 {
         info!("all events delivered; bye");
     } else {

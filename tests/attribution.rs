@@ -144,11 +144,32 @@ async fn state_survives_a_graceful_restart() {
     assert_eq!(records[0].json["kind"], "post_view");
     assert_eq!(records[0].json["touch_event_id"], imps[0].json["event_id"]);
 
-    // A corrupt snapshot is reported and ignored: the server still starts.
+    // A corrupt snapshot is reported and ignored: the server still starts,
+    // and rebuilds the state by replaying the journal it kept. The replayed
+    // conversion yields the same record id as before.
     std::fs::write(cfg.server.data_dir.join("attribution.snapshot"), b"garbage").unwrap();
     let server = Server::start(cfg).await;
     get(&server, "/px?id=7313", UID).await;
     server.stop().await;
-    let records = consume(&broker.addr, "pixel.attributions", 2);
-    assert_eq!(records[1].json["reason"], "no_touch");
+    let records = consume(&broker.addr, "pixel.attributions", 3);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(records[1].json["event_id"], records[0].json["event_id"], "replay is deterministic");
+    assert_eq!(records[2].json["kind"], "post_view", "state rebuilt from the journal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_journal_a_corrupt_snapshot_means_starting_empty() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.journal.durability = "memory".into();
+    let server = Server::start(cfg.clone()).await;
+    get(&server, "/imptr?id=2766", UID).await;
+    server.stop().await;
+    std::fs::write(cfg.server.data_dir.join("attribution.snapshot"), b"garbage").unwrap();
+    let server = Server::start(cfg).await;
+    get(&server, "/px?id=7313", UID).await;
+    server.stop().await;
+    let records = consume(&broker.addr, "pixel.attributions", 1);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].json["reason"], "no_touch");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use common::{assert_common, consume, example_config, Broker, Server};
 use hyper::Method;
+use pixeld::serve::Outputs;
 use pixeld::sink::kafka::KafkaSink;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +70,7 @@ async fn readyz_is_503_until_kafka_is_reached_while_pixels_are_still_answered() 
     let mut cfg = example_config(&format!("127.0.0.1:{port}"));
     cfg.kafka.flush_timeout_ms = 200;
     let sink = Arc::new(KafkaSink::start(&cfg.kafka, &cfg.kafka.brokers).unwrap());
-    let server = Server::spawn(cfg, sink).await;
+    let server = Server::spawn(cfg, Outputs { sink, kafka: None }).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let r = server.get("/readyz", &[]).await;
     assert_eq!(r.status, 503);

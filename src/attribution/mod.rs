@@ -14,7 +14,7 @@ pub mod state;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ pub use state::{Mark, State, TouchKind};
 use crate::config::{Catalog, Repeat};
 use crate::event::{Body, Event, EventType};
 use crate::ids::{LineItemId, PixelId, UserId};
+use crate::journal::{Cursor, Journal};
 use crate::sink::{Message, Sink, Topic};
 use crate::telemetry::now_ms;
 
@@ -216,11 +217,26 @@ pub struct Settings {
     pub sweep_interval: Duration,
 }
 
-/// Owns the engine thread; stopping it (or dropping it) drains the channel,
-/// takes a final snapshot and joins the thread.
+/// Where the engine's inputs come from, and where its records go.
+pub enum Source {
+    /// Offered by the handlers over the channel; records go to the sink.
+    Channel,
+    /// Read in order from the journal (from the snapshot's position, so a
+    /// restart replays what the snapshot missed); records are appended to
+    /// the journal and shipped with everything else.
+    Journal(Arc<Journal>),
+}
+
+/// Owns the engine thread; stopping it (or dropping it) processes what is
+/// pending, takes a final snapshot and joins the thread.
 pub struct EngineTask {
-    pub feed: Arc<Feed>,
+    /// The handlers' end of the channel (channel source only).
+    pub feed: Option<Arc<Feed>>,
     pub state: Arc<State>,
+    /// Asks the thread to finish.
+    stop: Arc<AtomicBool>,
+    /// Wakes a channel-fed thread that is waiting.
+    tx: Option<Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -230,16 +246,22 @@ impl EngineTask {
     pub fn start(
         catalog: Arc<ArcSwap<Catalog>>,
         sink: Arc<dyn Sink>,
+        source: Source,
         settings: Settings,
     ) -> std::io::Result<EngineTask> {
         let state = Arc::new(State::default());
+        let mut applied = 0;
         if let Some(dir) = &settings.data_dir {
             match snapshot::load(&state, dir) {
-                Ok(true) => info!(
-                    users = state.users(),
-                    "attribution state restored from snapshot"
-                ),
-                Ok(false) => {
+                Ok(Some(at)) => {
+                    applied = at;
+                    info!(
+                        users = state.users(),
+                        journal_position = at,
+                        "attribution state restored from snapshot"
+                    );
+                }
+                Ok(None) => {
                     info!(path = %snapshot::path_in(dir).display(), "no attribution snapshot yet; starting empty")
                 }
                 Err(e) => {
@@ -247,31 +269,57 @@ impl EngineTask {
                 }
             }
         }
-        let (tx, rx) = bounded(settings.channel_capacity.max(1));
-        let feed = Arc::new(Feed {
-            tx,
-            dropped: AtomicU64::new(0),
-            last_drop_ms: AtomicU64::new(0),
-        });
+        let stop = Arc::new(AtomicBool::new(false));
         let engine = Engine::new(state.clone(), catalog);
+        let (feed, tx, input) = match source {
+            Source::Channel => {
+                let (tx, rx) = bounded(settings.channel_capacity.max(1));
+                let feed = Arc::new(Feed {
+                    tx: tx.clone(),
+                    dropped: AtomicU64::new(0),
+                    last_drop_ms: AtomicU64::new(0),
+                });
+                (Some(feed), Some(tx), Inputs::Channel(rx))
+            }
+            Source::Journal(journal) => {
+                journal
+                    .shared
+                    .engine_snapshot
+                    .store(applied, Ordering::Relaxed);
+                let cursor = Cursor::new(journal.shared.clone(), applied);
+                (None, None, Inputs::Journal(journal, Box::new(cursor)))
+            }
+        };
+        let runner = Runner {
+            engine,
+            sink,
+            settings,
+            stop: stop.clone(),
+            buf: Vec::with_capacity(1024),
+        };
         let thread = std::thread::Builder::new()
             .name("attribution".into())
-            .spawn(move || run(engine, rx, sink, settings))?;
+            .spawn(move || runner.run(input))?;
         Ok(EngineTask {
             feed,
             state,
+            stop,
+            tx,
             thread: Some(thread),
         })
     }
 
-    /// Processes everything offered so far, snapshots, and stops.
+    /// Processes everything pending, snapshots, and stops.
     pub fn stop(mut self) {
         self.stop_inner();
     }
 
     fn stop_inner(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Command::Stop);
+        }
         if let Some(thread) = self.thread.take() {
-            let _ = self.feed.tx.send(Command::Stop);
             let _ = thread.join();
         }
     }
@@ -283,29 +331,69 @@ impl Drop for EngineTask {
     }
 }
 
-fn publish(sink: &dyn Sink, record: &Attribution, buf: &mut Vec<u8>) {
-    buf.clear();
-    record.encode(buf);
-    let hex = record.conversion.uid.map(|u| u.to_hex());
-    let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
-    let msg = Message {
-        topic: Topic::Attributions,
-        key,
-        kind: EventType::Attribution,
-        payload: buf,
-    };
-    match sink.publish(msg) {
-        Ok(()) => metrics::counter!("events_total", "type" => "attribution").increment(1),
-        Err(e) => metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1),
-    }
+enum Inputs {
+    Channel(Receiver<Command>),
+    Journal(Arc<Journal>, Box<Cursor>),
 }
 
-fn snapshot_now(engine: &Engine, dir: &Option<PathBuf>) {
-    if let Some(dir) = dir {
+/// The engine thread.
+struct Runner {
+    engine: Engine,
+    sink: Arc<dyn Sink>,
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    /// Reused for encoding records.
+    buf: Vec<u8>,
+}
+
+impl Runner {
+    fn publish(&mut self, record: &Attribution, journal: Option<&Journal>) {
+        self.buf.clear();
+        record.encode(&mut self.buf);
+        let hex = record.conversion.uid.map(|u| u.to_hex());
+        let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+        let result = match journal {
+            Some(j) => {
+                let body = Journal::body(
+                    Topic::Attributions,
+                    EventType::Attribution,
+                    key,
+                    &self.buf,
+                    None,
+                );
+                j.append_blocking(body, record.conversion.ts_ms)
+                    .map(|_| ())
+                    .map_err(|e| e.reason())
+            }
+            None => {
+                let msg = Message {
+                    topic: Topic::Attributions,
+                    key,
+                    kind: EventType::Attribution,
+                    payload: &self.buf,
+                };
+                self.sink.publish(msg).map_err(|e| e.reason())
+            }
+        };
+        match result {
+            Ok(()) => metrics::counter!("events_total", "type" => "attribution").increment(1),
+            Err(reason) => {
+                metrics::counter!("events_dropped_total", "reason" => reason).increment(1)
+            }
+        }
+    }
+
+    fn snapshot(&self, applied: u64, journal: Option<&Journal>) {
+        let Some(dir) = &self.settings.data_dir else {
+            return;
+        };
         let started = Instant::now();
-        match snapshot::save(&engine.state, dir) {
+        match snapshot::save(&self.engine.state, applied, dir) {
             Ok(bytes) => {
                 metrics::gauge!("attribution_snapshot_bytes").set(bytes as f64);
+                if let Some(j) = journal {
+                    j.shared.engine_snapshot.store(applied, Ordering::Relaxed);
+                }
                 tracing::debug!(
                     bytes,
                     ms = started.elapsed().as_millis() as u64,
@@ -315,43 +403,76 @@ fn snapshot_now(engine: &Engine, dir: &Option<PathBuf>) {
             Err(e) => warn!(error = %e, dir = %dir.display(), "attribution snapshot failed"),
         }
     }
-}
 
-fn run(engine: Engine, rx: Receiver<Command>, sink: Arc<dyn Sink>, settings: Settings) {
-    let mut buf = Vec::with_capacity(1024);
-    let mut next_sweep = Instant::now() + settings.sweep_interval;
-    let mut next_snapshot = Instant::now() + settings.snapshot_interval;
-    loop {
-        let wait = next_sweep
-            .min(next_snapshot)
-            .saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(Command::Apply(input)) => {
-                if let Some(record) = engine.apply(input) {
-                    publish(sink.as_ref(), &record, &mut buf);
-                }
-                // Keep draining a busy channel; look at the clock now and then.
-                if rx.len() % 1024 != 0 {
-                    continue;
+    fn run(mut self, inputs: Inputs) {
+        let mut next_sweep = Instant::now() + self.settings.sweep_interval;
+        let mut next_snapshot = Instant::now() + self.settings.snapshot_interval;
+        let (journal, mut cursor, rx) = match inputs {
+            Inputs::Channel(rx) => (None, None, Some(rx)),
+            Inputs::Journal(j, c) => (Some(j), Some(c), None),
+        };
+        loop {
+            let wait = next_sweep
+                .min(next_snapshot)
+                .saturating_duration_since(Instant::now());
+            let mut finished = false;
+            if let Some(rx) = &rx {
+                match rx.recv_timeout(wait) {
+                    Ok(Command::Apply(input)) => {
+                        if let Some(record) = self.engine.apply(input) {
+                            self.publish(&record, None);
+                        }
+                        // Keep draining a busy channel; look at the clock now and then.
+                        if rx.len() % 1024 != 0 {
+                            continue;
+                        }
+                    }
+                    Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => finished = true,
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
             }
-            Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        let now = Instant::now();
-        if now >= next_sweep {
-            let dropped = engine.sweep(now_ms());
-            if dropped > 0 {
-                tracing::debug!(dropped, "attribution sweep");
+            if let (Some(j), Some(c)) = (&journal, cursor.as_mut()) {
+                let stopping = self.stop.load(Ordering::Relaxed);
+                let batch = c.read(1024);
+                let caught_up = batch.is_empty();
+                for record in batch {
+                    if let Some(input) = record.input {
+                        if let Some(out) = self.engine.apply(input) {
+                            self.publish(&out, Some(j));
+                        }
+                    }
+                }
+                if caught_up {
+                    if stopping {
+                        finished = true;
+                    } else {
+                        j.shared
+                            .wait_for(c.next_seq, wait.min(Duration::from_millis(100)));
+                    }
+                }
             }
-            next_sweep = now + settings.sweep_interval;
+            let now = Instant::now();
+            if now >= next_sweep {
+                let dropped = self.engine.sweep(now_ms());
+                if dropped > 0 {
+                    tracing::debug!(dropped, "attribution sweep");
+                }
+                next_sweep = now + self.settings.sweep_interval;
+            }
+            if now >= next_snapshot || finished {
+                self.snapshot(
+                    cursor.as_ref().map_or(0, |c| c.next_seq),
+                    journal.as_deref(),
+                );
+                next_snapshot = Instant::now() + self.settings.snapshot_interval;
+            }
+            if finished {
+                break;
+            }
         }
-        if now >= next_snapshot {
-            snapshot_now(&engine, &settings.data_dir);
-            next_snapshot = Instant::now() + settings.snapshot_interval;
-        }
+        info!(
+            users = self.engine.state.users(),
+            "attribution engine stopped"
+        );
     }
-    engine.sweep(now_ms());
-    snapshot_now(&engine, &settings.data_dir);
-    info!(users = engine.state.users(), "attribution engine stopped");
 }

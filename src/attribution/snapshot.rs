@@ -11,7 +11,8 @@ use crate::ids::{EventId, PixelId, PlacementId, PublisherId, UserId};
 
 const MAGIC: &[u8; 8] = b"PXDATTR\0";
 /// Bumped whenever the layout below changes; older files are ignored.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the journal position the state covers follows the version.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The snapshot file inside `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -25,12 +26,14 @@ fn put_mark(out: &mut Vec<u8>, m: &Mark) {
     out.extend_from_slice(&m.placement().map_or(0, |p| p.0).to_le_bytes());
 }
 
-/// Serializes `state`.
-pub fn encode(state: &State) -> Vec<u8> {
+/// Serializes `state`, which has applied every journal record before
+/// `applied` (0 without a journal).
+pub fn encode(state: &State, applied: u64) -> Vec<u8> {
     let users = state.users_touches();
     let mut out = Vec::with_capacity(64 + users.len() * 96);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&applied.to_le_bytes());
     out.extend_from_slice(&(users.len() as u64).to_le_bytes());
     for (uid, list) in &users {
         out.extend_from_slice(&uid.0.to_le_bytes());
@@ -96,8 +99,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses a snapshot into `state`; on any error `state` is left untouched.
-pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
+/// Parses a snapshot into `state` and returns the journal position it
+/// covers; on any error `state` is left untouched.
+pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     if bytes.len() < MAGIC.len() + 4 + 4 || &bytes[..8] != MAGIC {
         return Err("not a pixeld attribution snapshot".into());
     }
@@ -112,6 +116,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
     if crc32fast::hash(body).to_le_bytes() != crc {
         return Err("checksum mismatch (corrupt or truncated file)".into());
     }
+    let applied = r.u64()?;
     let users = r.u64()?;
     let mut touches = Vec::new();
     for _ in 0..users {
@@ -146,13 +151,13 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<(), String> {
     for ((uid, pixel), ts) in counted {
         state.mark_counted(uid, pixel, ts);
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Writes the snapshot atomically: a temporary file, fsync, rename.
-pub fn save(state: &State, data_dir: &Path) -> std::io::Result<usize> {
+pub fn save(state: &State, applied: u64, data_dir: &Path) -> std::io::Result<usize> {
     fs::create_dir_all(data_dir)?;
-    let bytes = encode(state);
+    let bytes = encode(state, applied);
     let path = path_in(data_dir);
     let tmp = path.with_extension("snapshot.tmp");
     let mut f = fs::File::create(&tmp)?;
@@ -162,12 +167,13 @@ pub fn save(state: &State, data_dir: &Path) -> std::io::Result<usize> {
     Ok(bytes.len())
 }
 
-/// Loads the snapshot if there is one. `Ok(false)`: no file.
-pub fn load(state: &State, data_dir: &Path) -> Result<bool, String> {
+/// Loads the snapshot if there is one, returning the journal position it
+/// covers. `Ok(None)`: no file.
+pub fn load(state: &State, data_dir: &Path) -> Result<Option<u64>, String> {
     let path = path_in(data_dir);
     match fs::read(&path) {
-        Ok(bytes) => decode(&bytes, state).map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(bytes) => decode(&bytes, state).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
@@ -201,9 +207,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = sample();
-        let bytes = encode(&s);
+        let bytes = encode(&s, 1234);
         let back = State::default();
-        decode(&bytes, &back).unwrap();
+        assert_eq!(decode(&bytes, &back), Ok(1234));
         assert_eq!(back.touches_of(UserId(1)), s.touches_of(UserId(1)));
         assert_eq!(
             back.touches_of(UserId(u128::MAX)),
@@ -215,7 +221,7 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_or_foreign_files_are_refused_whole() {
-        let bytes = encode(&sample());
+        let bytes = encode(&sample(), 0);
         let mut flipped = bytes.clone();
         flipped[30] ^= 0xff;
         let mut other_version = bytes.clone();
@@ -237,10 +243,10 @@ mod tests {
     #[test]
     fn save_and_load_through_the_file_system() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(&State::default(), dir.path()), Ok(false));
-        save(&sample(), dir.path()).unwrap();
+        assert_eq!(load(&State::default(), dir.path()), Ok(None));
+        save(&sample(), 7, dir.path()).unwrap();
         let s = State::default();
-        assert_eq!(load(&s, dir.path()), Ok(true));
+        assert_eq!(load(&s, dir.path()), Ok(Some(7)));
         assert_eq!(s.users(), 2);
     }
 }

@@ -77,6 +77,7 @@ const SECTIONS: &[&str] = &[
     "conversion_pixels",
     "segments",
     "attribution",
+    "journal",
 ];
 
 /// Parses and validates TOML text; `source` names it in the report.
@@ -110,6 +111,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             "kafka" => set(&mut cfg.kafka, section(value, &key, p)),
             "network" => set(&mut cfg.network, section(value, &key, p)),
             "attribution" => set(&mut cfg.attribution, section(value, &key, p)),
+            "journal" => set(&mut cfg.journal, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),

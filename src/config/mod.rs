@@ -41,6 +41,41 @@ pub struct Config {
     pub conversion_pixels: Vec<ConversionPixelConfig>,
     pub segments: Vec<SegmentConfig>,
     pub attribution: AttributionConfig,
+    pub journal: JournalConfig,
+}
+
+/// `[journal]`: the local journal between answering a pixel and Kafka.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// `journal` (default: on disk before the response, survives a crash),
+    /// `fsync` (also fdatasync'ed, survives power loss) or `memory` (no journal).
+    pub durability: String,
+    /// Disk budget for `server.data_dir/journal`; beyond it events are answered
+    /// but dropped (and counted). Default 10 GiB.
+    pub max_bytes: u64,
+    /// Size at which a new segment file starts. Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            durability: "journal".into(),
+            max_bytes: 10 << 30,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl JournalConfig {
+    pub fn mode(&self) -> crate::journal::Durability {
+        match self.durability.as_str() {
+            "memory" => crate::journal::Durability::Memory,
+            "fsync" => crate::journal::Durability::Fsync,
+            _ => crate::journal::Durability::Journal,
+        }
+    }
 }
 
 /// `[attribution]`: the engine that credits conversions.

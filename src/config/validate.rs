@@ -31,6 +31,31 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     server(cfg, &mut r);
     cookie(cfg, &mut r);
     kafka(cfg, &mut r);
+    let j = &cfg.journal;
+    if !["journal", "fsync", "memory"].contains(&j.durability.as_str()) {
+        r.add(
+            "journal.durability",
+            format!(
+                "{:?} is not one of \"journal\", \"fsync\", \"memory\"",
+                j.durability
+            ),
+        );
+    }
+    if j.segment_bytes < 4096 {
+        r.add(
+            "journal.segment_bytes",
+            format!("{} is below 4096", j.segment_bytes),
+        );
+    }
+    if j.max_bytes < j.segment_bytes.min(1 << 20) {
+        r.add(
+            "journal.max_bytes",
+            format!(
+                "{} cannot hold even one segment; raise it (default 10 GiB)",
+                j.max_bytes
+            ),
+        );
+    }
     let a = &cfg.attribution;
     if !(1..=16_777_216).contains(&a.channel_capacity) {
         r.add(

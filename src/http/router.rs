@@ -14,8 +14,10 @@ use super::client_ip::client_ip;
 use super::cookie::Identity;
 use super::response::{self, Body};
 use crate::app::App;
+use crate::attribution::Input;
 use crate::event::{encode, Common, Event, Warnings};
 use crate::ids::EventId;
+use crate::journal::Journal;
 use crate::pixel::query::Query;
 use crate::pixel::{self, Context, PixelKind, PixelRequest};
 use crate::sink::{Message, Topic};
@@ -51,19 +53,47 @@ pub async fn serve<B>(
     peer: SocketAddr,
     app: Arc<App>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(respond(&req, peer, &app))
+    let (resp, journaled) = respond(&req, peer, &app);
+    if let (Some(journal), Some(pending)) = (&app.journal, journaled) {
+        // The response waits for the event to be on disk: an answered pixel
+        // is never lost.
+        let kind = pending.kind;
+        match journal.append(pending.body, pending.ts_ms).await {
+            Ok(_) => metrics::counter!("events_total", "type" => kind.as_str()).increment(1),
+            Err(e) => {
+                metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1)
+            }
+        }
+    }
+    Ok(resp)
 }
 
-/// Answers one request; the body, if any, is never read.
-pub fn respond<B>(req: &Request<B>, peer: SocketAddr, app: &App) -> Response<Body> {
+/// An event to append to the journal before the response goes out.
+pub struct Pending {
+    /// The journal record body (Kafka message and attribution input).
+    pub body: Vec<u8>,
+    pub ts_ms: u64,
+    pub kind: crate::event::EventType,
+}
+
+/// Answers one request; the body, if any, is never read. A pixel with a
+/// journal also returns its record, to append before answering.
+pub fn respond<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    app: &App,
+) -> (Response<Body>, Option<Pending>) {
     let Some(route) = route(req.uri().path()) else {
-        return counted(response::not_found(), "not_found");
+        return (counted(response::not_found(), "not_found"), None);
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return counted(response::method_not_allowed(), "method_not_allowed");
+        return (
+            counted(response::method_not_allowed(), "method_not_allowed"),
+            None,
+        );
     }
-    match route {
-        Route::Pixel(kind) => pixel(req, peer, app, kind),
+    let resp = match route {
+        Route::Pixel(kind) => return pixel(req, peer, app, kind),
         Route::OptOut => {
             let mut resp = response::text(
                 StatusCode::OK,
@@ -83,10 +113,17 @@ pub fn respond<B>(req: &Request<B>, peer: SocketAddr, app: &App) -> Response<Bod
             resp
         }
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
-    }
+    };
+    (resp, None)
 }
 
 fn ready(app: &App) -> Response<Body> {
+    if app.journal.as_ref().is_some_and(|j| !j.shared.has_room()) {
+        return response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the journal is full (journal.max_bytes); events are answered but not kept\n",
+        );
+    }
     if !app.sink.is_ready() {
         return response::text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -114,7 +151,12 @@ fn header<'a>(headers: &'a HeaderMap, name: HeaderName) -> Option<Cow<'a, str>> 
     })
 }
 
-fn pixel<B>(req: &Request<B>, peer: SocketAddr, app: &App, kind: PixelKind) -> Response<Body> {
+fn pixel<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    app: &App,
+    kind: PixelKind,
+) -> (Response<Body>, Option<Pending>) {
     let headers = req.headers();
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
     let identity = if gpc {
@@ -151,7 +193,7 @@ fn pixel<B>(req: &Request<B>, peer: SocketAddr, app: &App, kind: PixelKind) -> R
         allow: &app.allow,
     };
     let outcome = pixel::handle(request, &ctx);
-    publish(app, &outcome.event);
+    let pending = publish(app, &outcome.event);
     if let Some(feed) = &app.attribution {
         feed.offer_event(&outcome.event);
     }
@@ -160,7 +202,7 @@ fn pixel<B>(req: &Request<B>, peer: SocketAddr, app: &App, kind: PixelKind) -> R
         resp.headers_mut()
             .insert(SET_COOKIE, app.cookies.issue(uid));
     }
-    resp
+    (resp, pending)
 }
 
 thread_local! {
@@ -170,7 +212,7 @@ thread_local! {
 
 /// Encodes and hands the event to the sink; a refusal is counted, never
 /// shown to the browser.
-pub fn publish(app: &App, event: &Event<'_>) {
+pub fn publish(app: &App, event: &Event<'_>) -> Option<Pending> {
     let kind = event.kind();
     BUFFER.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -178,17 +220,31 @@ pub fn publish(app: &App, event: &Event<'_>) {
         encode(event, &mut buf);
         let hex = event.common.uid.map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
-        let msg = Message {
-            topic: Topic::for_event(kind),
+        let topic = Topic::for_event(kind);
+        if app.journal.is_some() {
+            let input = if event.common.warnings.contains("head_request") {
+                None
+            } else {
+                Input::from_event(event)
+            };
+            let body = Journal::body(topic, kind, key, &buf, input.as_ref());
+            return Some(Pending {
+                body,
+                ts_ms: event.common.ts_ms,
+                kind,
+            });
+        }
+        match app.sink.publish(Message {
+            topic,
             key,
             kind,
             payload: &buf,
-        };
-        match app.sink.publish(msg) {
+        }) {
             Ok(()) => metrics::counter!("events_total", "type" => kind.as_str()).increment(1),
             Err(e) => {
                 metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1)
             }
         }
-    });
+        None
+    })
 }

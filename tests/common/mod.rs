@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pixeld::config::Config;
+use pixeld::serve::Outputs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -135,14 +135,14 @@ impl Reply {
 impl Server {
     /// Serves `cfg` into its real Kafka sink and waits until `/readyz` is 200.
     pub async fn start(cfg: Config) -> Server {
-        let (sink, embedded) = pixeld::serve::kafka_sink(&cfg).unwrap();
+        let (outputs, embedded) = pixeld::serve::outputs(&cfg).unwrap();
         assert!(embedded.is_none(), "tests use a real broker");
-        Self::start_with_sink(cfg, sink).await
+        Self::start_with(cfg, outputs).await
     }
 
-    /// Serves `cfg` into `sink` and waits until `/readyz` is 200.
-    pub async fn start_with_sink(cfg: Config, sink: Arc<dyn pixeld::sink::Sink>) -> Server {
-        let server = Self::spawn(cfg, sink).await;
+    /// Serves `cfg` into `outputs` and waits until `/readyz` is 200.
+    pub async fn start_with(cfg: Config, outputs: Outputs) -> Server {
+        let server = Self::spawn(cfg, outputs).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if server.get("/readyz", &[]).await.status == StatusCode::OK {
@@ -155,12 +155,12 @@ impl Server {
     }
 
     /// Serves without waiting for readiness.
-    pub async fn spawn(cfg: Config, sink: Arc<dyn pixeld::sink::Sink>) -> Server {
+    pub async fn spawn(cfg: Config, outputs: Outputs) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            pixeld::serve::serve(&cfg, listener, sink, async {
+            pixeld::serve::serve(&cfg, listener, &outputs, async {
                 let _ = rx.await;
             })
             .await;

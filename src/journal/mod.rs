@@ -1,0 +1,593 @@
+//! The local journal between the handlers and Kafka: every answered event is
+//! on disk (in the page cache, or fsynced) before its response is sent, and
+//! reaches Kafka at least once with its original `event_id`, whatever happens
+//! to the process or the broker in between.
+//!
+//! - [`Journal`]: the handle handlers append through; a writer thread
+//!   appends in groups (one `write` per group, one `fdatasync` in `fsync` mode).
+//! - [`Cursor`]: reads records in order; the shipper and the attribution
+//!   engine each have one.
+//! - [`ship`]: produces to Kafka, advances the checkpoint past acknowledged
+//!   records only, dead-letters poison records, deletes shipped segments.
+
+pub mod frame;
+pub mod ship;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::attribution::Input;
+use crate::telemetry::{now_ms, RateLimit};
+use frame::{decode_frame, encode_frame, Frame, HEADER, MAX_BODY};
+
+pub use frame::Record;
+
+/// How far an answered event is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No journal: events live in librdkafka's memory until acknowledged.
+    Memory,
+    /// Written to the journal (page cache) before the response: survives a
+    /// process crash.
+    Journal,
+    /// Also `fdatasync`ed before the response: survives power loss.
+    Fsync,
+}
+
+/// Journal settings, from `[journal]` and `server.data_dir`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `data_dir/journal`.
+    pub dir: PathBuf,
+    pub fsync: bool,
+    /// Disk budget: appends beyond it are refused (and counted).
+    pub max_bytes: u64,
+    /// A new segment file starts past this size.
+    pub segment_bytes: u64,
+}
+
+/// Why an append did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// `max_bytes` reached.
+    Full,
+    /// The writer stopped, or the disk refused the write.
+    Unavailable,
+}
+
+impl AppendError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            AppendError::Full => "journal_full",
+            AppendError::Unavailable => "journal_unavailable",
+        }
+    }
+}
+
+/// State shared by the writer, the readers and the shipper.
+pub struct Shared {
+    pub dir: PathBuf,
+    /// Records with a smaller sequence number are completely written.
+    written: AtomicU64,
+    /// Bytes of all segment files.
+    bytes: AtomicU64,
+    /// Readers sleep here until something is written.
+    wake: (Mutex<()>, Condvar),
+    /// When an append was last refused for lack of space (ms, 0 = never).
+    last_full_ms: AtomicU64,
+    /// The budget, for readiness.
+    pub max_bytes: u64,
+    /// The shipper's checkpoint: every record below it is in Kafka.
+    pub shipped: AtomicU64,
+    /// The attribution engine's snapshotted position (u64::MAX without an
+    /// engine): it replays from here after a crash, so segments are kept.
+    pub engine_snapshot: AtomicU64,
+}
+
+impl Shared {
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a record at or past `seq` is written, at most `timeout`.
+    pub fn wait_for(&self, seq: u64, timeout: Duration) {
+        let guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        if self.written() > seq {
+            return;
+        }
+        let _ = self.wake.1.wait_timeout(guard, timeout);
+    }
+
+    fn notify(&self) {
+        let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.1.notify_all();
+    }
+
+    /// False while the budget is (nearly) exhausted or refused an append in
+    /// the last 10 seconds.
+    pub fn has_room(&self) -> bool {
+        let last = self.last_full_ms.load(Ordering::Relaxed);
+        let recently_full = last != 0 && now_ms().saturating_sub(last) < 10_000;
+        !recently_full && self.bytes() < self.max_bytes / 100 * 95
+    }
+
+    /// Segment files, oldest first, as (first sequence number, path).
+    pub fn segments(&self) -> Vec<(u64, PathBuf)> {
+        segments(&self.dir)
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_name()?.to_str()?;
+            let seq = name.strip_suffix(".seg")?.parse().ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// One append waiting for the writer.
+struct Append {
+    /// The record body ([`frame::encode_body`]).
+    body: Vec<u8>,
+    ts_ms: u64,
+    /// Told the sequence number once the group is written.
+    done: oneshot::Sender<Result<u64, AppendError>>,
+}
+
+/// The handlers' handle on the journal.
+pub struct Journal {
+    /// To the writer thread; bounded, so a stalled disk slows handlers
+    /// rather than filling memory.
+    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    pub shared: Arc<Shared>,
+    /// The writer thread, joined on [`Journal::stop`].
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, repairing a torn tail, and starts the
+    /// writer thread.
+    pub fn open(settings: &Settings) -> std::io::Result<Journal> {
+        fs::create_dir_all(&settings.dir)?;
+        let mut segs = segments(&settings.dir);
+        let checkpoint = ship::load_checkpoint(&settings.dir);
+        let mut next_seq = checkpoint;
+        if let Some((first, path)) = segs.last() {
+            let (end_seq, good_len, problem) = scan(path, *first)?;
+            let file_len = fs::metadata(path)?.len();
+            if let Some(problem) = problem {
+                warn!(
+                    segment = %path.display(),
+                    dropped_bytes = file_len - good_len,
+                    problem,
+                    "journal tail is torn or corrupt (a crash mid-write?); truncating it, records before it are kept"
+                );
+                metrics::counter!("journal_torn_bytes_total").increment(file_len - good_len);
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)?
+                    .set_len(good_len)?;
+            }
+            next_seq = next_seq.max(end_seq);
+        }
+        if segs.is_empty() {
+            segs.push((next_seq, segment_path(&settings.dir, next_seq)));
+        }
+        let (first, path) = segs.last().cloned().unwrap_or_default();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        let bytes: u64 = segs
+            .iter()
+            .filter_map(|(_, p)| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let shared = Arc::new(Shared {
+            dir: settings.dir.clone(),
+            written: AtomicU64::new(next_seq),
+            bytes: AtomicU64::new(bytes),
+            wake: (Mutex::new(()), Condvar::new()),
+            last_full_ms: AtomicU64::new(0),
+            max_bytes: settings.max_bytes,
+            shipped: AtomicU64::new(checkpoint),
+            engine_snapshot: AtomicU64::new(u64::MAX),
+        });
+        info!(
+            dir = %settings.dir.display(),
+            segments = segs.len(),
+            bytes,
+            unshipped = next_seq.saturating_sub(checkpoint),
+            "journal open"
+        );
+        let (tx, rx) = mpsc::channel(65_536);
+        let writer = Writer {
+            rx,
+            shared: shared.clone(),
+            file,
+            segment_first: first,
+            segment_size: size,
+            next_seq,
+            fsync: settings.fsync,
+            segment_bytes: settings.segment_bytes,
+            full_log: RateLimit::new(5_000),
+        };
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Journal {
+            tx: Mutex::new(Some(tx)),
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Append>> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Appends one record body; resolves once its group is written (and
+    /// fsynced in `fsync` mode).
+    pub async fn append(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
+        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let (done, wait) = oneshot::channel();
+        tx.send(Append { body, ts_ms, done })
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
+        wait.await.unwrap_or(Err(AppendError::Unavailable))
+    }
+
+    /// [`Journal::append`] for threads outside the runtime.
+    pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
+        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let (done, wait) = oneshot::channel();
+        tx.blocking_send(Append { body, ts_ms, done })
+            .map_err(|_| AppendError::Unavailable)?;
+        wait.blocking_recv()
+            .unwrap_or(Err(AppendError::Unavailable))
+    }
+
+    /// Writes what was appended so far and stops the writer.
+    pub fn stop(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// A body for `append`: the Kafka message and the engine's input.
+    pub fn body(
+        topic: crate::sink::Topic,
+        kind: crate::event::EventType,
+        key: &[u8],
+        payload: &[u8],
+        input: Option<&Input>,
+    ) -> Vec<u8> {
+        let mut body = Vec::with_capacity(16 + key.len() + payload.len() + 80);
+        frame::encode_body(&mut body, topic, kind, key, payload, input);
+        body
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Scans a segment: the next sequence number after its last good record,
+/// the length of its good prefix, and what stopped the scan early.
+fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'static str>)> {
+    let bytes = fs::read(path)?;
+    let mut at = 0;
+    let mut next = first_seq;
+    while at < bytes.len() {
+        match decode_frame(&bytes[at..]) {
+            Frame::Ok(r, n) => {
+                next = r.seq + 1;
+                at += n;
+            }
+            Frame::Incomplete => return Ok((next, at as u64, Some("incomplete record"))),
+            Frame::Corrupt(why) => return Ok((next, at as u64, Some(why))),
+        }
+    }
+    Ok((next, at as u64, None))
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Append>,
+    shared: Arc<Shared>,
+    /// The segment being appended to.
+    file: File,
+    segment_first: u64,
+    segment_size: u64,
+    next_seq: u64,
+    fsync: bool,
+    segment_bytes: u64,
+    full_log: RateLimit,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Append> = Vec::with_capacity(4096);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < 4096 {
+                match self.rx.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            self.write_group(&mut batch, &mut buf);
+        }
+        if self.fsync {
+            let _ = self.file.sync_data();
+        }
+    }
+
+    fn write_group(&mut self, batch: &mut Vec<Append>, buf: &mut Vec<u8>) {
+        if self.segment_size >= self.segment_bytes {
+            if let Err(e) = self.roll() {
+                warn!(error = %e, "cannot start a new journal segment");
+            }
+        }
+        buf.clear();
+        let mut results: Vec<Result<u64, AppendError>> = Vec::with_capacity(batch.len());
+        let budget_left = self.shared.max_bytes.saturating_sub(self.shared.bytes());
+        for a in batch.iter() {
+            let frame_len = (HEADER + a.body.len()) as u64;
+            if a.body.len() > MAX_BODY || buf.len() as u64 + frame_len > budget_left {
+                results.push(Err(AppendError::Full));
+                continue;
+            }
+            encode_frame(buf, self.next_seq, a.ts_ms, &a.body);
+            results.push(Ok(self.next_seq));
+            self.next_seq += 1;
+        }
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        if refused > 0 {
+            self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
+            metrics::counter!("events_dropped_total", "reason" => "journal_full")
+                .increment(refused as u64);
+            if let Some(held) = self.full_log.check() {
+                warn!(
+                    refused,
+                    suppressed = held,
+                    bytes = self.shared.bytes(),
+                    max_bytes = self.shared.max_bytes,
+                    "JOURNAL FULL: events are answered but NOT KEPT; is Kafka reachable? /readyz answers 503"
+                );
+            }
+        }
+        let mut ok = true;
+        if !buf.is_empty() {
+            ok = self.file.write_all(buf).is_ok() && (!self.fsync || self.file.sync_data().is_ok());
+            if ok {
+                self.segment_size += buf.len() as u64;
+                self.shared
+                    .bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.shared.written.store(self.next_seq, Ordering::Release);
+                self.shared.notify();
+                metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
+            } else {
+                warn!("journal write failed; these events are not kept");
+                metrics::counter!("events_dropped_total", "reason" => "journal_unavailable")
+                    .increment(batch.len() as u64);
+                // The sequence numbers were not used: the next group reuses them.
+                self.next_seq = self.shared.written();
+                let _ = self.file.set_len(self.segment_size);
+            }
+        }
+        for (a, r) in batch.drain(..).zip(results) {
+            let r = if ok { r } else { Err(AppendError::Unavailable) };
+            let _ = a.done.send(r);
+        }
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        let path = segment_path(&self.shared.dir, self.next_seq);
+        self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.segment_first = self.next_seq;
+        self.segment_size = 0;
+        Ok(())
+    }
+}
+
+/// An owned record, as readers hand them out.
+#[derive(Clone, Debug)]
+pub struct Owned {
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub topic: crate::sink::Topic,
+    pub kind: crate::event::EventType,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub input: Option<Input>,
+}
+
+impl From<Record<'_>> for Owned {
+    fn from(r: Record<'_>) -> Owned {
+        Owned {
+            seq: r.seq,
+            ts_ms: r.ts_ms,
+            topic: r.topic,
+            kind: r.kind,
+            key: r.key.to_vec(),
+            payload: r.payload.to_vec(),
+            input: r.input,
+        }
+    }
+}
+
+/// Reads records in sequence order, following the writer.
+pub struct Cursor {
+    shared: Arc<Shared>,
+    /// The next sequence number wanted.
+    pub next_seq: u64,
+    /// The open segment and where in it reading continues.
+    file: Option<(u64, File)>,
+    /// Bytes read from the file but not yet decoded.
+    buf: Vec<u8>,
+    log: RateLimit,
+}
+
+impl Cursor {
+    pub fn new(shared: Arc<Shared>, from_seq: u64) -> Cursor {
+        Cursor {
+            shared,
+            next_seq: from_seq,
+            file: None,
+            buf: Vec::new(),
+            log: RateLimit::new(10_000),
+        }
+    }
+
+    /// Up to `max` records, in order; empty when caught up with the writer.
+    pub fn read(&mut self, max: usize) -> Vec<Owned> {
+        let mut out = Vec::new();
+        let limit = self.shared.written();
+        while out.len() < max && self.next_seq < limit {
+            if self.file.is_none() && !self.open_segment() {
+                break;
+            }
+            match decode_frame(&self.buf) {
+                Frame::Ok(r, n) => {
+                    let seq = r.seq;
+                    if seq >= self.next_seq {
+                        out.push(Owned::from(r));
+                        self.next_seq = seq + 1;
+                    }
+                    self.buf.drain(..n);
+                }
+                Frame::Incomplete => {
+                    if self.fill() {
+                        continue;
+                    }
+                    // At the end of this file. A newer segment means this one
+                    // is complete (the writer rolls between groups): move on,
+                    // after one last read in case the final group just landed.
+                    if !self.has_newer_segment() {
+                        break;
+                    }
+                    if !self.fill() && !self.advance_segment("ended early") {
+                        break;
+                    }
+                }
+                Frame::Corrupt(why) => {
+                    if !self.advance_segment(why) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn has_newer_segment(&self) -> bool {
+        let current = self.file.as_ref().map_or(0, |(f, _)| *f);
+        self.shared.segments().iter().any(|(f, _)| *f > current)
+    }
+
+    /// Reads more of the open segment; false at its end.
+    fn fill(&mut self) -> bool {
+        let Some((_, file)) = self.file.as_mut() else {
+            return false;
+        };
+        let mut chunk = vec![0u8; 256 * 1024];
+        match file.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Opens the segment holding `next_seq`.
+    fn open_segment(&mut self) -> bool {
+        let segs = self.shared.segments();
+        let Some((first, path)) = segs
+            .iter()
+            .rev()
+            .find(|(f, _)| *f <= self.next_seq)
+            .cloned()
+        else {
+            // Everything before the oldest segment is gone: start there.
+            if let Some((first, _)) = segs.first() {
+                self.next_seq = *first;
+                return self.open_segment();
+            }
+            return false;
+        };
+        match File::open(&path) {
+            Ok(mut f) => {
+                let _ = f.seek(SeekFrom::Start(0));
+                self.file = Some((first, f));
+                self.buf.clear();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Leaves the open segment for the next one; records of this one after
+    /// the current position are reported as lost. False if there is none.
+    fn advance_segment(&mut self, why: &'static str) -> bool {
+        let current = self.file.as_ref().map_or(0, |(f, _)| *f);
+        let Some(next_first) = self
+            .shared
+            .segments()
+            .into_iter()
+            .map(|(f, _)| f)
+            .find(|f| *f > current)
+        else {
+            return false;
+        };
+        if next_first > self.next_seq {
+            let lost = next_first - self.next_seq;
+            metrics::counter!("journal_corrupt_records_total").increment(lost);
+            if let Some(held) = self.log.check() {
+                warn!(
+                    lost,
+                    why,
+                    suppressed = held,
+                    "journal segment unreadable past this point; skipping to the next segment"
+                );
+            }
+            self.next_seq = next_first;
+        }
+        self.file = None;
+        self.buf.clear();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,442 @@
+//! The shipper: reads the journal in order, produces each record to Kafka
+//! with its original payload, and moves the checkpoint only past records the
+//! broker acknowledged. Poison records go to a dead-letter file. Segments
+//! that are shipped (and replayed into the attribution snapshot) are deleted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientConfig;
+use tracing::{info, warn};
+
+use super::{Cursor, Owned, Shared};
+use crate::sink::Topic;
+use crate::telemetry::{now_ms, RateLimit};
+
+const CHECKPOINT: &str = "journal.checkpoint";
+/// Records handed to librdkafka and not yet acknowledged, at most.
+const MAX_IN_FLIGHT: usize = 100_000;
+
+/// The shipped watermark saved on disk (0 when none or unreadable).
+pub fn load_checkpoint(dir: &Path) -> u64 {
+    let Ok(bytes) = fs::read(dir.join(CHECKPOINT)) else {
+        return 0;
+    };
+    if bytes.len() != 12 {
+        warn!("journal checkpoint unreadable; shipping the whole journal again");
+        return 0;
+    }
+    let (seq, crc) = bytes.split_at(8);
+    if crc32fast::hash(seq).to_le_bytes() != crc {
+        warn!("journal checkpoint corrupt; shipping the whole journal again");
+        return 0;
+    }
+    u64::from_le_bytes(seq.try_into().unwrap_or_default())
+}
+
+fn save_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
+    let mut bytes = seq.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
+    let tmp = dir.join("journal.checkpoint.tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(tmp, dir.join(CHECKPOINT))
+}
+
+/// Routes librdkafka's delivery reports to the shipper.
+struct Reports {
+    tx: Sender<(u64, Result<(), KafkaError>)>,
+    errors: RateLimit,
+}
+
+impl ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!("kafka_client_errors_total").increment(1);
+        if let Some(held) = self.errors.check() {
+            warn!(%error, reason, suppressed = held, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        let _ = self.tx.send((*seq, r));
+    }
+}
+
+/// Errors the broker will never accept the record for.
+fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+        )
+    )
+}
+
+/// Owns the shipper thread.
+pub struct Shipper {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the shipper needs besides the journal.
+pub struct ShipSettings {
+    /// The producer's settings ([`crate::sink::kafka::client_config`]).
+    pub client: ClientConfig,
+    /// Topic name per [`Topic`], in `Topic::ALL` order.
+    pub topics: [String; 6],
+    /// Poison records are appended here, one JSON line each.
+    pub dead_letter: PathBuf,
+    /// On stop, how long to keep shipping what is left.
+    pub drain_timeout: Duration,
+}
+
+impl Shipper {
+    pub fn start(shared: Arc<Shared>, settings: ShipSettings) -> Result<Shipper, String> {
+        let (tx, rx) = unbounded();
+        let mut client = settings.client.clone();
+        // The journal holds the record; librdkafka retries for a while, then
+        // the shipper produces it again, for as long as it takes.
+        client.set("message.timeout.ms", "30000");
+        let producer: ThreadedProducer<Reports> = client
+            .create_with_context(Reports {
+                tx,
+                errors: RateLimit::new(10_000),
+            })
+            .map_err(|e| format!("journal shipper producer: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let from = shared.shipped.load(Ordering::Relaxed);
+        let mut ship = Ship {
+            cursor: Cursor::new(shared.clone(), from),
+            shared,
+            producer,
+            acks: rx,
+            topics: settings.topics,
+            in_flight: BTreeMap::new(),
+            retry: VecDeque::new(),
+            dead_letter: settings.dead_letter,
+            saved: from,
+            log: RateLimit::new(10_000),
+            drain_timeout: settings.drain_timeout,
+        };
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal-shipper".into())
+            .spawn(move || ship.run(&flag))
+            .map_err(|e| e.to_string())?;
+        Ok(Shipper {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ships what is left (within the drain timeout), saves the checkpoint
+    /// and stops.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// A record handed to librdkafka.
+struct InFlight {
+    record: Owned,
+    /// Acknowledged (or dead-lettered): the checkpoint may pass it.
+    done: bool,
+}
+
+struct Ship {
+    shared: Arc<Shared>,
+    cursor: Cursor,
+    producer: ThreadedProducer<Reports>,
+    acks: Receiver<(u64, Result<(), KafkaError>)>,
+    topics: [String; 6],
+    /// By sequence number; the checkpoint is the first not done.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Sequence numbers to produce again (retriable failures).
+    retry: VecDeque<u64>,
+    dead_letter: PathBuf,
+    /// The checkpoint last written to disk.
+    saved: u64,
+    log: RateLimit,
+    drain_timeout: Duration,
+}
+
+impl Ship {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut last_save = Instant::now();
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            if stopping && draining_since.is_none() {
+                draining_since = Some(Instant::now());
+            }
+            self.take_acks(Duration::ZERO);
+            let produced = self.produce();
+            let watermark = self.watermark();
+            if watermark != self.saved
+                && (last_save.elapsed() > Duration::from_millis(200) || stopping)
+            {
+                self.save(watermark);
+                last_save = Instant::now();
+            }
+            self.report();
+            if let Some(since) = draining_since {
+                let all_done =
+                    self.in_flight.is_empty() && self.cursor.next_seq >= self.shared.written();
+                if all_done || since.elapsed() > self.drain_timeout {
+                    if !all_done {
+                        warn!(
+                            behind = self.shared.written().saturating_sub(watermark),
+                            "stopping with unshipped records; they stay in the journal and ship at the next start"
+                        );
+                    }
+                    self.save(self.watermark());
+                    return;
+                }
+            }
+            if produced == 0 {
+                // Nothing new: wait for acknowledgements or for the writer.
+                if self.in_flight.is_empty() {
+                    self.shared
+                        .wait_for(self.cursor.next_seq, Duration::from_millis(50));
+                } else {
+                    self.take_acks(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn watermark(&self) -> u64 {
+        match self.in_flight.iter().find(|(_, f)| !f.done) {
+            Some((seq, _)) => *seq,
+            None => self.cursor.next_seq,
+        }
+    }
+
+    fn take_acks(&mut self, wait: Duration) {
+        let first = if wait.is_zero() {
+            self.acks.try_recv().ok()
+        } else {
+            self.acks.recv_timeout(wait).ok()
+        };
+        let Some(first) = first else { return };
+        let reports: Vec<_> = std::iter::once(first).chain(self.acks.try_iter()).collect();
+        for (seq, result) in reports {
+            match result {
+                Ok(()) => {
+                    if let Some(f) = self.in_flight.get_mut(&seq) {
+                        f.done = true;
+                    }
+                    metrics::counter!("journal_shipped_total").increment(1);
+                }
+                Err(e) if is_permanent(e.rdkafka_error_code()) => self.dead(seq, &e.to_string()),
+                Err(e) => {
+                    metrics::counter!("journal_ship_retries_total").increment(1);
+                    if let Some(held) = self.log.check() {
+                        warn!(error = %e, suppressed = held, "delivery failed; the record will be produced again");
+                    }
+                    self.retry.push_back(seq);
+                }
+            }
+        }
+        // Drop the acknowledged prefix.
+        while let Some(entry) = self.in_flight.first_entry() {
+            if !entry.get().done {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// Hands records to librdkafka: retries first, then new ones. Returns how
+    /// many it produced.
+    fn produce(&mut self) -> usize {
+        let mut produced = 0;
+        while let Some(seq) = self.retry.pop_front() {
+            match self.send(seq) {
+                Ok(()) => produced += 1,
+                Err(()) => {
+                    self.retry.push_front(seq);
+                    return produced;
+                }
+            }
+        }
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            let room = (MAX_IN_FLIGHT - self.in_flight.len()).min(4096);
+            let records = self.cursor.read(room);
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                let seq = record.seq;
+                self.in_flight.insert(
+                    seq,
+                    InFlight {
+                        record,
+                        done: false,
+                    },
+                );
+                if self.send(seq).is_err() {
+                    // librdkafka's queue is full: try again on the next round.
+                    self.retry.push_back(seq);
+                } else {
+                    produced += 1;
+                }
+            }
+        }
+        produced
+    }
+
+    fn send(&mut self, seq: u64) -> Result<(), ()> {
+        let Some(f) = self.in_flight.get(&seq) else {
+            return Ok(());
+        };
+        let r = &f.record;
+        let topic = &self.topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)];
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: "type",
+            value: Some(r.kind.as_str()),
+        });
+        let record = BaseRecord::with_opaque_to(topic, Box::new(seq))
+            .key(&r.key[..])
+            .payload(&r.payload[..])
+            .headers(headers);
+        match self.producer.send(record) {
+            Ok(()) => Ok(()),
+            Err((e, _)) if is_permanent(e.rdkafka_error_code()) => {
+                self.dead(seq, &e.to_string());
+                Ok(())
+            }
+            Err((e, _)) => {
+                if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                    if let Some(held) = self.log.check() {
+                        warn!(error = %e, suppressed = held, "produce refused; will retry");
+                    }
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// Writes the record to the dead-letter file and lets the checkpoint pass.
+    fn dead(&mut self, seq: u64, reason: &str) {
+        let Some(f) = self.in_flight.get_mut(&seq) else {
+            return;
+        };
+        f.done = true;
+        let r = &f.record;
+        let mut line = Vec::with_capacity(r.payload.len() + 128);
+        let mut w = crate::event::JsonWriter::object(&mut line);
+        w.u64("seq", seq);
+        w.u64("ts", r.ts_ms);
+        w.str("reason", reason);
+        w.str(
+            "topic",
+            &self.topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)],
+        );
+        w.str("key", &String::from_utf8_lossy(&r.key));
+        w.str("payload", &String::from_utf8_lossy(&r.payload));
+        w.end();
+        line.push(b'\n');
+        let written = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.dead_letter)
+            .and_then(|mut file| file.write_all(&line));
+        metrics::counter!("journal_dead_letters_total").increment(1);
+        match written {
+            Ok(()) => {
+                warn!(seq, reason, file = %self.dead_letter.display(), "record refused by the broker for good; written to the dead-letter file")
+            }
+            Err(e) => {
+                warn!(seq, reason, error = %e, "record refused by the broker for good, and the dead-letter file cannot be written")
+            }
+        }
+    }
+
+    fn save(&mut self, watermark: u64) {
+        self.shared.shipped.store(watermark, Ordering::Relaxed);
+        if let Err(e) = save_checkpoint(&self.shared.dir, watermark) {
+            warn!(error = %e, "cannot save the journal checkpoint");
+            return;
+        }
+        self.saved = watermark;
+        self.delete_shipped();
+    }
+
+    /// Deletes segments whose every record is shipped and covered by the
+    /// attribution snapshot (never the one being written).
+    fn delete_shipped(&mut self) {
+        let keep_from = self
+            .saved
+            .min(self.shared.engine_snapshot.load(Ordering::Relaxed));
+        let segs = self.shared.segments();
+        for pair in segs.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *next_first <= keep_from {
+                if let Ok(meta) = fs::metadata(path) {
+                    if fs::remove_file(path).is_ok() {
+                        self.shared.bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn report(&self) {
+        let shipped = self.watermark();
+        metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
+        metrics::gauge!("journal_records_behind")
+            .set(self.shared.written().saturating_sub(shipped) as f64);
+        let oldest = self
+            .in_flight
+            .values()
+            .find(|f| !f.done)
+            .map(|f| f.record.ts_ms);
+        let age = oldest.map_or(0.0, |ts| now_ms().saturating_sub(ts) as f64 / 1000.0);
+        metrics::gauge!("journal_oldest_unshipped_age_seconds").set(age);
+    }
+}
+
+impl Drop for Ship {
+    fn drop(&mut self) {
+        let _ = self.producer.flush(Duration::from_secs(1));
+        info!(checkpoint = self.saved, "journal shipper stopped");
+    }
+}
