@@ -34,6 +34,7 @@ pub struct Outputs {
 /// Connects to `kafka.brokers`, or starts the embedded cluster when empty
 /// (returned too: keep it alive while serving).
 pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String> {
+    prometheus();
     let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start()?;
         let brokers = embedded.bootstrap_servers();
@@ -64,6 +65,8 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String>
 /// Serves `cfg` on `listener` until `shutdown` resolves, then shuts down in
 /// order (see the module comment).
 pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutdown: impl Future) {
+    // Installed first: metrics recorded before the recorder exists are lost.
+    prometheus();
     let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg)));
     let mode = cfg.journal.mode();
     let journal = if mode == Durability::Memory {

@@ -74,6 +74,26 @@ impl RateLimit {
     }
 }
 
+/// Forwards a librdkafka log line: warnings and worse at most once per
+/// `limit` interval (a down broker otherwise logs every reconnect), the rest
+/// at debug level.
+pub fn librdkafka_log(
+    limit: &RateLimit,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error | Warning => {
+            if let Some(held) = limit.check() {
+                tracing::warn!(target: "librdkafka", suppressed = held, "{fac}: {message}");
+            }
+        }
+        Notice | Info | Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RateLimit;

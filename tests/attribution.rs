@@ -153,8 +153,14 @@ async fn state_survives_a_graceful_restart() {
     server.stop().await;
     let records = consume(&broker.addr, "pixel.attributions", 3);
     assert_eq!(records.len(), 3, "{records:?}");
-    assert_eq!(records[1].json["event_id"], records[0].json["event_id"], "replay is deterministic");
-    assert_eq!(records[2].json["kind"], "post_view", "state rebuilt from the journal");
+    assert_eq!(
+        records[1].json["event_id"], records[0].json["event_id"],
+        "replay is deterministic"
+    );
+    assert_eq!(
+        records[2].json["kind"], "post_view",
+        "state rebuilt from the journal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

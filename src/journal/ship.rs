@@ -57,9 +57,15 @@ fn save_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
 struct Reports {
     tx: Sender<(u64, Result<(), KafkaError>)>,
     errors: RateLimit,
+    /// One librdkafka warning per 10 s at most.
+    librdkafka_log: RateLimit,
 }
 
 impl ClientContext for Reports {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::telemetry::librdkafka_log(&self.librdkafka_log, level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         metrics::counter!("kafka_client_errors_total").increment(1);
         if let Some(held) = self.errors.check() {
@@ -123,6 +129,7 @@ impl Shipper {
             .create_with_context(Reports {
                 tx,
                 errors: RateLimit::new(10_000),
+                librdkafka_log: RateLimit::new(10_000),
             })
             .map_err(|e| format!("journal shipper producer: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -207,10 +214,14 @@ impl Ship {
             self.take_acks(Duration::ZERO);
             let produced = self.produce();
             let watermark = self.watermark();
-            if watermark != self.saved
-                && (last_save.elapsed() > Duration::from_millis(200) || stopping)
-            {
-                self.save(watermark);
+            if last_save.elapsed() > Duration::from_millis(200) || stopping {
+                if watermark != self.saved {
+                    self.save(watermark);
+                } else {
+                    // The engine's snapshot may have moved on since the last
+                    // save: segments it no longer needs can go now.
+                    self.delete_shipped();
+                }
                 last_save = Instant::now();
             }
             self.report();

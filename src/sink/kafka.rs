@@ -23,9 +23,15 @@ struct Deliveries {
     failure_log: RateLimit,
     /// One client-error line per 10 s at most.
     error_log: RateLimit,
+    /// One librdkafka warning per 10 s at most.
+    librdkafka_log: RateLimit,
 }
 
 impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::telemetry::librdkafka_log(&self.librdkafka_log, level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         metrics::counter!("kafka_client_errors_total").increment(1);
         if let Some(held) = self.error_log.check() {
@@ -97,6 +103,7 @@ impl KafkaSink {
         let context = Deliveries {
             failure_log: RateLimit::new(10_000),
             error_log: RateLimit::new(10_000),
+            librdkafka_log: RateLimit::new(10_000),
         };
         let producer: ThreadedProducer<Deliveries> = client_config(cfg, brokers)
             .create_with_context(context)

@@ -313,3 +313,267 @@ pub fn assert_common(event: &Value, kind: &str) -> String {
     assert_schema(event);
     id.to_string()
 }
+
+impl Broker {
+    /// A broker that keeps its data in sqlite under `dir` (it survives a
+    /// restart), on `port` (0: a free one).
+    pub fn start_persistent(dir: &std::path::Path, port: u16) -> Broker {
+        let port = if port == 0 { free_port() } else { port };
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("nice")
+            .args([
+                "-n",
+                "19",
+                "tansu",
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu must be on PATH");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGSTOP: the broker hangs with its connections open.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) {
+        signal(self.child.id(), "CONT");
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// The example config as text, with `key = value` lines replaced (the first
+/// line starting with each key).
+pub fn config_text(overrides: &[(&str, String)]) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
+        .unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    for (key, value) in overrides {
+        let line = lines
+            .iter_mut()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("no `{key} =` line in the example config"));
+        *line = format!("{key} = {value}");
+    }
+    lines.join("\n")
+}
+
+/// `pixeld serve` as a real process.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+    pub config: std::path::PathBuf,
+}
+
+impl Process {
+    /// Starts the binary on `config` and waits for `/healthz`.
+    pub fn start(config: &std::path::Path, port: u16, log: &std::path::Path) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pixeld"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Process {
+            child,
+            port,
+            config: config.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while raw_get(port, "/healthz").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "pixeld did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn kill9(&mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> i32 {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub fn wait_ready(&self, status: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if raw_get(self.port, "/readyz").is_some_and(|(s, _)| s == status) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One GET over a fresh connection: (status, body), None if it failed.
+pub fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn free_tcp_port() -> u16 {
+    free_port()
+}
+
+/// Fires uniquely numbered impressions from `tasks` keep-alive connections
+/// until `stop` is set, each task pausing `pace` between requests. Returns
+/// the cachebusters that got a 200 or 302, and every answered request's
+/// (start time, latency).
+pub async fn load(
+    port: u16,
+    tasks: usize,
+    pace: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<u64>, Vec<(Instant, Duration)>) {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (next, stop) = (next.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let client: Client<_, Empty<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let mut ok = Vec::new();
+            let mut lat = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let uri = format!("http://127.0.0.1:{port}/imptr?id=2766&cachebuster={n}");
+                let started = Instant::now();
+                let req = Request::get(uri)
+                    .header("cookie", "uid=0123456789abcdef0123456789abcdef")
+                    .body(Empty::new())
+                    .unwrap();
+                let fut = client.request(req);
+                match tokio::time::timeout(Duration::from_secs(10), fut).await {
+                    Ok(Ok(resp)) if resp.status() == 200 || resp.status() == 302 => {
+                        let _ = resp.into_body().collect().await;
+                        lat.push((started, started.elapsed()));
+                        ok.push(n);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
+            }
+            (ok, lat)
+        }));
+    }
+    let mut ok = Vec::new();
+    let mut lat = Vec::new();
+    for h in handles {
+        let (o, l) = h.await.unwrap();
+        ok.extend(o);
+        lat.extend(l);
+    }
+    (ok, lat)
+}
+
+/// Reads every message of partition 0 of `topic` until `quiet` passes with
+/// nothing new after the first one (or `limit` passes).
+pub fn consume_all(brokers: &str, topic: &str, quiet: Duration, limit: Duration) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "pixeld-tests")
+        .set("enable.auto.commit", "false")
+        // Small fetches: tansu's sqlite storage answers a large one slowly.
+        .set("max.partition.fetch.bytes", "262144")
+        .set("fetch.max.bytes", "1048576")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while start.elapsed() < limit && (out.is_empty() || last.elapsed() < quiet) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
+            let json: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.push(Consumed {
+                key,
+                kind: String::new(),
+                json,
+            });
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// p-th percentile (0..=100) of latencies, in ms.
+pub fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
+    if lat.is_empty() {
+        return 0.0;
+    }
+    lat.sort();
+    let i = ((lat.len() - 1) as f64 * p / 100.0).round() as usize;
+    lat[i].as_secs_f64() * 1000.0
+}

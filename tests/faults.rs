@@ -1,0 +1,111 @@
+//! Fault injection with librdkafka's mock cluster: retriable produce errors
+//! are retried until delivered; a record the broker refuses for good goes to
+//! the dead-letter file and does not block the records after it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{consume, example_config, Server};
+use pixeld::serve::Outputs;
+use pixeld::sink::kafka::{client_config, KafkaSink};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let cfg = example_config(&brokers);
+    let t = &cfg.kafka.topics;
+    for topic in [
+        &t.impressions,
+        &t.clicks,
+        &t.conversions,
+        &t.segments,
+        &t.invalid,
+        &t.attributions,
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).unwrap());
+    let outputs = Outputs {
+        sink,
+        kafka: Some(client_config(&cfg.kafka, &brokers)),
+    };
+    let dead_letter = cfg.server.data_dir.join("dead-letter.jsonl");
+    let server = Server::start_with(cfg, outputs).await;
+
+    // Retriable: the next produce requests fail, then succeed.
+    use RDKafkaRespErr::*;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    for n in 1..=5 {
+        assert_eq!(
+            server
+                .get(&format!("/imptr?id=2766&cachebuster={n}"), &[])
+                .await
+                .status,
+            302
+        );
+    }
+    let events = consume(&brokers, "pixel.impressions", 5);
+    let cbs: Vec<_> = events
+        .iter()
+        .map(|e| e.json["cachebuster"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cbs, ["1", "2", "3", "4", "5"]);
+
+    // Permanent: the broker refuses the next request as too large.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    assert_eq!(
+        server
+            .get("/imptr?id=2766&cachebuster=poison", &[])
+            .await
+            .status,
+        302
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        if let Ok(text) = std::fs::read_to_string(&dead_letter) {
+            if let Some(line) = text.lines().find(|l| l.contains("poison")) {
+                break line.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no dead-letter line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        j["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("too large"),
+        "{j}"
+    );
+    assert_eq!(j["topic"], "pixel.impressions");
+    assert!(j["payload"]
+        .as_str()
+        .unwrap()
+        .contains("\"cachebuster\":\"poison\""));
+
+    // The stream goes on past it.
+    assert_eq!(
+        server.get("/imptr?id=2766&cachebuster=6", &[]).await.status,
+        302
+    );
+    let events = consume(&brokers, "pixel.impressions", 6);
+    assert!(events.iter().any(|e| e.json["cachebuster"] == "6"));
+    server.stop().await;
+}
