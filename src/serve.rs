@@ -38,16 +38,7 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String>
     let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start()?;
         let brokers = embedded.bootstrap_servers();
-        let t = &cfg.kafka.topics;
-        let topics = [
-            &t.impressions,
-            &t.clicks,
-            &t.conversions,
-            &t.segments,
-            &t.invalid,
-            &t.attributions,
-        ];
-        embedded.create_topics(&topics.map(String::as_str), cfg.kafka.partitions)?;
+        embedded.create_topics(&cfg.kafka.topics.names(), cfg.kafka.partitions)?;
         info!(
             bootstrap = %brokers,
             "no kafka.brokers configured: using the embedded in-memory Kafka (events are lost when pixeld stops). Watch them with: kcat -b {brokers} -C -t {} -f '%k %s\\n'",
@@ -109,18 +100,9 @@ pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutd
     };
     let shipper = match (&journal, &outputs.kafka) {
         (Some(j), Some(client)) => {
-            let t = &cfg.kafka.topics;
             let settings = ShipSettings {
                 client: client.clone(),
-                topics: [
-                    &t.impressions,
-                    &t.clicks,
-                    &t.conversions,
-                    &t.segments,
-                    &t.invalid,
-                    &t.attributions,
-                ]
-                .map(String::clone),
+                topics: cfg.kafka.topics.names().map(String::from),
                 dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
                 drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
             };

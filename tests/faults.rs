@@ -18,15 +18,7 @@ async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let cfg = example_config(&brokers);
-    let t = &cfg.kafka.topics;
-    for topic in [
-        &t.impressions,
-        &t.clicks,
-        &t.conversions,
-        &t.segments,
-        &t.invalid,
-        &t.attributions,
-    ] {
+    for topic in cfg.kafka.topics.names() {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).unwrap());

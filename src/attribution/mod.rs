@@ -53,19 +53,25 @@ impl Input {
     /// of users with an id, and every conversion.
     pub fn from_event(event: &Event<'_>) -> Option<Input> {
         let c = &event.common;
+        let touch = |kind: TouchKind, line_item: LineItemId, mark: Mark| {
+            c.uid.map(|uid| Input::Touch {
+                uid,
+                kind,
+                line_item,
+                mark,
+            })
+        };
         match &event.body {
-            Body::Impression(t) => c.uid.map(|uid| Input::Touch {
-                uid,
-                kind: TouchKind::View,
-                line_item: t.line_item_id,
-                mark: Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
-            }),
-            Body::Click(t) => c.uid.map(|uid| Input::Touch {
-                uid,
-                kind: TouchKind::Click,
-                line_item: t.line_item_id,
-                mark: Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
-            }),
+            Body::Impression(t) => touch(
+                TouchKind::View,
+                t.line_item_id,
+                Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
+            ),
+            Body::Click(t) => touch(
+                TouchKind::Click,
+                t.line_item_id,
+                Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
+            ),
             Body::Conversion(cv) => Some(Input::Conversion(ConversionInput {
                 uid: c.uid,
                 event_id: c.event_id,
@@ -433,13 +439,11 @@ impl Runner {
             }
             if let (Some(j), Some(c)) = (&journal, cursor.as_mut()) {
                 let stopping = self.stop.load(Ordering::Relaxed);
-                let batch = c.read(1024);
-                let caught_up = batch.is_empty();
-                for record in batch {
-                    if let Some(input) = record.input {
-                        if let Some(out) = self.engine.apply(input) {
-                            self.publish(&out, Some(j));
-                        }
+                let mut inputs = Vec::new();
+                let caught_up = c.read_each(1024, |r| inputs.extend(r.input)) == 0;
+                for input in inputs {
+                    if let Some(out) = self.engine.apply(input) {
+                        self.publish(&out, Some(j));
                     }
                 }
                 if caught_up {

@@ -261,6 +261,20 @@ pub struct TopicsConfig {
     pub attributions: String,
 }
 
+impl TopicsConfig {
+    /// The names in [`crate::sink::Topic::ALL`] order.
+    pub fn names(&self) -> [&str; 6] {
+        [
+            &self.impressions,
+            &self.clicks,
+            &self.conversions,
+            &self.segments,
+            &self.invalid,
+            &self.attributions,
+        ]
+    }
+}
+
 impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {

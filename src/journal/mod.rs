@@ -18,10 +18,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::attribution::Input;
@@ -87,6 +85,9 @@ pub struct Shared {
     pub max_bytes: u64,
     /// The shipper's checkpoint: every record below it is in Kafka.
     pub shipped: AtomicU64,
+    /// First sequence number of the segment being written: a reader at the
+    /// end of an older one knows that one is complete.
+    current_segment: AtomicU64,
     /// The attribution engine's snapshotted position (u64::MAX without an
     /// engine): it replays from here after a crash, so segments are kept.
     pub engine_snapshot: AtomicU64,
@@ -129,6 +130,9 @@ impl Shared {
     }
 }
 
+/// How much a reader asks the file for at once.
+const READ_CHUNK: usize = 256 * 1024;
+
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
@@ -149,28 +153,46 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// One append waiting for the writer.
-struct Append {
-    /// The record body ([`frame::encode_body`]).
-    body: Vec<u8>,
-    ts_ms: u64,
-    /// Told the sequence number once the group is written.
-    done: oneshot::Sender<Result<u64, AppendError>>,
+/// The part of the journal appends go through, under one lock held only to
+/// frame a record or swap a buffer, never across a write.
+struct Inner {
+    /// Framed records waiting for the next write.
+    buf: Vec<u8>,
+    /// The sequence number the next record gets.
+    next_seq: u64,
+    /// A leader is writing; the others' records wait in `buf`.
+    writing: bool,
+    /// The writing side, taken by the leader for the duration of a write.
+    file: Option<SegmentFile>,
+    /// Set by [`Journal::stop`]: appends are refused.
+    stopped: bool,
+}
+
+/// The segment being appended to.
+struct SegmentFile {
+    file: File,
+    size: u64,
 }
 
 /// The handlers' handle on the journal.
+///
+/// Group commit without a writer thread: the first append to find no write
+/// in progress becomes the leader and writes everything queued (its own
+/// record and any that arrive meanwhile) with one `write` (and one
+/// `fdatasync` in `fsync` mode); the others wait for the written sequence
+/// number to pass theirs. No thread hand-off on the request path.
 pub struct Journal {
-    /// To the writer thread; bounded, so a stalled disk slows handlers
-    /// rather than filling memory.
-    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    inner: Mutex<Inner>,
+    /// Wakes async waiters when a group is written.
+    written_notify: tokio::sync::Notify,
     pub shared: Arc<Shared>,
-    /// The writer thread, joined on [`Journal::stop`].
-    thread: Mutex<Option<JoinHandle<()>>>,
+    fsync: bool,
+    segment_bytes: u64,
+    full_log: RateLimit,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal, repairing a torn tail, and starts the
-    /// writer thread.
+    /// Opens (or creates) the journal, repairing a torn tail.
     pub fn open(settings: &Settings) -> std::io::Result<Journal> {
         fs::create_dir_all(&settings.dir)?;
         let mut segs = segments(&settings.dir);
@@ -214,6 +236,7 @@ impl Journal {
             max_bytes: settings.max_bytes,
             shipped: AtomicU64::new(checkpoint),
             engine_snapshot: AtomicU64::new(u64::MAX),
+            current_segment: AtomicU64::new(first),
         });
         info!(
             dir = %settings.dir.display(),
@@ -222,58 +245,211 @@ impl Journal {
             unshipped = next_seq.saturating_sub(checkpoint),
             "journal open"
         );
-        let (tx, rx) = mpsc::channel(65_536);
-        let writer = Writer {
-            rx,
-            shared: shared.clone(),
-            file,
-            segment_first: first,
-            segment_size: size,
+        let inner = Inner {
+            buf: Vec::with_capacity(1 << 20),
             next_seq,
+            writing: false,
+            file: Some(SegmentFile { file, size }),
+            stopped: false,
+        };
+        Ok(Journal {
+            inner: Mutex::new(inner),
+            written_notify: tokio::sync::Notify::new(),
+            shared,
             fsync: settings.fsync,
             segment_bytes: settings.segment_bytes,
             full_log: RateLimit::new(5_000),
-        };
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer.run())?;
-        Ok(Journal {
-            tx: Mutex::new(Some(tx)),
-            shared,
-            thread: Mutex::new(Some(thread)),
         })
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<Append>> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Frames the record into the queue. `Ok((seq, leader))`: its number, and
+    /// whether this caller must write the queue.
+    fn enqueue(&self, body: &[u8], ts_ms: u64) -> Result<(u64, bool), AppendError> {
+        let mut inner = self.lock();
+        if inner.stopped {
+            return Err(AppendError::Unavailable);
+        }
+        let frame_len = (HEADER + body.len()) as u64;
+        let room = self
+            .shared
+            .max_bytes
+            .saturating_sub(self.shared.bytes() + inner.buf.len() as u64);
+        if body.len() > MAX_BODY || frame_len > room {
+            drop(inner);
+            self.refused();
+            return Err(AppendError::Full);
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        encode_frame(&mut inner.buf, seq, ts_ms, body);
+        let leader = !inner.writing;
+        inner.writing = true;
+        Ok((seq, leader))
+    }
+
+    fn refused(&self) {
+        self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
+        metrics::counter!("events_dropped_total", "reason" => "journal_full").increment(1);
+        if let Some(held) = self.full_log.check() {
+            warn!(
+                suppressed = held,
+                bytes = self.shared.bytes(),
+                max_bytes = self.shared.max_bytes,
+                "JOURNAL FULL: events are answered but NOT KEPT; is Kafka reachable? /readyz answers 503"
+            );
+        }
+    }
+
+    /// Writes queued groups until the queue is empty, then steps down.
+    fn lead(&self) {
+        let mut group = Vec::with_capacity(1 << 20);
+        loop {
+            let (mut seg, end_seq) = {
+                let mut inner = self.lock();
+                if inner.buf.is_empty() {
+                    inner.writing = false;
+                    return;
+                }
+                std::mem::swap(&mut inner.buf, &mut group);
+                (inner.file.take(), inner.next_seq)
+            };
+            let ok = match seg.as_mut() {
+                Some(seg) => self.write_group(seg, &group, end_seq),
+                None => false,
+            };
+            if ok {
+                self.shared
+                    .bytes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.shared.written.store(end_seq, Ordering::Release);
+                self.shared.notify();
+                self.written_notify.notify_waiters();
+                group.clear();
+                let mut inner = self.lock();
+                inner.file = seg;
+            } else {
+                // Keep the records, in order, for the next attempt.
+                warn!("journal write failed; retrying with the next group");
+                metrics::counter!("journal_write_errors_total").increment(1);
+                let mut inner = self.lock();
+                inner.file = seg;
+                group.extend_from_slice(&inner.buf);
+                std::mem::swap(&mut inner.buf, &mut group);
+                group.clear();
+                inner.writing = false;
+                return;
+            }
+        }
+    }
+
+    /// One `write` (and `fdatasync`), rolling to a new segment first if the
+    /// current one is full.
+    fn write_group(&self, seg: &mut SegmentFile, group: &[u8], end_seq: u64) -> bool {
+        if seg.size >= self.segment_bytes {
+            let first = frame_seq(group).unwrap_or(end_seq);
+            let rolled = (!self.fsync || seg.file.sync_data().is_ok())
+                .then(|| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(segment_path(&self.shared.dir, first))
+                })
+                .and_then(Result::ok);
+            match rolled {
+                Some(file) => {
+                    *seg = SegmentFile { file, size: 0 };
+                    self.shared.current_segment.store(first, Ordering::Release);
+                }
+                None => warn!("cannot start a new journal segment; appending to the current one"),
+            }
+        }
+        let ok = seg.file.write_all(group).is_ok() && (!self.fsync || seg.file.sync_data().is_ok());
+        if ok {
+            seg.size += group.len() as u64;
+            metrics::gauge!("journal_bytes").set((self.shared.bytes() + group.len() as u64) as f64);
+        } else {
+            // Drop a partial write so the segment holds whole records only.
+            let _ = seg.file.set_len(seg.size);
+        }
+        ok
     }
 
     /// Appends one record body; resolves once its group is written (and
     /// fsynced in `fsync` mode).
     pub async fn append(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let tx = self.sender().ok_or(AppendError::Unavailable)?;
-        let (done, wait) = oneshot::channel();
-        tx.send(Append { body, ts_ms, done })
-            .await
-            .map_err(|_| AppendError::Unavailable)?;
-        wait.await.unwrap_or(Err(AppendError::Unavailable))
+        let (seq, leader) = self.enqueue(&body, ts_ms)?;
+        drop(body);
+        if leader {
+            if self.fsync {
+                // fdatasync blocks for milliseconds: not on a runtime thread.
+                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                        tokio::task::block_in_place(|| self.lead())
+                    }
+                    _ => self.lead(),
+                }
+            } else {
+                self.lead();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let notified = self.written_notify.notified();
+            if self.shared.written() > seq {
+                return Ok(seq);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(AppendError::Unavailable);
+            }
+        }
     }
 
     /// [`Journal::append`] for threads outside the runtime.
     pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let tx = self.sender().ok_or(AppendError::Unavailable)?;
-        let (done, wait) = oneshot::channel();
-        tx.blocking_send(Append { body, ts_ms, done })
-            .map_err(|_| AppendError::Unavailable)?;
-        wait.blocking_recv()
-            .unwrap_or(Err(AppendError::Unavailable))
+        let (seq, leader) = self.enqueue(&body, ts_ms)?;
+        if leader {
+            self.lead();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.shared.written() <= seq {
+            if std::time::Instant::now() > deadline {
+                return Err(AppendError::Unavailable);
+            }
+            self.shared.wait_for(seq, Duration::from_millis(50));
+            if self.shared.written() <= seq && !self.lock().writing {
+                // A failed write left records queued with no leader.
+                self.try_lead();
+            }
+        }
+        Ok(seq)
     }
 
-    /// Writes what was appended so far and stops the writer.
+    fn try_lead(&self) {
+        let lead = {
+            let mut inner = self.lock();
+            let lead = !inner.writing && !inner.buf.is_empty();
+            inner.writing |= lead;
+            lead
+        };
+        if lead {
+            self.lead();
+        }
+    }
+
+    /// Writes what was appended so far and refuses further appends.
     pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
+        self.lock().stopped = true;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.lock().writing && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.try_lead();
+        if let Some(seg) = self.lock().file.as_ref() {
+            let _ = seg.file.sync_data();
         }
     }
 
@@ -297,6 +473,11 @@ impl Drop for Journal {
     }
 }
 
+/// The sequence number of the first frame in `group`.
+fn frame_seq(group: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(group.get(8..16)?.try_into().ok()?))
+}
+
 /// Scans a segment: the next sequence number after its last good record,
 /// the length of its good prefix, and what stopped the scan early.
 fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'static str>)> {
@@ -314,110 +495,6 @@ fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'stat
         }
     }
     Ok((next, at as u64, None))
-}
-
-struct Writer {
-    rx: mpsc::Receiver<Append>,
-    shared: Arc<Shared>,
-    /// The segment being appended to.
-    file: File,
-    segment_first: u64,
-    segment_size: u64,
-    next_seq: u64,
-    fsync: bool,
-    segment_bytes: u64,
-    full_log: RateLimit,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut batch: Vec<Append> = Vec::with_capacity(4096);
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < 4096 {
-                match self.rx.try_recv() {
-                    Ok(a) => batch.push(a),
-                    Err(_) => break,
-                }
-            }
-            self.write_group(&mut batch, &mut buf);
-        }
-        if self.fsync {
-            let _ = self.file.sync_data();
-        }
-    }
-
-    fn write_group(&mut self, batch: &mut Vec<Append>, buf: &mut Vec<u8>) {
-        if self.segment_size >= self.segment_bytes {
-            if let Err(e) = self.roll() {
-                warn!(error = %e, "cannot start a new journal segment");
-            }
-        }
-        buf.clear();
-        let mut results: Vec<Result<u64, AppendError>> = Vec::with_capacity(batch.len());
-        let budget_left = self.shared.max_bytes.saturating_sub(self.shared.bytes());
-        for a in batch.iter() {
-            let frame_len = (HEADER + a.body.len()) as u64;
-            if a.body.len() > MAX_BODY || buf.len() as u64 + frame_len > budget_left {
-                results.push(Err(AppendError::Full));
-                continue;
-            }
-            encode_frame(buf, self.next_seq, a.ts_ms, &a.body);
-            results.push(Ok(self.next_seq));
-            self.next_seq += 1;
-        }
-        let refused = results.iter().filter(|r| r.is_err()).count();
-        if refused > 0 {
-            self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
-            metrics::counter!("events_dropped_total", "reason" => "journal_full")
-                .increment(refused as u64);
-            if let Some(held) = self.full_log.check() {
-                warn!(
-                    refused,
-                    suppressed = held,
-                    bytes = self.shared.bytes(),
-                    max_bytes = self.shared.max_bytes,
-                    "JOURNAL FULL: events are answered but NOT KEPT; is Kafka reachable? /readyz answers 503"
-                );
-            }
-        }
-        let mut ok = true;
-        if !buf.is_empty() {
-            ok = self.file.write_all(buf).is_ok() && (!self.fsync || self.file.sync_data().is_ok());
-            if ok {
-                self.segment_size += buf.len() as u64;
-                self.shared
-                    .bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                self.shared.written.store(self.next_seq, Ordering::Release);
-                self.shared.notify();
-                metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
-            } else {
-                warn!("journal write failed; these events are not kept");
-                metrics::counter!("events_dropped_total", "reason" => "journal_unavailable")
-                    .increment(batch.len() as u64);
-                // The sequence numbers were not used: the next group reuses them.
-                self.next_seq = self.shared.written();
-                let _ = self.file.set_len(self.segment_size);
-            }
-        }
-        for (a, r) in batch.drain(..).zip(results) {
-            let r = if ok { r } else { Err(AppendError::Unavailable) };
-            let _ = a.done.send(r);
-        }
-    }
-
-    fn roll(&mut self) -> std::io::Result<()> {
-        if self.fsync {
-            self.file.sync_data()?;
-        }
-        let path = segment_path(&self.shared.dir, self.next_seq);
-        self.file = OpenOptions::new().create(true).append(true).open(path)?;
-        self.segment_first = self.next_seq;
-        self.segment_size = 0;
-        Ok(())
-    }
 }
 
 /// An owned record, as readers hand them out.
@@ -453,8 +530,9 @@ pub struct Cursor {
     pub next_seq: u64,
     /// The open segment and where in it reading continues.
     file: Option<(u64, File)>,
-    /// Bytes read from the file but not yet decoded.
+    /// Bytes read from the file; `buf[pos..]` is not decoded yet.
     buf: Vec<u8>,
+    pos: usize,
     log: RateLimit,
 }
 
@@ -464,7 +542,8 @@ impl Cursor {
             shared,
             next_seq: from_seq,
             file: None,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(READ_CHUNK * 2),
+            pos: 0,
             log: RateLimit::new(10_000),
         }
     }
@@ -472,19 +551,28 @@ impl Cursor {
     /// Up to `max` records, in order; empty when caught up with the writer.
     pub fn read(&mut self, max: usize) -> Vec<Owned> {
         let mut out = Vec::new();
+        self.read_each(max, |r| out.push(Owned::from(r)));
+        out
+    }
+
+    /// Calls `f` with up to `max` records, in order, borrowed from the read
+    /// buffer (nothing is copied); returns how many.
+    pub fn read_each(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> usize {
+        let mut n = 0;
         let limit = self.shared.written();
-        while out.len() < max && self.next_seq < limit {
+        while n < max && self.next_seq < limit {
             if self.file.is_none() && !self.open_segment() {
                 break;
             }
-            match decode_frame(&self.buf) {
-                Frame::Ok(r, n) => {
+            match decode_frame(&self.buf[self.pos..]) {
+                Frame::Ok(r, len) => {
                     let seq = r.seq;
                     if seq >= self.next_seq {
-                        out.push(Owned::from(r));
+                        f(r);
+                        n += 1;
                         self.next_seq = seq + 1;
                     }
-                    self.buf.drain(..n);
+                    self.pos += len;
                 }
                 Frame::Incomplete => {
                     if self.fill() {
@@ -507,12 +595,12 @@ impl Cursor {
                 }
             }
         }
-        out
+        n
     }
 
     fn has_newer_segment(&self) -> bool {
         let current = self.file.as_ref().map_or(0, |(f, _)| *f);
-        self.shared.segments().iter().any(|(f, _)| *f > current)
+        self.shared.current_segment.load(Ordering::Acquire) > current
     }
 
     /// Reads more of the open segment; false at its end.
@@ -520,12 +608,19 @@ impl Cursor {
         let Some((_, file)) = self.file.as_mut() else {
             return false;
         };
-        let mut chunk = vec![0u8; 256 * 1024];
-        match file.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
+        // Keep only the undecoded tail, then read after it.
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        match file.read(&mut self.buf[len..]) {
+            Ok(n) if n > 0 => {
+                self.buf.truncate(len + n);
                 true
+            }
+            _ => {
+                self.buf.truncate(len);
+                false
             }
         }
     }
@@ -551,6 +646,7 @@ impl Cursor {
                 let _ = f.seek(SeekFrom::Start(0));
                 self.file = Some((first, f));
                 self.buf.clear();
+                self.pos = 0;
                 true
             }
             Err(_) => false,
@@ -585,6 +681,7 @@ impl Cursor {
         }
         self.file = None;
         self.buf.clear();
+        self.pos = 0;
         true
     }
 }

@@ -3,7 +3,7 @@
 //! broker acknowledged. Poison records go to a dead-letter file. Segments
 //! that are shipped (and replayed into the attribution snapshot) are deleted.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,14 +75,14 @@ impl ClientContext for Reports {
 }
 
 impl ProducerContext for Reports {
-    type DeliveryOpaque = Box<u64>;
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         let r = match result {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.clone()),
         };
-        let _ = self.tx.send((*seq, r));
+        let _ = self.tx.send((seq as u64, r));
     }
 }
 
@@ -140,7 +140,7 @@ impl Shipper {
             producer,
             acks: rx,
             topics: settings.topics,
-            in_flight: BTreeMap::new(),
+            in_flight: VecDeque::new(),
             retry: VecDeque::new(),
             dead_letter: settings.dead_letter,
             saved: from,
@@ -191,8 +191,9 @@ struct Ship {
     producer: ThreadedProducer<Reports>,
     acks: Receiver<(u64, Result<(), KafkaError>)>,
     topics: [String; 6],
-    /// By sequence number; the checkpoint is the first not done.
-    in_flight: BTreeMap<u64, InFlight>,
+    /// In sequence order (gaps only where a damaged segment was skipped);
+    /// the checkpoint is the first not done.
+    in_flight: VecDeque<InFlight>,
     /// Sequence numbers to produce again (retriable failures).
     retry: VecDeque<u64>,
     dead_letter: PathBuf,
@@ -251,9 +252,27 @@ impl Ship {
         }
     }
 
+    /// Where `seq` is in `in_flight`.
+    fn index(&self, seq: u64) -> Option<usize> {
+        let front = self.in_flight.front()?.record.seq;
+        let guess = seq.checked_sub(front)? as usize;
+        match self.in_flight.get(guess) {
+            Some(f) if f.record.seq == seq => Some(guess),
+            _ => self
+                .in_flight
+                .binary_search_by_key(&seq, |f| f.record.seq)
+                .ok(),
+        }
+    }
+
+    fn entry(&mut self, seq: u64) -> Option<&mut InFlight> {
+        let i = self.index(seq)?;
+        self.in_flight.get_mut(i)
+    }
+
     fn watermark(&self) -> u64 {
-        match self.in_flight.iter().find(|(_, f)| !f.done) {
-            Some((seq, _)) => *seq,
+        match self.in_flight.iter().find(|f| !f.done) {
+            Some(f) => f.record.seq,
             None => self.cursor.next_seq,
         }
     }
@@ -269,7 +288,7 @@ impl Ship {
         for (seq, result) in reports {
             match result {
                 Ok(()) => {
-                    if let Some(f) = self.in_flight.get_mut(&seq) {
+                    if let Some(f) = self.entry(seq) {
                         f.done = true;
                     }
                     metrics::counter!("journal_shipped_total").increment(1);
@@ -285,11 +304,8 @@ impl Ship {
             }
         }
         // Drop the acknowledged prefix.
-        while let Some(entry) = self.in_flight.first_entry() {
-            if !entry.get().done {
-                break;
-            }
-            entry.remove();
+        while self.in_flight.front().is_some_and(|f| f.done) {
+            self.in_flight.pop_front();
         }
     }
 
@@ -314,13 +330,10 @@ impl Ship {
             }
             for record in records {
                 let seq = record.seq;
-                self.in_flight.insert(
-                    seq,
-                    InFlight {
-                        record,
-                        done: false,
-                    },
-                );
+                self.in_flight.push_back(InFlight {
+                    record,
+                    done: false,
+                });
                 if self.send(seq).is_err() {
                     // librdkafka's queue is full: try again on the next round.
                     self.retry.push_back(seq);
@@ -333,26 +346,26 @@ impl Ship {
     }
 
     fn send(&mut self, seq: u64) -> Result<(), ()> {
-        let Some(f) = self.in_flight.get(&seq) else {
+        let Some(i) = self.index(seq) else {
             return Ok(());
         };
-        let r = &f.record;
+        let r = &self.in_flight[i].record;
         let topic = &self.topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)];
         let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
             key: "type",
             value: Some(r.kind.as_str()),
         });
-        let record = BaseRecord::with_opaque_to(topic, Box::new(seq))
+        let record = BaseRecord::with_opaque_to(topic, seq as usize)
             .key(&r.key[..])
             .payload(&r.payload[..])
             .headers(headers);
-        match self.producer.send(record) {
+        match self.producer.send(record).map_err(|(e, _)| e) {
             Ok(()) => Ok(()),
-            Err((e, _)) if is_permanent(e.rdkafka_error_code()) => {
+            Err(e) if is_permanent(e.rdkafka_error_code()) => {
                 self.dead(seq, &e.to_string());
                 Ok(())
             }
-            Err((e, _)) => {
+            Err(e) => {
                 if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                     if let Some(held) = self.log.check() {
                         warn!(error = %e, suppressed = held, "produce refused; will retry");
@@ -365,11 +378,11 @@ impl Ship {
 
     /// Writes the record to the dead-letter file and lets the checkpoint pass.
     fn dead(&mut self, seq: u64, reason: &str) {
-        let Some(f) = self.in_flight.get_mut(&seq) else {
+        let Some(i) = self.index(seq) else {
             return;
         };
-        f.done = true;
-        let r = &f.record;
+        self.in_flight[i].done = true;
+        let r = &self.in_flight[i].record;
         let mut line = Vec::with_capacity(r.payload.len() + 128);
         let mut w = crate::event::JsonWriter::object(&mut line);
         w.u64("seq", seq);
@@ -437,7 +450,7 @@ impl Ship {
             .set(self.shared.written().saturating_sub(shipped) as f64);
         let oldest = self
             .in_flight
-            .values()
+            .iter()
             .find(|f| !f.done)
             .map(|f| f.record.ts_ms);
         let age = oldest.map_or(0.0, |ts| now_ms().saturating_sub(ts) as f64 / 1000.0);

@@ -111,15 +111,7 @@ impl KafkaSink {
         let admin: AdminClient<DefaultClientContext> = client_config(cfg, brokers)
             .create()
             .map_err(|e| format!("kafka admin client: {e}"))?;
-        let t = &cfg.topics;
-        let topics = [
-            t.impressions.clone(),
-            t.clicks.clone(),
-            t.conversions.clone(),
-            t.segments.clone(),
-            t.invalid.clone(),
-            t.attributions.clone(),
-        ];
+        let topics = cfg.topics.names().map(String::from);
         let ready = Arc::new(AtomicBool::new(false));
         let setup = TopicSetup {
             admin,

@@ -41,7 +41,21 @@ impl Broker {
     /// Starts tansu with in-memory storage. The test command installs it;
     /// a missing binary is a failure, never a skip.
     pub fn start() -> Broker {
-        let port = free_port();
+        Self::spawn(
+            "memory://tansu/",
+            std::env::temp_dir().as_path(),
+            free_port(),
+        )
+    }
+
+    /// A broker that keeps its data in sqlite under `dir` (it survives a
+    /// restart), on `port` (0: a free one).
+    pub fn start_persistent(dir: &std::path::Path, port: u16) -> Broker {
+        let port = if port == 0 { free_port() } else { port };
+        Self::spawn("sqlite://tansu.db", dir, port)
+    }
+
+    fn spawn(storage: &str, cwd: &std::path::Path, port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new("nice")
             .args([
@@ -54,7 +68,8 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
+            .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -315,40 +330,6 @@ pub fn assert_common(event: &Value, kind: &str) -> String {
 }
 
 impl Broker {
-    /// A broker that keeps its data in sqlite under `dir` (it survives a
-    /// restart), on `port` (0: a free one).
-    pub fn start_persistent(dir: &std::path::Path, port: u16) -> Broker {
-        let port = if port == 0 { free_port() } else { port };
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("nice")
-            .args([
-                "-n",
-                "19",
-                "tansu",
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu must be on PATH");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, addr }
-    }
-
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
