@@ -17,9 +17,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::attribution::Input;
@@ -77,8 +79,6 @@ pub struct Shared {
     written: AtomicU64,
     /// Bytes of all segment files.
     bytes: AtomicU64,
-    /// Readers sleep here until something is written.
-    wake: (Mutex<()>, Condvar),
     /// When an append was last refused for lack of space (ms, 0 = never).
     last_full_ms: AtomicU64,
     /// The budget, for readiness.
@@ -103,17 +103,14 @@ impl Shared {
     }
 
     /// Waits until a record at or past `seq` is written, at most `timeout`.
+    /// Readers poll rather than being woken per group: a wake-up per write
+    /// would cost the request path a context switch each time, and shipping
+    /// or attributing a few milliseconds later costs nothing.
     pub fn wait_for(&self, seq: u64, timeout: Duration) {
-        let guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
-        if self.written() > seq {
-            return;
+        let deadline = std::time::Instant::now() + timeout;
+        while self.written() <= seq && std::time::Instant::now() < deadline {
+            std::thread::sleep(READER_POLL.min(timeout));
         }
-        let _ = self.wake.1.wait_timeout(guard, timeout);
-    }
-
-    fn notify(&self) {
-        let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
-        self.wake.1.notify_all();
     }
 
     /// False while the budget is (nearly) exhausted or refused an append in
@@ -129,6 +126,9 @@ impl Shared {
         segments(&self.dir)
     }
 }
+
+/// How often a caught-up reader looks for new records.
+const READER_POLL: Duration = Duration::from_millis(5);
 
 /// How much a reader asks the file for at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -153,46 +153,28 @@ fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// The part of the journal appends go through, under one lock held only to
-/// frame a record or swap a buffer, never across a write.
-struct Inner {
-    /// Framed records waiting for the next write.
-    buf: Vec<u8>,
-    /// The sequence number the next record gets.
-    next_seq: u64,
-    /// A leader is writing; the others' records wait in `buf`.
-    writing: bool,
-    /// The writing side, taken by the leader for the duration of a write.
-    file: Option<SegmentFile>,
-    /// Set by [`Journal::stop`]: appends are refused.
-    stopped: bool,
-}
-
-/// The segment being appended to.
-struct SegmentFile {
-    file: File,
-    size: u64,
+/// One append waiting for the writer.
+struct Append {
+    /// The record body ([`frame::encode_body`]).
+    body: Vec<u8>,
+    ts_ms: u64,
+    /// Told the sequence number once the group is written.
+    done: oneshot::Sender<Result<u64, AppendError>>,
 }
 
 /// The handlers' handle on the journal.
-///
-/// Group commit without a writer thread: the first append to find no write
-/// in progress becomes the leader and writes everything queued (its own
-/// record and any that arrive meanwhile) with one `write` (and one
-/// `fdatasync` in `fsync` mode); the others wait for the written sequence
-/// number to pass theirs. No thread hand-off on the request path.
 pub struct Journal {
-    inner: Mutex<Inner>,
-    /// Wakes async waiters when a group is written.
-    written_notify: tokio::sync::Notify,
+    /// To the writer thread; bounded, so a stalled disk slows handlers
+    /// rather than filling memory.
+    tx: Mutex<Option<mpsc::Sender<Append>>>,
     pub shared: Arc<Shared>,
-    fsync: bool,
-    segment_bytes: u64,
-    full_log: RateLimit,
+    /// The writer thread, joined on [`Journal::stop`].
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal, repairing a torn tail.
+    /// Opens (or creates) the journal, repairing a torn tail, and starts the
+    /// writer thread.
     pub fn open(settings: &Settings) -> std::io::Result<Journal> {
         fs::create_dir_all(&settings.dir)?;
         let mut segs = segments(&settings.dir);
@@ -231,7 +213,6 @@ impl Journal {
             dir: settings.dir.clone(),
             written: AtomicU64::new(next_seq),
             bytes: AtomicU64::new(bytes),
-            wake: (Mutex::new(()), Condvar::new()),
             last_full_ms: AtomicU64::new(0),
             max_bytes: settings.max_bytes,
             shipped: AtomicU64::new(checkpoint),
@@ -245,211 +226,58 @@ impl Journal {
             unshipped = next_seq.saturating_sub(checkpoint),
             "journal open"
         );
-        let inner = Inner {
-            buf: Vec::with_capacity(1 << 20),
+        let (tx, rx) = mpsc::channel(65_536);
+        let writer = Writer {
+            rx,
+            shared: shared.clone(),
+            file,
+            segment_first: first,
+            segment_size: size,
             next_seq,
-            writing: false,
-            file: Some(SegmentFile { file, size }),
-            stopped: false,
-        };
-        Ok(Journal {
-            inner: Mutex::new(inner),
-            written_notify: tokio::sync::Notify::new(),
-            shared,
             fsync: settings.fsync,
             segment_bytes: settings.segment_bytes,
             full_log: RateLimit::new(5_000),
+        };
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Journal {
+            tx: Mutex::new(Some(tx)),
+            shared,
+            thread: Mutex::new(Some(thread)),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Frames the record into the queue. `Ok((seq, leader))`: its number, and
-    /// whether this caller must write the queue.
-    fn enqueue(&self, body: &[u8], ts_ms: u64) -> Result<(u64, bool), AppendError> {
-        let mut inner = self.lock();
-        if inner.stopped {
-            return Err(AppendError::Unavailable);
-        }
-        let frame_len = (HEADER + body.len()) as u64;
-        let room = self
-            .shared
-            .max_bytes
-            .saturating_sub(self.shared.bytes() + inner.buf.len() as u64);
-        if body.len() > MAX_BODY || frame_len > room {
-            drop(inner);
-            self.refused();
-            return Err(AppendError::Full);
-        }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        encode_frame(&mut inner.buf, seq, ts_ms, body);
-        let leader = !inner.writing;
-        inner.writing = true;
-        Ok((seq, leader))
-    }
-
-    fn refused(&self) {
-        self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
-        metrics::counter!("events_dropped_total", "reason" => "journal_full").increment(1);
-        if let Some(held) = self.full_log.check() {
-            warn!(
-                suppressed = held,
-                bytes = self.shared.bytes(),
-                max_bytes = self.shared.max_bytes,
-                "JOURNAL FULL: events are answered but NOT KEPT; is Kafka reachable? /readyz answers 503"
-            );
-        }
-    }
-
-    /// Writes queued groups until the queue is empty, then steps down.
-    fn lead(&self) {
-        let mut group = Vec::with_capacity(1 << 20);
-        loop {
-            let (mut seg, end_seq) = {
-                let mut inner = self.lock();
-                if inner.buf.is_empty() {
-                    inner.writing = false;
-                    return;
-                }
-                std::mem::swap(&mut inner.buf, &mut group);
-                (inner.file.take(), inner.next_seq)
-            };
-            let ok = match seg.as_mut() {
-                Some(seg) => self.write_group(seg, &group, end_seq),
-                None => false,
-            };
-            if ok {
-                self.shared
-                    .bytes
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                self.shared.written.store(end_seq, Ordering::Release);
-                self.shared.notify();
-                self.written_notify.notify_waiters();
-                group.clear();
-                let mut inner = self.lock();
-                inner.file = seg;
-            } else {
-                // Keep the records, in order, for the next attempt.
-                warn!("journal write failed; retrying with the next group");
-                metrics::counter!("journal_write_errors_total").increment(1);
-                let mut inner = self.lock();
-                inner.file = seg;
-                group.extend_from_slice(&inner.buf);
-                std::mem::swap(&mut inner.buf, &mut group);
-                group.clear();
-                inner.writing = false;
-                return;
-            }
-        }
-    }
-
-    /// One `write` (and `fdatasync`), rolling to a new segment first if the
-    /// current one is full.
-    fn write_group(&self, seg: &mut SegmentFile, group: &[u8], end_seq: u64) -> bool {
-        if seg.size >= self.segment_bytes {
-            let first = frame_seq(group).unwrap_or(end_seq);
-            let rolled = (!self.fsync || seg.file.sync_data().is_ok())
-                .then(|| {
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(segment_path(&self.shared.dir, first))
-                })
-                .and_then(Result::ok);
-            match rolled {
-                Some(file) => {
-                    *seg = SegmentFile { file, size: 0 };
-                    self.shared.current_segment.store(first, Ordering::Release);
-                }
-                None => warn!("cannot start a new journal segment; appending to the current one"),
-            }
-        }
-        let ok = seg.file.write_all(group).is_ok() && (!self.fsync || seg.file.sync_data().is_ok());
-        if ok {
-            seg.size += group.len() as u64;
-            metrics::gauge!("journal_bytes").set((self.shared.bytes() + group.len() as u64) as f64);
-        } else {
-            // Drop a partial write so the segment holds whole records only.
-            let _ = seg.file.set_len(seg.size);
-        }
-        ok
+    fn sender(&self) -> Option<mpsc::Sender<Append>> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Appends one record body; resolves once its group is written (and
     /// fsynced in `fsync` mode).
     pub async fn append(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let (seq, leader) = self.enqueue(&body, ts_ms)?;
-        drop(body);
-        if leader {
-            if self.fsync {
-                // fdatasync blocks for milliseconds: not on a runtime thread.
-                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                        tokio::task::block_in_place(|| self.lead())
-                    }
-                    _ => self.lead(),
-                }
-            } else {
-                self.lead();
-            }
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let notified = self.written_notify.notified();
-            if self.shared.written() > seq {
-                return Ok(seq);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(AppendError::Unavailable);
-            }
-        }
+        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let (done, wait) = oneshot::channel();
+        tx.send(Append { body, ts_ms, done })
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
+        wait.await.unwrap_or(Err(AppendError::Unavailable))
     }
 
     /// [`Journal::append`] for threads outside the runtime.
     pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let (seq, leader) = self.enqueue(&body, ts_ms)?;
-        if leader {
-            self.lead();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.shared.written() <= seq {
-            if std::time::Instant::now() > deadline {
-                return Err(AppendError::Unavailable);
-            }
-            self.shared.wait_for(seq, Duration::from_millis(50));
-            if self.shared.written() <= seq && !self.lock().writing {
-                // A failed write left records queued with no leader.
-                self.try_lead();
-            }
-        }
-        Ok(seq)
+        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let (done, wait) = oneshot::channel();
+        tx.blocking_send(Append { body, ts_ms, done })
+            .map_err(|_| AppendError::Unavailable)?;
+        wait.blocking_recv()
+            .unwrap_or(Err(AppendError::Unavailable))
     }
 
-    fn try_lead(&self) {
-        let lead = {
-            let mut inner = self.lock();
-            let lead = !inner.writing && !inner.buf.is_empty();
-            inner.writing |= lead;
-            lead
-        };
-        if lead {
-            self.lead();
-        }
-    }
-
-    /// Writes what was appended so far and refuses further appends.
+    /// Writes what was appended so far and stops the writer.
     pub fn stop(&self) {
-        self.lock().stopped = true;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.lock().writing && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.try_lead();
-        if let Some(seg) = self.lock().file.as_ref() {
-            let _ = seg.file.sync_data();
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
         }
     }
 
@@ -473,11 +301,6 @@ impl Drop for Journal {
     }
 }
 
-/// The sequence number of the first frame in `group`.
-fn frame_seq(group: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(group.get(8..16)?.try_into().ok()?))
-}
-
 /// Scans a segment: the next sequence number after its last good record,
 /// the length of its good prefix, and what stopped the scan early.
 fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'static str>)> {
@@ -495,6 +318,112 @@ fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'stat
         }
     }
     Ok((next, at as u64, None))
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Append>,
+    shared: Arc<Shared>,
+    /// The segment being appended to.
+    file: File,
+    segment_first: u64,
+    segment_size: u64,
+    next_seq: u64,
+    fsync: bool,
+    segment_bytes: u64,
+    full_log: RateLimit,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Append> = Vec::with_capacity(4096);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < 4096 {
+                match self.rx.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            self.write_group(&mut batch, &mut buf);
+        }
+        if self.fsync {
+            let _ = self.file.sync_data();
+        }
+    }
+
+    fn write_group(&mut self, batch: &mut Vec<Append>, buf: &mut Vec<u8>) {
+        if self.segment_size >= self.segment_bytes {
+            if let Err(e) = self.roll() {
+                warn!(error = %e, "cannot start a new journal segment");
+            }
+        }
+        buf.clear();
+        let mut results: Vec<Result<u64, AppendError>> = Vec::with_capacity(batch.len());
+        let budget_left = self.shared.max_bytes.saturating_sub(self.shared.bytes());
+        for a in batch.iter() {
+            let frame_len = (HEADER + a.body.len()) as u64;
+            if a.body.len() > MAX_BODY || buf.len() as u64 + frame_len > budget_left {
+                results.push(Err(AppendError::Full));
+                continue;
+            }
+            encode_frame(buf, self.next_seq, a.ts_ms, &a.body);
+            results.push(Ok(self.next_seq));
+            self.next_seq += 1;
+        }
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        if refused > 0 {
+            self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
+            metrics::counter!("events_dropped_total", "reason" => "journal_full")
+                .increment(refused as u64);
+            if let Some(held) = self.full_log.check() {
+                warn!(
+                    refused,
+                    suppressed = held,
+                    bytes = self.shared.bytes(),
+                    max_bytes = self.shared.max_bytes,
+                    "JOURNAL FULL: events are answered but NOT KEPT; is Kafka reachable? /readyz answers 503"
+                );
+            }
+        }
+        let mut ok = true;
+        if !buf.is_empty() {
+            ok = self.file.write_all(buf).is_ok() && (!self.fsync || self.file.sync_data().is_ok());
+            if ok {
+                self.segment_size += buf.len() as u64;
+                self.shared
+                    .bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.shared.written.store(self.next_seq, Ordering::Release);
+                metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
+            } else {
+                warn!("journal write failed; these events are not kept");
+                metrics::counter!("events_dropped_total", "reason" => "journal_unavailable")
+                    .increment(batch.len() as u64);
+                // The sequence numbers were not used: the next group reuses them.
+                self.next_seq = self.shared.written();
+                let _ = self.file.set_len(self.segment_size);
+            }
+        }
+        for (a, r) in batch.drain(..).zip(results) {
+            let r = if ok { r } else { Err(AppendError::Unavailable) };
+            let _ = a.done.send(r);
+        }
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        let path = segment_path(&self.shared.dir, self.next_seq);
+        self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.segment_first = self.next_seq;
+        self.segment_size = 0;
+        self.shared
+            .current_segment
+            .store(self.next_seq, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// An owned record, as readers hand them out.
