@@ -27,6 +27,10 @@ pub struct App {
     pub trusted_proxies: Vec<IpNet>,
     /// Longest query a pixel accepts.
     pub max_query_bytes: usize,
+    /// Longer request lines are answered 414.
+    pub max_request_line_bytes: usize,
+    /// Larger request heads are answered 431.
+    pub max_header_bytes: usize,
     /// The attribution engine's input, when it runs fed by the handlers
     /// (`durability = memory`); with a journal it reads the journal instead.
     pub attribution: Option<Arc<Feed>>,
@@ -52,6 +56,8 @@ impl App {
             cookies: Cookies::new(&cfg.cookie),
             trusted_proxies: cfg.server.trusted_nets(),
             max_query_bytes: cfg.server.max_query_bytes,
+            max_request_line_bytes: cfg.server.max_request_line_bytes,
+            max_header_bytes: cfg.server.max_header_bytes,
         }
     }
 }

@@ -135,6 +135,7 @@ pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutd
         header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
         max_header_bytes: cfg.server.max_header_bytes,
         shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
+        max_connections: cfg.server.max_connections,
     };
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, durability = cfg.journal.durability, "listening");

@@ -115,9 +115,14 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// Longest raw query a pixel accepts; longer ones are recorded as invalid. Default 8192.
     pub max_query_bytes: usize,
-    /// Largest request head (request line plus headers) read. Default 16384.
+    /// Longest request line (method, path, query, version); longer ones get 414. Default 16384.
+    pub max_request_line_bytes: usize,
+    /// Largest request head (request line plus headers) buffered; beyond it 431. Default 32768.
     pub max_header_bytes: usize,
-    /// A client must send its whole request head within this. Default 10000 ms.
+    /// Open connections at most; beyond it new ones get a 503 and are closed. Default 10000.
+    pub max_connections: usize,
+    /// A client must send its whole request head within this, and an idle
+    /// keep-alive connection is closed after it. Default 10000 ms.
     pub header_read_timeout_ms: u64,
     /// On SIGTERM, in-flight requests get this long to finish. Default 10000 ms.
     pub shutdown_timeout_ms: u64,
@@ -156,7 +161,9 @@ impl Default for ServerConfig {
             public_url: "http://localhost:8080".into(),
             trusted_proxies: Vec::new(),
             max_query_bytes: 8192,
-            max_header_bytes: 16384,
+            max_request_line_bytes: 16384,
+            max_header_bytes: 32768,
+            max_connections: 10_000,
             header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             data_dir: PathBuf::from("data"),

@@ -291,14 +291,23 @@ fn server(cfg: &Config, r: &mut Report) {
             format!("{} is outside 8192..=1048576", s.max_header_bytes),
         );
     }
-    if s.max_header_bytes < s.max_query_bytes + 64 {
+    if s.max_request_line_bytes < s.max_query_bytes + 64 {
         r.add(
-            "server.max_header_bytes",
+            "server.max_request_line_bytes",
             format!(
                 "{} cannot hold a request line with a query of max_query_bytes ({}); raise it",
-                s.max_header_bytes, s.max_query_bytes
+                s.max_request_line_bytes, s.max_query_bytes
             ),
         );
+    }
+    if s.max_header_bytes < s.max_request_line_bytes + 1024 {
+        r.add(
+            "server.max_header_bytes",
+            format!("{} cannot hold a request line of max_request_line_bytes ({}) and its headers; raise it", s.max_header_bytes, s.max_request_line_bytes),
+        );
+    }
+    if s.max_connections == 0 {
+        r.add("server.max_connections", "must be above 0");
     }
     if s.header_read_timeout_ms == 0 {
         r.add("server.header_read_timeout_ms", "must be above 0");

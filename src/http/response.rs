@@ -79,6 +79,14 @@ pub fn reply(reply: &Reply) -> Response<Body> {
     }
 }
 
+/// A refusal after which the connection is closed.
+pub fn closing(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = text(status, body);
+    resp.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 pub fn method_not_allowed() -> Response<Body> {
     let mut resp = text(
         StatusCode::METHOD_NOT_ALLOWED,

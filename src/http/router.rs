@@ -53,7 +53,13 @@ pub async fn serve<B>(
     peer: SocketAddr,
     app: Arc<App>,
 ) -> Result<Response<Body>, Infallible> {
-    let (resp, journaled) = respond(&req, peer, &app);
+    // A bug must never show: a panicking handler still answers the GIF.
+    let answered =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| respond(&req, peer, &app)));
+    let (resp, journaled) = answered.unwrap_or_else(|_| {
+        metrics::counter!("handler_panics_total").increment(1);
+        (response::gif(), None)
+    });
     if let (Some(journal), Some(pending)) = (&app.journal, journaled) {
         // The response waits for the event to be on disk: an answered pixel
         // is never lost.
@@ -83,6 +89,25 @@ pub fn respond<B>(
     peer: SocketAddr,
     app: &App,
 ) -> (Response<Body>, Option<Pending>) {
+    let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
+        let resp = response::closing(StatusCode::URI_TOO_LONG, "request line too long\n");
+        return (counted(resp, "uri_too_long"), None);
+    }
+    // hyper's buffer limit is a soft one (it may read past it before it
+    // checks): hold the head to `max_header_bytes` here, exactly.
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if head + uri_len > app.max_header_bytes {
+        let resp = response::closing(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        );
+        return (counted(resp, "head_too_large"), None);
+    }
     let Some(route) = route(req.uri().path()) else {
         return (counted(response::not_found(), "not_found"), None);
     };

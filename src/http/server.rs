@@ -2,6 +2,7 @@
 //! header read timeout, and graceful shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +23,37 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// In-flight requests get this long after shutdown starts.
     pub shutdown_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// Counts an open connection; the count drops when the connection ends.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why hyper closed a connection, as a refusal reason.
+fn refusal(e: &hyper::Error) -> Option<&'static str> {
+    if e.is_parse_too_large() {
+        Some("head_too_large")
+    } else if e.is_timeout() {
+        Some("header_timeout")
+    } else if e.is_parse() {
+        Some("malformed_request")
+    } else {
+        None
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish (within `limits.shutdown_timeout`).
 pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown: impl Future) {
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -48,12 +74,32 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if open.load(Ordering::Relaxed) >= limits.max_connections {
+                    // Over the cap: a short answer, then close; the open ones are untouched.
+                    metrics::counter!("http_refused_total", "reason" => "too_many_connections").increment(1);
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::io::AsyncWriteExt::write_all(
+                            &mut stream,
+                            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                        )
+                        .await;
+                    });
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let guard = Open(open.clone());
                 let app = app.clone();
                 let service = service_fn(move |req| super::router::serve(req, peer, app.clone()));
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _guard = guard;
+                    if let Err(e) = conn.await {
+                        if let Some(reason) = refusal(&e) {
+                            metrics::counter!("http_refused_total", "reason" => reason).increment(1);
+                        }
+                    }
                 });
             }
             _ = &mut shutdown => break,
