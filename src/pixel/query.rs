@@ -114,11 +114,11 @@ impl<'a> Query<'a> {
         while start <= bytes.len() {
             let end = memchr(b'&', &bytes[start..]).map_or(bytes.len(), |i| start + i);
             let pair = &bytes[start..end];
-            let (key, value_start) = match memchr(b'=', pair) {
-                Some(eq) => (&pair[..eq], start + eq + 1),
-                None => (pair, end),
+            let (key, value_start, has_eq) = match memchr(b'=', pair) {
+                Some(eq) => (&pair[..eq], start + eq + 1, true),
+                None => (pair, end, false),
             };
-            if key == b"redir" {
+            if has_eq && key == b"redir" {
                 // The target is the rest of the query, whatever it contains.
                 q.redir = Some(&raw[value_start.min(raw.len())..]);
                 break;
@@ -314,9 +314,11 @@ mod tests {
     }
 
     #[test]
-    fn redir_must_be_a_whole_key() {
+    fn redir_must_be_a_whole_key_with_its_equals_sign() {
         let q = Query::parse("xredir=https://a.example/&id=3", MAX).unwrap();
         assert_eq!(q.redir(), Param::Absent);
+        let q = Query::parse("redir&id=3&redir=https://a.example/", MAX).unwrap();
+        assert_eq!(q.raw_redir(), Some("https://a.example/"));
         assert_eq!(q.param(Key::Id), present("3"));
     }
 
