@@ -32,6 +32,7 @@ fn common<'a>() -> Common<'a> {
         ),
         referer: Some("https://news.example.net/article/42".into()),
         warnings: Warnings::default(),
+        ivt: None,
     }
 }
 

@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use crate::attribution::Feed;
 use crate::config::{Catalog, Config};
 use crate::http::cookie::Cookies;
+use crate::http::ivt::IvtList;
+use crate::http::rate_limit::RateLimiter;
 use crate::journal::Journal;
 use crate::pixel::redirect::AllowList;
 use crate::sink::Sink;
@@ -34,6 +36,10 @@ pub struct App {
     /// The attribution engine's input, when it runs fed by the handlers
     /// (`durability = memory`); with a journal it reads the journal instead.
     pub attribution: Option<Arc<Feed>>,
+    /// The optional per-IP rate limit.
+    pub rate_limit: Option<RateLimiter>,
+    /// Flags crawlers, previews, prefetches and agent-less requests.
+    pub ivt: IvtList,
     /// Where events go before Kafka, unless `durability = memory`.
     pub journal: Option<Arc<Journal>>,
 }
@@ -51,6 +57,11 @@ impl App {
             catalog,
             attribution,
             journal,
+            rate_limit: (cfg.server.rate_limit_per_ip > 0)
+                .then(|| RateLimiter::new(cfg.server.rate_limit_per_ip)),
+            ivt: IvtList::load(cfg.ivt.file.as_deref()).unwrap_or_else(|_| {
+                IvtList::load(None).expect("the built-in list parses (unit-tested)")
+            }),
             allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
             sink,
             cookies: Cookies::new(&cfg.cookie),

@@ -124,11 +124,15 @@ pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutd
         feed,
         journal.clone(),
     ));
-    let upkeep = tokio::spawn(async {
+    let upkeep_app = app.clone();
+    let upkeep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             prometheus().run_upkeep();
+            if let Some(r) = &upkeep_app.rate_limit {
+                r.sweep(crate::telemetry::now_ms());
+            }
         }
     });
     let limits = Limits {

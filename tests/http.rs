@@ -122,3 +122,69 @@ async fn malformed_and_conflicting_uid_cookies_are_replaced() {
         assert!(!cookie.contains(&uid));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_traffic_is_flagged_never_dropped() {
+    let broker = Broker::start();
+    let server = Server::start(example_config(&broker.addr)).await;
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    for headers in [
+        vec![("user-agent", chrome)],
+        vec![("user-agent", google)],
+        vec![(
+            "user-agent",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        )],
+        vec![("user-agent", chrome), ("sec-purpose", "prefetch")],
+        vec![],
+    ] {
+        assert_eq!(server.get("/imptr?id=2766", &headers).await.status, 302);
+    }
+    server.stop().await;
+    let imps = consume(&broker.addr, "pixel.impressions", 5);
+    let ivt: Vec<_> = imps.iter().map(|e| e.json["ivt"].clone()).collect();
+    assert_eq!(
+        ivt,
+        [
+            serde_json::Value::Null,
+            "crawler:Googlebot".into(),
+            "preview:Slackbot".into(),
+            "prefetch".into(),
+            "no_user_agent".into()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_ip_rate_limit_marks_excess_events_and_keeps_them_out_of_attribution() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.server.rate_limit_per_ip = 3;
+    let server = Server::start(cfg).await;
+    let cookie = ("cookie", "uid=0123456789abcdef0123456789abcdef");
+    // Start at the beginning of a second so all six land in one window.
+    let now = pixeld::telemetry::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(1000 - now % 1000 + 20)).await;
+    for _ in 0..6 {
+        assert_eq!(
+            server.get("/px?id=8371", &[cookie]).await.status,
+            200,
+            "still answered"
+        );
+    }
+    server.stop().await;
+    let conv = consume(&broker.addr, "pixel.conversions", 6);
+    assert_eq!(conv.len(), 6, "every event is kept");
+    let limited = conv
+        .iter()
+        .filter(|e| e.json["warnings"] == serde_json::json!(["rate_limited"]))
+        .count();
+    assert_eq!(limited, 3);
+    let records = consume(&broker.addr, "pixel.attributions", 3);
+    assert_eq!(
+        records.len(),
+        3,
+        "rate-limited conversions never reach the engine"
+    );
+}

@@ -50,9 +50,13 @@ pub enum Input {
 
 impl Input {
     /// The engine's view of an event, if it needs one: impressions and clicks
-    /// of users with an id, and every conversion.
+    /// of users with an id, and every conversion; never a HEAD request (a
+    /// link checker, not a browser) or a rate-limited one.
     pub fn from_event(event: &Event<'_>) -> Option<Input> {
         let c = &event.common;
+        if c.warnings.contains("head_request") || c.warnings.contains("rate_limited") {
+            return None;
+        }
         let touch = |kind: TouchKind, line_item: LineItemId, mark: Mark| {
             c.uid.map(|uid| Input::Touch {
                 uid,
@@ -193,9 +197,6 @@ impl Feed {
 
     /// Offers what the engine needs of `event`.
     pub fn offer_event(&self, event: &Event<'_>) {
-        if event.common.warnings.contains("head_request") {
-            return;
-        }
         if let Some(input) = Input::from_event(event) {
             self.offer(input);
         }

@@ -78,6 +78,7 @@ const SECTIONS: &[&str] = &[
     "segments",
     "attribution",
     "journal",
+    "ivt",
 ];
 
 /// Parses and validates TOML text; `source` names it in the report.
@@ -112,6 +113,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             "network" => set(&mut cfg.network, section(value, &key, p)),
             "attribution" => set(&mut cfg.attribution, section(value, &key, p)),
             "journal" => set(&mut cfg.journal, section(value, &key, p)),
+            "ivt" => set(&mut cfg.ivt, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),

@@ -42,6 +42,16 @@ pub struct Config {
     pub segments: Vec<SegmentConfig>,
     pub attribution: AttributionConfig,
     pub journal: JournalConfig,
+    pub ivt: IvtConfig,
+}
+
+/// `[ivt]`: invalid-traffic flags.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvtConfig {
+    /// More `CATEGORY PATTERN` lines on top of the shipped
+    /// `config/ivt-user-agents.txt`. Default none.
+    pub file: Option<PathBuf>,
 }
 
 /// `[journal]`: the local journal between answering a pixel and Kafka.
@@ -121,6 +131,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Open connections at most; beyond it new ones get a 503 and are closed. Default 10000.
     pub max_connections: usize,
+    /// Requests per second per client IP before events are marked
+    /// `rate_limited` (still answered, kept out of attribution); 0 is off. Default 0.
+    pub rate_limit_per_ip: u32,
     /// A client must send its whole request head within this, and an idle
     /// keep-alive connection is closed after it. Default 10000 ms.
     pub header_read_timeout_ms: u64,
@@ -164,6 +177,7 @@ impl Default for ServerConfig {
             max_request_line_bytes: 16384,
             max_header_bytes: 32768,
             max_connections: 10_000,
+            rate_limit_per_ip: 0,
             header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             data_dir: PathBuf::from("data"),

@@ -31,6 +31,11 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     server(cfg, &mut r);
     cookie(cfg, &mut r);
     kafka(cfg, &mut r);
+    if let Some(file) = &cfg.ivt.file {
+        if let Err(e) = crate::http::ivt::IvtList::load(Some(file)) {
+            r.add("ivt.file", format!("{e}; fix the file or remove the key"));
+        }
+    }
     let j = &cfg.journal;
     if !["journal", "fsync", "memory"].contains(&j.durability.as_str()) {
         r.add(

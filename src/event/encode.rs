@@ -176,6 +176,7 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
     w.opt_str("user_agent", c.user_agent.as_deref());
     w.opt_str("referer", c.referer.as_deref());
     w.strs("warnings", c.warnings.as_slice().iter().copied());
+    w.opt_str("ivt", c.ivt);
     match &event.body {
         Body::Impression(t) => touch(&mut w, t),
         Body::Click(t) => touch(&mut w, t),

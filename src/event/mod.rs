@@ -61,6 +61,9 @@ pub struct Common<'a> {
     pub referer: Option<Cow<'a, str>>,
     /// Short codes for whatever was wrong but did not stop the event.
     pub warnings: Warnings,
+    /// Why this looks like invalid traffic (`crawler:Googlebot`, `prefetch`,
+    /// `no_user_agent`, ...); None for an ordinary browser.
+    pub ivt: Option<&'a str>,
 }
 
 /// An impression or a click, recorded through a tracker.

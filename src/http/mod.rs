@@ -2,6 +2,8 @@
 
 pub mod client_ip;
 pub mod cookie;
+pub mod ivt;
+pub mod rate_limit;
 pub mod response;
 pub mod router;
 pub mod server;

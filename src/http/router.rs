@@ -194,15 +194,22 @@ fn pixel<B>(
     if req.method() == Method::HEAD {
         warnings.push("head_request");
     }
+    let ip = client_ip(peer.ip(), headers, &app.trusted_proxies);
+    if app.rate_limit.as_ref().is_some_and(|r| !r.allow(ip, ts_ms)) {
+        warnings.push("rate_limited");
+    }
+    let user_agent = header(headers, USER_AGENT);
+    let ivt = app.ivt.classify(headers, user_agent.as_deref());
     let common = Common {
         event_id: EventId::new_v7(ts_ms),
         ts_ms,
         uid: identity.uid(),
         new_uid: matches!(identity, Identity::Issued(_)),
-        ip: (!identity.is_private()).then(|| client_ip(peer.ip(), headers, &app.trusted_proxies)),
-        user_agent: header(headers, USER_AGENT),
+        ip: (!identity.is_private()).then_some(ip),
+        user_agent,
         referer: header(headers, REFERER),
         warnings,
+        ivt,
     };
     let query = req.uri().query().unwrap_or("");
     let request = PixelRequest {
@@ -247,11 +254,7 @@ pub fn publish(app: &App, event: &Event<'_>) -> Option<Pending> {
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
         let topic = Topic::for_event(kind);
         if app.journal.is_some() {
-            let input = if event.common.warnings.contains("head_request") {
-                None
-            } else {
-                Input::from_event(event)
-            };
+            let input = Input::from_event(event);
             let body = Journal::body(topic, kind, key, &buf, input.as_ref());
             return Some(Pending {
                 body,

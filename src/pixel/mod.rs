@@ -235,14 +235,13 @@ pub fn image_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Rep
     }
 }
 
-/// The JavaScript reply: every pixel, then a valid `redir` as an image.
-pub fn script_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
+/// The JavaScript reply: every configured pixel. Nothing from the request
+/// is written into the script: a `redir` is recorded with the event but not
+/// fired (the image form follows it).
+pub fn script_reply(pixels: &FireList, uid: Option<UserId>) -> Reply {
     let mut s = js::Script::default();
     for p in &pixels.all {
         s.push(p.format, expand(&p.url, uid));
-    }
-    if let Target::Go(url) = redir {
-        s.push(crate::config::PixelFormat::Img, url);
     }
     Reply::Js(s)
 }
@@ -251,7 +250,7 @@ pub fn script_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Re
 pub fn reply_in(form: Form, redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
     match form {
         Form::Image => image_reply(redir, pixels, uid),
-        Form::Script => script_reply(redir, pixels, uid),
+        Form::Script => script_reply(pixels, uid),
     }
 }
 

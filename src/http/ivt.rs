@@ -1,0 +1,159 @@
+//! Invalid traffic: flags, never drops. Known crawlers, preview fetchers and
+//! automation by their user agent (a shipped list operators can extend),
+//! prefetches, and requests with no user agent.
+
+use std::path::Path;
+
+use aho_corasick::AhoCorasick;
+use hyper::header::HeaderMap;
+
+/// The list that ships with pixeld (`config/ivt-user-agents.txt`).
+const BUILTIN: &str = include_str!("../../config/ivt-user-agents.txt");
+
+/// User-agent patterns and the label each one flags.
+pub struct IvtList {
+    /// All patterns, matched case-insensitively in one pass.
+    matcher: AhoCorasick,
+    /// `CATEGORY:PATTERN` per pattern, in the matcher's order.
+    labels: Vec<String>,
+}
+
+/// `CATEGORY PATTERN` lines; `#` comments and blank lines skipped.
+fn parse(text: &str, source: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(char::is_whitespace) {
+            Some((category, pattern)) if !pattern.trim().is_empty() => {
+                out.push((category.to_string(), pattern.trim().to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "{source}:{}: expected `CATEGORY PATTERN`, got {line:?}",
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+impl IvtList {
+    /// The shipped list, plus the lines of `extra` if given.
+    pub fn load(extra: Option<&Path>) -> Result<IvtList, String> {
+        let mut entries = Vec::new();
+        parse(BUILTIN, "built-in list", &mut entries)?;
+        if let Some(path) = extra {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            parse(&text, &path.display().to_string(), &mut entries)?;
+        }
+        let matcher = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(entries.iter().map(|(_, p)| p))
+            .map_err(|e| e.to_string())?;
+        let labels = entries
+            .into_iter()
+            .map(|(c, p)| format!("{c}:{p}"))
+            .collect();
+        Ok(IvtList { matcher, labels })
+    }
+
+    /// Why this request is invalid traffic, if it is.
+    pub fn classify(&self, headers: &HeaderMap, user_agent: Option<&str>) -> Option<&str> {
+        let prefetch = ["sec-purpose", "purpose", "x-moz", "x-purpose"]
+            .iter()
+            .any(|h| {
+                headers.get(*h).is_some_and(|v| {
+                    let v = v.as_bytes();
+                    v.windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch"))
+                        || v.eq_ignore_ascii_case(b"preview")
+                })
+            });
+        if prefetch {
+            return Some("prefetch");
+        }
+        let ua = user_agent.map(str::trim).unwrap_or_default();
+        if ua.is_empty() {
+            return Some("no_user_agent");
+        }
+        self.matcher
+            .find(ua)
+            .map(|m| self.labels[m.pattern().as_usize()].as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn classify(ua: Option<&str>, headers: &[(&'static str, &'static str)]) -> Option<String> {
+        let list = IvtList::load(None).unwrap();
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        list.classify(&h, ua).map(String::from)
+    }
+
+    #[test]
+    fn crawlers_previews_and_automation_are_named() {
+        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert_eq!(
+            classify(Some(google), &[]).as_deref(),
+            Some("crawler:Googlebot")
+        );
+        assert_eq!(
+            classify(Some("facebookexternalhit/1.1"), &[]).as_deref(),
+            Some("preview:facebookexternalhit")
+        );
+        assert_eq!(
+            classify(Some("Slackbot-LinkExpanding 1.0"), &[]).as_deref(),
+            Some("preview:Slackbot")
+        );
+        assert_eq!(
+            classify(Some("curl/8.1.2"), &[]).as_deref(),
+            Some("automation:curl/")
+        );
+        assert_eq!(
+            classify(Some("mozilla/5.0 HEADLESSCHROME/120"), &[]).as_deref(),
+            Some("automation:HeadlessChrome")
+        );
+    }
+
+    #[test]
+    fn browsers_pass_and_prefetches_and_empty_agents_are_flagged() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+        assert_eq!(classify(Some(chrome), &[]), None);
+        assert_eq!(
+            classify(Some(chrome), &[("sec-purpose", "prefetch;prerender")]).as_deref(),
+            Some("prefetch")
+        );
+        assert_eq!(
+            classify(Some(chrome), &[("purpose", "prefetch")]).as_deref(),
+            Some("prefetch")
+        );
+        assert_eq!(classify(None, &[]).as_deref(), Some("no_user_agent"));
+        assert_eq!(classify(Some("  "), &[]).as_deref(), Some("no_user_agent"));
+    }
+
+    #[test]
+    fn operators_extend_the_list_and_bad_lines_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("extra.txt");
+        std::fs::write(&path, "# ours\ninternal MonitoringProbe\n").unwrap();
+        let list = IvtList::load(Some(&path)).unwrap();
+        assert_eq!(
+            list.classify(&HeaderMap::new(), Some("x MonitoringProbe/1")),
+            Some("internal:MonitoringProbe")
+        );
+        std::fs::write(&path, "lonely\n").unwrap();
+        assert!(IvtList::load(Some(&path))
+            .err()
+            .unwrap()
+            .contains("extra.txt:1"));
+    }
+}
