@@ -9,4 +9,7 @@ scripts/deps.sh
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Each fuzz target runs briefly as a smoke test (properties included).
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+
 cargo test --all-targets --locked

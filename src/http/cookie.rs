@@ -78,7 +78,8 @@ impl Cookies {
                 if k != self.name {
                     continue;
                 }
-                let v = v.trim_matches('"');
+                // One pair of surrounding quotes is allowed (RFC 6265), no more.
+                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
                 if v == OPTOUT {
                     return Identity::OptedOut;
                 }
@@ -156,6 +157,8 @@ mod tests {
             vec!["uid=short"],
             vec!["uid=0123456789ABCDEF0123456789ABCDEF"],
             vec!["uid=0123456789abcdef0123456789abcdef0"],
+            vec!["uid=\"\"\"\"0123456789abcdef0123456789abcdef"],
+            vec!["uid=\"\"0123456789abcdef0123456789abcdef\"\""],
             vec!["uid=0123456789abcdef0123456789abcdef; uid=ffffffffffffffffffffffffffffffff"],
         ] {
             let id = jar().identify(&headers(&h));
