@@ -79,7 +79,10 @@ impl Cookies {
                     continue;
                 }
                 // One pair of surrounding quotes is allowed (RFC 6265), no more.
-                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|x| x.strip_suffix('"'))
+                    .unwrap_or(v);
                 if v == OPTOUT {
                     return Identity::OptedOut;
                 }

@@ -53,13 +53,7 @@ pub async fn serve<B>(
     peer: SocketAddr,
     app: Arc<App>,
 ) -> Result<Response<Body>, Infallible> {
-    // A bug must never show: a panicking handler still answers the GIF.
-    let answered =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| respond(&req, peer, &app)));
-    let (resp, journaled) = answered.unwrap_or_else(|_| {
-        metrics::counter!("handler_panics_total").increment(1);
-        (response::gif(), None)
-    });
+    let (resp, journaled) = guarded(|| respond(&req, peer, &app));
     if let (Some(journal), Some(pending)) = (&app.journal, journaled) {
         // The response waits for the event to be on disk: an answered pixel
         // is never lost.
@@ -72,6 +66,17 @@ pub async fn serve<B>(
         }
     }
     Ok(resp)
+}
+
+/// A bug must never show: a panicking handler still answers the GIF (and is
+/// counted in `handler_panics_total`).
+fn guarded(
+    answer: impl FnOnce() -> (Response<Body>, Option<Pending>),
+) -> (Response<Body>, Option<Pending>) {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
+        metrics::counter!("handler_panics_total").increment(1);
+        (response::gif(), None)
+    })
 }
 
 /// An event to append to the journal before the response goes out.
@@ -275,4 +280,19 @@ pub fn publish(app: &App, event: &Event<'_>) -> Option<Pending> {
         }
         None
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_answers_the_gif() {
+        let (resp, pending) = guarded(|| panic!("a bug in a handler"));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[hyper::header::CONTENT_TYPE], "image/gif");
+        assert!(pending.is_none());
+        let (resp, _) = guarded(|| (response::not_found(), None));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no panic, no change");
+    }
 }
