@@ -140,6 +140,10 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
+    /// An 8 KiB cookie value that starts like a valid id.
+    static OVERSIZED: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("uid={ID}{}", "a".repeat(8192)));
+
     #[test]
     fn a_valid_cookie_is_known() {
         let want = Identity::Known(UserId::parse(ID).unwrap());
@@ -160,6 +164,7 @@ mod tests {
             vec!["uid=short"],
             vec!["uid=0123456789ABCDEF0123456789ABCDEF"],
             vec!["uid=0123456789abcdef0123456789abcdef0"],
+            vec![&*OVERSIZED],
             vec!["uid=\"\"\"\"0123456789abcdef0123456789abcdef"],
             vec!["uid=\"\"0123456789abcdef0123456789abcdef\"\""],
             vec!["uid=0123456789abcdef0123456789abcdef; uid=ffffffffffffffffffffffffffffffff"],
