@@ -4,27 +4,13 @@
 //! configured landing page, the impression answers the GIF); the legitimate
 //! ones must still work. No `Location` ever carries CR or LF.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use hyper::{Method, Request};
 use pixeld::app::App;
-use pixeld::config::Catalog;
 use pixeld::http::router::respond;
-
-fn app() -> App {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
-        .unwrap();
-    let mut cfg = pixeld::config::parse(&text, "config/pixeld.toml").unwrap();
-    cfg.journal.durability = "memory".into();
-    let catalog = std::sync::Arc::new(arc_swap::ArcSwap::new(Catalog::new(&cfg)));
-    App::new(
-        &cfg,
-        std::sync::Arc::new(pixeld::sink::memory::MemorySink::default()),
-        catalog,
-        None,
-        None,
-    )
-}
 
 /// The `Location` a click with this raw `redir` gets.
 fn click_location(app: &App, raw_redir: &str) -> Option<String> {
@@ -129,7 +115,7 @@ const ACCEPTED: &[(&str, &str)] = &[
 #[test]
 fn at_least_forty_known_tricks_are_all_refused() {
     assert!(REFUSED.len() >= 40, "{} tricks", REFUSED.len());
-    let app = app();
+    let app = common::memory_app();
     let mut escaped = Vec::new();
     for trick in REFUSED {
         let encoded = trick
@@ -147,7 +133,7 @@ fn at_least_forty_known_tricks_are_all_refused() {
 
 #[test]
 fn legitimate_targets_are_followed() {
-    let app = app();
+    let app = common::memory_app();
     for (raw, want) in ACCEPTED {
         assert_eq!(click_location(&app, raw).as_deref(), Some(*want), "{raw}");
     }
@@ -155,7 +141,7 @@ fn legitimate_targets_are_followed() {
 
 #[test]
 fn over_long_targets_are_refused() {
-    let app = app();
+    let app = common::memory_app();
     let long = format!("https://example.com/{}", "a".repeat(4100));
     assert_eq!(click_location(&app, &long).as_deref(), Some(LANDING));
 }

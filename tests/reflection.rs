@@ -2,33 +2,18 @@
 //! JavaScript body: a marker put into every parameter and header never comes
 //! back (the only request data that may is a validated `redir` in Location).
 
+mod common;
+
 use std::net::SocketAddr;
 
 use hyper::{Method, Request};
-use pixeld::app::App;
-use pixeld::config::Catalog;
 use pixeld::http::router::respond;
 
 const MARK: &str = "zq9marker";
 
-fn app() -> App {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
-        .unwrap();
-    let mut cfg = pixeld::config::parse(&text, "config/pixeld.toml").unwrap();
-    cfg.journal.durability = "memory".into();
-    let catalog = std::sync::Arc::new(arc_swap::ArcSwap::new(Catalog::new(&cfg)));
-    App::new(
-        &cfg,
-        std::sync::Arc::new(pixeld::sink::memory::MemorySink::default()),
-        catalog,
-        None,
-        None,
-    )
-}
-
 #[test]
 fn no_request_data_comes_back_in_headers_or_scripts() {
-    let app = app();
+    let app = common::memory_app();
     let m = MARK;
     let paths = [
         format!("/imptr?id=2766&cachebuster={m}&ancost={m}&t=1&redir=https://evil-{m}.test/"),

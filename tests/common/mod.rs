@@ -552,3 +552,13 @@ pub fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
     let i = ((lat.len() - 1) as f64 * p / 100.0).round() as usize;
     lat[i].as_secs_f64() * 1000.0
 }
+
+/// The example config's `App` over a memory sink, without a journal: for
+/// tests that call the router directly, with no server or broker.
+pub fn memory_app() -> pixeld::app::App {
+    let mut cfg = example_config("unused:9092");
+    cfg.journal.durability = "memory".into();
+    let catalog = std::sync::Arc::new(arc_swap::ArcSwap::new(pixeld::config::Catalog::new(&cfg)));
+    let sink = std::sync::Arc::new(pixeld::sink::memory::MemorySink::default());
+    pixeld::app::App::new(&cfg, sink, catalog, None, None)
+}
