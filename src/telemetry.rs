@@ -94,6 +94,15 @@ pub fn librdkafka_log(
     }
 }
 
+/// Counts a librdkafka client error and logs it at most once per `limit`
+/// interval; shared by every producer's context.
+pub fn kafka_client_error(limit: &RateLimit, error: &rdkafka::error::KafkaError, reason: &str) {
+    metrics::counter!("kafka_client_errors_total").increment(1);
+    if let Some(held) = limit.check() {
+        tracing::warn!(%error, reason, suppressed = held, "kafka client error");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RateLimit;

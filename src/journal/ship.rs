@@ -67,10 +67,7 @@ impl ClientContext for Reports {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        metrics::counter!("kafka_client_errors_total").increment(1);
-        if let Some(held) = self.errors.check() {
-            warn!(%error, reason, suppressed = held, "kafka client error");
-        }
+        crate::telemetry::kafka_client_error(&self.errors, &error, reason);
     }
 }
 

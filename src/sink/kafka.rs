@@ -33,10 +33,7 @@ impl ClientContext for Deliveries {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        metrics::counter!("kafka_client_errors_total").increment(1);
-        if let Some(held) = self.error_log.check() {
-            warn!(%error, reason, suppressed = held, "kafka client error");
-        }
+        crate::telemetry::kafka_client_error(&self.error_log, &error, reason);
     }
 }
 
