@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::attribution::Feed;
 use crate::config::{Catalog, Config};
-use crate::http::cookie::Cookies;
+use crate::http::cookie::{Cookies, Secret};
 use crate::http::ivt::IvtList;
 use crate::http::rate_limit::RateLimiter;
 use crate::journal::Journal;
@@ -45,7 +45,8 @@ pub struct App {
 }
 
 impl App {
-    /// `cfg` must have passed validation.
+    /// `cfg` must have passed validation. Without `cookie.secret`, ids are
+    /// signed with a key that lasts as long as the process (`serve` fills it).
     pub fn new(
         cfg: &Config,
         sink: Arc<dyn Sink>,
@@ -64,7 +65,7 @@ impl App {
             }),
             allow: AllowList::new(&cfg.redirect.allowed_hosts).unwrap_or_default(),
             sink,
-            cookies: Cookies::new(&cfg.cookie),
+            cookies: Cookies::new(&cfg.cookie, Secret::generate()),
             trusted_proxies: cfg.server.trusted_nets(),
             max_query_bytes: cfg.server.max_query_bytes,
             max_request_line_bytes: cfg.server.max_request_line_bytes,

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::attribution::{self, EngineTask, Source};
 use crate::config::{Catalog, Config};
+use crate::http::cookie::Secret;
 use crate::http::{self, Limits};
 use crate::journal::ship::{ShipSettings, Shipper};
 use crate::journal::{self, Durability, Journal};
@@ -58,6 +59,7 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String>
 pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutdown: impl Future) {
     // Installed first: metrics recorded before the recorder exists are lost.
     prometheus();
+    let cfg = &with_cookie_secret(cfg);
     let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg)));
     let mode = cfg.journal.mode();
     let journal = if mode == Durability::Memory {
@@ -191,4 +193,19 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     info!("shutdown signal received");
+}
+
+/// Fills `cookie.secret` from `data_dir/cookie.key` (created on first start)
+/// when the config leaves it unset, so issued ids survive restarts.
+fn with_cookie_secret(cfg: &Config) -> Config {
+    let mut cfg = cfg.clone();
+    if cfg.cookie.secret.is_none() {
+        let path = cfg.server.data_dir.join("cookie.key");
+        let key = Secret::load_or_create(&path).unwrap_or_else(|e| {
+            warn!(error = %e, path = %path.display(), "cannot keep a cookie key; ids issued now will not be recognised after a restart (set cookie.secret)");
+            Secret::generate()
+        });
+        cfg.cookie.secret = Some(key.to_hex());
+    }
+    cfg
 }

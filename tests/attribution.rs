@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{assert_schema, consume, example_config, Broker, Consumed, Server};
+use common::{assert_schema, consume, example_config, uid_cookie, Broker, Consumed, Server};
 
 const UID: &str = "00112233445566778899aabbccddeeff";
 
 fn cookie(uid: &str) -> (&'static str, String) {
-    ("cookie", format!("uid={uid}"))
+    ("cookie", uid_cookie(uid))
 }
 
 async fn get(server: &Server, path: &str, uid: &str) {

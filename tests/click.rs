@@ -24,7 +24,7 @@ async fn a_click_is_recorded_then_redirected_to_redir_or_the_click_url() {
     let uid = r.set_uid().unwrap();
 
     // /clktr with a redir holding its own query.
-    let cookie = format!("uid={uid}");
+    let cookie = r.cookie().unwrap();
     let r = server
         .get("/clktr?id=21378&cachebuster=77&ancost=1.25&redir=https://shop.example.com/item?id=9&src=ad", &[("cookie", &cookie)])
         .await;

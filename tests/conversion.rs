@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::{assert_common, consume, example_config, Broker, Server};
+use common::{assert_common, consume, example_config, uid_cookie, Broker, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_pixels_record_their_parameters_and_fire_piggybacks() {
     let broker = Broker::start();
     let server = Server::start(example_config(&broker.addr)).await;
     let uid = "fedcba9876543210fedcba9876543210";
-    let cookie = format!("uid={uid}");
+    let cookie = uid_cookie(uid);
 
     // Image form of 7313: its one img piggyback, by redirect, with ${UID}.
     let r = server
@@ -94,7 +94,7 @@ async fn opted_out_and_gpc_conversions_carry_no_uid_and_no_ip() {
         .get(
             "/px?id=8371",
             &[
-                ("cookie", "uid=0123456789abcdef0123456789abcdef"),
+                ("cookie", &uid_cookie("0123456789abcdef0123456789abcdef")),
                 ("sec-gpc", "1"),
             ],
         )

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_common, consume, example_config, Broker, Server};
+use common::{assert_common, consume, example_config, uid_cookie, Broker, Server};
 use hyper::Method;
 use pixeld::serve::Outputs;
 use pixeld::sink::kafka::KafkaSink;
@@ -107,19 +107,56 @@ async fn the_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_conflicting_uid_cookies_are_replaced() {
+async fn malformed_forged_and_conflicting_uid_cookies_are_replaced() {
     let broker = Broker::start();
     let server = Server::start(example_config(&broker.addr)).await;
-    for cookie in [
-        "uid=not-a-uid",
-        "uid=0123456789ABCDEF0123456789ABCDEF",
-        "uid=0123456789abcdef0123456789abcdef; uid=ffffffffffffffffffffffffffffffff",
-    ] {
+    let id = "0123456789abcdef0123456789abcdef";
+    let good = uid_cookie(id);
+    let tag = good.split_once('.').unwrap().1;
+    let other = uid_cookie("ffffffffffffffffffffffffffffffff");
+    // The same id, signed by someone who does not hold our secret.
+    let foreign = pixeld::config::CookieConfig {
+        secret: Some("00000000000000000000000000000001".into()),
+        ..Default::default()
+    };
+    let forged =
+        pixeld::http::cookie::Cookies::new(&foreign, pixeld::http::cookie::Secret::generate())
+            .value(pixeld::ids::UserId::parse(id).unwrap());
+    let cases = [
+        "uid=not-a-uid".to_string(),
+        format!("uid={id}"),
+        format!("uid={}", id.to_uppercase()),
+        format!("uid={forged}"),
+        format!("uid=fedcba9876543210fedcba9876543210.{tag}"),
+        format!("{good}; {other}"),
+        format!("{good}{}", "0".repeat(4000)),
+    ];
+    let mut issued = Vec::new();
+    for cookie in &cases {
         let r = server.get("/imptr?id=2766", &[("cookie", cookie)]).await;
         let uid = r
             .set_uid()
             .unwrap_or_else(|| panic!("{cookie} was trusted"));
-        assert!(!cookie.contains(&uid));
+        assert!(!cookie.contains(&uid), "{cookie}");
+        issued.push(uid);
+    }
+    // A correctly signed id is taken as is: no new cookie.
+    let r = server.get("/imptr?id=2766", &[("cookie", &good)]).await;
+    assert_eq!(r.header("set-cookie"), None);
+    server.stop().await;
+    let imps = consume(&broker.addr, "pixel.impressions", cases.len() + 1);
+    let uids: Vec<_> = imps
+        .iter()
+        .map(|e| e.json["uid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        uids[..cases.len()],
+        issued[..],
+        "events carry the fresh ids"
+    );
+    assert_eq!(uids[cases.len()], id);
+    for (e, fresh) in imps.iter().zip([true; 7].into_iter().chain([false])) {
+        assert_eq!(e.json["new_uid"], fresh, "{}", e.json);
     }
 }
 
@@ -162,7 +199,8 @@ async fn the_per_ip_rate_limit_marks_excess_events_and_keeps_them_out_of_attribu
     let mut cfg = example_config(&broker.addr);
     cfg.server.rate_limit_per_ip = 3;
     let server = Server::start(cfg).await;
-    let cookie = ("cookie", "uid=0123456789abcdef0123456789abcdef");
+    let signed = uid_cookie("0123456789abcdef0123456789abcdef");
+    let cookie = ("cookie", signed.as_str());
     // Start at the beginning of a second so all six land in one window.
     let now = pixeld::telemetry::now_ms();
     tokio::time::sleep(std::time::Duration::from_millis(1000 - now % 1000 + 20)).await;

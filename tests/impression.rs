@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_common, consume, example_config, Broker, Server};
+use common::{assert_common, consume, example_config, uid_cookie, Broker, Server};
 
 const UID: &str = "0123456789abcdef0123456789abcdef";
 
@@ -14,7 +14,7 @@ async fn the_exported_tag_with_placeholders_records_an_impression_and_answers_th
         .get(
             "/imptr?id=2766&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&t=2&redir=[REDIRECT_URL]",
             &[
-                ("cookie", &format!("uid={UID}")),
+                ("cookie", &uid_cookie(UID)),
                 ("user-agent", "Mozilla/5.0 test"),
                 ("referer", "https://pub.example.net/a"),
             ],
@@ -79,6 +79,7 @@ async fn a_filled_in_tag_redirects_to_redir_and_issues_a_cookie() {
     );
     let uid = r.set_uid().expect("a new uid cookie");
     assert_eq!(uid.len(), 32);
+    let sent_back = r.cookie().unwrap();
     let cookie = r.header("set-cookie").unwrap();
     assert!(
         cookie.contains("Max-Age=31536000") && cookie.contains("Path=/"),
@@ -95,7 +96,7 @@ async fn a_filled_in_tag_redirects_to_redir_and_issues_a_cookie() {
     let r = server
         .get(
             "/imptr?id=2766&cachebuster=9&ancost=abc&redir=https%3A%2F%2Fwww.example.com%2Fland%3Fq%3D1",
-            &[("cookie", &format!("uid={uid}"))],
+            &[("cookie", &sent_back)],
         )
         .await;
     assert_eq!(

@@ -207,17 +207,25 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflicting_framing_closes_the_connection_and_a_body_is_never_read() {
+async fn conflicting_framing_is_refused_and_a_body_is_never_read() {
     with_server(config(), |addr| {
-        // Both framings, then a request smuggled behind the body: hyper
-        // frames by Transfer-Encoding and closes the connection after the
-        // answer, so the smuggled request is never served.
-        let mut s = dial(addr);
-        s.write_all(b"GET /imptr?id=2766 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let r = read_all(&mut s);
-        let statuses: Vec<&str> = r.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
-        assert_eq!(statuses, ["HTTP/1.1 302 Found"], "{r}");
-        assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+        // Both framings, in either order, then a request smuggled behind the
+        // body: refused with 400 and the connection closed, so the smuggled
+        // request is never served and no event is recorded.
+        for head in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5",
+            // A chunked body alone: no pixel has a body.
+            "Transfer-Encoding: chunked",
+        ] {
+            let mut s = dial(addr);
+            let req = format!("GET /imptr?id=2766 HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            let r = read_all(&mut s);
+            let statuses: Vec<&str> = r.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
+            assert_eq!(statuses, ["HTTP/1.1 400 Bad Request"], "{head}: {r}");
+            assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+        }
         // A GET announcing 100 MB: answered at once, the connection closed,
         // the body never read.
         let mut s = dial(addr);

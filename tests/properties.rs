@@ -5,7 +5,12 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 
+use hyper::header::{HeaderMap, HeaderValue, COOKIE};
+use pixeld::http::cookie::{Cookies, Identity, Secret};
+use pixeld::ids::UserId;
 use pixeld::pixel::query::{decode, Param, Query};
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f";
 use pixeld::pixel::redirect::AllowList;
 
 /// Query-ish strings: keys and values from a small alphabet that includes
@@ -112,6 +117,28 @@ proptest! {
         if let Ok(v) = decode(&raw, true) {
             let changed = raw.contains('%') || raw.contains('+');
             prop_assert_eq!(matches!(v, Cow::Borrowed(_)), !changed);
+        }
+    }
+
+    #[test]
+    fn only_the_exact_signed_value_is_trusted(
+        id in any::<u128>(),
+        tag in any::<u64>(),
+        before in "[a-z=; ]{0,12}",
+        after in "[a-z=; ]{0,12}",
+    ) {
+        let jar = Cookies::new(&pixeld::config::CookieConfig::default(), Secret::parse(KEY).unwrap());
+        let uid = UserId(id);
+        let genuine = jar.value(uid);
+        let guessed = format!("{}.{tag:016x}", uid.to_hex().as_str());
+        for (value, trusted) in [(genuine.clone(), true), (guessed.clone(), guessed == genuine)] {
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, HeaderValue::from_str(&format!("{before}; uid={value}; {after}")).unwrap());
+            let got = jar.identify(&h);
+            if before.contains("uid=") || after.contains("uid=") {
+                continue; // another uid pair may conflict or opt out
+            }
+            prop_assert_eq!(got == Identity::Known(uid), trusted, "{:?} -> {:?}", value, got);
         }
     }
 }

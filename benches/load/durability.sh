@@ -37,7 +37,8 @@ for round in $(seq 1 "$ROUNDS"); do
     sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" \
         -e "s|^brokers = .*|brokers = \"127.0.0.1:$BROKER_PORT\"|" \
         -e "s|^data_dir = .*|data_dir = \"$dir/data\"|" \
-        -e "s|^durability = .*|durability = \"$mode\"|" config/pixeld.toml >"$dir/pixeld.toml"
+        -e "s|^durability = .*|durability = \"$mode\"|" \
+        -e "s|^\[cookie\]\$|[cookie]\nsecret = \"7e57c00c1e5ec7e77e57c00c1e5ec7e7\"|" config/pixeld.toml >"$dir/pixeld.toml"
     taskset -c 0 target/release/pixeld serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
     PIXELD=$!
     for _ in $(seq 1 100); do

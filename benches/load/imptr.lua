@@ -13,7 +13,8 @@ request = function()
   counter = counter + 1
   local path = "/imptr?id=2766&cachebuster=" .. (id or 0) .. "-" .. counter .. "&ancost=0.42&t=2"
   return wrk.format("GET", path, {
-    ["Cookie"] = "uid=0123456789abcdef0123456789abcdef",
+    -- Signed with the secret the load scripts configure.
+    ["Cookie"] = "uid=0123456789abcdef0123456789abcdef.c4be6a563e1449ff",
     ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
     ["Referer"] = "https://news.example.net/article/42",
   })

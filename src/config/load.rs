@@ -240,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn cookie_secrets_must_be_128_bit_hex_and_are_never_echoed() {
+        let p = problems(
+            "[cookie]\nsecret = \"hunter2\"\nprevious_secrets = [\"7e57c00c1e5ec7e77e57c00c1e5ec7e7\", \"xyz\"]\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("cookie.secret: must be 32 hex characters"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("openssl rand -hex 16"), "{p:?}");
+        assert!(
+            p[1].starts_with("cookie.previous_secrets[1]: must be 32 hex"),
+            "{p:?}"
+        );
+        assert!(
+            !p.iter().any(|x| x.contains("hunter2") || x.contains("xyz")),
+            "{p:?}"
+        );
+        assert!(problems("[cookie]\nsecret = \"7E57C00C1E5EC7E77E57C00C1E5EC7E7\"\n").is_empty());
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let p = problems("[server\nlisten = 1");
         assert_eq!(p.len(), 1);

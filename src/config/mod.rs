@@ -197,6 +197,13 @@ pub struct CookieConfig {
     pub max_age_days: u32,
     /// Adds `Secure` (required by browsers for `SameSite=None`). Default true.
     pub secure: bool,
+    /// 32 hex characters (128 bits) that sign issued ids; every instance
+    /// behind one domain needs the same one. Default none: a key generated
+    /// once into `data_dir/cookie.key`.
+    pub secret: Option<String>,
+    /// Secrets being rotated out: ids they signed are still accepted and
+    /// re-issued under `secret`. Default empty.
+    pub previous_secrets: Vec<String>,
 }
 
 impl Default for CookieConfig {
@@ -206,6 +213,8 @@ impl Default for CookieConfig {
             domain: None,
             max_age_days: 365,
             secure: true,
+            secret: None,
+            previous_secrets: Vec::new(),
         }
     }
 }

@@ -357,6 +357,18 @@ fn cookie(cfg: &Config, r: &mut Report) {
             ),
         );
     }
+    let secrets = c.secret.iter().map(|s| ("cookie.secret".to_string(), s));
+    let previous = (c.previous_secrets.iter().enumerate())
+        .map(|(i, s)| (format!("cookie.previous_secrets[{i}]"), s));
+    for (key, s) in secrets.chain(previous) {
+        if crate::http::cookie::Secret::parse(s).is_none() {
+            // The value is a secret: never echo it.
+            r.add(
+                &key,
+                "must be 32 hex characters (128 bits); generate one with `openssl rand -hex 16`",
+            );
+        }
+    }
 }
 
 fn kafka(cfg: &Config, r: &mut Report) {

@@ -1,6 +1,16 @@
 //! The user-id cookie: reading it strictly, issuing it, opting out.
+//!
+//! An issued value is `<32 hex id>.<16 hex tag>`, the tag being SipHash-2-4
+//! (a keyed PRF built for short inputs) of the id under a 128-bit secret. A
+//! forged or edited id fails the tag and gets a fresh one: ids are never
+//! taken on the browser's word, so nobody can pose as another user, nor
+//! spray made-up ids to pollute attribution.
+
+use std::hash::Hasher;
+use std::path::Path;
 
 use hyper::header::{HeaderMap, HeaderValue, COOKIE};
+use siphasher::sip::SipHasher24;
 
 use crate::config::CookieConfig;
 use crate::ids::UserId;
@@ -13,6 +23,9 @@ pub const OPTOUT: &str = "OPTOUT";
 pub enum Identity {
     /// A valid id from the request's cookie.
     Known(UserId),
+    /// A valid id signed with a previous secret: kept, and re-issued signed
+    /// with the current one.
+    Renewed(UserId),
     /// No valid id came in; this one is issued with the response.
     Issued(UserId),
     /// The cookie says opt-out: no id, no address, no cookie.
@@ -24,7 +37,7 @@ pub enum Identity {
 impl Identity {
     pub fn uid(self) -> Option<UserId> {
         match self {
-            Identity::Known(u) | Identity::Issued(u) => Some(u),
+            Identity::Known(u) | Identity::Renewed(u) | Identity::Issued(u) => Some(u),
             Identity::OptedOut | Identity::Private => None,
         }
     }
@@ -35,16 +48,96 @@ impl Identity {
     }
 }
 
+/// A 128-bit signing secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secret([u8; 16]);
+
+impl Secret {
+    /// 32 hex characters (any case), as in `cookie.secret`.
+    pub fn parse(s: &str) -> Option<Secret> {
+        let v = u128::from_str_radix(s, 16).ok()?;
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(Secret(v.to_be_bytes()))
+    }
+
+    pub fn generate() -> Secret {
+        Secret(rand::random())
+    }
+
+    fn tag(&self, uid: UserId) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.0);
+        h.write(&uid.0.to_be_bytes());
+        h.finish()
+    }
+
+    /// The key in `data_dir/cookie.key`, created (mode 0600) on first start so
+    /// that issued ids survive restarts when `cookie.secret` is not set.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Secret> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Secret::parse(text.trim()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} does not hold 32 hex characters", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Secret::generate();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(path)?;
+                std::io::Write::write_all(&mut f, format!("{}\n", key.to_hex()).as_bytes())?;
+                f.sync_all()?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", u128::from_be_bytes(self.0))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// The cookie settings, with the attribute string built once.
 pub struct Cookies {
     /// Cookie name (`uid` by default).
     name: String,
     /// `; Max-Age=...; Path=/; ...` appended to every issued value.
     attributes: String,
+    /// Signs issued ids and checks incoming ones.
+    secret: Secret,
+    /// Secrets being rotated out: their ids are still accepted, then re-issued.
+    previous: Vec<Secret>,
 }
 
+/// Length of a signed value: 32 hex id, `.`, 16 hex tag.
+const VALUE_LEN: usize = 32 + 1 + 16;
+
 impl Cookies {
-    pub fn new(cfg: &CookieConfig) -> Cookies {
+    /// Signs with `cfg.secret`, or with `fallback` when it is unset (the
+    /// server passes the key from `data_dir`).
+    pub fn new(cfg: &CookieConfig, fallback: Secret) -> Cookies {
+        let secret = cfg
+            .secret
+            .as_deref()
+            .and_then(Secret::parse)
+            .unwrap_or(fallback);
+        let previous = cfg
+            .previous_secrets
+            .iter()
+            .filter_map(|s| Secret::parse(s))
+            .collect();
         let mut attributes = format!("; Max-Age={}; Path=/", cfg.max_age_days as u64 * 86_400);
         if let Some(domain) = &cfg.domain {
             attributes.push_str("; Domain=");
@@ -61,13 +154,46 @@ impl Cookies {
         Cookies {
             name: cfg.name.clone(),
             attributes,
+            secret,
+            previous,
         }
     }
 
+    /// The signed cookie value for `uid`: `<id>.<tag>`.
+    pub fn value(&self, uid: UserId) -> String {
+        let mut v = String::with_capacity(VALUE_LEN);
+        v.push_str(uid.to_hex().as_str());
+        v.push('.');
+        v.push_str(&format!("{:016x}", self.secret.tag(uid)));
+        v
+    }
+
+    /// Checks a cookie value's tag: `Known` under the current secret,
+    /// `Renewed` under a previous one, `None` when it is not ours.
+    fn verify(&self, v: &str) -> Option<Identity> {
+        if v.len() != VALUE_LEN {
+            return None;
+        }
+        let (id, tag) = v.split_once('.')?;
+        let uid = UserId::parse(id)?;
+        if !tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let tag = u64::from_str_radix(tag, 16).ok()?;
+        if self.secret.tag(uid) == tag {
+            return Some(Identity::Known(uid));
+        }
+        self.previous
+            .iter()
+            .any(|s| s.tag(uid) == tag)
+            .then_some(Identity::Renewed(uid))
+    }
+
     /// Reads the id from every `Cookie` header. An opt-out anywhere wins; one
-    /// well-formed id is taken; none, or two that disagree, get a fresh id.
+    /// correctly signed id is taken; none, a forged one, or two that disagree
+    /// get a fresh id.
     pub fn identify(&self, headers: &HeaderMap) -> Identity {
-        let mut found: Option<UserId> = None;
+        let mut found: Option<Identity> = None;
         let mut conflict = false;
         for header in headers.get_all(COOKIE) {
             let Ok(text) = header.to_str() else { continue };
@@ -86,23 +212,23 @@ impl Cookies {
                 if v == OPTOUT {
                     return Identity::OptedOut;
                 }
-                match (UserId::parse(v), found) {
+                match (self.verify(v), found) {
                     (Some(id), None) => found = Some(id),
-                    (Some(id), Some(prev)) if id != prev => conflict = true,
+                    (Some(id), Some(prev)) if id.uid() != prev.uid() => conflict = true,
                     (None, _) => conflict |= found.is_some(),
                     _ => {}
                 }
             }
         }
         match found {
-            Some(id) if !conflict => Identity::Known(id),
+            Some(id) if !conflict => id,
             _ => Identity::Issued(UserId::generate()),
         }
     }
 
-    /// `Set-Cookie` for a newly issued id.
+    /// `Set-Cookie` for a newly issued (or renewed) id.
     pub fn issue(&self, uid: UserId) -> HeaderValue {
-        self.header(uid.to_hex().as_str())
+        self.header(&self.value(uid))
     }
 
     /// `Set-Cookie` that opts this browser out.
@@ -117,7 +243,7 @@ impl Cookies {
         s.push('=');
         s.push_str(value);
         s.push_str(&self.attributes);
-        // Name and attributes were validated at start-up, the value is hex.
+        // Name and attributes were validated at start-up, the value is hex and `.`.
         HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
@@ -134,72 +260,170 @@ mod tests {
         h
     }
 
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f";
+    const OLD_KEY: &str = "f0e0d0c0b0a090807060504030201000";
+
     fn jar() -> Cookies {
-        Cookies::new(&CookieConfig::default())
+        Cookies::new(&CookieConfig::default(), Secret::parse(KEY).unwrap())
     }
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
-    /// An 8 KiB cookie value that starts like a valid id.
-    static OVERSIZED: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("uid={ID}{}", "a".repeat(8192)));
+    fn uid() -> UserId {
+        UserId::parse(ID).unwrap()
+    }
 
-    #[test]
-    fn a_valid_cookie_is_known() {
-        let want = Identity::Known(UserId::parse(ID).unwrap());
-        assert_eq!(
-            jar().identify(&headers(&[&format!("a=b; uid={ID}; c=d")])),
-            want
-        );
-        assert_eq!(
-            jar().identify(&headers(&["a=b", &format!("uid={ID}")])),
-            want
-        );
+    /// `ID` signed with `KEY`.
+    fn signed() -> String {
+        jar().value(uid())
     }
 
     #[test]
-    fn missing_malformed_or_conflicting_cookies_get_a_fresh_id() {
+    fn the_tag_is_siphash_2_4_of_the_id_under_the_secret() {
+        // Independent of this module: the tag must be reproducible by any
+        // SipHash-2-4 implementation (e.g. another service reading the id).
+        let mut h = SipHasher24::new_with_keys(0x0706050403020100, 0x0f0e0d0c0b0a0908);
+        h.write(&uid().0.to_be_bytes());
+        assert_eq!(signed(), format!("{ID}.{:016x}", h.finish()));
+    }
+
+    #[test]
+    fn a_correctly_signed_cookie_is_known() {
+        let want = Identity::Known(uid());
+        let v = signed();
+        assert_eq!(
+            jar().identify(&headers(&[&format!("a=b; uid={v}; c=d")])),
+            want
+        );
+        assert_eq!(
+            jar().identify(&headers(&["a=b", &format!("uid={v}")])),
+            want
+        );
+        assert_eq!(jar().identify(&headers(&[&format!("uid=\"{v}\"")])), want);
+    }
+
+    #[test]
+    fn missing_malformed_forged_or_conflicting_cookies_get_a_fresh_id() {
+        let v = signed();
+        let (_, tag) = v.split_once('.').unwrap();
+        let other = jar().value(UserId(7));
+        let flipped = format!(
+            "{ID}.{}{}",
+            &tag[..15],
+            if tag.ends_with('0') { '1' } else { '0' }
+        );
+        let forged =
+            Cookies::new(&CookieConfig::default(), Secret::parse(OLD_KEY).unwrap()).value(uid());
+        let oversized = format!("uid={v}{}", "a".repeat(8192));
         for h in [
             vec![],
-            vec!["uid=short"],
-            vec!["uid=0123456789ABCDEF0123456789ABCDEF"],
-            vec!["uid=0123456789abcdef0123456789abcdef0"],
-            vec![&*OVERSIZED],
-            vec!["uid=\"\"\"\"0123456789abcdef0123456789abcdef"],
-            vec!["uid=\"\"0123456789abcdef0123456789abcdef\"\""],
-            vec!["uid=0123456789abcdef0123456789abcdef; uid=ffffffffffffffffffffffffffffffff"],
+            vec!["uid=short".to_string()],
+            // Unsigned: the old format, or an id made up by hand.
+            vec![format!("uid={ID}")],
+            // Tagged with somebody else's key.
+            vec![format!("uid={forged}")],
+            // One bit of the tag changed.
+            vec![format!("uid={flipped}")],
+            // Another user's tag on this id.
+            vec![format!("uid={ID}.{}", other.split_once('.').unwrap().1)],
+            vec![format!("uid={}", v.to_uppercase())],
+            vec![format!("uid={v}0")],
+            vec![format!("uid={ID}.")],
+            vec![format!("uid={ID}..{tag}")],
+            vec![oversized],
+            vec![format!("uid=\"\"\"\"{v}")],
+            vec![format!("uid=\"\"{v}\"\"")],
+            vec![format!("uid={v}; uid={other}")],
+            vec![format!("uid={v}"), format!("uid={other}")],
         ] {
-            let id = jar().identify(&headers(&h));
+            let refs: Vec<&str> = h.iter().map(String::as_str).collect();
+            let id = jar().identify(&headers(&refs));
             assert!(matches!(id, Identity::Issued(_)), "{h:?} gave {id:?}");
-            if let Identity::Issued(u) = id {
-                assert_ne!(u.to_hex().as_str(), ID);
-            }
+            assert_ne!(id.uid(), Some(uid()));
         }
+    }
+
+    #[test]
+    fn ids_signed_with_a_previous_secret_are_renewed() {
+        let old = Cookies::new(&CookieConfig::default(), Secret::parse(OLD_KEY).unwrap());
+        let cfg = CookieConfig {
+            secret: Some(KEY.into()),
+            previous_secrets: vec![OLD_KEY.into()],
+            ..CookieConfig::default()
+        };
+        let rotating = Cookies::new(&cfg, Secret::generate());
+        let h = headers(&[&format!("uid={}", old.value(uid()))]);
+        assert_eq!(rotating.identify(&h), Identity::Renewed(uid()));
+        // The renewed cookie is signed with the current secret.
+        assert!(rotating
+            .issue(uid())
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("uid={};", signed())));
+        // And without the rotation, the old id is a stranger.
+        assert!(matches!(jar().identify(&h), Identity::Issued(_)));
+    }
+
+    #[test]
+    fn the_generated_key_is_kept_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/cookie.key");
+        let a = Secret::load_or_create(&path).unwrap();
+        let b = Secret::load_or_create(&path).unwrap();
+        assert_eq!(a, b);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "not hex\n").unwrap();
+        let e = Secret::load_or_create(&path).unwrap_err();
+        assert!(e.to_string().contains("32 hex"), "{e}");
+    }
+
+    #[test]
+    fn secrets_parse_strictly() {
+        assert!(Secret::parse(KEY).is_some());
+        assert!(Secret::parse(&KEY.to_uppercase()).is_some());
+        for bad in [
+            "",
+            "00",
+            &KEY[1..],
+            &format!("{KEY}0"),
+            "+00102030405060708090a0b0c0d0e0f",
+        ] {
+            assert!(Secret::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(format!("{:?}", Secret::parse(KEY).unwrap()), "Secret(..)");
     }
 
     #[test]
     fn opt_out_wins() {
         assert_eq!(
-            jar().identify(&headers(&[&format!("uid={ID}; uid=OPTOUT")])),
+            jar().identify(&headers(&[&format!("uid={}; uid=OPTOUT", signed())])),
             Identity::OptedOut
         );
     }
 
     #[test]
     fn issued_cookie_attributes() {
-        let uid = UserId::parse(ID).unwrap();
         assert_eq!(
-            jar().issue(uid),
-            format!("uid={ID}; Max-Age=31536000; Path=/; SameSite=None; Secure; HttpOnly")
+            jar().issue(uid()),
+            format!(
+                "uid={}; Max-Age=31536000; Path=/; SameSite=None; Secure; HttpOnly",
+                signed()
+            )
         );
         let cfg = CookieConfig {
             name: "px".into(),
             domain: Some("example.com".into()),
             max_age_days: 30,
             secure: false,
+            ..CookieConfig::default()
         };
         assert_eq!(
-            Cookies::new(&cfg).opt_out(),
+            Cookies::new(&cfg, Secret::generate()).opt_out(),
             "px=OPTOUT; Max-Age=2592000; Path=/; Domain=example.com; SameSite=Lax; HttpOnly"
         );
     }

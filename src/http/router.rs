@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::header::{HeaderMap, HeaderName, REFERER, SET_COOKIE, USER_AGENT};
+use hyper::header::{HeaderMap, HeaderName, REFERER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::client_ip::client_ip;
@@ -112,6 +112,14 @@ pub fn respond<B>(
             "request headers too large\n",
         );
         return (counted(resp, "head_too_large"), None);
+    }
+    // No pixel has a body, and hyper drops a `Content-Length` sent alongside
+    // `Transfer-Encoding` before we see it: any transfer coding on a request
+    // here is a smuggling attempt or a client we would have to frame. Refuse
+    // it and close the connection instead of reading a body of unknown size.
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
+        return (counted(resp, "transfer_encoding"), None);
     }
     let Some(route) = route(req.uri().path()) else {
         return (counted(response::not_found(), "not_found"), None);
@@ -235,7 +243,7 @@ fn pixel<B>(
         feed.offer_event(&outcome.event);
     }
     let mut resp = response::reply(&outcome.reply);
-    if let Identity::Issued(uid) = identity {
+    if let Identity::Issued(uid) | Identity::Renewed(uid) = identity {
         resp.headers_mut()
             .insert(SET_COOKIE, app.cookies.issue(uid));
     }

@@ -104,7 +104,26 @@ pub fn example_config(brokers: &str) -> Config {
     cfg.kafka.partitions = 1;
     cfg.kafka.linger_ms = 1;
     cfg.server.data_dir = fresh_dir();
+    cfg.cookie.secret = Some(COOKIE_SECRET.into());
     cfg
+}
+
+/// The `cookie.secret` of every test config, so tests can sign ids.
+pub const COOKIE_SECRET: &str = "7e57c00c1e5ec7e77e57c00c1e5ec7e7";
+
+/// The `Cookie` header a browser holding `uid` (32 hex) sends to a test
+/// server: the id signed as pixeld signs it.
+pub fn uid_cookie(uid: &str) -> String {
+    let cfg = pixeld::config::CookieConfig {
+        secret: Some(COOKIE_SECRET.into()),
+        ..Default::default()
+    };
+    let secret = pixeld::http::cookie::Secret::generate();
+    let uid = pixeld::ids::UserId::parse(uid).expect("32 lowercase hex");
+    format!(
+        "uid={}",
+        pixeld::http::cookie::Cookies::new(&cfg, secret).value(uid)
+    )
 }
 
 /// A new empty directory that outlives the test (for `data_dir`).
@@ -139,11 +158,17 @@ impl Reply {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
-    /// The uid this response set, if it set one.
+    /// The user id this response set, if it set one.
     pub fn set_uid(&self) -> Option<String> {
+        let v = self.cookie()?;
+        let (id, _tag) = v.strip_prefix("uid=")?.split_once('.')?;
+        Some(id.to_string())
+    }
+
+    /// The `Cookie` header a browser would send back after this response.
+    pub fn cookie(&self) -> Option<String> {
         let c = self.header("set-cookie")?;
-        let v = c.strip_prefix("uid=")?.split(';').next()?;
-        Some(v.to_string())
+        Some(c.split(';').next()?.to_string())
     }
 }
 
@@ -373,6 +398,8 @@ pub fn config_text(overrides: &[(&str, String)]) -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
         .unwrap();
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines.iter().position(|l| l == "[cookie]").unwrap();
+    lines.insert(at + 1, format!("secret = \"{COOKIE_SECRET}\""));
     for (key, value) in overrides {
         let line = lines
             .iter_mut()
@@ -493,12 +520,13 @@ pub async fn load(
                 Client::builder(TokioExecutor::new()).build_http();
             let mut ok = Vec::new();
             let mut lat = Vec::new();
+            let cookie = uid_cookie("0123456789abcdef0123456789abcdef");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let uri = format!("http://127.0.0.1:{port}/imptr?id=2766&cachebuster={n}");
                 let started = Instant::now();
                 let req = Request::get(uri)
-                    .header("cookie", "uid=0123456789abcdef0123456789abcdef")
+                    .header("cookie", &cookie)
                     .body(Empty::new())
                     .unwrap();
                 let fut = client.request(req);
