@@ -14,6 +14,10 @@ use pixeld::pixel::{handle, Context, PixelKind, PixelRequest};
 const IMPTR: &str =
     "id=2766&cachebuster=1732551234567&ancost=0.42&t=2&redir=https://ads.example.com/click?c=1&d=2";
 
+const CLKTRB: &str = "id=21378&cachebuster=1732551234567&redir=https%3A%2F%2Fwww.example.com%2Fautumn-sale%3Fsrc%3Dad";
+const PX: &str = "id=7313&t=2&order_id=ORD42&value=19.99&other=blue+shoes";
+const SEG: &str = "add=12192,12304&remove=23145&t=2";
+
 fn config() -> pixeld::config::Config {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
         .unwrap();
@@ -50,6 +54,18 @@ fn parsing(c: &mut Criterion) {
             ))
         })
     });
+    for (name, query) in [
+        ("clktrb_query", CLKTRB),
+        ("px_query", PX),
+        ("seg_query", SEG),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let q = Query::parse(black_box(query), 8192).unwrap();
+                black_box((q.param(Key::Id), q.param(Key::T), q.redir()))
+            })
+        });
+    }
     g.finish();
 }
 
@@ -96,5 +112,24 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parsing, pipeline);
+fn cookies(c: &mut Criterion) {
+    use hyper::header::{HeaderMap, HeaderValue, COOKIE};
+    use pixeld::http::cookie::{Cookies, Secret};
+    let jar = Cookies::new(
+        &pixeld::config::CookieConfig::default(),
+        Secret::parse("7e57c00c1e5ec7e77e57c00c1e5ec7e7").unwrap(),
+    );
+    let uid = UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    let mut headers = HeaderMap::new();
+    let cookie = format!("_ga=GA1.2.3.4; uid={}; theme=dark", jar.value(uid));
+    headers.insert(COOKIE, HeaderValue::from_str(&cookie).unwrap());
+    let mut g = c.benchmark_group("cookie");
+    g.bench_function("identify_signed", |b| {
+        b.iter(|| black_box(jar.identify(black_box(&headers))))
+    });
+    g.bench_function("issue", |b| b.iter(|| black_box(jar.issue(black_box(uid)))));
+    g.finish();
+}
+
+criterion_group!(benches, parsing, pipeline, cookies);
 criterion_main!(benches);

@@ -18,6 +18,7 @@
 pub mod alloc;
 pub mod app;
 pub mod attribution;
+pub mod background;
 pub mod config;
 pub mod event;
 pub mod http;

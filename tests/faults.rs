@@ -1,6 +1,7 @@
 //! Fault injection with librdkafka's mock cluster: retriable produce errors
-//! are retried until delivered; a record the broker refuses for good goes to
-//! the dead-letter file and does not block the records after it.
+//! are retried until delivered; records librdkafka gives up on are produced
+//! again from the journal; a record the broker refuses for good goes to the
+//! dead-letter file and does not block the records after it.
 
 mod common;
 
@@ -99,5 +100,73 @@ async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
     );
     let events = consume(&brokers, "pixel.impressions", 6);
     assert!(events.iter().any(|e| e.json["cachebuster"] == "6"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_librdkafka_gives_up_on_are_produced_again_from_the_journal() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut cfg = example_config(&brokers);
+    cfg.kafka
+        .librdkafka
+        .insert("message.timeout.ms".into(), toml::Value::Integer(1000));
+    for topic in cfg.kafka.topics.names() {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).unwrap());
+    let outputs = Outputs {
+        sink,
+        kafka: Some(client_config(&cfg.kafka, &brokers)),
+    };
+    let server = Server::start_with(cfg, outputs).await;
+    // Every produce request fails, retriably, for longer than the timeout:
+    // librdkafka reports the records failed and the shipper must read them
+    // back from the journal and produce them again.
+    use RDKafkaRespErr::*;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 400],
+    );
+    for n in 1..=20 {
+        let r = server
+            .get(&format!("/imptr?id=2766&cachebuster=r{n}"), &[])
+            .await;
+        assert_eq!(r.status, 302);
+    }
+    let metric = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("journal_ship_retries_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = server.get("/metrics", &[]).await;
+        if metric(std::str::from_utf8(&m.body).unwrap()) >= 20.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "librdkafka never gave up on a record"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let events = common::consume_all(
+        &brokers,
+        "pixel.impressions",
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    );
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e.json["cachebuster"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    got.dedup();
+    let mut want: Vec<String> = (1..=20).map(|n| format!("r{n}")).collect();
+    want.sort();
+    assert_eq!(got, want);
     server.stop().await;
 }

@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use pixeld::http::response::GIF;
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     // The same runtime as `pixeld serve`: one worker per CPU it may run on.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

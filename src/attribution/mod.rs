@@ -304,9 +304,7 @@ impl EngineTask {
             stop: stop.clone(),
             buf: Vec::with_capacity(1024),
         };
-        let thread = std::thread::Builder::new()
-            .name("attribution".into())
-            .spawn(move || runner.run(input))?;
+        let thread = crate::background::spawn("attribution", move || runner.run(input))?;
         Ok(EngineTask {
             feed,
             state,

@@ -237,7 +237,9 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
     pub compression: String,
-    /// How long the producer waits to fill a batch. Default 5 ms.
+    /// How long the producer waits to fill a batch. Default 50 ms: events are
+    /// already answered (and journaled), and one partition's batch costs
+    /// about the same CPU for 6 events as for 60.
     pub linger_ms: u32,
     /// `all`, `1` or `0`. Default `all` (with idempotence on).
     pub acks: String,
@@ -261,7 +263,7 @@ impl Default for KafkaConfig {
             brokers: String::new(),
             client_id: "pixeld".into(),
             compression: "lz4".into(),
-            linger_ms: 5,
+            linger_ms: 50,
             acks: "all".into(),
             partitions: 6,
             replication_factor: 1,

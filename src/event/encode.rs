@@ -134,26 +134,56 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
+    loop {
+        // Most strings (user agents, URLs, ids) need no escaping at all:
+        // skip clean runs eight bytes at a time.
+        let i = start + clean_prefix(&bytes[start..]);
         buf.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            let _ = write!(buf, "\\u{:04x}", b);
-        } else {
-            buf.extend_from_slice(esc);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => {
+                let _ = write!(buf, "\\u{:04x}", b);
+            }
         }
         start = i + 1;
     }
-    buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
+}
+
+/// True for the bytes a JSON string must escape: `"`, `\`, controls, DEL.
+const fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// How many leading bytes need no escaping.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero exactly when the matching high bit is set here
+    // (bytes below 0x80; bytes at or above 0x80 never need escaping and are
+    // masked out by `!x`).
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let x = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+        let hit = (x.wrapping_sub(LO * 0x20) & !x & HI)
+            | has_zero(x ^ (LO * b'"' as u64))
+            | has_zero(x ^ (LO * b'\\' as u64))
+            | has_zero(x ^ (LO * 0x7f));
+        if hit != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !escaped(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Appends `event` as one JSON object to `buf`.
@@ -240,5 +270,35 @@ mod tests {
         assert_eq!(v["s"], nasty);
         assert!(v["n"].is_null());
         assert_eq!(v["x"], u64::MAX);
+    }
+
+    #[test]
+    fn every_byte_at_every_offset_of_a_word_is_escaped_exactly_when_needed() {
+        // The eight-byte scan must find an escapable byte wherever it sits,
+        // next to any neighbour (borrows across bytes), and leave the rest.
+        for c in (0u8..=0x7f)
+            .map(char::from)
+            .chain(['é', '\u{2028}', '\u{10348}'])
+        {
+            for at in 0..17 {
+                let mut s = "abcdefghijklmnopq".to_string();
+                s.insert(at, c);
+                for pad in ["", "\u{0}", "\u{80}", " ", "\u{7f}"] {
+                    let s = format!("{pad}{s}{pad}");
+                    let mut buf = Vec::new();
+                    write_str(&mut buf, &s);
+                    let back: String = serde_json::from_slice(&buf).unwrap();
+                    assert_eq!(back, s);
+                    let raw = std::str::from_utf8(&buf).unwrap();
+                    assert!(
+                        !raw[1..raw.len() - 1].bytes().any(|b| b < 0x20 || b == 0x7f),
+                        "{raw:?}"
+                    );
+                    if !s.bytes().any(escaped) {
+                        assert_eq!(raw, format!("\"{s}\""));
+                    }
+                }
+            }
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! automation by their user agent (a shipped list operators can extend),
 //! prefetches, and requests with no user agent.
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aho_corasick::AhoCorasick;
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName};
 
 /// The list that ships with pixeld (`config/ivt-user-agents.txt`).
 const BUILTIN: &str = include_str!("../../config/ivt-user-agents.txt");
@@ -16,7 +18,31 @@ pub struct IvtList {
     matcher: AhoCorasick,
     /// `CATEGORY:PATTERN` per pattern, in the matcher's order.
     labels: Vec<String>,
+    /// Tells this list's entries apart in the per-thread cache.
+    id: usize,
 }
+
+/// Headers by which browsers announce a prefetch or preview.
+static PURPOSE: [HeaderName; 4] = [
+    HeaderName::from_static("sec-purpose"),
+    HeaderName::from_static("purpose"),
+    HeaderName::from_static("x-moz"),
+    HeaderName::from_static("x-purpose"),
+];
+
+/// Slots in the per-thread cache of user-agent verdicts.
+const CACHE_SLOTS: usize = 256;
+
+/// One cached verdict: (list id, user agent, label index).
+type Slot = Option<(usize, Box<str>, Option<u32>)>;
+
+thread_local! {
+    /// Browsers send a handful of distinct user agents over and over: a
+    /// direct-mapped cache saves scanning each one against every pattern.
+    static VERDICTS: RefCell<Vec<Slot>> = RefCell::new(vec![None; CACHE_SLOTS]);
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// `CATEGORY PATTERN` lines; `#` comments and blank lines skipped.
 fn parse(text: &str, source: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
@@ -58,20 +84,22 @@ impl IvtList {
             .into_iter()
             .map(|(c, p)| format!("{c}:{p}"))
             .collect();
-        Ok(IvtList { matcher, labels })
+        Ok(IvtList {
+            matcher,
+            labels,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
     }
 
     /// Why this request is invalid traffic, if it is.
     pub fn classify(&self, headers: &HeaderMap, user_agent: Option<&str>) -> Option<&str> {
-        let prefetch = ["sec-purpose", "purpose", "x-moz", "x-purpose"]
-            .iter()
-            .any(|h| {
-                headers.get(*h).is_some_and(|v| {
-                    let v = v.as_bytes();
-                    v.windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch"))
-                        || v.eq_ignore_ascii_case(b"preview")
-                })
-            });
+        let prefetch = PURPOSE.iter().any(|h| {
+            headers.get(h).is_some_and(|v| {
+                let v = v.as_bytes();
+                v.windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch"))
+                    || v.eq_ignore_ascii_case(b"preview")
+            })
+        });
         if prefetch {
             return Some("prefetch");
         }
@@ -79,9 +107,30 @@ impl IvtList {
         if ua.is_empty() {
             return Some("no_user_agent");
         }
-        self.matcher
-            .find(ua)
-            .map(|m| self.labels[m.pattern().as_usize()].as_str())
+        let label = self.match_cached(ua)?;
+        self.labels.get(label as usize).map(String::as_str)
+    }
+
+    /// The index of the first pattern `ua` matches, through the cache.
+    fn match_cached(&self, ua: &str) -> Option<u32> {
+        let scan = || self.matcher.find(ua).map(|m| m.pattern().as_u32());
+        let slot = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(ua) as usize % CACHE_SLOTS;
+        VERDICTS
+            .try_with(|cache| {
+                let mut cache = cache.borrow_mut();
+                match &cache[slot] {
+                    Some((id, cached, verdict)) if *id == self.id && **cached == *ua => *verdict,
+                    _ => {
+                        let verdict = scan();
+                        // Long agents are rare and not worth keeping.
+                        if ua.len() <= 512 {
+                            cache[slot] = Some((self.id, ua.into(), verdict));
+                        }
+                        verdict
+                    }
+                }
+            })
+            .unwrap_or_else(|_| scan())
     }
 }
 
@@ -155,5 +204,34 @@ mod tests {
             .err()
             .unwrap()
             .contains("extra.txt:1"));
+    }
+
+    #[test]
+    fn cached_verdicts_belong_to_their_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("extra.txt");
+        std::fs::write(&path, "internal MonitoringProbe\n").unwrap();
+        let (builtin, extended) = (
+            IvtList::load(None).unwrap(),
+            IvtList::load(Some(&path)).unwrap(),
+        );
+        let ua = Some("x MonitoringProbe/1");
+        for _ in 0..3 {
+            assert_eq!(builtin.classify(&HeaderMap::new(), ua), None);
+            assert_eq!(
+                extended.classify(&HeaderMap::new(), ua),
+                Some("internal:MonitoringProbe")
+            );
+        }
+        // Agents that share a slot are told apart by their text.
+        for i in 0..2 * CACHE_SLOTS {
+            let ua = format!("Mozilla/5.0 Browser/{i}");
+            assert_eq!(builtin.classify(&HeaderMap::new(), Some(&ua)), None);
+            let bot = format!("Googlebot/{i}");
+            assert_eq!(
+                builtin.classify(&HeaderMap::new(), Some(&bot)),
+                Some("crawler:Googlebot")
+            );
+        }
     }
 }

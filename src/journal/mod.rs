@@ -238,9 +238,7 @@ impl Journal {
             segment_bytes: settings.segment_bytes,
             full_log: RateLimit::new(5_000),
         };
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer.run())?;
+        let thread = crate::background::spawn("journal-writer", move || writer.run())?;
         Ok(Journal {
             tx: Mutex::new(Some(tx)),
             shared,
@@ -457,12 +455,25 @@ pub struct Cursor {
     shared: Arc<Shared>,
     /// The next sequence number wanted.
     pub next_seq: u64,
-    /// The open segment and where in it reading continues.
+    /// The open segment (by its first sequence number).
     file: Option<(u64, File)>,
-    /// Bytes read from the file; `buf[pos..]` is not decoded yet.
+    /// Bytes read from the file: `buf[pos..end]` is not decoded yet. Sized
+    /// once (zeroed once), so a caught-up reader's polls cost one `read`.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// The file offset of `buf[0]`.
+    file_at: u64,
     log: RateLimit,
+}
+
+/// Where a record's frame starts: enough to read it again without a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The segment, by its first sequence number.
+    pub segment: u64,
+    /// Byte offset of the frame in the segment file.
+    pub offset: u64,
 }
 
 impl Cursor {
@@ -471,10 +482,23 @@ impl Cursor {
             shared,
             next_seq: from_seq,
             file: None,
-            buf: Vec::with_capacity(READ_CHUNK * 2),
+            buf: vec![0; READ_CHUNK],
             pos: 0,
+            end: 0,
+            file_at: 0,
             log: RateLimit::new(10_000),
         }
+    }
+
+    /// A cursor that reads the record `seq` first, from where an earlier
+    /// cursor saw it; `None` if its segment is gone.
+    pub fn at(shared: Arc<Shared>, seq: u64, at: Position) -> Option<Cursor> {
+        let mut file = File::open(segment_path(&shared.dir, at.segment)).ok()?;
+        file.seek(SeekFrom::Start(at.offset)).ok()?;
+        let mut c = Cursor::new(shared, seq);
+        c.file = Some((at.segment, file));
+        c.file_at = at.offset;
+        Some(c)
     }
 
     /// Up to `max` records, in order; empty when caught up with the writer.
@@ -487,17 +511,31 @@ impl Cursor {
     /// Calls `f` with up to `max` records, in order, borrowed from the read
     /// buffer (nothing is copied); returns how many.
     pub fn read_each(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> usize {
+        self.read_each_at(max, |r, _| f(r))
+    }
+
+    /// The open segment, by its first sequence number.
+    pub fn segment(&self) -> Option<u64> {
+        self.file.as_ref().map(|(s, _)| *s)
+    }
+
+    /// [`Cursor::read_each`], also telling where each record is.
+    pub fn read_each_at(&mut self, max: usize, mut f: impl FnMut(Record<'_>, Position)) -> usize {
         let mut n = 0;
         let limit = self.shared.written();
         while n < max && self.next_seq < limit {
             if self.file.is_none() && !self.open_segment() {
                 break;
             }
-            match decode_frame(&self.buf[self.pos..]) {
+            match decode_frame(&self.buf[self.pos..self.end]) {
                 Frame::Ok(r, len) => {
                     let seq = r.seq;
                     if seq >= self.next_seq {
-                        f(r);
+                        let at = Position {
+                            segment: self.file.as_ref().map_or(0, |(s, _)| *s),
+                            offset: self.file_at + self.pos as u64,
+                        };
+                        f(r, at);
                         n += 1;
                         self.next_seq = seq + 1;
                     }
@@ -538,19 +576,22 @@ impl Cursor {
             return false;
         };
         // Keep only the undecoded tail, then read after it.
-        self.buf.drain(..self.pos);
-        self.pos = 0;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        match file.read(&mut self.buf[len..]) {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.file_at += self.pos as u64;
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end == self.buf.len() {
+            // One record larger than the buffer.
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        match file.read(&mut self.buf[self.end..]) {
             Ok(n) if n > 0 => {
-                self.buf.truncate(len + n);
+                self.end += n;
                 true
             }
-            _ => {
-                self.buf.truncate(len);
-                false
-            }
+            _ => false,
         }
     }
 
@@ -574,8 +615,7 @@ impl Cursor {
             Ok(mut f) => {
                 let _ = f.seek(SeekFrom::Start(0));
                 self.file = Some((first, f));
-                self.buf.clear();
-                self.pos = 0;
+                (self.pos, self.end, self.file_at) = (0, 0, 0);
                 true
             }
             Err(_) => false,
@@ -609,8 +649,7 @@ impl Cursor {
             self.next_seq = next_first;
         }
         self.file = None;
-        self.buf.clear();
-        self.pos = 0;
+        (self.pos, self.end, self.file_at) = (0, 0, 0);
         true
     }
 }

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use super::{Cursor, Owned, Shared};
+use super::{Cursor, Position, Record, Shared};
 use crate::sink::Topic;
 use crate::telemetry::{now_ms, RateLimit};
 
@@ -113,6 +113,10 @@ pub struct ShipSettings {
     pub dead_letter: PathBuf,
     /// On stop, how long to keep shipping what is left.
     pub drain_timeout: Duration,
+    /// How long librdkafka retries a record before reporting it failed and
+    /// the shipper produces it again (`message.timeout.ms`; 30 s unless the
+    /// `[kafka.librdkafka]` table sets it).
+    pub retry_after: Duration,
 }
 
 impl Shipper {
@@ -121,7 +125,10 @@ impl Shipper {
         let mut client = settings.client.clone();
         // The journal holds the record; librdkafka retries for a while, then
         // the shipper produces it again, for as long as it takes.
-        client.set("message.timeout.ms", "30000");
+        client.set(
+            "message.timeout.ms",
+            settings.retry_after.as_millis().to_string(),
+        );
         let producer: ThreadedProducer<Reports> = client
             .create_with_context(Reports {
                 tx,
@@ -145,9 +152,7 @@ impl Shipper {
             drain_timeout: settings.drain_timeout,
         };
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("journal-shipper".into())
-            .spawn(move || ship.run(&flag))
+        let thread = crate::background::spawn("journal-shipper", move || ship.run(&flag))
             .map_err(|e| e.to_string())?;
         Ok(Shipper {
             stop,
@@ -175,11 +180,25 @@ impl Drop for Shipper {
     }
 }
 
-/// A record handed to librdkafka.
+/// A record handed to librdkafka. No copy of it is kept (librdkafka has
+/// one): a retry reads it again from the journal, at `at`.
 struct InFlight {
-    record: Owned,
+    seq: u64,
+    /// For the oldest-unshipped-age gauge.
+    ts_ms: u64,
+    at: Position,
     /// Acknowledged (or dead-lettered): the checkpoint may pass it.
     done: bool,
+}
+
+/// What became of one produce call.
+enum Sent {
+    /// librdkafka has it; its delivery report will tell.
+    Queued,
+    /// Refused for good (e.g. too large): dead-lettered.
+    Dead,
+    /// Refused for now (queue full): produce it again later.
+    Later,
 }
 
 struct Ship {
@@ -251,14 +270,11 @@ impl Ship {
 
     /// Where `seq` is in `in_flight`.
     fn index(&self, seq: u64) -> Option<usize> {
-        let front = self.in_flight.front()?.record.seq;
+        let front = self.in_flight.front()?.seq;
         let guess = seq.checked_sub(front)? as usize;
         match self.in_flight.get(guess) {
-            Some(f) if f.record.seq == seq => Some(guess),
-            _ => self
-                .in_flight
-                .binary_search_by_key(&seq, |f| f.record.seq)
-                .ok(),
+            Some(f) if f.seq == seq => Some(guess),
+            _ => self.in_flight.binary_search_by_key(&seq, |f| f.seq).ok(),
         }
     }
 
@@ -269,7 +285,7 @@ impl Ship {
 
     fn watermark(&self) -> u64 {
         match self.in_flight.iter().find(|f| !f.done) {
-            Some(f) => f.record.seq,
+            Some(f) => f.seq,
             None => self.cursor.next_seq,
         }
     }
@@ -282,15 +298,18 @@ impl Ship {
         };
         let Some(first) = first else { return };
         let reports: Vec<_> = std::iter::once(first).chain(self.acks.try_iter()).collect();
+        let mut shipped = 0;
         for (seq, result) in reports {
             match result {
                 Ok(()) => {
                     if let Some(f) = self.entry(seq) {
                         f.done = true;
                     }
-                    metrics::counter!("journal_shipped_total").increment(1);
+                    shipped += 1;
                 }
-                Err(e) if is_permanent(e.rdkafka_error_code()) => self.dead(seq, &e.to_string()),
+                Err(e) if is_permanent(e.rdkafka_error_code()) => {
+                    self.dead_on_delivery(seq, &e.to_string())
+                }
                 Err(e) => {
                     metrics::counter!("journal_ship_retries_total").increment(1);
                     if let Some(held) = self.log.check() {
@@ -300,112 +319,137 @@ impl Ship {
                 }
             }
         }
+        metrics::counter!("journal_shipped_total").increment(shipped);
         // Drop the acknowledged prefix.
         while self.in_flight.front().is_some_and(|f| f.done) {
             self.in_flight.pop_front();
         }
     }
 
-    /// Hands records to librdkafka: retries first, then new ones. Returns how
-    /// many it produced.
+    /// Hands records to librdkafka: retries first, then new ones, straight
+    /// from the journal's read buffer. Returns how many it produced.
     fn produce(&mut self) -> usize {
-        let mut produced = 0;
-        while let Some(seq) = self.retry.pop_front() {
-            match self.send(seq) {
-                Ok(()) => produced += 1,
-                Err(()) => {
-                    self.retry.push_front(seq);
-                    return produced;
-                }
-            }
+        let mut produced = self.resend();
+        if !self.retry.is_empty() {
+            // librdkafka's queue is full: new records wait too.
+            return produced;
         }
         while self.in_flight.len() < MAX_IN_FLIGHT {
             let room = (MAX_IN_FLIGHT - self.in_flight.len()).min(4096);
-            let records = self.cursor.read(room);
-            if records.is_empty() {
-                break;
-            }
-            for record in records {
-                let seq = record.seq;
-                self.in_flight.push_back(InFlight {
-                    record,
-                    done: false,
-                });
-                if self.send(seq).is_err() {
-                    // librdkafka's queue is full: try again on the next round.
-                    self.retry.push_back(seq);
+            let mut full = false;
+            let Ship {
+                cursor,
+                producer,
+                topics,
+                in_flight,
+                retry,
+                dead_letter,
+                log,
+                ..
+            } = self;
+            let n = cursor.read_each_at(room, |r, at| {
+                // Once the queue is full, the rest of this read waits too.
+                let sent = if full {
+                    Sent::Later
                 } else {
-                    produced += 1;
+                    send(producer, topics, log, dead_letter, &r)
+                };
+                match sent {
+                    Sent::Queued => produced += 1,
+                    Sent::Dead => {}
+                    Sent::Later => {
+                        full = true;
+                        retry.push_back(r.seq);
+                    }
                 }
+                in_flight.push_back(InFlight {
+                    seq: r.seq,
+                    ts_ms: r.ts_ms,
+                    at,
+                    done: matches!(sent, Sent::Dead),
+                });
+            });
+            if n == 0 || full {
+                break;
             }
         }
         produced
     }
 
-    fn send(&mut self, seq: u64) -> Result<(), ()> {
-        let Some(i) = self.index(seq) else {
-            return Ok(());
-        };
-        let r = &self.in_flight[i].record;
-        let topic = &self.topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)];
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: "type",
-            value: Some(r.kind.as_str()),
-        });
-        let record = BaseRecord::with_opaque_to(topic, seq as usize)
-            .key(&r.key[..])
-            .payload(&r.payload[..])
-            .headers(headers);
-        match self.producer.send(record).map_err(|(e, _)| e) {
-            Ok(()) => Ok(()),
-            Err(e) if is_permanent(e.rdkafka_error_code()) => {
-                self.dead(seq, &e.to_string());
-                Ok(())
+    /// Produces the records in `retry` again, reading each from the journal
+    /// where it was first seen. Returns how many it produced; what librdkafka
+    /// cannot take yet stays in `retry`.
+    fn resend(&mut self) -> usize {
+        if self.retry.is_empty() {
+            return 0;
+        }
+        let mut seqs: Vec<u64> = self.retry.drain(..).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut produced = 0;
+        let mut cursor: Option<Cursor> = None;
+        for (k, &seq) in seqs.iter().enumerate() {
+            let Some(i) = self.index(seq) else { continue };
+            if self.in_flight[i].done {
+                continue;
             }
-            Err(e) => {
-                if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                    if let Some(held) = self.log.check() {
-                        warn!(error = %e, suppressed = held, "produce refused; will retry");
+            let at = self.in_flight[i].at;
+            // Read on from the last retry when it is close; else seek.
+            let near = cursor.as_ref().is_some_and(|c| {
+                c.segment() == Some(at.segment) && c.next_seq <= seq && seq - c.next_seq < 64
+            });
+            if !near {
+                cursor = Cursor::at(self.shared.clone(), seq, at);
+            }
+            let Some(c) = cursor.as_mut() else {
+                warn!(seq, "a record to produce again is no longer in the journal");
+                continue;
+            };
+            let mut sent = None;
+            while sent.is_none() && c.next_seq <= seq {
+                let Ship {
+                    producer,
+                    topics,
+                    log,
+                    dead_letter,
+                    ..
+                } = &mut *self;
+                let n = c.read_each(1, |r| {
+                    if r.seq == seq {
+                        sent = Some(send(producer, topics, log, dead_letter, &r));
                     }
+                });
+                if n == 0 {
+                    break;
                 }
-                Err(())
+            }
+            match sent {
+                Some(Sent::Queued) => produced += 1,
+                Some(Sent::Dead) => self.in_flight[i].done = true,
+                Some(Sent::Later) => {
+                    // Full again: this one and the rest wait for the next round.
+                    self.retry.extend(&seqs[k..]);
+                    return produced;
+                }
+                None => warn!(seq, "a record to produce again could not be read back"),
             }
         }
+        produced
     }
 
-    /// Writes the record to the dead-letter file and lets the checkpoint pass.
-    fn dead(&mut self, seq: u64, reason: &str) {
-        let Some(i) = self.index(seq) else {
+    /// A delivery report refused the record for good: read it back and
+    /// dead-letter it.
+    fn dead_on_delivery(&mut self, seq: u64, reason: &str) {
+        let Some(i) = self.index(seq) else { return };
+        self.in_flight[i].done = true;
+        let Some(mut c) = Cursor::at(self.shared.clone(), seq, self.in_flight[i].at) else {
+            warn!(seq, reason, "a refused record is no longer in the journal");
             return;
         };
-        self.in_flight[i].done = true;
-        let r = &self.in_flight[i].record;
-        let mut line = Vec::with_capacity(r.payload.len() + 128);
-        let mut w = crate::event::JsonWriter::object(&mut line);
-        w.u64("seq", seq);
-        w.u64("ts", r.ts_ms);
-        w.str("reason", reason);
-        w.str(
-            "topic",
-            &self.topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)],
-        );
-        w.str("key", &String::from_utf8_lossy(&r.key));
-        w.str("payload", &String::from_utf8_lossy(&r.payload));
-        w.end();
-        line.push(b'\n');
-        let written = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.dead_letter)
-            .and_then(|mut file| file.write_all(&line));
-        metrics::counter!("journal_dead_letters_total").increment(1);
-        match written {
-            Ok(()) => {
-                warn!(seq, reason, file = %self.dead_letter.display(), "record refused by the broker for good; written to the dead-letter file")
-            }
-            Err(e) => {
-                warn!(seq, reason, error = %e, "record refused by the broker for good, and the dead-letter file cannot be written")
-            }
+        let (topics, path) = (&self.topics, &self.dead_letter);
+        let n = c.read_each(1, |r| dead_letter(path, topics, &r, reason));
+        if n == 0 {
+            warn!(seq, reason, "a refused record could not be read back");
         }
     }
 
@@ -445,11 +489,7 @@ impl Ship {
         metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
         metrics::gauge!("journal_records_behind")
             .set(self.shared.written().saturating_sub(shipped) as f64);
-        let oldest = self
-            .in_flight
-            .iter()
-            .find(|f| !f.done)
-            .map(|f| f.record.ts_ms);
+        let oldest = self.in_flight.iter().find(|f| !f.done).map(|f| f.ts_ms);
         let age = oldest.map_or(0.0, |ts| now_ms().saturating_sub(ts) as f64 / 1000.0);
         metrics::gauge!("journal_oldest_unshipped_age_seconds").set(age);
     }
@@ -459,5 +499,72 @@ impl Drop for Ship {
     fn drop(&mut self) {
         let _ = self.producer.flush(Duration::from_secs(1));
         info!(checkpoint = self.saved, "journal shipper stopped");
+    }
+}
+
+/// Hands one record to librdkafka.
+fn send(
+    producer: &ThreadedProducer<Reports>,
+    topics: &[String; 6],
+    log: &RateLimit,
+    dead_letter_file: &Path,
+    r: &Record<'_>,
+) -> Sent {
+    let topic = &topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)];
+    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: "type",
+        value: Some(r.kind.as_str()),
+    });
+    let record = BaseRecord::with_opaque_to(topic, r.seq as usize)
+        .key(r.key)
+        .payload(r.payload)
+        .headers(headers);
+    match producer.send(record).map_err(|(e, _)| e) {
+        Ok(()) => Sent::Queued,
+        Err(e) if is_permanent(e.rdkafka_error_code()) => {
+            dead_letter(dead_letter_file, topics, r, &e.to_string());
+            Sent::Dead
+        }
+        Err(e) => {
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                if let Some(held) = log.check() {
+                    warn!(error = %e, suppressed = held, "produce refused; will retry");
+                }
+            }
+            Sent::Later
+        }
+    }
+}
+
+/// Appends the record to the dead-letter file, one JSON line, with the
+/// reason: the checkpoint may then pass it.
+fn dead_letter(path: &Path, topics: &[String; 6], r: &Record<'_>, reason: &str) {
+    let mut line = Vec::with_capacity(r.payload.len() + 128);
+    let mut w = crate::event::JsonWriter::object(&mut line);
+    w.u64("seq", r.seq);
+    w.u64("ts", r.ts_ms);
+    w.str("reason", reason);
+    w.str(
+        "topic",
+        &topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)],
+    );
+    w.str("key", &String::from_utf8_lossy(r.key));
+    w.str("payload", &String::from_utf8_lossy(r.payload));
+    w.end();
+    line.push(b'\n');
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(&line));
+    metrics::counter!("journal_dead_letters_total").increment(1);
+    let seq = r.seq;
+    match written {
+        Ok(()) => {
+            warn!(seq, reason, file = %path.display(), "record refused by the broker for good; written to the dead-letter file")
+        }
+        Err(e) => {
+            warn!(seq, reason, error = %e, "record refused by the broker for good, and the dead-letter file cannot be written")
+        }
     }
 }

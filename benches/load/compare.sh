@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# pixeld against what operators would run instead, on one machine, one after
+# another on the same pinned core:
+#   (a) pixeld: the example config, durability = journal, Kafka (a local
+#       tansu broker) and attribution on;
+#   (b) nginx, one worker, empty_gif, a buffered access log of the request
+#       line, cookie and user agent;
+#   (c) hyper-gif: bare hyper returning the static GIF (the ceiling).
+# Each gets the same wrk settings and request mix (benches/load/mix.lua),
+# alternating a b c for ROUNDS rounds of SECONDS s. The server runs on core
+# 0; wrk and the broker (nice 19, standing in for a remote cluster) on core 1.
+# After each pixeld run its events are counted in the broker: a run that lost
+# answered events fails the script. Then a fixed-rate run (oha) at half of
+# nginx's measured maximum gives p50/p99/p99.9 for pixeld and nginx.
+# Prints a table and writes benches/results/compare-DATE.json.
+#
+#   benches/load/compare.sh [ROUNDS] [SECONDS]
+#   CONNECTIONS=64 FIXED_SECONDS=20 benches/load/compare.sh 3 10
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+SECONDS_PER_RUN=${2:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+FIXED_SECONDS=${FIXED_SECONDS:-20}
+SECRET=7e57c00c1e5ec7e77e57c00c1e5ec7e7
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# What the run needs, installed when missing.
+scripts/deps.sh
+scripts/tansu.sh
+need_apt=()
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked -q
+cargo build --release --locked -q --bin pixeld --example hyper-gif --example load-tool
+
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+SERVER=""
+TANSU=""
+cleanup() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  [ -n "$TANSU" ] && kill "$TANSU" 2>/dev/null
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+target/release/examples/load-tool cookies "$SECRET" 1000 >"$work/cookies.txt"
+export PIXELD_COOKIES="$work/cookies.txt"
+COOKIE=$(head -1 "$work/cookies.txt")
+UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+
+wait_up() {
+  for _ in $(seq 1 200); do
+    curl -sf -o /dev/null "http://127.0.0.1:$PORT$1" && return 0
+    sleep 0.05
+  done
+  echo "server did not come up; see $work" >&2
+  exit 1
+}
+
+start_broker() {
+  BROKER_PORT=$(free_port)
+  nice -n 19 taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine memory://tansu/ \
+    >>"$work/tansu.log" 2>&1 &
+  TANSU=$!
+}
+
+stop_broker() { kill "$TANSU" 2>/dev/null; wait "$TANSU" 2>/dev/null || true; TANSU=""; }
+
+# Starts server $1 on core 0 and waits until it answers.
+start() {
+  local dir="$work/$1-$2"
+  mkdir -p "$dir"
+  case $1 in
+    pixeld)
+      start_broker
+      sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" \
+          -e "s|^brokers = .*|brokers = \"127.0.0.1:$BROKER_PORT\"|" \
+          -e "s|^data_dir = .*|data_dir = \"$dir/data\"|" \
+          -e "s|^durability = .*|durability = \"journal\"|" \
+          -e "s|^\[cookie\]\$|[cookie]\nsecret = \"$SECRET\"|" config/pixeld.toml >"$dir/pixeld.toml"
+      taskset -c 0 target/release/pixeld serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
+      SERVER=$!
+      wait_up /readyz ;;
+    nginx)
+      mkdir -p "$dir/logs"
+      cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  log_format pixel '\$time_iso8601 "\$request" "\$http_cookie" "\$http_user_agent"';
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+      empty_gif;
+      access_log $dir/logs/access.log pixel buffer=64k flush=1s;
+    }
+  }
+}
+CONF
+      taskset -c 0 "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>"$dir/nginx.stderr" &
+      SERVER=$!
+      wait_up /imptr ;;
+    hyper)
+      taskset -c 0 target/release/examples/hyper-gif "127.0.0.1:$PORT" &
+      SERVER=$!
+      wait_up / ;;
+  esac
+}
+
+# Stops the server; for pixeld, also checks its events reached the broker.
+stop() {
+  kill -TERM "$SERVER"
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=""
+  if [ "$1" = pixeld ]; then
+    local counts
+    counts=$(target/release/examples/load-tool count "127.0.0.1:$BROKER_PORT" \
+      pixel.impressions pixel.clicks pixel.conversions pixel.segments pixel.invalid pixel.attributions)
+    stop_broker
+    echo "$counts"
+  fi
+}
+
+drive() { # $1 = seconds; prints wrk's RESULT json
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${1}s" -s benches/load/mix.lua "http://127.0.0.1:$PORT" \
+    | sed -n 's/^RESULT //p'
+}
+
+results="$work/results.tsv"
+: >"$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for server in pixeld nginx hyper; do
+    start "$server" "$round"
+    drive 2 >/dev/null # warm-up, not counted
+    out=$(drive "$SECONDS_PER_RUN")
+    counts=$(stop "$server")
+    printf '%s\t%s\t%s\t%s\n' "$server" "$round" "$out" "${counts:-{\}}" >>"$results"
+    echo "round $round $server $out ${counts}" >&2
+  done
+done
+
+# Fixed rate: half of nginx's median maximum, the same /imptr for both.
+fixed="$work/fixed.tsv"
+: >"$fixed"
+rate=$(python3 - "$results" <<'PY'
+import json, statistics, sys
+rps = [json.loads(l.split("\t")[2])["requests"] / json.loads(l.split("\t")[2])["seconds"]
+       for l in open(sys.argv[1]) if l.startswith("nginx\t")]
+print(int(statistics.median(rps) / 2))
+PY
+)
+for server in pixeld nginx; do
+  start "$server" fixed
+  taskset -c 1 oha --worker-threads 1 -z 2s -q "$rate" -c "$CONNECTIONS" --no-tui -H "Cookie: $COOKIE" -H "User-Agent: $UA" \
+    "http://127.0.0.1:$PORT/imptr?id=2766&cachebuster=1&ancost=0.42&t=2" >/dev/null
+  taskset -c 1 oha --worker-threads 1 -z "${FIXED_SECONDS}s" -q "$rate" -c "$CONNECTIONS" --latency-correction --no-tui --output-format json \
+    -H "Cookie: $COOKIE" -H "User-Agent: $UA" \
+    "http://127.0.0.1:$PORT/imptr?id=2766&cachebuster=1&ancost=0.42&t=2" >"$work/oha-$server.json"
+  stop "$server" >/dev/null
+  printf '%s\t%s\n' "$server" "$work/oha-$server.json" >>"$fixed"
+done
+
+mkdir -p benches/results
+out="benches/results/compare-$(date -u +%Y-%m-%d).json"
+python3 - "$results" "$fixed" "$out" "$ROUNDS" "$SECONDS_PER_RUN" "$CONNECTIONS" "$rate" <<'PY'
+import json, os, statistics, sys
+results, fixed, out, rounds, secs, conns, rate = sys.argv[1:]
+runs = {}
+lost = []
+for line in open(results):
+    server, rnd, wrk, counts = line.rstrip("\n").split("\t")
+    w = json.loads(wrk)
+    c = json.loads(counts)
+    run = {"round": int(rnd), "rps": w["requests"] / w["seconds"], **w}
+    if server == "pixeld":
+        events = {t: v[0] for t, v in c.items()}
+        distinct = sum(v[1] for t, v in c.items() if t != "pixel.attributions")
+        answered = w["requests"] + 0
+        run["events"] = events
+        run["distinct_pixel_events"] = distinct
+        # The warm-up's requests are in the broker too: at least every
+        # measured answer must be there.
+        if distinct < answered:
+            lost.append(f"round {rnd}: {answered} answered, {distinct} distinct events in Kafka")
+    runs.setdefault(server, []).append(run)
+med = {s: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms", "p999_ms")}
+       for s, rs in runs.items()}
+fixed_rate = {}
+for line in open(fixed):
+    server, path = line.rstrip("\n").split("\t")
+    j = json.load(open(path))
+    p = j["latencyPercentiles"]
+    fixed_rate[server] = {"p50_ms": p["p50"] * 1e3, "p99_ms": p["p99"] * 1e3, "p999_ms": p["p99.9"] * 1e3,
+                          "rps": j["summary"]["requestsPerSec"], "success_rate": j["summary"]["successRate"]}
+doc = {
+    "date": __import__("datetime").datetime.utcnow().strftime("%Y-%m-%d"),
+    "cores": os.cpu_count(),
+    "command": f"benches/load/compare.sh {rounds} {secs}",
+    "connections": int(conns),
+    "median": med,
+    "ratios": {"pixeld/nginx": med["pixeld"]["rps"] / med["nginx"]["rps"],
+               "pixeld/hyper": med["pixeld"]["rps"] / med["hyper"]["rps"]},
+    "fixed_rate": {"rps": int(rate), "seconds": int(os.environ.get("FIXED_SECONDS", "20")), **fixed_rate},
+    "runs": runs,
+    "lost": lost,
+}
+json.dump(doc, open(out, "w"), indent=2)
+print(f"\n{doc['date']}, {doc['cores']} cores, wrk -t1 -c{conns}, {rounds} rounds of {secs} s (median)")
+print(f"{'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+for s in ("pixeld", "nginx", "hyper"):
+    m = med[s]
+    print(f"{s:<8} {m['rps']:>9,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
+print(f"pixeld/nginx {doc['ratios']['pixeld/nginx']:.2f}x   pixeld/hyper {doc['ratios']['pixeld/hyper']:.2f}x")
+print(f"\nfixed rate {rate} req/s for {doc['fixed_rate']['seconds']} s (oha, latency-corrected)")
+print(f"{'server':<8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}")
+for s in ("pixeld", "nginx"):
+    f = fixed_rate[s]
+    print(f"{s:<8} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['p999_ms']:>9.2f}")
+for r in runs["pixeld"]:
+    print(f"pixeld round {r['round']}: {r['requests']} answered, {r['distinct_pixel_events']} distinct pixel events in Kafka, events {r['events']}")
+print(f"written to {out}")
+if lost:
+    print("LOST EVENTS: " + "; ".join(lost))
+    sys.exit(1)
+PY
