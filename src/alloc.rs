@@ -121,7 +121,15 @@ mod tests {
     #[test]
     fn blocks_keep_their_contents_across_every_kind_of_resize() {
         let a = HugePages;
-        let sizes = [64, THRESHOLD - 1, THRESHOLD, 3 * HUGE + 5, 100, 8 * HUGE, THRESHOLD + 1];
+        let sizes = [
+            64,
+            THRESHOLD - 1,
+            THRESHOLD,
+            3 * HUGE + 5,
+            100,
+            8 * HUGE,
+            THRESHOLD + 1,
+        ];
         unsafe {
             let mut layout = Layout::from_size_align(sizes[0], 8).unwrap();
             let mut p = a.alloc_zeroed(layout);
@@ -134,7 +142,10 @@ mod tests {
                 }
                 p = a.realloc(p, layout, next);
                 assert!(!p.is_null());
-                assert!((0..keep).all(|j| *p.add(j) == (j % 251) as u8 ^ i as u8), "{next}");
+                assert!(
+                    (0..keep).all(|j| *p.add(j) == (j % 251) as u8 ^ i as u8),
+                    "{next}"
+                );
                 layout = Layout::from_size_align(next, 8).unwrap();
                 // The whole new block is writable.
                 *p.add(next - 1) = 1;

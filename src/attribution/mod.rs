@@ -13,6 +13,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 pub use record::{Attribution, ConversionInput, OrderId};
@@ -30,7 +32,7 @@ pub use state::{Mark, State, TouchKind};
 use crate::config::{Catalog, Repeat};
 use crate::event::{Body, Event, EventType};
 use crate::ids::{LineItemId, PixelId, UserId};
-use crate::journal::{Cursor, Journal};
+use crate::journal::{AppendError, Cursor, Journal};
 use crate::sink::{Message, Sink, Topic};
 use crate::telemetry::now_ms;
 
@@ -303,6 +305,7 @@ impl EngineTask {
             settings,
             stop: stop.clone(),
             buf: Vec::with_capacity(1024),
+            appending: VecDeque::new(),
         };
         let thread = crate::background::spawn("attribution", move || runner.run(input))?;
         Ok(EngineTask {
@@ -349,6 +352,9 @@ struct Runner {
     stop: Arc<AtomicBool>,
     /// Reused for encoding records.
     buf: Vec<u8>,
+    /// Records handed to the journal whose group is not written yet; all are
+    /// waited for before a snapshot claims their inputs.
+    appending: VecDeque<oneshot::Receiver<Result<u64, AppendError>>>,
 }
 
 impl Runner {
@@ -366,9 +372,13 @@ impl Runner {
                     &self.buf,
                     None,
                 );
-                j.append_blocking(body, record.conversion.ts_ms)
-                    .map(|_| ())
-                    .map_err(|e| e.reason())
+                match j.append_queued(body, record.conversion.ts_ms) {
+                    Ok(wait) => {
+                        self.appending.push_back(wait);
+                        return; // counted once written
+                    }
+                    Err(e) => Err(e.reason()),
+                }
             }
             None => {
                 let msg = Message {
@@ -380,15 +390,37 @@ impl Runner {
                 self.sink.publish(msg).map_err(|e| e.reason())
             }
         };
-        match result {
-            Ok(()) => metrics::counter!("events_total", "type" => "attribution").increment(1),
-            Err(reason) => {
-                metrics::counter!("events_dropped_total", "reason" => reason).increment(1)
-            }
+        count(result);
+    }
+
+    /// Counts the journal appends that are done; with `wait`, waits for all.
+    fn settle(&mut self, wait: bool) {
+        while let Some(front) = self.appending.front_mut() {
+            let outcome = if wait {
+                self.appending
+                    .pop_front()
+                    .map(|r| r.blocking_recv().map_err(|_| ()))
+            } else {
+                match front.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => return,
+                    done => {
+                        self.appending.pop_front();
+                        Some(done.map_err(|_| ()))
+                    }
+                }
+            };
+            let result = match outcome {
+                Some(Ok(Ok(_))) => Ok(()),
+                Some(Ok(Err(e))) => Err(e.reason()),
+                _ => Err(AppendError::Unavailable.reason()),
+            };
+            count(result);
         }
     }
 
-    fn snapshot(&self, applied: u64, journal: Option<&Journal>) {
+    fn snapshot(&mut self, applied: u64, journal: Option<&Journal>) {
+        // The records of the inputs the snapshot covers must be written first.
+        self.settle(true);
         let Some(dir) = &self.settings.data_dir else {
             return;
         };
@@ -445,6 +477,7 @@ impl Runner {
                         self.publish(&out, Some(j));
                     }
                 }
+                self.settle(false);
                 if caught_up {
                     if stopping {
                         finished = true;
@@ -477,5 +510,12 @@ impl Runner {
             users = self.engine.state.users(),
             "attribution engine stopped"
         );
+    }
+}
+
+fn count(result: Result<(), &'static str>) {
+    match result {
+        Ok(()) => metrics::counter!("events_total", "type" => "attribution").increment(1),
+        Err(reason) => metrics::counter!("events_dropped_total", "reason" => reason).increment(1),
     }
 }

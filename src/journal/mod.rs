@@ -261,6 +261,21 @@ impl Journal {
         wait.await.unwrap_or(Err(AppendError::Unavailable))
     }
 
+    /// Queues one record body for threads outside the runtime, without
+    /// waiting for its group: the receiver tells how it went. Waiting per
+    /// record would cost the caller two context switches each.
+    pub fn append_queued(
+        &self,
+        body: Vec<u8>,
+        ts_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
+        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let (done, wait) = oneshot::channel();
+        tx.blocking_send(Append { body, ts_ms, done })
+            .map_err(|_| AppendError::Unavailable)?;
+        Ok(wait)
+    }
+
     /// [`Journal::append`] for threads outside the runtime.
     pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
         let tx = self.sender().ok_or(AppendError::Unavailable)?;
