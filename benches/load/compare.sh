@@ -134,6 +134,13 @@ stop() {
   fi
 }
 
+# CPU ticks per thread name of the server: "name ticks" lines.
+threads() {
+  for t in /proc/"$SERVER"/task/*; do
+    printf '%s %s\n' "$(tr ' ' '_' <"$t/comm")" "$(awk '{print $14+$15}' "$t/stat")"
+  done 2>/dev/null | awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}'
+}
+
 drive() { # $1 = seconds; prints wrk's RESULT json
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${1}s" -s benches/load/mix.lua "http://127.0.0.1:$PORT" \
     | sed -n 's/^RESULT //p'
@@ -145,7 +152,21 @@ for round in $(seq 1 "$ROUNDS"); do
   for server in pixeld nginx hyper; do
     start "$server" "$round"
     drive 2 >/dev/null # warm-up, not counted
+    threads >"$work/cpu-before"
     out=$(drive "$SECONDS_PER_RUN")
+    threads >"$work/cpu-after"
+    # Microseconds of CPU per request, per thread (where the core goes).
+    cpu=$(python3 - "$work/cpu-before" "$work/cpu-after" "$out" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+before = dict(l.split() for l in open(sys.argv[1]))
+after = dict(l.split() for l in open(sys.argv[2]))
+w = json.loads(sys.argv[3])
+tck = int(sys.argv[4])
+per = {k: (int(v) - int(before.get(k, 0))) / tck * 1e6 / max(w["requests"], 1) for k, v in after.items()}
+print(json.dumps({k: round(v, 2) for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0}))
+PY
+)
+    out=$(python3 -c 'import json,sys; w=json.loads(sys.argv[1]); w["cpu_us_per_request"]=json.loads(sys.argv[2]); print(json.dumps(w))' "$out" "$cpu")
     counts=$(stop "$server")
     printf '%s\t%s\t%s\t%s\n' "$server" "$round" "$out" "${counts:-{\}}" >>"$results"
     echo "round $round $server $out ${counts}" >&2
@@ -229,6 +250,14 @@ print(f"{'server':<8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}")
 for s in ("pixeld", "nginx"):
     f = fixed_rate[s]
     print(f"{s:<8} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['p999_ms']:>9.2f}")
+print("\nCPU per request by thread (µs, median over rounds)")
+for s in ("pixeld", "nginx", "hyper"):
+    names = sorted({k for r in runs[s] for k in r.get("cpu_us_per_request", {})})
+    cells = {k: statistics.median(r.get("cpu_us_per_request", {}).get(k, 0) for r in runs[s]) for k in names}
+    total = sum(cells.values())
+    doc.setdefault("cpu_us_per_request", {})[s] = cells
+    print(f"{s:<8} total {total:5.1f}  " + "  ".join(f"{k} {v:.1f}" for k, v in sorted(cells.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+json.dump(doc, open(out, "w"), indent=2)
 for r in runs["pixeld"]:
     print(f"pixeld round {r['round']}: {r['requests']} answered, {r['distinct_pixel_events']} distinct pixel events in Kafka, events {r['events']}")
 print(f"written to {out}")

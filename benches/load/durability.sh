@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput and latency of pixeld in each durability mode, side by side in
-# one run: memory, journal, fsync, alternating for ROUNDS rounds of SECONDS s.
+# one run: memory, journal, fsync, alternating for ROUNDS rounds of SECONDS s,
+# driven with the request mix of benches/load/mix.lua (wrk -t1 -c64).
 # pixeld is pinned to core 0; wrk and the tansu broker (nice 19) to core 1.
 # Prints a table and writes benches/results/durability-DATE.json.
 #
@@ -9,15 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
-CONNECTIONS=${CONNECTIONS:-32}
+CONNECTIONS=${CONNECTIONS:-64}
 
 scripts/deps.sh
 scripts/tansu.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -q
+cargo build --release --locked -q --bin pixeld --example load-tool
 
 work=$(mktemp -d)
+# The request mix of the load comparison, from signed cookies.
+target/release/examples/load-tool cookies 7e57c00c1e5ec7e77e57c00c1e5ec7e7 1000 >"$work/cookies.txt"
+export PIXELD_COOKIES="$work/cookies.txt"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BROKER_PORT=$(free_port)
 PORT=$(free_port)
@@ -45,8 +49,8 @@ for round in $(seq 1 "$ROUNDS"); do
       curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
       sleep 0.1
     done
-    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s -s benches/load/imptr.lua "http://127.0.0.1:$PORT" >/dev/null
-    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s benches/load/imptr.lua "http://127.0.0.1:$PORT")
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s -s benches/load/mix.lua "http://127.0.0.1:$PORT" >/dev/null
+    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s benches/load/mix.lua "http://127.0.0.1:$PORT")
     kill -TERM "$PIXELD"; wait "$PIXELD" || true; PIXELD=""
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
