@@ -5,20 +5,32 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{consume, example_config, Server};
+use pixeld::config::Config;
 use pixeld::serve::Outputs;
 use pixeld::sink::kafka::{client_config, KafkaSink};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
+/// pixeld in this process on a one-broker mock cluster holding its topics;
+/// also the cluster's address and pixeld's `data_dir`.
+async fn on_mock_cluster(
+    adjust: impl FnOnce(&mut Config),
+) -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    Server,
+    PathBuf,
+) {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let cfg = example_config(&brokers);
+    let mut cfg = example_config(&brokers);
+    adjust(&mut cfg);
     for topic in cfg.kafka.topics.names() {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
@@ -27,8 +39,15 @@ async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
         sink,
         kafka: Some(client_config(&cfg.kafka, &brokers)),
     };
-    let dead_letter = cfg.server.data_dir.join("dead-letter.jsonl");
+    let data_dir = cfg.server.data_dir.clone();
     let server = Server::start_with(cfg, outputs).await;
+    (cluster, brokers, server, data_dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
+    let (cluster, brokers, server, data_dir) = on_mock_cluster(|_| {}).await;
+    let dead_letter = data_dir.join("dead-letter.jsonl");
 
     // Retriable: the next produce requests fail, then succeed.
     use RDKafkaRespErr::*;
@@ -105,21 +124,12 @@ async fn retriable_errors_are_retried_and_permanent_ones_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_librdkafka_gives_up_on_are_produced_again_from_the_journal() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let mut cfg = example_config(&brokers);
-    cfg.kafka
-        .librdkafka
-        .insert("message.timeout.ms".into(), toml::Value::Integer(1000));
-    for topic in cfg.kafka.topics.names() {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).unwrap());
-    let outputs = Outputs {
-        sink,
-        kafka: Some(client_config(&cfg.kafka, &brokers)),
-    };
-    let server = Server::start_with(cfg, outputs).await;
+    let (cluster, brokers, server, _) = on_mock_cluster(|cfg| {
+        cfg.kafka
+            .librdkafka
+            .insert("message.timeout.ms".into(), toml::Value::Integer(1000));
+    })
+    .await;
     // Every produce request fails, retriably, for longer than the timeout:
     // librdkafka reports the records failed and the shipper must read them
     // back from the journal and produce them again.

@@ -18,11 +18,11 @@
 #   CONNECTIONS=64 FIXED_SECONDS=20 benches/load/compare.sh 3 10
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/load/common.sh
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 FIXED_SECONDS=${FIXED_SECONDS:-20}
-SECRET=7e57c00c1e5ec7e77e57c00c1e5ec7e7
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # What the run needs, installed when missing.
@@ -39,7 +39,6 @@ command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked -q
 cargo build --release --locked -q --bin pixeld --example hyper-gif --example load-tool
 
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 SERVER=""
 TANSU=""
@@ -50,8 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/examples/load-tool cookies "$SECRET" 1000 >"$work/cookies.txt"
-export PIXELD_COOKIES="$work/cookies.txt"
+cookies "$work/cookies.txt"
 COOKIE=$(head -1 "$work/cookies.txt")
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 
@@ -66,10 +64,7 @@ wait_up() {
 
 start_broker() {
   BROKER_PORT=$(free_port)
-  nice -n 19 taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine memory://tansu/ \
-    >>"$work/tansu.log" 2>&1 &
-  TANSU=$!
+  start_tansu "$BROKER_PORT" "$work/tansu.log"
 }
 
 stop_broker() { kill "$TANSU" 2>/dev/null; wait "$TANSU" 2>/dev/null || true; TANSU=""; }
@@ -81,11 +76,7 @@ start() {
   case $1 in
     pixeld)
       start_broker
-      sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" \
-          -e "s|^brokers = .*|brokers = \"127.0.0.1:$BROKER_PORT\"|" \
-          -e "s|^data_dir = .*|data_dir = \"$dir/data\"|" \
-          -e "s|^durability = .*|durability = \"journal\"|" \
-          -e "s|^\[cookie\]\$|[cookie]\nsecret = \"$SECRET\"|" config/pixeld.toml >"$dir/pixeld.toml"
+      pixeld_config "$dir/pixeld.toml" "$PORT" "$BROKER_PORT" "$dir/data" journal
       taskset -c 0 target/release/pixeld serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
       SERVER=$!
       wait_up /readyz ;;

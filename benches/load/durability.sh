@@ -8,6 +8,7 @@
 #   benches/load/durability.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/load/common.sh
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -19,15 +20,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked -q --bin pixeld --example load-tool
 
 work=$(mktemp -d)
-# The request mix of the load comparison, from signed cookies.
-target/release/examples/load-tool cookies 7e57c00c1e5ec7e77e57c00c1e5ec7e7 1000 >"$work/cookies.txt"
-export PIXELD_COOKIES="$work/cookies.txt"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cookies "$work/cookies.txt" # the request mix of the load comparison
 BROKER_PORT=$(free_port)
 PORT=$(free_port)
-nice -n 19 taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-TANSU=$!
+start_tansu "$BROKER_PORT" "$work/tansu.log"
 PIXELD=""
 cleanup() { [ -n "$PIXELD" ] && kill "$PIXELD" 2>/dev/null; kill "$TANSU" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -38,11 +34,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in memory journal fsync; do
     dir="$work/$mode-$round"
     mkdir -p "$dir"
-    sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" \
-        -e "s|^brokers = .*|brokers = \"127.0.0.1:$BROKER_PORT\"|" \
-        -e "s|^data_dir = .*|data_dir = \"$dir/data\"|" \
-        -e "s|^durability = .*|durability = \"$mode\"|" \
-        -e "s|^\[cookie\]\$|[cookie]\nsecret = \"7e57c00c1e5ec7e77e57c00c1e5ec7e7\"|" config/pixeld.toml >"$dir/pixeld.toml"
+    pixeld_config "$dir/pixeld.toml" "$PORT" "$BROKER_PORT" "$dir/data" "$mode"
     taskset -c 0 target/release/pixeld serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
     PIXELD=$!
     for _ in $(seq 1 100); do

@@ -1,0 +1,30 @@
+# Shared by the load scripts (sourced, not run).
+
+# The cookie secret the load configs use, so load-tool can sign cookies.
+SECRET=7e57c00c1e5ec7e77e57c00c1e5ec7e7
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# pixeld_config OUT PORT BROKER_PORT DATA_DIR DURABILITY: the example config
+# on these ports, with the load scripts' cookie secret.
+pixeld_config() {
+  sed -e "s|^listen = .*|listen = \"127.0.0.1:$2\"|" \
+      -e "s|^brokers = .*|brokers = \"127.0.0.1:$3\"|" \
+      -e "s|^data_dir = .*|data_dir = \"$4\"|" \
+      -e "s|^durability = .*|durability = \"$5\"|" \
+      -e "s|^\[cookie\]\$|[cookie]\nsecret = \"$SECRET\"|" config/pixeld.toml >"$1"
+}
+
+# start_tansu PORT LOG: a broker on core 1 at the lowest priority (it stands
+# in for a remote cluster); sets TANSU to its pid.
+start_tansu() {
+  nice -n 19 taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$1" \
+    --advertised-listener-url "tcp://127.0.0.1:$1" --storage-engine memory://tansu/ >>"$2" 2>&1 &
+  TANSU=$!
+}
+
+# cookies FILE: signed cookies of 1,000 users for benches/load/mix.lua.
+cookies() {
+  target/release/examples/load-tool cookies "$SECRET" 1000 >"$1"
+  export PIXELD_COOKIES="$1"
+}
