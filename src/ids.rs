@@ -84,6 +84,32 @@ fn write_hex(value: u128, out: &mut [u8]) {
     }
 }
 
+/// The low `4 * N` bits of `value` as `N` lowercase hex digits, on the stack.
+pub fn hex<const N: usize>(value: u128) -> HexId<N> {
+    let mut buf = [0u8; N];
+    write_hex(value, &mut buf);
+    HexId(buf)
+}
+
+/// Exactly `digits` lowercase hex characters (at most 32); anything else,
+/// upper case included, is refused.
+pub fn parse_hex(s: &str, digits: usize) -> Option<u128> {
+    let b = s.as_bytes();
+    if b.len() != digits || digits > 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u128;
+    }
+    Some(v)
+}
+
 /// A browser's identity: 128 random bits, carried in the `uid` cookie as 32
 /// lowercase hex characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,27 +123,12 @@ impl UserId {
 
     /// Accepts exactly 32 lowercase hex characters; anything else is not ours.
     pub fn parse(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() != 32 {
-            return None;
-        }
-        let mut v: u128 = 0;
-        for &c in b {
-            let d = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                _ => return None,
-            };
-            v = (v << 4) | d as u128;
-        }
-        Some(UserId(v))
+        parse_hex(s, 32).map(UserId)
     }
 
     /// The cookie form, on the stack.
     pub fn to_hex(self) -> HexId<32> {
-        let mut buf = [0u8; 32];
-        write_hex(self.0, &mut buf);
-        HexId(buf)
+        hex(self.0)
     }
 }
 

@@ -13,7 +13,7 @@ use hyper::header::{HeaderMap, HeaderValue, COOKIE};
 use siphasher::sip::SipHasher24;
 
 use crate::config::CookieConfig;
-use crate::ids::UserId;
+use crate::ids::{hex, parse_hex, UserId};
 
 /// The value that marks an opted-out browser.
 pub const OPTOUT: &str = "OPTOUT";
@@ -164,7 +164,7 @@ impl Cookies {
         let mut v = String::with_capacity(VALUE_LEN);
         v.push_str(uid.to_hex().as_str());
         v.push('.');
-        v.push_str(&format!("{:016x}", self.secret.tag(uid)));
+        v.push_str(hex::<16>(self.secret.tag(uid).into()).as_str());
         v
     }
 
@@ -176,10 +176,7 @@ impl Cookies {
         }
         let (id, tag) = v.split_once('.')?;
         let uid = UserId::parse(id)?;
-        if !tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        let tag = u64::from_str_radix(tag, 16).ok()?;
+        let tag = parse_hex(tag, 16)? as u64;
         if self.secret.tag(uid) == tag {
             return Some(Identity::Known(uid));
         }
