@@ -278,11 +278,8 @@ impl Journal {
 
     /// [`Journal::append`] for threads outside the runtime.
     pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let tx = self.sender().ok_or(AppendError::Unavailable)?;
-        let (done, wait) = oneshot::channel();
-        tx.blocking_send(Append { body, ts_ms, done })
-            .map_err(|_| AppendError::Unavailable)?;
-        wait.blocking_recv()
+        self.append_queued(body, ts_ms)?
+            .blocking_recv()
             .unwrap_or(Err(AppendError::Unavailable))
     }
 
@@ -439,32 +436,6 @@ impl Writer {
     }
 }
 
-/// An owned record, as readers hand them out.
-#[derive(Clone, Debug)]
-pub struct Owned {
-    pub seq: u64,
-    pub ts_ms: u64,
-    pub topic: crate::sink::Topic,
-    pub kind: crate::event::EventType,
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub input: Option<Input>,
-}
-
-impl From<Record<'_>> for Owned {
-    fn from(r: Record<'_>) -> Owned {
-        Owned {
-            seq: r.seq,
-            ts_ms: r.ts_ms,
-            topic: r.topic,
-            kind: r.kind,
-            key: r.key.to_vec(),
-            payload: r.payload.to_vec(),
-            input: r.input,
-        }
-    }
-}
-
 /// Reads records in sequence order, following the writer.
 pub struct Cursor {
     shared: Arc<Shared>,
@@ -505,33 +476,25 @@ impl Cursor {
         }
     }
 
-    /// A cursor that reads the record `seq` first, from where an earlier
-    /// cursor saw it; `None` if its segment is gone.
-    pub fn at(shared: Arc<Shared>, seq: u64, at: Position) -> Option<Cursor> {
-        let mut file = File::open(segment_path(&shared.dir, at.segment)).ok()?;
-        file.seek(SeekFrom::Start(at.offset)).ok()?;
-        let mut c = Cursor::new(shared, seq);
-        c.file = Some((at.segment, file));
-        c.file_at = at.offset;
-        Some(c)
-    }
-
-    /// Up to `max` records, in order; empty when caught up with the writer.
-    pub fn read(&mut self, max: usize) -> Vec<Owned> {
-        let mut out = Vec::new();
-        self.read_each(max, |r| out.push(Owned::from(r)));
-        out
+    /// Moves to the record `seq`, where an earlier cursor saw it, so that it
+    /// is read next; false if its segment is gone.
+    pub fn seek(&mut self, seq: u64, at: Position) -> bool {
+        let Ok(mut file) = File::open(segment_path(&self.shared.dir, at.segment)) else {
+            return false;
+        };
+        if file.seek(SeekFrom::Start(at.offset)).is_err() {
+            return false;
+        }
+        self.file = Some((at.segment, file));
+        (self.pos, self.end, self.file_at) = (0, 0, at.offset);
+        self.next_seq = seq;
+        true
     }
 
     /// Calls `f` with up to `max` records, in order, borrowed from the read
     /// buffer (nothing is copied); returns how many.
     pub fn read_each(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> usize {
         self.read_each_at(max, |r, _| f(r))
-    }
-
-    /// The open segment, by its first sequence number.
-    pub fn segment(&self) -> Option<u64> {
-        self.file.as_ref().map(|(s, _)| *s)
     }
 
     /// [`Cursor::read_each`], also telling where each record is.

@@ -140,6 +140,7 @@ impl Shipper {
         let from = shared.shipped.load(Ordering::Relaxed);
         let mut ship = Ship {
             cursor: Cursor::new(shared.clone(), from),
+            reread: Cursor::new(shared.clone(), from),
             shared,
             producer,
             acks: rx,
@@ -204,6 +205,9 @@ enum Sent {
 struct Ship {
     shared: Arc<Shared>,
     cursor: Cursor,
+    /// Reads an in-flight record back (to produce it again, or to
+    /// dead-letter it) at the position `cursor` saw it.
+    reread: Cursor,
     producer: ThreadedProducer<Reports>,
     acks: Receiver<(u64, Result<(), KafkaError>)>,
     topics: [String; 6],
@@ -387,41 +391,27 @@ impl Ship {
         seqs.sort_unstable();
         seqs.dedup();
         let mut produced = 0;
-        let mut cursor: Option<Cursor> = None;
         for (k, &seq) in seqs.iter().enumerate() {
             let Some(i) = self.index(seq) else { continue };
             if self.in_flight[i].done {
                 continue;
             }
             let at = self.in_flight[i].at;
-            // Read on from the last retry when it is close; else seek.
-            let near = cursor.as_ref().is_some_and(|c| {
-                c.segment() == Some(at.segment) && c.next_seq <= seq && seq - c.next_seq < 64
-            });
-            if !near {
-                cursor = Cursor::at(self.shared.clone(), seq, at);
-            }
-            let Some(c) = cursor.as_mut() else {
-                warn!(seq, "a record to produce again is no longer in the journal");
-                continue;
-            };
             let mut sent = None;
-            while sent.is_none() && c.next_seq <= seq {
-                let Ship {
-                    producer,
-                    topics,
-                    log,
-                    dead_letter,
-                    ..
-                } = &mut *self;
-                let n = c.read_each(1, |r| {
+            let Ship {
+                reread,
+                producer,
+                topics,
+                log,
+                dead_letter,
+                ..
+            } = &mut *self;
+            if reread.seek(seq, at) {
+                reread.read_each(1, |r| {
                     if r.seq == seq {
                         sent = Some(send(producer, topics, log, dead_letter, &r));
                     }
                 });
-                if n == 0 {
-                    break;
-                }
             }
             match sent {
                 Some(Sent::Queued) => produced += 1,
@@ -431,7 +421,10 @@ impl Ship {
                     self.retry.extend(&seqs[k..]);
                     return produced;
                 }
-                None => warn!(seq, "a record to produce again could not be read back"),
+                None => warn!(
+                    seq,
+                    "a record to produce again could not be read back from the journal"
+                ),
             }
         }
         produced
@@ -442,14 +435,27 @@ impl Ship {
     fn dead_on_delivery(&mut self, seq: u64, reason: &str) {
         let Some(i) = self.index(seq) else { return };
         self.in_flight[i].done = true;
-        let Some(mut c) = Cursor::at(self.shared.clone(), seq, self.in_flight[i].at) else {
-            warn!(seq, reason, "a refused record is no longer in the journal");
-            return;
-        };
-        let (topics, path) = (&self.topics, &self.dead_letter);
-        let n = c.read_each(1, |r| dead_letter(path, topics, &r, reason));
-        if n == 0 {
-            warn!(seq, reason, "a refused record could not be read back");
+        let mut found = false;
+        let Ship {
+            reread,
+            topics,
+            dead_letter: path,
+            in_flight,
+            ..
+        } = self;
+        if reread.seek(seq, in_flight[i].at) {
+            reread.read_each(1, |r| {
+                if r.seq == seq {
+                    found = true;
+                    dead_letter(path, topics, &r, reason);
+                }
+            });
+        }
+        if !found {
+            warn!(
+                seq,
+                reason, "a refused record could not be read back from the journal"
+            );
         }
     }
 

@@ -23,11 +23,28 @@ fn body(i: u64) -> Vec<u8> {
     )
 }
 
-fn payloads(records: &[Owned]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
-        .collect()
+/// What a reader saw of one record.
+struct Seen {
+    seq: u64,
+    ts_ms: u64,
+    payload: String,
+}
+
+/// Up to `max` records, in order; empty when caught up with the writer.
+fn read(c: &mut Cursor, max: usize) -> Vec<Seen> {
+    let mut out = Vec::new();
+    c.read_each(max, |r| {
+        out.push(Seen {
+            seq: r.seq,
+            ts_ms: r.ts_ms,
+            payload: String::from_utf8(r.payload.to_vec()).unwrap(),
+        })
+    });
+    out
+}
+
+fn payloads(records: &[Seen]) -> Vec<String> {
+    records.iter().map(|r| r.payload.clone()).collect()
 }
 
 #[test]
@@ -41,7 +58,7 @@ fn appended_records_are_read_back_in_order_across_segments() {
     let mut c = Cursor::new(j.shared.clone(), 0);
     let mut all = Vec::new();
     loop {
-        let batch = c.read(7);
+        let batch = read(&mut c, 7);
         if batch.is_empty() {
             break;
         }
@@ -55,9 +72,9 @@ fn appended_records_are_read_back_in_order_across_segments() {
     assert_eq!(payloads(&all)[49], "{\"i\":49}");
     // A cursor can start in the middle, and follows new appends.
     let mut c = Cursor::new(j.shared.clone(), 45);
-    assert_eq!(c.read(100).len(), 5);
+    assert_eq!(read(&mut c, 100).len(), 5);
     j.append_blocking(body(50), 50).unwrap();
-    assert_eq!(payloads(&c.read(100)), ["{\"i\":50}"]);
+    assert_eq!(payloads(&read(&mut c, 100)), ["{\"i\":50}"]);
 }
 
 #[test]
@@ -85,11 +102,11 @@ fn a_torn_tail_is_truncated_at_open_and_the_records_before_it_kept() {
 
     let j = Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap();
     let mut c = Cursor::new(j.shared.clone(), 0);
-    let got = c.read(100);
+    let got = read(&mut c, 100);
     assert_eq!(got.len(), 9, "everything before the torn record");
     // New appends continue right after the good prefix.
     assert_eq!(j.append_blocking(body(99), 99), Ok(9));
-    assert_eq!(payloads(&c.read(100)), ["{\"i\":99}"]);
+    assert_eq!(payloads(&read(&mut c, 100)), ["{\"i\":99}"]);
 }
 
 #[test]
@@ -117,7 +134,7 @@ fn a_corrupt_record_in_an_older_segment_skips_to_the_next_segment() {
     bytes[frame::HEADER + 2] ^= 0xff;
     fs::write(first, bytes).unwrap();
     let mut c = Cursor::new(j.shared.clone(), 0);
-    let got = c.read(100);
+    let got = read(&mut c, 100);
     let second_first = segs[1].0;
     assert_eq!(
         got.first().unwrap().seq,
