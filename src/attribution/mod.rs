@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use tokio::sync::oneshot;
+use tokio::sync::oneshot::{self, error::TryRecvError};
 use tracing::{info, warn};
 
 pub use record::{Attribution, ConversionInput, OrderId};
@@ -395,26 +395,18 @@ impl Runner {
 
     /// Counts the journal appends that are done; with `wait`, waits for all.
     fn settle(&mut self, wait: bool) {
-        while let Some(front) = self.appending.front_mut() {
-            let outcome = if wait {
-                self.appending
-                    .pop_front()
-                    .map(|r| r.blocking_recv().map_err(|_| ()))
-            } else {
-                match front.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => return,
-                    done => {
-                        self.appending.pop_front();
-                        Some(done.map_err(|_| ()))
-                    }
+        while let Some(mut pending) = self.appending.pop_front() {
+            let outcome = match pending.try_recv() {
+                Err(TryRecvError::Empty) if !wait => {
+                    self.appending.push_front(pending);
+                    return;
                 }
+                Err(TryRecvError::Empty) => pending.blocking_recv().ok(),
+                done => done.ok(),
             };
-            let result = match outcome {
-                Some(Ok(Ok(_))) => Ok(()),
-                Some(Ok(Err(e))) => Err(e.reason()),
-                _ => Err(AppendError::Unavailable.reason()),
-            };
-            count(result);
+            // A writer gone before answering kept nothing.
+            let outcome = outcome.unwrap_or(Err(AppendError::Unavailable));
+            count(outcome.map(|_| ()).map_err(|e| e.reason()));
         }
     }
 
