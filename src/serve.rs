@@ -107,14 +107,7 @@ pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutd
                 topics: cfg.kafka.topics.names().map(String::from),
                 dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
                 drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
-                retry_after: cfg
-                    .kafka
-                    .librdkafka
-                    .get("message.timeout.ms")
-                    .and_then(|v| v.as_integer().or_else(|| v.as_str()?.parse().ok()))
-                    .map_or(Duration::from_secs(30), |ms| {
-                        Duration::from_millis(ms.max(1) as u64)
-                    }),
+                retry_after: cfg.kafka.message_timeout(Duration::from_secs(30)),
             };
             match Shipper::start(j.shared.clone(), settings) {
                 Ok(s) => Some(s),

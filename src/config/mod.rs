@@ -16,6 +16,7 @@ pub use load::{load, parse, ConfigError, Problem};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -272,6 +273,18 @@ impl Default for KafkaConfig {
             topics: TopicsConfig::default(),
             librdkafka: BTreeMap::new(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// How long librdkafka keeps retrying a record before it reports it
+    /// failed: `message.timeout.ms` from the `librdkafka` table, else
+    /// `default` (the journal shipper then produces the record again).
+    pub fn message_timeout(&self, default: Duration) -> Duration {
+        self.librdkafka
+            .get("message.timeout.ms")
+            .and_then(|v| v.as_integer().or_else(|| v.as_str()?.parse().ok()))
+            .map_or(default, |ms| Duration::from_millis(ms.max(1) as u64))
     }
 }
 
