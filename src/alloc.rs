@@ -1,5 +1,5 @@
-//! The global allocator pixeld runs with: mimalloc for ordinary blocks;
-//! glibc's allocator, on transparent huge pages, for the large ones.
+//! The global allocator pixeld runs with: mimalloc, asking the kernel for
+//! transparent huge pages on large blocks.
 //!
 //! mimalloc also replaces `malloc` for the C code in the process (its
 //! `override` feature), librdkafka included: a produced message is
@@ -10,35 +10,16 @@
 //! The attribution state is a few large tables read at random (one user per
 //! event); with 4 KiB pages nearly every lookup also misses the TLB. Most
 //! kernels ship THP in `madvise` mode, so the blocks must ask for it. Measured
-//! on the engine benchmark: +80% throughput (see README). Those tables stay
-//! with glibc (reached as `__libc_malloc` and friends once `malloc` is
-//! mimalloc's), which packs them tighter in resident memory: 118.7 bytes per
-//! user against 142.8 with mimalloc and 182.7 with a mapping per table
-//! (`cargo bench --bench attribution_memory`, same run of the day).
+//! on the engine benchmark: +80% throughput (see README).
 
 use std::alloc::{GlobalAlloc, Layout};
 
 use mimalloc::MiMalloc;
 
-/// Blocks at least this large go to glibc: only tables grow this big, and
-/// glibc gives the memory of an outgrown one back at once.
-const THRESHOLD: usize = 64 << 10;
 /// Blocks at least this large are advised to use huge pages.
 const HUGE: usize = 2 << 20;
 
-extern "C" {
-    fn __libc_malloc(size: usize) -> *mut libc::c_void;
-    fn __libc_calloc(n: usize, size: usize) -> *mut libc::c_void;
-    fn __libc_realloc(p: *mut libc::c_void, size: usize) -> *mut libc::c_void;
-    fn __libc_free(p: *mut libc::c_void);
-}
-
 pub struct HugePages;
-
-/// glibc guarantees 16-byte alignment; anything stricter stays with mimalloc.
-fn is_large(size: usize, align: usize) -> bool {
-    size >= THRESHOLD && align <= 16
-}
 
 fn advise(ptr: *mut u8, size: usize) {
     if ptr.is_null() || size < HUGE {
@@ -49,7 +30,7 @@ fn advise(ptr: *mut u8, size: usize) {
     let end = (ptr as usize + size) / page * page;
     if end > start {
         // Advice only: failure (no THP support) changes nothing.
-        // SAFETY: the range lies inside a block glibc just handed out.
+        // SAFETY: the range lies inside a block the allocator just handed out.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
@@ -58,59 +39,25 @@ fn advise(ptr: *mut u8, size: usize) {
 
 unsafe impl GlobalAlloc for HugePages {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !is_large(layout.size(), layout.align()) {
-            return unsafe { MiMalloc.alloc(layout) };
-        }
-        let p = unsafe { __libc_malloc(layout.size()) }.cast();
+        let p = unsafe { MiMalloc.alloc(layout) };
         advise(p, layout.size());
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !is_large(layout.size(), layout.align()) {
-            return unsafe { MiMalloc.alloc_zeroed(layout) };
-        }
-        let p = unsafe { __libc_calloc(1, layout.size()) }.cast();
+        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
         advise(p, layout.size());
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !is_large(layout.size(), layout.align()) {
-            return unsafe { MiMalloc.dealloc(ptr, layout) };
-        }
-        unsafe { __libc_free(ptr.cast()) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let (was, will) = (
-            is_large(layout.size(), layout.align()),
-            is_large(new_size, layout.align()),
-        );
-        match (was, will) {
-            (false, false) => unsafe { MiMalloc.realloc(ptr, layout, new_size) },
-            (true, true) => {
-                let p = unsafe { __libc_realloc(ptr.cast(), new_size) }.cast();
-                advise(p, new_size);
-                p
-            }
-            _ => {
-                // Crossing the threshold: allocate anew and copy.
-                // SAFETY: `new_size` is non-zero (GlobalAlloc contract) and
-                // the alignment is unchanged.
-                let new_layout =
-                    unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-                let p = unsafe { self.alloc(new_layout) };
-                if !p.is_null() {
-                    // SAFETY: both blocks hold at least the smaller size.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
-                        self.dealloc(ptr, layout);
-                    }
-                }
-                p
-            }
-        }
+        let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+        advise(p, new_size);
+        p
     }
 }
 
@@ -121,15 +68,7 @@ mod tests {
     #[test]
     fn blocks_keep_their_contents_across_every_kind_of_resize() {
         let a = HugePages;
-        let sizes = [
-            64,
-            THRESHOLD - 1,
-            THRESHOLD,
-            3 * HUGE + 5,
-            100,
-            8 * HUGE,
-            THRESHOLD + 1,
-        ];
+        let sizes = [64, HUGE - 1, HUGE, 3 * HUGE + 5, 100, 8 * HUGE, HUGE + 1];
         unsafe {
             let mut layout = Layout::from_size_align(sizes[0], 8).unwrap();
             let mut p = a.alloc_zeroed(layout);
