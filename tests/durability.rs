@@ -21,13 +21,10 @@ fn q(s: impl AsRef<str>) -> String {
     format!("\"{}\"", s.as_ref())
 }
 
-/// Writes a config for a pixeld process on `port`, shipping to `brokers`.
-fn write_config(
-    dir: &Path,
-    port: u16,
-    brokers: &str,
-    extra: &[(&str, String)],
-) -> std::path::PathBuf {
+/// Starts `pixeld serve` as a process on a free port, shipping to
+/// `brokers`, with its config, data and log (`pixeld.log`) in `dir`.
+fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process {
+    let port = free_tcp_port();
     let mut overrides = vec![
         ("listen", q(format!("127.0.0.1:{port}"))),
         ("brokers", q(brokers)),
@@ -38,7 +35,7 @@ fn write_config(
     overrides.extend(extra.iter().cloned());
     let path = dir.join("pixeld.toml");
     std::fs::write(&path, config_text(&overrides)).unwrap();
-    path
+    Process::start(&path, port, &dir.join("pixeld.log"))
 }
 
 /// cachebuster → the distinct event ids it arrived with.
@@ -77,10 +74,8 @@ async fn a_kill_9_mid_load_loses_no_answered_event() {
     let _serial = SERIAL.lock().await;
     let broker = Broker::start();
     let dir = fresh_dir();
-    let port = free_tcp_port();
-    let config = write_config(&dir, port, &broker.addr, &[]);
-    let log = dir.join("pixeld.log");
-    let mut p = Process::start(&config, port, &log);
+    let mut p = start_pixeld(&dir, &broker.addr, &[]);
+    let port = p.port;
     assert!(p.wait_ready(200, Duration::from_secs(30)));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -95,7 +90,7 @@ async fn a_kill_9_mid_load_loses_no_answered_event() {
         answered.len()
     );
 
-    let mut p = Process::start(&config, port, &log);
+    let mut p = Process::start(&p.config, port, &dir.join("pixeld.log"));
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     assert_eq!(p.stop(), 0);
     let events = consume_all(
@@ -148,10 +143,8 @@ async fn load_through(
 async fn a_frozen_broker_loses_nothing_and_does_not_slow_pixels() {
     let _serial = SERIAL.lock().await;
     let broker = Broker::start();
-    let dir = fresh_dir();
-    let port = free_tcp_port();
-    let config = write_config(&dir, port, &broker.addr, &[]);
-    let mut p = Process::start(&config, port, &dir.join("pixeld.log"));
+    let mut p = start_pixeld(&fresh_dir(), &broker.addr, &[]);
+    let port = p.port;
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     let b = &broker;
     let (answered, p99_during, p99_outside) = load_through(
@@ -193,10 +186,8 @@ async fn a_broker_killed_and_restarted_on_the_same_port_loses_nothing() {
     let broker = Broker::start_persistent(&store, 0);
     let broker_port = broker.port();
     let addr = broker.addr.clone();
-    let dir = fresh_dir();
-    let port = free_tcp_port();
-    let config = write_config(&dir, port, &addr, &[]);
-    let mut p = Process::start(&config, port, &dir.join("pixeld.log"));
+    let mut p = start_pixeld(&fresh_dir(), &addr, &[]);
+    let port = p.port;
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     let mut slot = Some(broker);
     let replacement = std::sync::Mutex::new(None);
@@ -230,22 +221,15 @@ async fn a_broker_killed_and_restarted_on_the_same_port_loses_nothing() {
 }
 
 fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = raw_get(port, "/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(&raw_get(port, "/metrics").unwrap().1, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
     let _serial = SERIAL.lock().await;
-    let dir = fresh_dir();
-    let port = free_tcp_port();
     let broker_port = free_tcp_port();
-    let config = write_config(
-        &dir,
-        port,
+    let mut p = start_pixeld(
+        &fresh_dir(),
         &format!("127.0.0.1:{broker_port}"),
         &[
             ("max_bytes", "65536".into()),
@@ -254,7 +238,7 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
             ("flush_timeout_ms", "2000".into()),
         ],
     );
-    let mut p = Process::start(&config, port, &dir.join("pixeld.log"));
+    let port = p.port;
     // No broker yet: the journal is the only place events can go.
     for n in 1..=400 {
         let (status, _) = raw_get(port, &format!("/imptr?id=2766&cachebuster={n}")).unwrap();
@@ -307,15 +291,13 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
 async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
     let _serial = SERIAL.lock().await;
     let dir = fresh_dir();
-    let port = free_tcp_port();
     let broker_port = free_tcp_port();
-    let config = write_config(
+    let mut p = start_pixeld(
         &dir,
-        port,
         &format!("127.0.0.1:{broker_port}"),
         &[("flush_timeout_ms", "500".into())],
     );
-    let mut p = Process::start(&config, port, &dir.join("pixeld.log"));
+    let port = p.port;
     for n in 1..=10 {
         assert_eq!(
             raw_get(port, &format!("/imptr?id=2766&cachebuster={n}"))
@@ -343,9 +325,8 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
         .unwrap();
 
     let broker = Broker::start();
-    let config = write_config(&dir, port, &broker.addr, &[]);
-    let mut p = Process::start(&config, port, &dir.join("pixeld.log"));
-    assert!(metric(port, "journal_torn_bytes_total") > 0.0);
+    let mut p = start_pixeld(&dir, &broker.addr, &[]);
+    assert!(metric(p.port, "journal_torn_bytes_total") > 0.0);
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     assert_eq!(p.stop(), 0);
     let log = std::fs::read_to_string(dir.join("pixeld.log")).unwrap();

@@ -144,16 +144,11 @@ async fn records_librdkafka_gives_up_on_are_produced_again_from_the_journal() {
             .await;
         assert_eq!(r.status, 302);
     }
-    let metric = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("journal_ship_retries_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = server.get("/metrics", &[]).await;
-        if metric(std::str::from_utf8(&m.body).unwrap()) >= 20.0 {
+        let body = std::str::from_utf8(&m.body).unwrap();
+        if common::metric_sum(body, "journal_ship_retries_total") >= 20.0 {
             break;
         }
         assert!(

@@ -151,29 +151,26 @@ async fn connections_beyond_the_cap_are_refused_without_harming_the_open_ones() 
     let mut cfg = config();
     cfg.server.max_connections = 3;
     with_server(cfg, |addr| {
-        let mut open: Vec<TcpStream> = (0..3).map(|_| dial(addr)).collect();
-        for s in &mut open {
+        // One keep-alive round trip on an open connection.
+        let healthy = |s: &mut TcpStream| {
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let mut buf = [0u8; 512];
             let n = s.read(&mut buf).unwrap();
-            assert!(
-                buf[..n].starts_with(b"HTTP/1.1 200 OK"),
-                "{}",
-                String::from_utf8_lossy(&buf[..n])
-            );
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let mut open: Vec<TcpStream> = (0..3).map(|_| dial(addr)).collect();
+        for s in &mut open {
+            let r = healthy(s);
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
         }
         let mut extra = dial(addr);
         let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         let r = read_all(&mut extra);
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
         for s in &mut open {
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut buf = [0u8; 512];
-            let n = s.read(&mut buf).unwrap();
             assert!(
-                buf[..n].starts_with(b"HTTP/1.1 200 OK"),
+                healthy(s).starts_with("HTTP/1.1 200 OK"),
                 "an open connection was harmed"
             );
         }

@@ -571,6 +571,15 @@ pub fn consume_all(brokers: &str, topic: &str, quiet: Duration, limit: Duration)
     out
 }
 
+/// The sum of a metric's samples (every label set whose line starts with
+/// `name`) in a Prometheus text body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// p-th percentile (0..=100) of latencies, in ms.
 pub fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
     if lat.is_empty() {
