@@ -38,6 +38,21 @@ fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process 
     Process::start(&path, port, &dir.join("pixeld.log"))
 }
 
+/// Fires `/imptr` with each cachebuster in `range`; each must be answered
+/// with its redirect.
+fn fire(port: u16, range: std::ops::RangeInclusive<u64>) {
+    for n in range {
+        let (status, _) = raw_get(port, &format!("/imptr?id=2766&cachebuster={n}")).unwrap();
+        assert_eq!(status, 302, "request {n}");
+    }
+}
+
+/// Every impression in the broker, read until it has been quiet for 3 s
+/// (at most `limit`).
+fn impressions(brokers: &str, limit: Duration) -> Vec<Consumed> {
+    consume_all(brokers, "pixel.impressions", Duration::from_secs(3), limit)
+}
+
 /// cachebuster → the distinct event ids it arrived with.
 fn by_cachebuster(events: &[Consumed]) -> HashMap<u64, HashSet<String>> {
     let mut out: HashMap<u64, HashSet<String>> = HashMap::new();
@@ -93,12 +108,7 @@ async fn a_kill_9_mid_load_loses_no_answered_event() {
     let mut p = Process::start(&p.config, port, &dir.join("pixeld.log"));
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     assert_eq!(p.stop(), 0);
-    let events = consume_all(
-        &broker.addr,
-        "pixel.impressions",
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let events = impressions(&broker.addr, Duration::from_secs(60));
     eprintln!(
         "kill -9: {} answered, {} consumed (duplicates allowed)",
         answered.len(),
@@ -164,12 +174,7 @@ async fn a_frozen_broker_loses_nothing_and_does_not_slow_pixels() {
     .await;
     eprintln!("broker frozen 20 s: {} answered; p99 {p99_during:.2} ms during, {p99_outside:.2} ms outside", answered.len());
     assert_eq!(p.stop(), 0);
-    let events = consume_all(
-        &broker.addr,
-        "pixel.impressions",
-        Duration::from_secs(3),
-        Duration::from_secs(90),
-    );
+    let events = impressions(&broker.addr, Duration::from_secs(90));
     assert_all_delivered(&answered, &events);
     assert!(
         p99_during <= 3.0 * p99_outside + 25.0,
@@ -210,12 +215,7 @@ async fn a_broker_killed_and_restarted_on_the_same_port_loses_nothing() {
     .await;
     eprintln!("broker killed for 8 s: {} answered; p99 {p99_during:.2} ms during, {p99_outside:.2} ms outside", answered.len());
     assert_eq!(p.stop(), 0);
-    let events = consume_all(
-        &addr,
-        "pixel.impressions",
-        Duration::from_secs(3),
-        Duration::from_secs(90),
-    );
+    let events = impressions(&addr, Duration::from_secs(90));
     assert_all_delivered(&answered, &events);
     drop(replacement);
 }
@@ -260,21 +260,9 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
         "ready again {:?} after the broker started",
         started.elapsed()
     );
-    for n in 1001..=1010 {
-        assert_eq!(
-            raw_get(port, &format!("/imptr?id=2766&cachebuster={n}"))
-                .unwrap()
-                .0,
-            302
-        );
-    }
+    fire(port, 1001..=1010);
     assert_eq!(p.stop(), 0);
-    let events = consume_all(
-        &broker.addr,
-        "pixel.impressions",
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let events = impressions(&broker.addr, Duration::from_secs(60));
     let got = by_cachebuster(&events);
     assert!(
         (1001..=1010).all(|n| got.contains_key(&n)),
@@ -298,14 +286,7 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
         &[("flush_timeout_ms", "500".into())],
     );
     let port = p.port;
-    for n in 1..=10 {
-        assert_eq!(
-            raw_get(port, &format!("/imptr?id=2766&cachebuster={n}"))
-                .unwrap()
-                .0,
-            302
-        );
-    }
+    fire(port, 1..=10);
     assert_eq!(p.stop(), 0);
     // Cut the last record in half, as a crash mid-write would.
     let journal = dir.join("data/journal");
@@ -334,12 +315,7 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
         log.contains("journal tail is torn or corrupt"),
         "start-up reports it"
     );
-    let events = consume_all(
-        &broker.addr,
-        "pixel.impressions",
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    );
+    let events = impressions(&broker.addr, Duration::from_secs(60));
     let got = by_cachebuster(&events);
     let mut shipped: Vec<u64> = got.keys().copied().collect();
     shipped.sort();

@@ -3,6 +3,21 @@
 # The cookie secret the load configs use, so load-tool can sign cookies.
 SECRET=7e57c00c1e5ec7e77e57c00c1e5ec7e7
 
+# need_tools COMMAND:DEBIAN_PACKAGE...: the build's system packages, tansu,
+# and each command's package unless the command is there already.
+need_tools() {
+  scripts/deps.sh
+  scripts/tansu.sh
+  export PATH="$HOME/.cargo/bin:$PATH"
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # pixeld_config OUT PORT BROKER_PORT DATA_DIR DURABILITY: the example config

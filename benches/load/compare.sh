@@ -23,17 +23,8 @@ ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 FIXED_SECONDS=${FIXED_SECONDS:-20}
-export PATH="$HOME/.cargo/bin:$PATH"
 
-# What the run needs, installed when missing.
-scripts/deps.sh
-scripts/tansu.sh
-need_apt=()
-command -v wrk >/dev/null || need_apt+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-fi
+need_tools wrk:wrk nginx:nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked -q
 cargo build --release --locked -q --bin pixeld --example hyper-gif --example load-tool

@@ -13,10 +13,7 @@ ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 
-scripts/deps.sh
-scripts/tansu.sh
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-export PATH="$HOME/.cargo/bin:$PATH"
+need_tools wrk:wrk
 cargo build --release --locked -q --bin pixeld --example load-tool
 
 work=$(mktemp -d)
