@@ -16,10 +16,9 @@ fn body() -> Vec<u8> {
     let payload = vec![b'x'; 600];
     Journal::body(
         Topic::Impressions,
-        EventType::Impression,
+        &[("type", EventType::Impression.as_str().as_bytes())],
         b"0123456789abcdef0123456789abcdef",
         &payload,
-        None,
     )
 }
 

@@ -4,11 +4,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pixeld::config::AllowList;
 use pixeld::config::Catalog;
 use pixeld::event::{encode, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
 use pixeld::pixel::query::{Key, Query};
-use pixeld::pixel::redirect::AllowList;
 use pixeld::pixel::{handle, Context, PixelKind, PixelRequest};
 
 const IMPTR: &str =
@@ -71,8 +71,8 @@ fn parsing(c: &mut Criterion) {
 
 fn pipeline(c: &mut Criterion) {
     let cfg = config();
-    let catalog = Catalog::new(&cfg);
-    let allow = AllowList::new(&cfg.redirect.allowed_hosts).unwrap();
+    let catalog = Catalog::new(&cfg).unwrap();
+    let allow = cfg.redirect.allowed_hosts.clone();
     let ctx = Context {
         catalog: &catalog,
         allow: &allow,

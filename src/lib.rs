@@ -21,11 +21,12 @@
 //! tables).
 
 pub mod alloc;
-pub mod app;
 pub mod attribution;
 pub mod background;
 pub mod config;
+pub mod delivery;
 pub mod event;
+pub mod files;
 pub mod http;
 pub mod ids;
 pub mod journal;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pixeld::ids::{ClickTrackerId, PixelId, SegmentId, TrackerId};
+use pixeld::serve::{Services, StartError};
 use pixeld::tags::TagFor;
 
 #[global_allocator]
@@ -118,23 +119,29 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(cfg.server.listen_addr()).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("server.listen: cannot listen on {}: {e}", cfg.server.listen);
-                        return ExitCode::FAILURE;
-                    }
+                let started = async {
+                    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: cfg.server.listen,
+                            source,
+                        })?;
+                    let (outputs, embedded) = pixeld::serve::outputs(&cfg)?;
+                    let services = Services::start(&cfg, &outputs)?;
+                    Ok::<_, StartError>((listener, services, embedded))
                 };
-                let (outputs, _embedded) = match pixeld::serve::outputs(&cfg) {
-                    Ok(o) => o,
+                match started.await {
+                    Ok((listener, services, _embedded)) => {
+                        services
+                            .run(listener, pixeld::serve::shutdown_signal())
+                            .await;
+                        ExitCode::SUCCESS
+                    }
                     Err(e) => {
                         eprintln!("{e}");
-                        return ExitCode::FAILURE;
+                        ExitCode::from(2)
                     }
-                };
-                pixeld::serve::serve(&cfg, listener, &outputs, pixeld::serve::shutdown_signal())
-                    .await;
-                ExitCode::SUCCESS
+                }
             })
         }
     }

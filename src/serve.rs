@@ -1,9 +1,13 @@
-//! `pixeld serve`: wires config, Kafka, journal, attribution engine and HTTP
-//! server together, and owns the shutdown order: stop accepting, finish
-//! in-flight requests, let the engine catch up and snapshot, stop the journal
-//! writer, ship (or flush) what is left.
+//! `pixeld serve`: [`Services::start`] brings the parts up in order (cookie
+//! key, journal, delivery, attribution engine, shipper), each guarantee the
+//! config asks for either given or refused with a [`StartError`];
+//! [`Services::shutdown`] takes them down in the reverse order: stop
+//! accepting, finish in-flight requests, let the engine catch up and
+//! snapshot, stop the journal writer, ship (or flush) what is left, and say
+//! what was left behind.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +16,15 @@ use rdkafka::ClientConfig;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::app::App;
-use crate::attribution::{self, EngineTask, Source};
-use crate::config::{Catalog, Config};
-use crate::http::cookie::Secret;
-use crate::http::{self, Limits};
+use crate::attribution::{self, EngineTask, Feed, Source};
+use crate::config::{Catalog, Config, Durability, Problem, Secret};
+use crate::delivery::{Delivery, Tap};
+use crate::http::{self, App, Limits};
 use crate::journal::ship::{ShipSettings, Shipper};
-use crate::journal::{self, Durability, Journal};
+use crate::journal::{self, Journal};
 use crate::sink::embedded::EmbeddedKafka;
 use crate::sink::kafka::{client_config, KafkaSink};
+use crate::sink::producer::Topics;
 use crate::sink::Sink;
 use crate::telemetry::prometheus;
 
@@ -28,18 +32,21 @@ use crate::telemetry::prometheus;
 /// readiness), and the producer settings the journal's shipper uses.
 pub struct Outputs {
     pub sink: Arc<dyn Sink>,
-    /// None when there is no Kafka behind the sink (tests with a memory sink).
+    /// None when there is no Kafka behind the sink (tests with a memory
+    /// sink): journaled events then stay in the journal.
     pub kafka: Option<ClientConfig>,
 }
 
 /// Connects to `kafka.brokers`, or starts the embedded cluster when empty
 /// (returned too: keep it alive while serving).
-pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String> {
+pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), StartError> {
     prometheus();
     let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
-        let embedded = EmbeddedKafka::start()?;
+        let embedded = EmbeddedKafka::start().map_err(StartError::Kafka)?;
         let brokers = embedded.bootstrap_servers();
-        embedded.create_topics(&cfg.kafka.topics.names(), cfg.kafka.partitions)?;
+        embedded
+            .create_topics(&cfg.kafka.topics.names(), cfg.kafka.partitions)
+            .map_err(StartError::Kafka)?;
         info!(
             bootstrap = %brokers,
             "no kafka.brokers configured: using the embedded in-memory Kafka (events are lost when pixeld stops). Watch them with: kcat -b {brokers} -C -t {} -f '%k %s\\n'",
@@ -49,128 +56,294 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), String>
     } else {
         (cfg.kafka.brokers.clone(), None)
     };
-    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers)?);
+    let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).map_err(StartError::Kafka)?);
     let kafka = Some(client_config(&cfg.kafka, &brokers));
     Ok((Outputs { sink, kafka }, embedded))
 }
 
-/// Serves `cfg` on `listener` until `shutdown` resolves, then shuts down in
-/// order (see the module comment).
-pub async fn serve(cfg: &Config, listener: TcpListener, outputs: &Outputs, shutdown: impl Future) {
-    // Installed first: metrics recorded before the recorder exists are lost.
-    prometheus();
-    let cfg = &with_cookie_secret(cfg);
-    let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg)));
-    let mode = cfg.journal.mode();
-    let journal = if mode == Durability::Memory {
-        None
-    } else {
-        let settings = journal::Settings {
-            dir: cfg.server.data_dir.join("journal"),
-            fsync: mode == Durability::Fsync,
-            max_bytes: cfg.journal.max_bytes,
-            segment_bytes: cfg.journal.segment_bytes,
-        };
-        match Journal::open(&settings) {
-            Ok(j) => Some(Arc::new(j)),
-            Err(e) => {
-                warn!(error = %e, dir = %settings.dir.display(), "cannot open the journal; running without it (durability = memory)");
-                None
-            }
+/// A guarantee the config asks for that cannot be given: start-up stops
+/// (exit code 2) with the key to look at and the fix.
+#[derive(Debug)]
+pub enum StartError {
+    /// `server.listen` cannot be bound.
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The Kafka client could not be created (`kafka.*` settings).
+    Kafka(String),
+    /// `cookie.secret` is unset and the generated key cannot be kept.
+    CookieKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `journal.durability` asks for a journal that cannot be opened.
+    Journal {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The catalog refers to something undefined (validation reports it first).
+    Catalog(Problem),
+    /// The attribution engine cannot keep its state.
+    Attribution(attribution::StartError),
+    /// The journal shipper could not start.
+    Shipper(String),
+}
+
+impl StartError {
+    /// The config key to look at.
+    pub fn key(&self) -> &str {
+        match self {
+            StartError::Listen { .. } => "server.listen",
+            StartError::Kafka(_) => "kafka",
+            StartError::CookieKey { .. } => "cookie.secret",
+            StartError::Journal { .. } => "journal.durability",
+            StartError::Catalog(p) => &p.path,
+            StartError::Attribution(_) => "attribution.enabled",
+            StartError::Shipper(_) => "kafka",
         }
-    };
-    let engine = if cfg.attribution.enabled {
-        let settings = attribution::Settings {
-            channel_capacity: cfg.attribution.channel_capacity,
-            data_dir: Some(cfg.server.data_dir.clone()),
-            snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
-            sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
-        };
-        let source = match &journal {
-            Some(j) => Source::Journal(j.clone()),
-            None => Source::Channel,
-        };
-        match EngineTask::start(catalog.clone(), outputs.sink.clone(), source, settings) {
-            Ok(task) => Some(task),
-            Err(e) => {
-                warn!(error = %e, "cannot start the attribution engine; conversions are recorded but not attributed");
-                None
+    }
+
+    fn fix(&self) -> &'static str {
+        match self {
+            StartError::Listen { .. } => "choose a free address:port, or stop what holds it",
+            StartError::Kafka(_) => "check kafka.brokers and the [kafka.librdkafka] table",
+            StartError::CookieKey { .. } => {
+                "make server.data_dir writable, or set cookie.secret (`openssl rand -hex 16`)"
             }
+            StartError::Journal { .. } => {
+                "make server.data_dir writable, or set journal.durability = \"memory\" to run without the crash guarantee"
+            }
+            StartError::Catalog(_) => "define it, or fix the reference",
+            StartError::Attribution(_) => {
+                "make server.data_dir readable and writable, or set attribution.enabled = false"
+            }
+            StartError::Shipper(_) => "check the [kafka.librdkafka] table",
         }
-    } else {
-        None
-    };
-    let shipper = match (&journal, &outputs.kafka) {
-        (Some(j), Some(client)) => {
-            let settings = ShipSettings {
-                client: client.clone(),
-                topics: cfg.kafka.topics.names().map(String::from),
-                dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
-                drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
-                retry_after: cfg.kafka.message_timeout(Duration::from_secs(30)),
-            };
-            match Shipper::start(j.shared.clone(), settings) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(error = %e, "cannot start the journal shipper; events stay in the journal");
-                    None
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.key())?;
+        match self {
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}")?,
+            StartError::Kafka(e) | StartError::Shipper(e) => f.write_str(e)?,
+            StartError::CookieKey { path, source } => write!(
+                f,
+                "unset, and the generated key cannot be kept in {}: {source}",
+                path.display()
+            )?,
+            StartError::Journal { dir, source } => {
+                write!(f, "cannot open the journal in {}: {source}", dir.display())?
+            }
+            StartError::Catalog(p) => f.write_str(&p.message)?,
+            StartError::Attribution(e) => write!(f, "{e}")?,
+        }
+        write!(f, "; {}", self.fix())
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Listen { source, .. }
+            | StartError::CookieKey { source, .. }
+            | StartError::Journal { source, .. } => Some(source),
+            StartError::Attribution(e) => Some(e),
+            StartError::Kafka(_) | StartError::Shipper(_) | StartError::Catalog(_) => None,
+        }
+    }
+}
+
+/// Everything `pixeld serve` runs, in start-up order; dropped (or shut
+/// down) in the reverse order.
+pub struct Services {
+    /// What the HTTP layer serves with.
+    pub app: Arc<App>,
+    /// The credit engine, when `attribution.enabled`.
+    engine: Option<EngineTask>,
+    /// The journal, unless `durability = memory`.
+    journal: Option<Arc<Journal>>,
+    /// Ships the journal to Kafka (absent without Kafka behind the sink).
+    shipper: Option<Shipper>,
+    /// Flushed last, for memory mode's queued events.
+    sink: Arc<dyn Sink>,
+    /// HTTP limits, from `[server]`.
+    limits: Limits,
+    /// How long the final flush may take.
+    flush_timeout: Duration,
+}
+
+/// What shutdown left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Records still in the journal, shipped at the next start.
+    pub left_in_journal: u64,
+    /// Events the producer still held when the flush gave up (lost).
+    pub undelivered: usize,
+}
+
+impl Services {
+    pub fn start(cfg: &Config, outputs: &Outputs) -> Result<Services, StartError> {
+        // Installed first: metrics recorded before the recorder exists are lost.
+        prometheus();
+        let secret = cookie_secret(cfg)?;
+        let catalog = Arc::new(ArcSwap::new(
+            Catalog::new(cfg).map_err(StartError::Catalog)?,
+        ));
+        let journal = match cfg.journal.durability {
+            Durability::Memory => None,
+            mode => {
+                let dir = cfg.server.data_dir.join("journal");
+                let settings = journal::Settings {
+                    dir: dir.clone(),
+                    fsync: mode == Durability::Fsync,
+                    max_bytes: cfg.journal.max_bytes,
+                    segment_bytes: cfg.journal.segment_bytes,
+                };
+                let j = Journal::open(&settings)
+                    .and_then(|j| crate::files::check_writable(&dir).map(|()| j))
+                    .map_err(|source| StartError::Journal { dir, source })?;
+                Some(Arc::new(j))
+            }
+        };
+        // Memory mode feeds the engine from the handlers through a channel;
+        // the journal modes let it read the journal.
+        let (source, feed) = match (&journal, cfg.attribution.enabled) {
+            (_, false) => (None, None),
+            (Some(j), true) => (Some(Source::Journal(j.clone())), None),
+            (None, true) => {
+                let feed = Arc::new(Feed::new(cfg.attribution.channel_capacity));
+                (Some(Source::Channel(feed.clone())), Some(feed))
+            }
+        };
+        let delivery = Arc::new(match &journal {
+            Some(j) => Delivery::journal(j.clone(), outputs.sink.clone()),
+            None => Delivery::direct(outputs.sink.clone(), feed.map(|f| f as Arc<dyn Tap>)),
+        });
+        let engine = match source {
+            Some(source) => {
+                let settings = attribution::Settings {
+                    data_dir: Some(cfg.server.data_dir.clone()),
+                    snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
+                    sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
+                };
+                let task = EngineTask::start(catalog.clone(), delivery.clone(), source, settings)
+                    .map_err(StartError::Attribution)?;
+                Some(task)
+            }
+            None => None,
+        };
+        let shipper = match (&journal, &outputs.kafka) {
+            (Some(j), Some(client)) => {
+                let settings = ShipSettings {
+                    topics: Topics(cfg.kafka.topics.names().map(String::from)),
+                    dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
+                    drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
+                };
+                let retry_after = cfg.kafka.message_timeout(Duration::from_secs(30));
+                let s = Shipper::start(j.shared.clone(), client, retry_after, settings)
+                    .map_err(StartError::Shipper)?;
+                Some(s)
+            }
+            _ => None,
+        };
+        let app = Arc::new(App::new(cfg, catalog, delivery, secret));
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
+            max_header_bytes: cfg.server.max_header_bytes,
+            shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
+            max_connections: cfg.server.max_connections,
+        };
+        Ok(Services {
+            app,
+            engine,
+            journal,
+            shipper,
+            sink: outputs.sink.clone(),
+            limits,
+            flush_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> Stopped {
+        let upkeep_app = self.app.clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prometheus().run_upkeep();
+                if let Some(r) = &upkeep_app.rate_limit {
+                    r.sweep(crate::telemetry::now_ms());
                 }
             }
+        });
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening");
         }
-        _ => None,
-    };
-    let feed = engine.as_ref().and_then(|e| e.feed.clone());
-    let app = Arc::new(App::new(
-        cfg,
-        outputs.sink.clone(),
-        catalog,
-        feed,
-        journal.clone(),
-    ));
-    let upkeep_app = app.clone();
-    let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            prometheus().run_upkeep();
-            if let Some(r) = &upkeep_app.rate_limit {
-                r.sweep(crate::telemetry::now_ms());
-            }
-        }
-    });
-    let limits = Limits {
-        header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
-        max_header_bytes: cfg.server.max_header_bytes,
-        shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
-        max_connections: cfg.server.max_connections,
-    };
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, durability = cfg.journal.durability, "listening");
+        http::run(listener, self.app.clone(), self.limits, shutdown).await;
+        upkeep.abort();
+        tokio::task::spawn_blocking(move || self.shutdown())
+            .await
+            .unwrap_or(Stopped {
+                left_in_journal: u64::MAX,
+                undelivered: usize::MAX,
+            })
     }
-    http::run(listener, app, limits, shutdown).await;
-    upkeep.abort();
-    let sink = outputs.sink.clone();
-    let timeout = Duration::from_millis(cfg.kafka.flush_timeout_ms);
-    let left = tokio::task::spawn_blocking(move || {
-        // The engine first: it may still append attribution records.
-        if let Some(engine) = engine {
+
+    /// Stops the background parts in order and says what was left behind.
+    pub fn shutdown(mut self) -> Stopped {
+        // The engine first: it may still hand over attribution records.
+        if let Some(engine) = self.engine.take() {
             engine.stop();
         }
-        if let Some(j) = &journal {
+        if let Some(j) = &self.journal {
             j.stop();
         }
-        if let Some(s) = shipper {
-            s.stop();
+        let left_in_journal = match (self.shipper.take(), &self.journal) {
+            (Some(s), _) => s.stop(),
+            // No shipper: everything journaled stays there.
+            (None, Some(j)) => {
+                j.shared.written() - j.shared.shipped.load(std::sync::atomic::Ordering::Relaxed)
+            }
+            (None, None) => 0,
+        };
+        let undelivered = self.sink.flush(self.flush_timeout);
+        let stopped = Stopped {
+            left_in_journal,
+            undelivered,
+        };
+        match stopped {
+            Stopped {
+                left_in_journal: 0,
+                undelivered: 0,
+            } => info!("all events delivered; bye"),
+            Stopped {
+                left_in_journal, ..
+            } if left_in_journal > 0 => warn!(
+                left_in_journal,
+                "stopping with events not yet in Kafka; they stay in the journal and ship at the next start"
+            ),
+            Stopped { undelivered, .. } => {
+                warn!(undelivered, "flush timed out; these events are lost")
+            }
         }
-        sink.flush(timeout)
-    })
-    .await
-    .unwrap_or(usize::MAX);
-    if left == 0 {
-        info!("all events delivered; bye");
-    } else {
-        warn!(undelivered = left, "flush timed out; these events are lost");
+        stopped
     }
+}
+
+/// Serves `cfg` on `listener` until `shutdown` resolves, then shuts down in
+/// order.
+pub async fn serve(
+    cfg: &Config,
+    listener: TcpListener,
+    outputs: &Outputs,
+    shutdown: impl Future,
+) -> Result<Stopped, StartError> {
+    let services = Services::start(cfg, outputs)?;
+    Ok(services.run(listener, shutdown).await)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -196,17 +369,12 @@ pub async fn shutdown_signal() {
     info!("shutdown signal received");
 }
 
-/// Fills `cookie.secret` from `data_dir/cookie.key` (created on first start)
-/// when the config leaves it unset, so issued ids survive restarts.
-fn with_cookie_secret(cfg: &Config) -> Config {
-    let mut cfg = cfg.clone();
-    if cfg.cookie.secret.is_none() {
-        let path = cfg.server.data_dir.join("cookie.key");
-        let key = Secret::load_or_create(&path).unwrap_or_else(|e| {
-            warn!(error = %e, path = %path.display(), "cannot keep a cookie key; ids issued now will not be recognised after a restart (set cookie.secret)");
-            Secret::generate()
-        });
-        cfg.cookie.secret = Some(key.to_hex());
+/// `cookie.secret`, or the key kept in `data_dir/cookie.key` (created on
+/// first start) so that issued ids survive restarts.
+fn cookie_secret(cfg: &Config) -> Result<Secret, StartError> {
+    if let Some(secret) = cfg.cookie.secret {
+        return Ok(secret);
     }
-    cfg
+    let path = cfg.server.data_dir.join("cookie.key");
+    Secret::load_or_create(&path).map_err(|source| StartError::CookieKey { path, source })
 }

@@ -1,6 +1,8 @@
 //! Metrics and logs: the Prometheus recorder behind `/metrics`, log set-up,
 //! and a rate limiter that keeps a failing broker from flooding the log.
 
+pub mod metric;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +18,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Another recorder may be installed already (a test harness); then
         // this handle renders an empty registry rather than failing start-up.
         let _ = metrics::set_global_recorder(recorder);
+        metric::describe();
         handle
     })
 }
@@ -97,7 +100,7 @@ pub fn librdkafka_log(
 /// Counts a librdkafka client error and logs it at most once per `limit`
 /// interval; shared by every producer's context.
 pub fn kafka_client_error(limit: &RateLimit, error: &rdkafka::error::KafkaError, reason: &str) {
-    metrics::counter!("kafka_client_errors_total").increment(1);
+    metric::kafka_client_error();
     if let Some(held) = limit.check() {
         tracing::warn!(%error, reason, suppressed = held, "kafka client error");
     }

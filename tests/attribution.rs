@@ -167,7 +167,7 @@ async fn state_survives_a_graceful_restart() {
 async fn without_a_journal_a_corrupt_snapshot_means_starting_empty() {
     let broker = Broker::start();
     let mut cfg = example_config(&broker.addr);
-    cfg.journal.durability = "memory".into();
+    cfg.journal.durability = pixeld::config::Durability::Memory;
     let server = Server::start(cfg.clone()).await;
     get(&server, "/imptr?id=2766", UID).await;
     server.stop().await;

@@ -88,7 +88,7 @@ async fn the_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() 
         .await;
     server.stop().await;
 
-    cfg.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+    cfg.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     let server = Server::start(cfg).await;
     server
         .get(
@@ -116,7 +116,7 @@ async fn malformed_forged_and_conflicting_uid_cookies_are_replaced() {
     let other = uid_cookie("ffffffffffffffffffffffffffffffff");
     // The same id, signed by someone who does not hold our secret.
     let foreign = pixeld::config::CookieConfig {
-        secret: Some("00000000000000000000000000000001".into()),
+        secret: pixeld::config::Secret::parse("00000000000000000000000000000001"),
         ..Default::default()
     };
     let forged =

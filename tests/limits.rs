@@ -15,7 +15,7 @@ use pixeld::sink::memory::MemorySink;
 
 fn config() -> Config {
     let mut cfg = example_config("unused:9092");
-    cfg.journal.durability = "memory".into();
+    cfg.journal.durability = pixeld::config::Durability::Memory;
     cfg.attribution.enabled = false;
     cfg
 }

@@ -11,7 +11,7 @@ use pixeld::ids::UserId;
 use pixeld::pixel::query::{decode, Param, Query};
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f";
-use pixeld::pixel::redirect::AllowList;
+use pixeld::config::AllowList;
 
 /// Query-ish strings: keys and values from a small alphabet that includes
 /// the separators, percent signs and placeholder brackets.

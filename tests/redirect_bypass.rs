@@ -9,8 +9,8 @@ mod common;
 use std::net::SocketAddr;
 
 use hyper::{Method, Request};
-use pixeld::app::App;
 use pixeld::http::router::respond;
+use pixeld::http::App;
 
 /// The `Location` a click with this raw `redir` gets.
 fn click_location(app: &App, raw_redir: &str) -> Option<String> {

@@ -28,7 +28,7 @@ fn main() {
 
 fn cookies(secret: &str, n: usize) {
     let cfg = CookieConfig {
-        secret: Some(secret.into()),
+        secret: pixeld::config::Secret::parse(secret),
         ..CookieConfig::default()
     };
     let jar = Cookies::new(&cfg, Secret::generate());

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use tokio::sync::oneshot::{self, error::TryRecvError};
 use tracing::{info, warn};
 
 pub use record::{Attribution, ConversionInput, OrderId};
@@ -30,67 +29,15 @@ pub use rules::{Credit, CreditKind, Decision, Reason};
 pub use state::{Mark, State, TouchKind};
 
 use crate::config::{Catalog, Repeat};
-use crate::event::{Body, Event, EventType};
-use crate::ids::{LineItemId, PixelId, UserId};
-use crate::journal::{AppendError, Cursor, Journal};
-use crate::sink::{Message, Sink, Topic};
-use crate::telemetry::now_ms;
+use crate::delivery::{Delivery, Receipt, Tap};
+use crate::event::EventType;
+use crate::ids::PixelId;
+use crate::journal::{Cursor, Journal};
+use crate::telemetry::{metric, now_ms};
 
-/// What the engine is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// An impression or click of a user with an id.
-    Touch {
-        uid: UserId,
-        kind: TouchKind,
-        line_item: LineItemId,
-        mark: Mark,
-    },
-    /// A conversion, with or without an id.
-    Conversion(ConversionInput),
-}
-
-impl Input {
-    /// The engine's view of an event, if it needs one: impressions and clicks
-    /// of users with an id, and every conversion; never a HEAD request (a
-    /// link checker, not a browser) or a rate-limited one.
-    pub fn from_event(event: &Event<'_>) -> Option<Input> {
-        let c = &event.common;
-        if c.warnings.contains("head_request") || c.warnings.contains("rate_limited") {
-            return None;
-        }
-        let touch = |kind: TouchKind, line_item: LineItemId, mark: Mark| {
-            c.uid.map(|uid| Input::Touch {
-                uid,
-                kind,
-                line_item,
-                mark,
-            })
-        };
-        match &event.body {
-            Body::Impression(t) => touch(
-                TouchKind::View,
-                t.line_item_id,
-                Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
-            ),
-            Body::Click(t) => touch(
-                TouchKind::Click,
-                t.line_item_id,
-                Mark::new(c.event_id, t.tracker_id.0, t.publisher_id, t.placement_id),
-            ),
-            Body::Conversion(cv) => Some(Input::Conversion(ConversionInput {
-                uid: c.uid,
-                event_id: c.event_id,
-                ts_ms: c.ts_ms,
-                pixel: cv.pixel_id,
-                advertiser: cv.advertiser_id,
-                order_id: cv.order_id.as_deref().and_then(OrderId::new),
-                value_micros: cv.value_micros,
-            })),
-            Body::Segment(_) | Body::Invalid(_) => None,
-        }
-    }
-}
+/// What the engine is told: derived from an event, below both the engine
+/// and the journal ([`crate::event::input`]).
+pub use crate::event::AttributionInput as Input;
 
 /// Applies inputs to the state; the rules come from the current catalog.
 pub struct Engine {
@@ -108,13 +55,9 @@ impl Engine {
     /// Applies one input; a conversion yields its record.
     pub fn apply(&self, input: Input) -> Option<Attribution> {
         match input {
-            Input::Touch {
-                uid,
-                kind,
-                line_item,
-                mark,
-            } => {
-                self.state.touch(uid, line_item, kind, mark);
+            Input::Touch(t) => {
+                let mark = Mark::new(t.event_id, t.tracker, t.publisher, t.placement);
+                self.state.touch(t.uid, t.line_item, t.kind, mark);
                 None
             }
             Input::Conversion(conversion) => Some(self.convert(conversion)),
@@ -164,8 +107,7 @@ impl Engine {
             }
         };
         let dropped = self.state.sweep(now_ms, view, click, horizon);
-        metrics::gauge!("attribution_users").set(self.state.users() as f64);
-        metrics::gauge!("attribution_entries").set(self.state.entries() as f64);
+        metric::attribution_state(self.state.users(), self.state.entries());
         dropped
     }
 }
@@ -174,6 +116,8 @@ impl Engine {
 pub struct Feed {
     /// Bounded: a full channel drops the input, never blocks a handler.
     tx: Sender<Command>,
+    /// The engine thread's end.
+    rx: Receiver<Command>,
     /// Inputs lost to a full channel since start.
     dropped: AtomicU64,
     /// When the last one was lost (ms), for readiness.
@@ -185,22 +129,36 @@ enum Command {
     Stop,
 }
 
+impl Tap for Feed {
+    fn offer(&self, input: Input) {
+        Feed::offer(self, input)
+    }
+
+    fn healthy(&self) -> bool {
+        Feed::healthy(self)
+    }
+}
+
 impl Feed {
+    /// A channel holding at most `capacity` inputs.
+    pub fn new(capacity: usize) -> Feed {
+        let (tx, rx) = bounded(capacity.max(1));
+        Feed {
+            tx,
+            rx,
+            dropped: AtomicU64::new(0),
+            last_drop_ms: AtomicU64::new(0),
+        }
+    }
+
     /// Hands `input` to the engine, or counts it as lost.
     pub fn offer(&self, input: Input) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Command::Apply(input))
         {
-            metrics::counter!("attribution_dropped_total").increment(1);
+            crate::telemetry::metric::attribution_input_dropped();
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.last_drop_ms.store(now_ms(), Ordering::Relaxed);
-        }
-    }
-
-    /// Offers what the engine needs of `event`.
-    pub fn offer_event(&self, event: &Event<'_>) {
-        if let Some(input) = Input::from_event(event) {
-            self.offer(input);
         }
     }
 
@@ -219,21 +177,68 @@ impl Feed {
 /// Settings of the engine thread.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub channel_capacity: usize,
     /// Where the snapshot lives; None keeps state in memory only.
     pub data_dir: Option<PathBuf>,
     pub snapshot_interval: Duration,
     pub sweep_interval: Duration,
 }
 
-/// Where the engine's inputs come from, and where its records go.
+/// Where the engine's inputs come from. Its records go through the
+/// [`Delivery`] like every other event.
 pub enum Source {
-    /// Offered by the handlers over the channel; records go to the sink.
-    Channel,
+    /// Offered by the handlers over the channel ([`Feed`], the delivery's
+    /// tap in memory mode).
+    Channel(Arc<Feed>),
     /// Read in order from the journal (from the snapshot's position, so a
-    /// restart replays what the snapshot missed); records are appended to
-    /// the journal and shipped with everything else.
+    /// restart replays what the snapshot missed), each input derived from
+    /// the record's JSON payload.
     Journal(Arc<Journal>),
+}
+
+/// Why the engine could not start with the state it is asked to keep.
+#[derive(Debug)]
+pub enum StartError {
+    /// The snapshot exists but cannot be read (not a corrupt one: that is
+    /// rebuilt from the journal).
+    SnapshotUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `data_dir` cannot hold snapshots.
+    DataDirNotWritable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The engine thread could not be spawned.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::SnapshotUnreadable { path, source } => write!(
+                f,
+                "cannot read the attribution snapshot {}: {source}",
+                path.display()
+            ),
+            StartError::DataDirNotWritable { dir, source } => write!(
+                f,
+                "cannot write attribution snapshots into {}: {source}",
+                dir.display()
+            ),
+            StartError::Thread(e) => write!(f, "cannot start the attribution thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::SnapshotUnreadable { source, .. }
+            | StartError::DataDirNotWritable { source, .. }
+            | StartError::Thread(source) => Some(source),
+        }
+    }
 }
 
 /// Owns the engine thread; stopping it (or dropping it) processes what is
@@ -250,17 +255,29 @@ pub struct EngineTask {
 }
 
 impl EngineTask {
-    /// Loads the snapshot (a bad one is reported and ignored) and starts the
-    /// engine thread.
+    /// Loads the snapshot (a corrupt one is reported and ignored: the
+    /// journal rebuilds the state) and starts the engine thread. A snapshot
+    /// that cannot be read at all, or a `data_dir` that cannot hold the next
+    /// one, stops start-up: the state could not be kept.
     pub fn start(
         catalog: Arc<ArcSwap<Catalog>>,
-        sink: Arc<dyn Sink>,
+        delivery: Arc<Delivery>,
         source: Source,
         settings: Settings,
-    ) -> std::io::Result<EngineTask> {
+    ) -> Result<EngineTask, StartError> {
         let state = Arc::new(State::default());
         let mut applied = 0;
         if let Some(dir) = &settings.data_dir {
+            crate::files::check_writable(dir).map_err(|source| StartError::DataDirNotWritable {
+                dir: dir.clone(),
+                source,
+            })?;
+            let path = snapshot::path_in(dir);
+            if let Err(e) = std::fs::File::open(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StartError::SnapshotUnreadable { path, source: e });
+                }
+            }
             match snapshot::load(&state, dir) {
                 Ok(Some(at)) => {
                     applied = at;
@@ -281,13 +298,8 @@ impl EngineTask {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = Engine::new(state.clone(), catalog);
         let (feed, tx, input) = match source {
-            Source::Channel => {
-                let (tx, rx) = bounded(settings.channel_capacity.max(1));
-                let feed = Arc::new(Feed {
-                    tx: tx.clone(),
-                    dropped: AtomicU64::new(0),
-                    last_drop_ms: AtomicU64::new(0),
-                });
+            Source::Channel(feed) => {
+                let (tx, rx) = (feed.tx.clone(), feed.rx.clone());
                 (Some(feed), Some(tx), Inputs::Channel(rx))
             }
             Source::Journal(journal) => {
@@ -301,13 +313,14 @@ impl EngineTask {
         };
         let runner = Runner {
             engine,
-            sink,
+            delivery,
             settings,
             stop: stop.clone(),
             buf: Vec::with_capacity(1024),
             appending: VecDeque::new(),
         };
-        let thread = crate::background::spawn("attribution", move || runner.run(input))?;
+        let thread = crate::background::spawn("attribution", move || runner.run(input))
+            .map_err(StartError::Thread)?;
         Ok(EngineTask {
             feed,
             state,
@@ -347,66 +360,41 @@ enum Inputs {
 /// The engine thread.
 struct Runner {
     engine: Engine,
-    sink: Arc<dyn Sink>,
+    /// Where records go, like every other event.
+    delivery: Arc<Delivery>,
     settings: Settings,
     stop: Arc<AtomicBool>,
     /// Reused for encoding records.
     buf: Vec<u8>,
-    /// Records handed to the journal whose group is not written yet; all are
-    /// waited for before a snapshot claims their inputs.
-    appending: VecDeque<oneshot::Receiver<Result<u64, AppendError>>>,
+    /// Records handed over whose outcome is not known yet; all are settled
+    /// before a snapshot claims their inputs.
+    appending: VecDeque<Receipt>,
 }
 
 impl Runner {
-    fn publish(&mut self, record: &Attribution, journal: Option<&Journal>) {
+    fn publish(&mut self, record: &Attribution) {
         self.buf.clear();
         record.encode(&mut self.buf);
         let hex = record.conversion.uid.map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
-        let result = match journal {
-            Some(j) => {
-                let body = Journal::body(
-                    Topic::Attributions,
-                    EventType::Attribution,
-                    key,
-                    &self.buf,
-                    None,
-                );
-                match j.append_queued(body, record.conversion.ts_ms) {
-                    Ok(wait) => {
-                        self.appending.push_back(wait);
-                        return; // counted once written
-                    }
-                    Err(e) => Err(e.reason()),
-                }
-            }
-            None => {
-                let msg = Message {
-                    topic: Topic::Attributions,
-                    key,
-                    kind: EventType::Attribution,
-                    payload: &self.buf,
-                };
-                self.sink.publish(msg).map_err(|e| e.reason())
-            }
-        };
-        count(result);
+        let receipt = self.delivery.submit_encoded(
+            EventType::Attribution,
+            key,
+            &self.buf,
+            record.conversion.ts_ms,
+        );
+        self.appending.push_back(receipt.queue());
     }
 
-    /// Counts the journal appends that are done; with `wait`, waits for all.
+    /// Counts the records whose outcome is known; with `wait`, waits for all.
     fn settle(&mut self, wait: bool) {
-        while let Some(mut pending) = self.appending.pop_front() {
-            let outcome = match pending.try_recv() {
-                Err(TryRecvError::Empty) if !wait => {
-                    self.appending.push_front(pending);
-                    return;
-                }
-                Err(TryRecvError::Empty) => pending.blocking_recv().ok(),
-                done => done.ok(),
-            };
-            // A writer gone before answering kept nothing.
-            let outcome = outcome.unwrap_or(Err(AppendError::Unavailable));
-            count(outcome.map(|_| ()).map_err(|e| e.reason()));
+        while let Some(mut receipt) = self.appending.pop_front() {
+            if wait {
+                let _ = receipt.wait();
+            } else if !receipt.try_settle() {
+                self.appending.push_front(receipt);
+                return;
+            }
         }
     }
 
@@ -419,7 +407,7 @@ impl Runner {
         let started = Instant::now();
         match snapshot::save(&self.engine.state, applied, dir) {
             Ok(bytes) => {
-                metrics::gauge!("attribution_snapshot_bytes").set(bytes as f64);
+                metric::attribution_snapshot_written(bytes);
                 if let Some(j) = journal {
                     j.shared.engine_snapshot.store(applied, Ordering::Relaxed);
                 }
@@ -440,6 +428,10 @@ impl Runner {
             Inputs::Channel(rx) => (None, None, Some(rx)),
             Inputs::Journal(j, c) => (Some(j), Some(c), None),
         };
+        // Inputs applied since the clock was last looked at: a busy channel
+        // is drained without a syscall per input, yet the sweep and the
+        // snapshot still come due however long the backlog lasts.
+        let mut since_clock = 0u32;
         loop {
             let wait = next_sweep
                 .min(next_snapshot)
@@ -449,12 +441,14 @@ impl Runner {
                 match rx.recv_timeout(wait) {
                     Ok(Command::Apply(input)) => {
                         if let Some(record) = self.engine.apply(input) {
-                            self.publish(&record, None);
+                            self.publish(&record);
                         }
-                        // Keep draining a busy channel; look at the clock now and then.
-                        if rx.len() % 1024 != 0 {
+                        since_clock += 1;
+                        if since_clock < CLOCK_EVERY && !rx.is_empty() {
                             continue;
                         }
+                        since_clock = 0;
+                        self.settle(false);
                     }
                     Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => finished = true,
                     Err(RecvTimeoutError::Timeout) => {}
@@ -463,10 +457,13 @@ impl Runner {
             if let (Some(j), Some(c)) = (&journal, cursor.as_mut()) {
                 let stopping = self.stop.load(Ordering::Relaxed);
                 let mut inputs = Vec::new();
-                let caught_up = c.read_each(1024, |r| inputs.extend(r.input)) == 0;
+                let caught_up = c.read_each(1024, |r| {
+                    let kind = r.headers.kind();
+                    inputs.extend(kind.and_then(|k| Input::from_json(k, r.payload)))
+                }) == 0;
                 for input in inputs {
                     if let Some(out) = self.engine.apply(input) {
-                        self.publish(&out, Some(j));
+                        self.publish(&out);
                     }
                 }
                 self.settle(false);
@@ -492,6 +489,7 @@ impl Runner {
                     cursor.as_ref().map_or(0, |c| c.next_seq),
                     journal.as_deref(),
                 );
+                metric::attribution_state(self.engine.state.users(), self.engine.state.entries());
                 next_snapshot = Instant::now() + self.settings.snapshot_interval;
             }
             if finished {
@@ -505,9 +503,5 @@ impl Runner {
     }
 }
 
-fn count(result: Result<(), &'static str>) {
-    match result {
-        Ok(()) => metrics::counter!("events_total", "type" => "attribution").increment(1),
-        Err(reason) => metrics::counter!("events_dropped_total", "reason" => reason).increment(1),
-    }
-}
+/// Inputs applied from a busy channel between two looks at the clock.
+const CLOCK_EVERY: u32 = 1024;

@@ -1,49 +1,9 @@
 //! The attribution record published for every conversion.
 
 use super::rules::Decision;
+pub use crate::event::{ConversionInput, OrderId};
 use crate::event::{EventType, JsonWriter, VERSION};
-use crate::ids::{AdvertiserId, EventId, PixelId, UserId};
-
-/// `order_id` kept inline (at most 36 letters and digits), so an input on the
-/// engine's channel owns no heap memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OrderId {
-    /// The bytes, zero-padded.
-    bytes: [u8; 36],
-    /// How many are used.
-    len: u8,
-}
-
-impl OrderId {
-    pub fn new(s: &str) -> Option<OrderId> {
-        if s.is_empty() || s.len() > 36 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return None;
-        }
-        let mut bytes = [0u8; 36];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Some(OrderId {
-            bytes,
-            len: s.len() as u8,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
-    }
-}
-
-/// A conversion as the engine receives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConversionInput {
-    /// None for anonymous and opted-out users.
-    pub uid: Option<UserId>,
-    pub event_id: EventId,
-    pub ts_ms: u64,
-    pub pixel: PixelId,
-    pub advertiser: AdvertiserId,
-    pub order_id: Option<OrderId>,
-    pub value_micros: Option<u64>,
-}
+use crate::ids::EventId;
 
 /// Tag mixed into the conversion's event id to derive the record's id.
 const DERIVE_TAG: u64 = 0x6174_7472_6962_7574; // "attribut"
@@ -111,18 +71,5 @@ impl Attribution {
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
         w.opt_u64("value_micros", c.value_micros);
         w.end();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn order_ids_are_checked_and_kept_inline() {
-        assert_eq!(OrderId::new("ORD42").unwrap().as_str(), "ORD42");
-        assert!(OrderId::new(&"A".repeat(37)).is_none());
-        assert!(OrderId::new("a-b").is_none());
-        assert!(OrderId::new("").is_none());
     }
 }

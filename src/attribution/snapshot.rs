@@ -3,7 +3,6 @@
 //! that does not check out is reported and ignored, never half-loaded.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::state::{LineItemTouches, Mark, State};
@@ -154,16 +153,11 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     Ok(applied)
 }
 
-/// Writes the snapshot atomically: a temporary file, fsync, rename.
+/// Writes the snapshot atomically and durably ([`crate::files::write_atomic`]).
 pub fn save(state: &State, applied: u64, data_dir: &Path) -> std::io::Result<usize> {
     fs::create_dir_all(data_dir)?;
     let bytes = encode(state, applied);
-    let path = path_in(data_dir);
-    let tmp = path.with_extension("snapshot.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    crate::files::write_atomic(&path_in(data_dir), &bytes)?;
     Ok(bytes.len())
 }
 

@@ -9,12 +9,7 @@ use dashmap::DashMap;
 
 use crate::ids::{EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
 
-/// Whether a touch was a view (impression) or a click.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TouchKind {
-    View,
-    Click,
-}
+pub use crate::event::TouchKind;
 
 /// One stored touch: 28 bytes of `u32` words, so a line item's pair packs
 /// without padding. An all-zero mark means "none".

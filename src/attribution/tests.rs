@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{parse, Catalog};
-use crate::ids::{AdvertiserId, EventId, PlacementId, PublisherId};
+use crate::ids::{AdvertiserId, EventId, LineItemId, PlacementId, PublisherId, UserId};
 
 const MIN: u64 = 60_000;
 const T0: u64 = 1_800_000_000_000;
@@ -74,7 +74,7 @@ repeat = "all"
 "#;
 
 fn catalog(text: &str) -> Arc<Catalog> {
-    Catalog::new(&parse(text, "rules").unwrap())
+    Catalog::new(&parse(text, "rules").unwrap()).unwrap()
 }
 
 fn engine() -> Engine {
@@ -88,13 +88,15 @@ const U: UserId = UserId(42);
 
 fn touch(e: &Engine, kind: TouchKind, line_item: u32, ts: u64) -> EventId {
     let id = EventId::new_v7(ts);
-    let mark = Mark::new(id, 7, PublisherId(3), Some(PlacementId(4)));
-    e.apply(Input::Touch {
+    e.apply(Input::Touch(crate::event::TouchInput {
         uid: U,
         kind,
         line_item: LineItemId(line_item),
-        mark,
-    });
+        event_id: id,
+        tracker: 7,
+        publisher: PublisherId(3),
+        placement: Some(PlacementId(4)),
+    }));
     id
 }
 

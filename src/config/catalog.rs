@@ -4,51 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::load::Problem;
 use super::validate::{MAX_POST_CLICK_MINUTES, MAX_POST_VIEW_MINUTES, MAX_SEGMENT_EXPIRE_MINUTES};
-use super::{Config, PixelConfig, PixelFormat, Trigger};
+use super::{Config, PixelConfig, PixelFormat, Repeat, Trigger};
 use crate::ids::{
     AdvertiserId, ClickTrackerId, LineItemId, PixelId, PlacementId, PublisherId, SegmentId,
     TrackerId,
 };
-
-/// How repeat conversions of one user on one pixel are counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Repeat {
-    All,
-    OnePerUser,
-    /// At most one per this many minutes.
-    EveryMinutes(u32),
-}
-
-impl Repeat {
-    pub const MAX_EVERY_MINUTES: u32 = 32_767;
-
-    /// `all`, `one_per_user` or `every N minutes`.
-    pub fn parse(s: &str) -> Result<Repeat, String> {
-        match s {
-            "all" => return Ok(Repeat::All),
-            "one_per_user" => return Ok(Repeat::OnePerUser),
-            _ => {}
-        }
-        let n = s
-            .strip_prefix("every ")
-            .and_then(|r| {
-                r.strip_suffix(" minutes")
-                    .or_else(|| r.strip_suffix(" minute"))
-            })
-            .and_then(|n| n.trim().parse::<u32>().ok());
-        match n {
-            Some(n) if (1..=Self::MAX_EVERY_MINUTES).contains(&n) => Ok(Repeat::EveryMinutes(n)),
-            Some(n) => Err(format!(
-                "every {n} minutes is outside 1..={} (about 22 days)",
-                Self::MAX_EVERY_MINUTES
-            )),
-            None => Err(format!(
-                "{s:?} is not a repeat mode; write \"all\", \"one_per_user\" or \"every N minutes\""
-            )),
-        }
-    }
-}
 
 /// A pixel to fire alongside a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,8 +111,10 @@ fn minutes_ms(m: u32, max: u32) -> u64 {
 }
 
 impl Catalog {
-    /// Builds the tables from a config that passed validation.
-    pub fn new(cfg: &Config) -> Arc<Catalog> {
+    /// Builds the tables from a config that passed validation. A reference
+    /// to an undefined line item is refused here too (validation reports it
+    /// first), rather than resolved to a made-up advertiser.
+    pub fn new(cfg: &Config) -> Result<Arc<Catalog>, Problem> {
         let line_items: HashMap<_, _> = cfg
             .line_items
             .iter()
@@ -158,14 +122,20 @@ impl Catalog {
             .collect();
         let advertiser_pixels: HashMap<_, _> =
             cfg.advertisers.iter().map(|a| (a.id, &a.pixels)).collect();
-        let advertiser_of =
-            |li: LineItemId| line_items.get(&li).copied().unwrap_or(AdvertiserId(0));
+        let advertiser_of = |li: LineItemId, at: String| {
+            line_items.get(&li).copied().ok_or_else(|| Problem {
+                path: at,
+                message: format!("{li} is not defined; add it under [[line_items]] or fix the id"),
+            })
+        };
 
         let impression_trackers = cfg
             .impression_trackers
             .iter()
-            .map(|t| {
-                let advertiser = advertiser_of(t.line_item);
+            .enumerate()
+            .map(|(i, t)| {
+                let at = format!("impression_trackers[{i}].line_item");
+                let advertiser = advertiser_of(t.line_item, at)?;
                 let mut all: Vec<FirePixel> = t.pixels.iter().map(Into::into).collect();
                 if let Some(ap) = advertiser_pixels.get(&advertiser) {
                     all.extend(ap.iter().map(FirePixel::from));
@@ -180,25 +150,27 @@ impl Catalog {
                     pixels: FireList::new(all),
                     add_segments: t.add_segments.clone(),
                 };
-                (t.id, tracker)
+                Ok((t.id, tracker))
             })
-            .collect();
+            .collect::<Result<_, Problem>>()?;
         let click_trackers = cfg
             .click_trackers
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
+                let at = format!("click_trackers[{i}].line_item");
                 let tracker = ClickTracker {
                     id: t.id,
                     line_item: t.line_item,
-                    advertiser: advertiser_of(t.line_item),
+                    advertiser: advertiser_of(t.line_item, at)?,
                     publisher: t.publisher,
                     placement: t.placement,
                     click_url: t.click_url.clone(),
                     add_segments: t.add_segments.clone(),
                 };
-                (t.id, tracker)
+                Ok((t.id, tracker))
             })
-            .collect();
+            .collect::<Result<_, Problem>>()?;
         let conversion_pixels = cfg
             .conversion_pixels
             .iter()
@@ -215,7 +187,7 @@ impl Catalog {
                     trigger: p.trigger,
                     post_view_ms: minutes_ms(p.post_view_minutes, MAX_POST_VIEW_MINUTES),
                     post_click_ms: minutes_ms(p.post_click_minutes, MAX_POST_CLICK_MINUTES),
-                    repeat: Repeat::parse(&p.repeat).unwrap_or(Repeat::OnePerUser),
+                    repeat: p.repeat,
                     piggybacks: FireList::new(p.piggybacks.iter().map(Into::into).collect()),
                     line_items: attached,
                 };
@@ -236,38 +208,12 @@ impl Catalog {
                 )
             })
             .collect();
-        Arc::new(Catalog {
+        Ok(Arc::new(Catalog {
             impression_trackers,
             click_trackers,
             conversion_pixels,
             segments,
             line_items,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeat_modes() {
-        assert_eq!(Repeat::parse("all"), Ok(Repeat::All));
-        assert_eq!(Repeat::parse("one_per_user"), Ok(Repeat::OnePerUser));
-        assert_eq!(
-            Repeat::parse("every 60 minutes"),
-            Ok(Repeat::EveryMinutes(60))
-        );
-        assert_eq!(
-            Repeat::parse("every 32767 minutes"),
-            Ok(Repeat::EveryMinutes(32767))
-        );
-        assert!(Repeat::parse("every 32768 minutes")
-            .unwrap_err()
-            .contains("1..=32767"));
-        assert!(Repeat::parse("every 0 minutes").is_err());
-        assert!(Repeat::parse("sometimes")
-            .unwrap_err()
-            .contains("every N minutes"));
+        }))
     }
 }

@@ -5,13 +5,21 @@
 //! Every struct denies unknown keys; every default is written next to its field.
 
 mod catalog;
+pub mod ivt;
 mod load;
+pub mod redirect;
+mod secret;
+mod types;
 mod validate;
 
 pub use catalog::{
-    Catalog, ClickTracker, ConversionPixel, FireList, FirePixel, ImpressionTracker, Repeat, Segment,
+    Catalog, ClickTracker, ConversionPixel, FireList, FirePixel, ImpressionTracker, Segment,
 };
+pub use ivt::IvtList;
 pub use load::{load, parse, ConfigError, Problem};
+pub use redirect::AllowList;
+pub use secret::Secret;
+pub use types::{parse_net, Durability, KafkaAcks, KafkaCompression, Repeat};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,6 +61,10 @@ pub struct IvtConfig {
     /// More `CATEGORY PATTERN` lines on top of the shipped
     /// `config/ivt-user-agents.txt`. Default none.
     pub file: Option<PathBuf>,
+    /// The shipped list plus `file`, read at load (a bad file is a config
+    /// problem, never a silent fallback to the shipped list).
+    #[serde(skip)]
+    pub list: IvtList,
 }
 
 /// `[journal]`: the local journal between answering a pixel and Kafka.
@@ -61,7 +73,7 @@ pub struct IvtConfig {
 pub struct JournalConfig {
     /// `journal` (default: on disk before the response, survives a crash),
     /// `fsync` (also fdatasync'ed, survives power loss) or `memory` (no journal).
-    pub durability: String,
+    pub durability: Durability,
     /// Disk budget for `server.data_dir/journal`; beyond it events are answered
     /// but dropped (and counted). Default 10 GiB.
     pub max_bytes: u64,
@@ -72,19 +84,9 @@ pub struct JournalConfig {
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
-            durability: "journal".into(),
+            durability: Durability::Journal,
             max_bytes: 10 << 30,
             segment_bytes: 64 << 20,
-        }
-    }
-}
-
-impl JournalConfig {
-    pub fn mode(&self) -> crate::journal::Durability {
-        match self.durability.as_str() {
-            "memory" => crate::journal::Durability::Memory,
-            "fsync" => crate::journal::Durability::Fsync,
-            _ => crate::journal::Durability::Journal,
         }
     }
 }
@@ -119,11 +121,14 @@ impl Default for AttributionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `0.0.0.0:8080`.
-    pub listen: String,
+    #[serde(deserialize_with = "types::socket_addr")]
+    pub listen: SocketAddr,
     /// Base URL the exported tags point at (`pixeld tags`). Default `http://localhost:8080`.
     pub public_url: String,
-    /// Proxies whose `X-Forwarded-For` is believed (CIDR list). Default none.
-    pub trusted_proxies: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR list; a bare
+    /// address is a /32 or /128). Default none.
+    #[serde(deserialize_with = "types::nets")]
+    pub trusted_proxies: Vec<IpNet>,
     /// Longest raw query a pixel accepts; longer ones are recorded as invalid. Default 8192.
     pub max_query_bytes: usize,
     /// Longest request line (method, path, query, version); longer ones get 414. Default 16384.
@@ -144,34 +149,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
 }
 
-impl ServerConfig {
-    /// `listen` as an address (validated at load).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)))
-    }
-
-    /// `trusted_proxies` as networks (validated at load); a bare address is a /32 or /128.
-    pub fn trusted_nets(&self) -> Vec<IpNet> {
-        self.trusted_proxies
-            .iter()
-            .filter_map(|s| parse_net(s))
-            .collect()
-    }
-}
-
-/// `10.0.0.0/8`, or a single address.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: "0.0.0.0:8080".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: "http://localhost:8080".into(),
             trusted_proxies: Vec::new(),
             max_query_bytes: 8192,
@@ -201,10 +182,10 @@ pub struct CookieConfig {
     /// 32 hex characters (128 bits) that sign issued ids; every instance
     /// behind one domain needs the same one. Default none: a key generated
     /// once into `data_dir/cookie.key`.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Secrets being rotated out: ids they signed are still accepted and
     /// re-issued under `secret`. Default empty.
-    pub previous_secrets: Vec<String>,
+    pub previous_secrets: Vec<Secret>,
 }
 
 impl Default for CookieConfig {
@@ -225,7 +206,7 @@ impl Default for CookieConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedirectConfig {
     /// `example.com` or `*.example.com` entries; empty allows any host. Default empty.
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: AllowList,
 }
 
 /// `[kafka]`: where events go.
@@ -237,13 +218,13 @@ pub struct KafkaConfig {
     /// `client.id` seen by the brokers. Default `pixeld`.
     pub client_id: String,
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
-    pub compression: String,
+    pub compression: KafkaCompression,
     /// How long the producer waits to fill a batch. Default 50 ms: events are
     /// already answered (and journaled), and one partition's batch costs
     /// about the same CPU for 6 events as for 60.
     pub linger_ms: u32,
     /// `all`, `1` or `0`. Default `all` (with idempotence on).
-    pub acks: String,
+    pub acks: KafkaAcks,
     /// Partitions of each topic pixeld creates. Default 6.
     pub partitions: i32,
     /// Replication factor of each topic pixeld creates. Default 1; use 3 in production.
@@ -263,9 +244,9 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: String::new(),
             client_id: "pixeld".into(),
-            compression: "lz4".into(),
+            compression: KafkaCompression::Lz4,
             linger_ms: 50,
-            acks: "all".into(),
+            acks: KafkaAcks::All,
             partitions: 6,
             replication_factor: 1,
             flush_timeout_ms: 10_000,
@@ -441,7 +422,7 @@ pub struct ConversionPixelConfig {
     pub post_click_minutes: u32,
     /// `all`, `one_per_user` (default) or `every N minutes` (N at most 32767).
     #[serde(default = "default_repeat")]
-    pub repeat: String,
+    pub repeat: Repeat,
     #[serde(default)]
     pub category: Option<Category>,
     /// Fired with the conversion: at most one `img` (the image response's one redirect).
@@ -455,8 +436,8 @@ fn default_post_view() -> u32 {
 fn default_post_click() -> u32 {
     20160
 }
-fn default_repeat() -> String {
-    "one_per_user".into()
+fn default_repeat() -> Repeat {
+    Repeat::OnePerUser
 }
 
 /// Which touch a conversion is credited to.

@@ -4,9 +4,11 @@
 //! as long as it takes to encode it into a reused buffer.
 
 mod encode;
+pub mod input;
 mod warnings;
 
 pub use encode::{encode, JsonWriter};
+pub use input::{AttributionInput, ConversionInput, OrderId, TouchInput, TouchKind};
 pub use warnings::Warnings;
 
 use std::borrow::Cow;
@@ -33,6 +35,20 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::Impression,
+        EventType::Click,
+        EventType::Conversion,
+        EventType::Segment,
+        EventType::Invalid,
+        EventType::Attribution,
+    ];
+
+    /// The `type` field or header back to its type.
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Impression => "impression",

@@ -6,13 +6,10 @@
 //! taken on the browser's word, so nobody can pose as another user, nor
 //! spray made-up ids to pollute attribution.
 
-use std::hash::Hasher;
-use std::path::Path;
-
 use hyper::header::{HeaderMap, HeaderValue, COOKIE};
-use siphasher::sip::SipHasher24;
 
 use crate::config::CookieConfig;
+pub use crate::config::Secret;
 use crate::ids::{hex, parse_hex, UserId};
 
 /// The value that marks an opted-out browser.
@@ -48,67 +45,6 @@ impl Identity {
     }
 }
 
-/// A 128-bit signing secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Secret([u8; 16]);
-
-impl Secret {
-    /// 32 hex characters (any case), as in `cookie.secret`.
-    pub fn parse(s: &str) -> Option<Secret> {
-        let v = u128::from_str_radix(s, 16).ok()?;
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then_some(Secret(v.to_be_bytes()))
-    }
-
-    pub fn generate() -> Secret {
-        Secret(rand::random())
-    }
-
-    fn tag(&self, uid: UserId) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.0);
-        h.write(&uid.0.to_be_bytes());
-        h.finish()
-    }
-
-    /// The key in `data_dir/cookie.key`, created (mode 0600) on first start so
-    /// that issued ids survive restarts when `cookie.secret` is not set.
-    pub fn load_or_create(path: &Path) -> std::io::Result<Secret> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Secret::parse(text.trim()).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} does not hold 32 hex characters", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Secret::generate();
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path)?;
-                std::io::Write::write_all(&mut f, format!("{}\n", key.to_hex()).as_bytes())?;
-                f.sync_all()?;
-                Ok(key)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    pub fn to_hex(self) -> String {
-        format!("{:032x}", u128::from_be_bytes(self.0))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 /// The cookie settings, with the attribute string built once.
 pub struct Cookies {
     /// Cookie name (`uid` by default).
@@ -128,16 +64,8 @@ impl Cookies {
     /// Signs with `cfg.secret`, or with `fallback` when it is unset (the
     /// server passes the key from `data_dir`).
     pub fn new(cfg: &CookieConfig, fallback: Secret) -> Cookies {
-        let secret = cfg
-            .secret
-            .as_deref()
-            .and_then(Secret::parse)
-            .unwrap_or(fallback);
-        let previous = cfg
-            .previous_secrets
-            .iter()
-            .filter_map(|s| Secret::parse(s))
-            .collect();
+        let secret = cfg.secret.unwrap_or(fallback);
+        let previous = cfg.previous_secrets.clone();
         let mut attributes = format!("; Max-Age={}; Path=/", cfg.max_age_days as u64 * 86_400);
         if let Some(domain) = &cfg.domain {
             attributes.push_str("; Domain=");
@@ -279,7 +207,9 @@ mod tests {
     fn the_tag_is_siphash_2_4_of_the_id_under_the_secret() {
         // Independent of this module: the tag must be reproducible by any
         // SipHash-2-4 implementation (e.g. another service reading the id).
-        let mut h = SipHasher24::new_with_keys(0x0706050403020100, 0x0f0e0d0c0b0a0908);
+        use std::hash::Hasher;
+        let mut h =
+            siphasher::sip::SipHasher24::new_with_keys(0x0706050403020100, 0x0f0e0d0c0b0a0908);
         h.write(&uid().0.to_be_bytes());
         assert_eq!(signed(), format!("{ID}.{:016x}", h.finish()));
     }
@@ -344,8 +274,8 @@ mod tests {
     fn ids_signed_with_a_previous_secret_are_renewed() {
         let old = Cookies::new(&CookieConfig::default(), Secret::parse(OLD_KEY).unwrap());
         let cfg = CookieConfig {
-            secret: Some(KEY.into()),
-            previous_secrets: vec![OLD_KEY.into()],
+            secret: Secret::parse(KEY),
+            previous_secrets: vec![Secret::parse(OLD_KEY).unwrap()],
             ..CookieConfig::default()
         };
         let rotating = Cookies::new(&cfg, Secret::generate());
@@ -359,40 +289,6 @@ mod tests {
             .starts_with(&format!("uid={};", signed())));
         // And without the rotation, the old id is a stranger.
         assert!(matches!(jar().identify(&h), Identity::Issued(_)));
-    }
-
-    #[test]
-    fn the_generated_key_is_kept_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/cookie.key");
-        let a = Secret::load_or_create(&path).unwrap();
-        let b = Secret::load_or_create(&path).unwrap();
-        assert_eq!(a, b);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::write(&path, "not hex\n").unwrap();
-        let e = Secret::load_or_create(&path).unwrap_err();
-        assert!(e.to_string().contains("32 hex"), "{e}");
-    }
-
-    #[test]
-    fn secrets_parse_strictly() {
-        assert!(Secret::parse(KEY).is_some());
-        assert!(Secret::parse(&KEY.to_uppercase()).is_some());
-        for bad in [
-            "",
-            "00",
-            &KEY[1..],
-            &format!("{KEY}0"),
-            "+00102030405060708090a0b0c0d0e0f",
-        ] {
-            assert!(Secret::parse(bad).is_none(), "{bad}");
-        }
-        assert_eq!(format!("{:?}", Secret::parse(KEY).unwrap()), "Secret(..)");
     }
 
     #[test]

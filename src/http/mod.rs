@@ -1,11 +1,12 @@
 //! The HTTP side: accept loop, routing, responses, cookies, client address.
 
+pub mod app;
 pub mod client_ip;
 pub mod cookie;
-pub mod ivt;
 pub mod rate_limit;
 pub mod response;
 pub mod router;
 pub mod server;
 
+pub use app::App;
 pub use server::{run, Limits};

@@ -2,7 +2,6 @@
 //! publishing the event.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,15 +12,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::client_ip::client_ip;
 use super::cookie::Identity;
 use super::response::{self, Body};
-use crate::app::App;
-use crate::attribution::Input;
-use crate::event::{encode, Common, Event, Warnings};
+use super::App;
+use crate::delivery::Receipt;
+use crate::event::{Common, Warnings};
 use crate::ids::EventId;
-use crate::journal::Journal;
 use crate::pixel::query::Query;
 use crate::pixel::{self, Context, PixelKind, PixelRequest};
-use crate::sink::{Message, Topic};
-use crate::telemetry::{now_ms, prometheus};
+use crate::telemetry::{metric, now_ms, prometheus};
 
 enum Route {
     Pixel(PixelKind),
@@ -53,17 +50,12 @@ pub async fn serve<B>(
     peer: SocketAddr,
     app: Arc<App>,
 ) -> Result<Response<Body>, Infallible> {
-    let (resp, journaled) = guarded(|| respond(&req, peer, &app));
-    if let (Some(journal), Some(pending)) = (&app.journal, journaled) {
-        // The response waits for the event to be on disk: an answered pixel
-        // is never lost.
-        let kind = pending.kind;
-        match journal.append(pending.body, pending.ts_ms).await {
-            Ok(_) => metrics::counter!("events_total", "type" => kind.as_str()).increment(1),
-            Err(e) => {
-                metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1)
-            }
-        }
+    let (resp, receipt) = guarded(|| respond(&req, peer, &app));
+    if let Some(receipt) = receipt {
+        // The response waits until the event is as safe as the durability
+        // mode promises: an answered pixel is never lost. A refusal is
+        // counted by the receipt, never shown to the browser.
+        let _ = receipt.settled().await;
     }
     Ok(resp)
 }
@@ -71,29 +63,21 @@ pub async fn serve<B>(
 /// A bug must never show: a panicking handler still answers the GIF (and is
 /// counted in `handler_panics_total`).
 fn guarded(
-    answer: impl FnOnce() -> (Response<Body>, Option<Pending>),
-) -> (Response<Body>, Option<Pending>) {
+    answer: impl FnOnce() -> (Response<Body>, Option<Receipt>),
+) -> (Response<Body>, Option<Receipt>) {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
-        metrics::counter!("handler_panics_total").increment(1);
+        metric::handler_panicked();
         (response::gif(), None)
     })
 }
 
-/// An event to append to the journal before the response goes out.
-pub struct Pending {
-    /// The journal record body (Kafka message and attribution input).
-    pub body: Vec<u8>,
-    pub ts_ms: u64,
-    pub kind: crate::event::EventType,
-}
-
-/// Answers one request; the body, if any, is never read. A pixel with a
-/// journal also returns its record, to append before answering.
+/// Answers one request; the body, if any, is never read. A pixel also
+/// returns its event's receipt, to settle before answering.
 pub fn respond<B>(
     req: &Request<B>,
     peer: SocketAddr,
     app: &App,
-) -> (Response<Body>, Option<Pending>) {
+) -> (Response<Body>, Option<Receipt>) {
     let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
         let resp = response::closing(StatusCode::URI_TOO_LONG, "request line too long\n");
@@ -156,29 +140,14 @@ pub fn respond<B>(
 }
 
 fn ready(app: &App) -> Response<Body> {
-    if app.journal.as_ref().is_some_and(|j| !j.shared.has_room()) {
-        return response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the journal is full (journal.max_bytes); events are answered but not kept\n",
-        );
-    }
-    if !app.sink.is_ready() {
-        return response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: kafka not reachable yet\n",
-        );
-    }
-    match &app.attribution {
-        Some(feed) if !feed.healthy() => response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the attribution engine is dropping inputs (attribution_dropped_total)\n",
-        ),
-        _ => response::text(StatusCode::OK, "ready\n"),
+    match app.delivery.not_ready() {
+        Some(why) => response::text(StatusCode::SERVICE_UNAVAILABLE, why),
+        None => response::text(StatusCode::OK, "ready\n"),
     }
 }
 
 fn counted(resp: Response<Body>, reason: &'static str) -> Response<Body> {
-    metrics::counter!("http_refused_total", "reason" => reason).increment(1);
+    metric::http_refused(reason);
     resp
 }
 
@@ -194,7 +163,7 @@ fn pixel<B>(
     peer: SocketAddr,
     app: &App,
     kind: PixelKind,
-) -> (Response<Body>, Option<Pending>) {
+) -> (Response<Body>, Option<Receipt>) {
     let headers = req.headers();
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
     let identity = if gpc {
@@ -238,56 +207,13 @@ fn pixel<B>(
         allow: &app.allow,
     };
     let outcome = pixel::handle(request, &ctx);
-    let pending = publish(app, &outcome.event);
-    if let Some(feed) = &app.attribution {
-        feed.offer_event(&outcome.event);
-    }
+    let receipt = app.delivery.submit(&outcome.event);
     let mut resp = response::reply(&outcome.reply);
     if let Identity::Issued(uid) | Identity::Renewed(uid) = identity {
         resp.headers_mut()
             .insert(SET_COOKIE, app.cookies.issue(uid));
     }
-    (resp, pending)
-}
-
-thread_local! {
-    /// Reused per worker thread, so encoding allocates only while it grows.
-    static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
-}
-
-/// Encodes and hands the event to the sink; a refusal is counted, never
-/// shown to the browser.
-pub fn publish(app: &App, event: &Event<'_>) -> Option<Pending> {
-    let kind = event.kind();
-    BUFFER.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.clear();
-        encode(event, &mut buf);
-        let hex = event.common.uid.map(|u| u.to_hex());
-        let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
-        let topic = Topic::for_event(kind);
-        if app.journal.is_some() {
-            let input = Input::from_event(event);
-            let body = Journal::body(topic, kind, key, &buf, input.as_ref());
-            return Some(Pending {
-                body,
-                ts_ms: event.common.ts_ms,
-                kind,
-            });
-        }
-        match app.sink.publish(Message {
-            topic,
-            key,
-            kind,
-            payload: &buf,
-        }) {
-            Ok(()) => metrics::counter!("events_total", "type" => kind.as_str()).increment(1),
-            Err(e) => {
-                metrics::counter!("events_dropped_total", "reason" => e.reason()).increment(1)
-            }
-        }
-        None
-    })
+    (resp, Some(receipt))
 }
 
 #[cfg(test)]
@@ -296,10 +222,10 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_answers_the_gif() {
-        let (resp, pending) = guarded(|| panic!("a bug in a handler"));
+        let (resp, receipt) = guarded(|| panic!("a bug in a handler"));
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[hyper::header::CONTENT_TYPE], "image/gif");
-        assert!(pending.is_none());
+        assert!(receipt.is_none());
         let (resp, _) = guarded(|| (response::not_found(), None));
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no panic, no change");
     }

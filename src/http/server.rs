@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::app::App;
+use super::App;
 
 /// Connection limits, from `[server]`.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +76,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                 let _ = stream.set_nodelay(true);
                 if open.load(Ordering::Relaxed) >= limits.max_connections {
                     // Over the cap: a short answer, then close; the open ones are untouched.
-                    metrics::counter!("http_refused_total", "reason" => "too_many_connections").increment(1);
+                    crate::telemetry::metric::http_refused("too_many_connections");
                     tokio::spawn(async move {
                         let mut stream = stream;
                         let _ = tokio::io::AsyncWriteExt::write_all(
@@ -97,7 +97,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                     let _guard = guard;
                     if let Err(e) = conn.await {
                         if let Some(reason) = refusal(&e) {
-                            metrics::counter!("http_refused_total", "reason" => reason).increment(1);
+                            crate::telemetry::metric::http_refused(reason);
                         }
                     }
                 });

@@ -1,15 +1,22 @@
 //! The on-disk record: a 24-byte header (body length, CRC32, sequence number,
-//! append time) and a body holding the Kafka message plus, for events the
-//! attribution engine needs, its compact input.
+//! append time) and an opaque body: the Kafka message exactly as it will be
+//! produced. The journal knows nothing of what the payload means; readers
+//! that need more (the attribution engine) decode the payload themselves.
 //!
 //! ```text
 //! u32 len | u32 crc32(seq, ts, body) | u64 seq | u64 ts_ms | body[len]
-//! body = u8 topic | u8 kind | u16 key_len | key | u32 payload_len | payload | u8 input_len | input
+//! body v2 = u8 0x82 | u8 topic | u8 n_headers | (u8 name_len name u16 value_len value)*n
+//!           | u16 key_len | key | u32 payload_len | payload
+//! body v1 = u8 topic | u8 kind | u16 key_len | key | u32 payload_len | payload | u8 input_len | input
 //! ```
+//!
+//! Version 1 (releases up to 0.1.0 of session 2) began with the topic code
+//! (0..=5) and carried the attribution engine's input; it is still read (its
+//! `kind` becomes the `type` header, its input is ignored: the engine
+//! re-derives it from the payload). `tests/fixtures/journal-v1` holds a
+//! segment written by that release.
 
-use crate::attribution::{ConversionInput, Input, Mark, OrderId, TouchKind};
 use crate::event::EventType;
-use crate::ids::{AdvertiserId, EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
 use crate::sink::Topic;
 
 pub const HEADER: usize = 24;
@@ -17,22 +24,74 @@ pub const HEADER: usize = 24;
 /// corrupt length can never make a reader allocate more.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// The first byte of a version-2 body; version 1 began with a topic code
+/// below 0x80, so the two never clash.
+pub const VERSION_2: u8 = 0x82;
+
+/// A record's Kafka headers, borrowed from the reader's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Headers<'a> {
+    /// As encoded in a version-2 body.
+    Encoded { count: u8, bytes: &'a [u8] },
+    /// A version-1 body: only the `type` header, from its kind code.
+    Legacy(EventType),
+}
+
+impl<'a> Headers<'a> {
+    /// Each header as (name, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let (mut count, mut rest, legacy) = match *self {
+            Headers::Encoded { count, bytes } => (count, bytes, None),
+            Headers::Legacy(kind) => (0, &[][..], Some(kind)),
+        };
+        let mut legacy = legacy;
+        std::iter::from_fn(move || {
+            if let Some(kind) = legacy.take() {
+                return Some(("type", kind.as_str().as_bytes()));
+            }
+            if count == 0 {
+                return None;
+            }
+            count -= 1;
+            let (name, value, tail) = split_header(rest)?;
+            rest = tail;
+            Some((name, value))
+        })
+    }
+
+    /// The `type` header as an event type.
+    pub fn kind(&self) -> Option<EventType> {
+        self.iter()
+            .find(|(n, _)| *n == "type")
+            .and_then(|(_, v)| EventType::parse(std::str::from_utf8(v).ok()?))
+    }
+}
+
+fn split_header(b: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+    let n = *b.first()? as usize;
+    let name = std::str::from_utf8(b.get(1..1 + n)?).ok()?;
+    let at = 1 + n;
+    let v = u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize;
+    let value = b.get(at + 2..at + 2 + v)?;
+    Some((name, value, &b[at + 2 + v..]))
+}
+
 /// A decoded record, borrowing from the reader's buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record<'a> {
     pub seq: u64,
     pub ts_ms: u64,
     pub topic: Topic,
-    pub kind: EventType,
+    pub headers: Headers<'a>,
     pub key: &'a [u8],
     pub payload: &'a [u8],
-    pub input: Option<Input>,
 }
 
 fn topic_code(t: Topic) -> u8 {
     Topic::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8
 }
 
+/// Version-1 kind codes.
 const KINDS: [EventType; 6] = [
     EventType::Impression,
     EventType::Click,
@@ -42,27 +101,31 @@ const KINDS: [EventType; 6] = [
     EventType::Attribution,
 ];
 
-/// Appends a record body to `out`.
+/// Appends a version-2 record body to `out`. Header names are at most 255
+/// bytes and values at most 65535 (longer ones are cut: pixeld's own are a
+/// few bytes).
 pub fn encode_body(
     out: &mut Vec<u8>,
     topic: Topic,
-    kind: EventType,
+    headers: &[(&str, &[u8])],
     key: &[u8],
     payload: &[u8],
-    input: Option<&Input>,
 ) {
+    out.push(VERSION_2);
     out.push(topic_code(topic));
-    out.push(KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8);
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(key);
+    out.push(headers.len().min(255) as u8);
+    for (name, value) in headers.iter().take(255) {
+        let name = &name.as_bytes()[..name.len().min(255)];
+        let value = &value[..value.len().min(u16::MAX as usize)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(&(key.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(&key[..key.len().min(u16::MAX as usize)]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
-    let len_at = out.len();
-    out.push(0);
-    if let Some(input) = input {
-        encode_input(out, input);
-        out[len_at] = (out.len() - len_at - 1) as u8;
-    }
 }
 
 /// Frames `body` as record `seq` into `out`.
@@ -108,13 +171,46 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
     }
     let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap_or_default());
     let ts_ms = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
-    match decode_body(&buf[HEADER..HEADER + len], seq, ts_ms) {
+    let body = &buf[HEADER..HEADER + len];
+    let decoded = match body.first() {
+        Some(&VERSION_2) => decode_v2(body, seq, ts_ms),
+        Some(code) if (*code as usize) < Topic::ALL.len() => decode_v1(body, seq, ts_ms),
+        _ => None,
+    };
+    match decoded {
         Some(r) => Frame::Ok(r, HEADER + len),
         None => Frame::Corrupt("malformed body"),
     }
 }
 
-fn decode_body(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
+fn decode_v2(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
+    let topic = *Topic::ALL.get(*b.get(1)? as usize)?;
+    let count = *b.get(2)?;
+    let mut rest = b.get(3..)?;
+    let start = rest;
+    for _ in 0..count {
+        rest = split_header(rest)?.2;
+    }
+    let headers = Headers::Encoded {
+        count,
+        bytes: &start[..start.len() - rest.len()],
+    };
+    let key_len = u16::from_le_bytes(rest.get(0..2)?.try_into().ok()?) as usize;
+    let key = rest.get(2..2 + key_len)?;
+    let at = 2 + key_len;
+    let payload_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
+    let payload = rest.get(at + 4..at + 4 + payload_len)?;
+    Some(Record {
+        seq,
+        ts_ms,
+        topic,
+        headers,
+        key,
+        payload,
+    })
+}
+
+fn decode_v1(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
     let topic = *Topic::ALL.get(*b.first()? as usize)?;
     let kind = *KINDS.get(*b.get(1)? as usize)?;
     let key_len = u16::from_le_bytes(b.get(2..4)?.try_into().ok()?) as usize;
@@ -122,175 +218,45 @@ fn decode_body(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
     let at = 4 + key_len;
     let payload_len = u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
     let payload = b.get(at + 4..at + 4 + payload_len)?;
-    let at = at + 4 + payload_len;
-    let input_len = *b.get(at)? as usize;
-    let input = match input_len {
-        0 => None,
-        n => Some(decode_input(b.get(at + 1..at + 1 + n)?)?),
-    };
+    // The engine input that followed (u8 length, then bytes) is not needed.
+    let input_len = *b.get(at + 4 + payload_len)? as usize;
+    b.get(at + 5 + payload_len..at + 5 + payload_len + input_len)?;
     Some(Record {
         seq,
         ts_ms,
         topic,
-        kind,
+        headers: Headers::Legacy(kind),
         key,
         payload,
-        input,
     })
-}
-
-fn encode_input(out: &mut Vec<u8>, input: &Input) {
-    match input {
-        Input::Touch {
-            uid,
-            kind,
-            line_item,
-            mark,
-        } => {
-            out.push(match kind {
-                TouchKind::View => 1,
-                TouchKind::Click => 2,
-            });
-            out.extend_from_slice(&uid.0.to_le_bytes());
-            out.extend_from_slice(&line_item.0.to_le_bytes());
-            out.extend_from_slice(&mark.event_id().0.to_le_bytes());
-            out.extend_from_slice(&mark.tracker().to_le_bytes());
-            out.extend_from_slice(&mark.publisher().0.to_le_bytes());
-            out.extend_from_slice(&mark.placement().map_or(0, |p| p.0).to_le_bytes());
-        }
-        Input::Conversion(c) => {
-            out.push(3);
-            out.push(c.uid.is_some() as u8);
-            out.extend_from_slice(&c.uid.map_or(0, |u| u.0).to_le_bytes());
-            out.extend_from_slice(&c.event_id.0.to_le_bytes());
-            out.extend_from_slice(&c.ts_ms.to_le_bytes());
-            out.extend_from_slice(&c.pixel.0.to_le_bytes());
-            out.extend_from_slice(&c.advertiser.0.to_le_bytes());
-            let order = c.order_id.as_ref().map_or("", |o| o.as_str());
-            out.push(order.len() as u8);
-            out.extend_from_slice(order.as_bytes());
-            out.push(c.value_micros.is_some() as u8);
-            out.extend_from_slice(&c.value_micros.unwrap_or(0).to_le_bytes());
-        }
-    }
-}
-
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
-    }
-    fn u128(&mut self) -> Option<u128> {
-        self.take(16)?.try_into().ok().map(u128::from_le_bytes)
-    }
-}
-
-fn decode_input(b: &[u8]) -> Option<Input> {
-    let mut r = Bytes(b);
-    match r.u8()? {
-        tag @ (1 | 2) => {
-            let kind = if tag == 1 {
-                TouchKind::View
-            } else {
-                TouchKind::Click
-            };
-            let uid = UserId(r.u128()?);
-            let line_item = LineItemId(r.u32()?);
-            let event = EventId(r.u128()?);
-            let tracker = r.u32()?;
-            let publisher = PublisherId(r.u32()?);
-            let placement = Some(r.u32()?).filter(|p| *p != 0).map(PlacementId);
-            Some(Input::Touch {
-                uid,
-                kind,
-                line_item,
-                mark: Mark::new(event, tracker, publisher, placement),
-            })
-        }
-        3 => {
-            let has_uid = r.u8()? == 1;
-            let uid = r.u128()?;
-            let event_id = EventId(r.u128()?);
-            let ts_ms = r.u64()?;
-            let pixel = PixelId(r.u32()?);
-            let advertiser = AdvertiserId(r.u32()?);
-            let n = r.u8()? as usize;
-            let order = std::str::from_utf8(r.take(n)?).ok()?;
-            let has_value = r.u8()? == 1;
-            let value = r.u64()?;
-            Some(Input::Conversion(ConversionInput {
-                uid: has_uid.then_some(UserId(uid)),
-                event_id,
-                ts_ms,
-                pixel,
-                advertiser,
-                order_id: OrderId::new(order),
-                value_micros: has_value.then_some(value),
-            }))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(seq: u64, input: Option<&Input>) -> Vec<u8> {
+    fn frame(seq: u64, headers: &[(&str, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
-        encode_body(
-            &mut body,
-            Topic::Conversions,
-            EventType::Conversion,
-            b"abc",
-            b"{\"x\":1}",
-            input,
-        );
+        encode_body(&mut body, Topic::Conversions, headers, b"abc", b"{\"x\":1}");
         let mut out = Vec::new();
         encode_frame(&mut out, seq, 77, &body);
         out
     }
 
     #[test]
-    fn round_trip_with_and_without_input() {
-        let conv = Input::Conversion(ConversionInput {
-            uid: Some(UserId(5)),
-            event_id: EventId::new_v7(9),
-            ts_ms: 9,
-            pixel: PixelId(7313),
-            advertiser: AdvertiserId(100),
-            order_id: OrderId::new("ORD1"),
-            value_micros: Some(5),
-        });
-        let touch = Input::Touch {
-            uid: UserId(u128::MAX),
-            kind: TouchKind::Click,
-            line_item: LineItemId(3),
-            mark: Mark::new(EventId::new_v7(1), 2, PublisherId(3), None),
-        };
-        for input in [None, Some(conv), Some(touch)] {
-            let bytes = frame(42, input.as_ref());
+    fn round_trip_with_any_headers() {
+        for headers in [
+            &[][..],
+            &[("type", &b"conversion"[..])][..],
+            &[("type", &b"click"[..]), ("trace", &b"\x00\xff"[..])][..],
+        ] {
+            let bytes = frame(42, headers);
             match decode_frame(&bytes) {
                 Frame::Ok(r, n) => {
                     assert_eq!(n, bytes.len());
-                    assert_eq!(
-                        (r.seq, r.ts_ms, r.topic, r.kind),
-                        (42, 77, Topic::Conversions, EventType::Conversion)
-                    );
+                    assert_eq!((r.seq, r.ts_ms, r.topic), (42, 77, Topic::Conversions));
                     assert_eq!((r.key, r.payload), (&b"abc"[..], &b"{\"x\":1}"[..]));
-                    assert_eq!(r.input, input);
+                    assert_eq!(r.headers.iter().collect::<Vec<_>>(), headers.to_vec());
                 }
                 other => panic!("{other:?}"),
             }
@@ -298,8 +264,26 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_body_reads_with_its_kind_as_the_type_header() {
+        // u8 topic | u8 kind | u16 key_len | key | u32 len | payload | u8 input_len | input
+        let mut body = vec![2, 2, 3, 0];
+        body.extend_from_slice(b"abc");
+        body.extend_from_slice(&7u32.to_le_bytes());
+        body.extend_from_slice(b"{\"x\":1}");
+        body.extend_from_slice(&[2, 9, 9]);
+        let mut bytes = Vec::new();
+        encode_frame(&mut bytes, 5, 6, &body);
+        let Frame::Ok(r, _) = decode_frame(&bytes) else {
+            panic!("not read")
+        };
+        assert_eq!(r.topic, Topic::Conversions);
+        assert_eq!(r.headers.kind(), Some(EventType::Conversion));
+        assert_eq!(r.payload, b"{\"x\":1}");
+    }
+
+    #[test]
     fn torn_and_corrupt_frames_are_told_apart() {
-        let bytes = frame(1, None);
+        let bytes = frame(1, &[]);
         for cut in [0, 10, HEADER, bytes.len() - 1] {
             assert_eq!(
                 decode_frame(&bytes[..cut]),

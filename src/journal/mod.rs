@@ -24,23 +24,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::attribution::Input;
 use crate::telemetry::{now_ms, RateLimit};
 use frame::{decode_frame, encode_frame, Frame, HEADER, MAX_BODY};
 
 pub use frame::Record;
-
-/// How far an answered event is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// No journal: events live in librdkafka's memory until acknowledged.
-    Memory,
-    /// Written to the journal (page cache) before the response: survives a
-    /// process crash.
-    Journal,
-    /// Also `fdatasync`ed before the response: survives power loss.
-    Fsync,
-}
 
 /// Journal settings, from `[journal]` and `server.data_dir`.
 #[derive(Clone, Debug)]
@@ -190,7 +177,7 @@ impl Journal {
                     problem,
                     "journal tail is torn or corrupt (a crash mid-write?); truncating it, records before it are kept"
                 );
-                metrics::counter!("journal_torn_bytes_total").increment(file_len - good_len);
+                crate::telemetry::metric::journal_torn(file_len - good_len);
                 OpenOptions::new()
                     .write(true)
                     .open(path)?
@@ -291,16 +278,15 @@ impl Journal {
         }
     }
 
-    /// A body for `append`: the Kafka message and the engine's input.
+    /// A body for `append`: the Kafka message as it will be produced.
     pub fn body(
         topic: crate::sink::Topic,
-        kind: crate::event::EventType,
+        headers: &[(&str, &[u8])],
         key: &[u8],
         payload: &[u8],
-        input: Option<&Input>,
     ) -> Vec<u8> {
-        let mut body = Vec::with_capacity(16 + key.len() + payload.len() + 80);
-        frame::encode_body(&mut body, topic, kind, key, payload, input);
+        let mut body = Vec::with_capacity(32 + key.len() + payload.len());
+        frame::encode_body(&mut body, topic, headers, key, payload);
         body
     }
 }
@@ -381,11 +367,11 @@ impl Writer {
             results.push(Ok(self.next_seq));
             self.next_seq += 1;
         }
+        // Each append's outcome goes back to its caller, which counts it
+        // (once): nothing is counted here.
         let refused = results.iter().filter(|r| r.is_err()).count();
         if refused > 0 {
             self.shared.last_full_ms.store(now_ms(), Ordering::Relaxed);
-            metrics::counter!("events_dropped_total", "reason" => "journal_full")
-                .increment(refused as u64);
             if let Some(held) = self.full_log.check() {
                 warn!(
                     refused,
@@ -405,18 +391,22 @@ impl Writer {
                     .bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.shared.written.store(self.next_seq, Ordering::Release);
-                metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
+                crate::telemetry::metric::journal_size(self.shared.bytes());
             } else {
                 warn!("journal write failed; these events are not kept");
-                metrics::counter!("events_dropped_total", "reason" => "journal_unavailable")
-                    .increment(batch.len() as u64);
                 // The sequence numbers were not used: the next group reuses them.
                 self.next_seq = self.shared.written();
                 let _ = self.file.set_len(self.segment_size);
             }
         }
         for (a, r) in batch.drain(..).zip(results) {
-            let r = if ok { r } else { Err(AppendError::Unavailable) };
+            // A failed write loses the appends it held; the ones already
+            // refused for space stay refused for space.
+            let r = if ok {
+                r
+            } else {
+                r.and(Err(AppendError::Unavailable))
+            };
             let _ = a.done.send(r);
         }
     }
@@ -615,7 +605,7 @@ impl Cursor {
         };
         if next_first > self.next_seq {
             let lost = next_first - self.next_seq;
-            metrics::counter!("journal_corrupt_records_total").increment(lost);
+            crate::telemetry::metric::journal_corrupt(lost);
             if let Some(held) = self.log.check() {
                 warn!(
                     lost,

@@ -12,17 +12,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
-use rdkafka::client::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use crossbeam_channel::{unbounded, Receiver};
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
 use super::{Cursor, Position, Record, Shared};
-use crate::sink::Topic;
-use crate::telemetry::{now_ms, RateLimit};
+use crate::sink::producer::{KafkaProducer, Outgoing, Produce, Refusal, Report, Topics};
+use crate::telemetry::{metric, now_ms, RateLimit};
 
 const CHECKPOINT: &str = "journal.checkpoint";
 /// Records handed to librdkafka and not yet acknowledged, at most.
@@ -45,97 +41,59 @@ pub fn load_checkpoint(dir: &Path) -> u64 {
     u64::from_le_bytes(seq.try_into().unwrap_or_default())
 }
 
+/// Saved atomically and durably: a checkpoint lost to a power cut would
+/// ship the whole journal again.
 fn save_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
     let mut bytes = seq.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
-    let tmp = dir.join("journal.checkpoint.tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(tmp, dir.join(CHECKPOINT))
-}
-
-/// Routes librdkafka's delivery reports to the shipper.
-struct Reports {
-    tx: Sender<(u64, Result<(), KafkaError>)>,
-    errors: RateLimit,
-    /// One librdkafka warning per 10 s at most.
-    librdkafka_log: RateLimit,
-}
-
-impl ClientContext for Reports {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::telemetry::librdkafka_log(&self.librdkafka_log, level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        crate::telemetry::kafka_client_error(&self.errors, &error, reason);
-    }
-}
-
-impl ProducerContext for Reports {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let r = match result {
-            Ok(_) => Ok(()),
-            Err((e, _)) => Err(e.clone()),
-        };
-        let _ = self.tx.send((seq as u64, r));
-    }
-}
-
-/// Errors the broker will never accept the record for.
-fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
-    matches!(
-        code,
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidTopic
-        )
-    )
+    crate::files::write_atomic(&dir.join(CHECKPOINT), &bytes)
 }
 
 /// Owns the shipper thread.
 pub struct Shipper {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Returns the records it left unshipped.
+    thread: Option<JoinHandle<u64>>,
 }
 
-/// What the shipper needs besides the journal.
+/// What the shipper needs besides the journal and a producer.
 pub struct ShipSettings {
-    /// The producer's settings ([`crate::sink::kafka::client_config`]).
-    pub client: ClientConfig,
-    /// Topic name per [`Topic`], in `Topic::ALL` order.
-    pub topics: [String; 6],
+    /// Topic names, for the producer and the dead-letter lines.
+    pub topics: Topics,
     /// Poison records are appended here, one JSON line each.
     pub dead_letter: PathBuf,
     /// On stop, how long to keep shipping what is left.
     pub drain_timeout: Duration,
-    /// How long librdkafka retries a record before reporting it failed and
-    /// the shipper produces it again (`message.timeout.ms`; 30 s unless the
-    /// `[kafka.librdkafka]` table sets it).
-    pub retry_after: Duration,
 }
 
 impl Shipper {
-    pub fn start(shared: Arc<Shared>, settings: ShipSettings) -> Result<Shipper, String> {
+    /// Ships with a librdkafka producer made from `client` (the sink's
+    /// settings, [`crate::sink::kafka::client_config`]). `retry_after` is how
+    /// long librdkafka retries a record before reporting it failed and the
+    /// shipper produces it again (`message.timeout.ms`).
+    pub fn start(
+        shared: Arc<Shared>,
+        client: &ClientConfig,
+        retry_after: Duration,
+        settings: ShipSettings,
+    ) -> Result<Shipper, String> {
         let (tx, rx) = unbounded();
-        let mut client = settings.client.clone();
+        let mut client = client.clone();
         // The journal holds the record; librdkafka retries for a while, then
         // the shipper produces it again, for as long as it takes.
-        client.set(
-            "message.timeout.ms",
-            settings.retry_after.as_millis().to_string(),
-        );
-        let producer: ThreadedProducer<Reports> = client
-            .create_with_context(Reports {
-                tx,
-                errors: RateLimit::new(10_000),
-                librdkafka_log: RateLimit::new(10_000),
-            })
+        client.set("message.timeout.ms", retry_after.as_millis().to_string());
+        let producer = KafkaProducer::new(&client, settings.topics.clone(), Some(tx))
             .map_err(|e| format!("journal shipper producer: {e}"))?;
+        Shipper::start_with(shared, Box::new(producer), rx, settings)
+    }
+
+    /// Ships through any producer whose delivery reports arrive on `reports`.
+    pub fn start_with(
+        shared: Arc<Shared>,
+        producer: Box<dyn Produce>,
+        reports: Receiver<Report>,
+        settings: ShipSettings,
+    ) -> Result<Shipper, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let from = shared.shipped.load(Ordering::Relaxed);
         let mut ship = Ship {
@@ -143,11 +101,11 @@ impl Shipper {
             reread: Cursor::new(shared.clone(), from),
             shared,
             producer,
-            acks: rx,
-            topics: settings.topics,
+            acks: reports,
             in_flight: VecDeque::new(),
             retry: VecDeque::new(),
             dead_letter: settings.dead_letter,
+            topics: settings.topics,
             saved: from,
             log: RateLimit::new(10_000),
             drain_timeout: settings.drain_timeout,
@@ -162,15 +120,17 @@ impl Shipper {
     }
 
     /// Ships what is left (within the drain timeout), saves the checkpoint
-    /// and stops.
-    pub fn stop(mut self) {
-        self.stop_inner();
+    /// and stops; returns how many records stay in the journal unshipped
+    /// (they ship at the next start).
+    pub fn stop(mut self) -> u64 {
+        self.stop_inner()
     }
 
-    fn stop_inner(&mut self) {
+    fn stop_inner(&mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(u64::MAX),
+            None => 0,
         }
     }
 }
@@ -208,9 +168,10 @@ struct Ship {
     /// Reads an in-flight record back (to produce it again, or to
     /// dead-letter it) at the position `cursor` saw it.
     reread: Cursor,
-    producer: ThreadedProducer<Reports>,
-    acks: Receiver<(u64, Result<(), KafkaError>)>,
-    topics: [String; 6],
+    producer: Box<dyn Produce>,
+    acks: Receiver<Report>,
+    /// Topic names, for dead-letter lines.
+    topics: Topics,
     /// In sequence order (gaps only where a damaged segment was skipped);
     /// the checkpoint is the first not done.
     in_flight: VecDeque<InFlight>,
@@ -224,7 +185,8 @@ struct Ship {
 }
 
 impl Ship {
-    fn run(&mut self, stop: &AtomicBool) {
+    /// Returns the records left unshipped when it stopped.
+    fn run(&mut self, stop: &AtomicBool) -> u64 {
         let mut last_save = Instant::now();
         let mut draining_since: Option<Instant> = None;
         loop {
@@ -250,14 +212,9 @@ impl Ship {
                 let all_done =
                     self.in_flight.is_empty() && self.cursor.next_seq >= self.shared.written();
                 if all_done || since.elapsed() > self.drain_timeout {
-                    if !all_done {
-                        warn!(
-                            behind = self.shared.written().saturating_sub(watermark),
-                            "stopping with unshipped records; they stay in the journal and ship at the next start"
-                        );
-                    }
-                    self.save(self.watermark());
-                    return;
+                    let watermark = self.watermark();
+                    self.save(watermark);
+                    return self.shared.written().saturating_sub(watermark);
                 }
             }
             if produced == 0 {
@@ -311,19 +268,17 @@ impl Ship {
                     }
                     shipped += 1;
                 }
-                Err(e) if is_permanent(e.rdkafka_error_code()) => {
-                    self.dead_on_delivery(seq, &e.to_string())
-                }
+                Err(e) if e.kind == Refusal::Permanent => self.dead_on_delivery(seq, &e.message),
                 Err(e) => {
-                    metrics::counter!("journal_ship_retries_total").increment(1);
+                    metric::journal_ship_retry();
                     if let Some(held) = self.log.check() {
-                        warn!(error = %e, suppressed = held, "delivery failed; the record will be produced again");
+                        warn!(error = %e.message, suppressed = held, "delivery failed; the record will be produced again");
                     }
                     self.retry.push_back(seq);
                 }
             }
         }
-        metrics::counter!("journal_shipped_total").increment(shipped);
+        metric::journal_shipped(shipped);
         // Drop the acknowledged prefix.
         while self.in_flight.front().is_some_and(|f| f.done) {
             self.in_flight.pop_front();
@@ -356,7 +311,7 @@ impl Ship {
                 let sent = if full {
                     Sent::Later
                 } else {
-                    send(producer, topics, log, dead_letter, &r)
+                    send(producer.as_ref(), topics, log, dead_letter, &r)
                 };
                 match sent {
                     Sent::Queued => produced += 1,
@@ -409,7 +364,7 @@ impl Ship {
             if reread.seek(seq, at) {
                 reread.read_each(1, |r| {
                     if r.seq == seq {
-                        sent = Some(send(producer, topics, log, dead_letter, &r));
+                        sent = Some(send(producer.as_ref(), topics, log, dead_letter, &r));
                     }
                 });
             }
@@ -438,8 +393,8 @@ impl Ship {
         let mut found = false;
         let Ship {
             reread,
-            topics,
             dead_letter: path,
+            topics,
             in_flight,
             ..
         } = self;
@@ -492,49 +447,51 @@ impl Ship {
 
     fn report(&self) {
         let shipped = self.watermark();
-        metrics::gauge!("journal_bytes").set(self.shared.bytes() as f64);
-        metrics::gauge!("journal_records_behind")
-            .set(self.shared.written().saturating_sub(shipped) as f64);
+        metric::journal_size(self.shared.bytes());
         let oldest = self.in_flight.iter().find(|f| !f.done).map(|f| f.ts_ms);
         let age = oldest.map_or(0.0, |ts| now_ms().saturating_sub(ts) as f64 / 1000.0);
-        metrics::gauge!("journal_oldest_unshipped_age_seconds").set(age);
+        metric::journal_backlog(self.shared.written().saturating_sub(shipped), age);
     }
 }
 
 impl Drop for Ship {
     fn drop(&mut self) {
-        let _ = self.producer.flush(Duration::from_secs(1));
+        self.producer.flush(Duration::from_secs(1));
         info!(checkpoint = self.saved, "journal shipper stopped");
     }
 }
 
-/// Hands one record to librdkafka.
+/// Hands one record to the producer, with its headers as journaled.
 fn send(
-    producer: &ThreadedProducer<Reports>,
-    topics: &[String; 6],
+    producer: &dyn Produce,
+    topics: &Topics,
     log: &RateLimit,
     dead_letter_file: &Path,
     r: &Record<'_>,
 ) -> Sent {
-    let topic = &topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)];
-    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-        key: "type",
-        value: Some(r.kind.as_str()),
-    });
-    let record = BaseRecord::with_opaque_to(topic, r.seq as usize)
-        .key(r.key)
-        .payload(r.payload)
-        .headers(headers);
-    match producer.send(record).map_err(|(e, _)| e) {
+    // pixeld's records carry one header; a few more fit without allocating.
+    let mut list: [(&str, &[u8]); 8] = [("", &[]); 8];
+    let mut n = 0;
+    for h in r.headers.iter().take(list.len()) {
+        list[n] = h;
+        n += 1;
+    }
+    let out = Outgoing {
+        topic: r.topic,
+        key: r.key,
+        headers: &list[..n],
+        payload: r.payload,
+    };
+    match producer.send(&out, r.seq) {
         Ok(()) => Sent::Queued,
-        Err(e) if is_permanent(e.rdkafka_error_code()) => {
-            dead_letter(dead_letter_file, topics, r, &e.to_string());
+        Err(e) if e.kind == Refusal::Permanent => {
+            dead_letter(dead_letter_file, topics, r, &e.message);
             Sent::Dead
         }
         Err(e) => {
-            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+            if e.kind != Refusal::QueueFull {
                 if let Some(held) = log.check() {
-                    warn!(error = %e, suppressed = held, "produce refused; will retry");
+                    warn!(error = %e.message, suppressed = held, "produce refused; will retry");
                 }
             }
             Sent::Later
@@ -544,16 +501,13 @@ fn send(
 
 /// Appends the record to the dead-letter file, one JSON line, with the
 /// reason: the checkpoint may then pass it.
-fn dead_letter(path: &Path, topics: &[String; 6], r: &Record<'_>, reason: &str) {
+fn dead_letter(path: &Path, topics: &Topics, r: &Record<'_>, reason: &str) {
     let mut line = Vec::with_capacity(r.payload.len() + 128);
     let mut w = crate::event::JsonWriter::object(&mut line);
     w.u64("seq", r.seq);
     w.u64("ts", r.ts_ms);
     w.str("reason", reason);
-    w.str(
-        "topic",
-        &topics[Topic::ALL.iter().position(|t| *t == r.topic).unwrap_or(0)],
-    );
+    w.str("topic", topics.name(r.topic));
     w.str("key", &String::from_utf8_lossy(r.key));
     w.str("payload", &String::from_utf8_lossy(r.payload));
     w.end();
@@ -563,7 +517,7 @@ fn dead_letter(path: &Path, topics: &[String; 6], r: &Record<'_>, reason: &str) 
         .append(true)
         .open(path)
         .and_then(|mut file| file.write_all(&line));
-    metrics::counter!("journal_dead_letters_total").increment(1);
+    metric::journal_dead_letter();
     let seq = r.seq;
     match written {
         Ok(()) => {

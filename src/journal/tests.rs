@@ -16,10 +16,9 @@ fn settings(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Settings {
 fn body(i: u64) -> Vec<u8> {
     Journal::body(
         Topic::Impressions,
-        EventType::Impression,
+        &[("type", EventType::Impression.as_str().as_bytes())],
         b"k",
         format!("{{\"i\":{i}}}").as_bytes(),
-        None,
     )
 }
 

@@ -2,8 +2,8 @@
 //! redirect to the landing page.
 
 use super::query::Key;
-use super::redirect::AllowList;
 use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
+use crate::config::AllowList;
 use crate::event::{Body, Touch};
 use crate::ids::ClickTrackerId;
 

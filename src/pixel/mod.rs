@@ -7,17 +7,16 @@ pub mod decimal;
 pub mod impression;
 pub mod js;
 pub mod query;
-pub mod redirect;
 pub mod segment;
 
 use std::borrow::Cow;
 
+use crate::config::AllowList;
 use crate::config::Catalog;
 use crate::config::FireList;
 use crate::event::{Body, Common, Event, Invalid};
 use crate::ids::UserId;
 use query::{Key, Param, Query, QueryError};
-use redirect::AllowList;
 
 /// Which pixel a path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,59 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use super::{Message, Sink, SinkError, Topic};
-use crate::config::KafkaConfig;
+use super::producer::{KafkaProducer, Outgoing, Produce, Refusal, Topics};
+use super::{Message, Sink, SinkError};
+use crate::config::{KafkaAcks, KafkaConfig};
 use crate::telemetry::RateLimit;
-
-/// Counts deliveries and logs failures without flooding.
-struct Deliveries {
-    /// One failure line per 10 s at most.
-    failure_log: RateLimit,
-    /// One client-error line per 10 s at most.
-    error_log: RateLimit,
-    /// One librdkafka warning per 10 s at most.
-    librdkafka_log: RateLimit,
-}
-
-impl ClientContext for Deliveries {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::telemetry::librdkafka_log(&self.librdkafka_log, level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        crate::telemetry::kafka_client_error(&self.error_log, &error, reason);
-    }
-}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => metrics::counter!("kafka_delivered_total").increment(1),
-            Err((error, _)) => {
-                metrics::counter!("kafka_delivery_failed_total").increment(1);
-                if let Some(held) = self.failure_log.check() {
-                    warn!(%error, suppressed = held, "event delivery failed");
-                }
-            }
-        }
-    }
-}
 
 /// Publishes to Kafka.
 pub struct KafkaSink {
     /// The one producer; librdkafka batches across all handlers.
-    producer: ThreadedProducer<Deliveries>,
-    /// Topic name per [`Topic`], in `Topic::ALL` order.
-    topics: [String; 6],
+    producer: KafkaProducer,
     /// Set once a broker answered and every topic exists.
     ready: Arc<AtomicBool>,
 }
@@ -68,12 +29,16 @@ pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("client.id", &cfg.client_id)
-        .set("compression.type", &cfg.compression)
+        .set("compression.type", cfg.compression.as_str())
         .set("linger.ms", cfg.linger_ms.to_string())
-        .set("acks", &cfg.acks)
+        .set("acks", cfg.acks.as_str())
         .set(
             "enable.idempotence",
-            if cfg.acks == "all" { "true" } else { "false" },
+            if cfg.acks == KafkaAcks::All {
+                "true"
+            } else {
+                "false"
+            },
         )
         .set(
             "queue.buffering.max.messages",
@@ -97,22 +62,16 @@ impl KafkaSink {
     /// creates any missing topic. `brokers` overrides `cfg.brokers` (the
     /// embedded cluster's address).
     pub fn start(cfg: &KafkaConfig, brokers: &str) -> Result<KafkaSink, String> {
-        let context = Deliveries {
-            failure_log: RateLimit::new(10_000),
-            error_log: RateLimit::new(10_000),
-            librdkafka_log: RateLimit::new(10_000),
-        };
-        let producer: ThreadedProducer<Deliveries> = client_config(cfg, brokers)
-            .create_with_context(context)
+        let topics = Topics(cfg.topics.names().map(String::from));
+        let producer = KafkaProducer::new(&client_config(cfg, brokers), topics.clone(), None)
             .map_err(|e| format!("kafka producer: {e}"))?;
         let admin: AdminClient<DefaultClientContext> = client_config(cfg, brokers)
             .create()
             .map_err(|e| format!("kafka admin client: {e}"))?;
-        let topics = cfg.topics.names().map(String::from);
         let ready = Arc::new(AtomicBool::new(false));
         let setup = TopicSetup {
             admin,
-            topics: topics.to_vec(),
+            topics: topics.0.to_vec(),
             partitions: cfg.partitions,
             replication: cfg.replication_factor,
             ready: ready.clone(),
@@ -121,36 +80,23 @@ impl KafkaSink {
             .name("kafka-setup".into())
             .spawn(move || setup.run())
             .map_err(|e| format!("kafka setup thread: {e}"))?;
-        Ok(KafkaSink {
-            producer,
-            topics,
-            ready,
-        })
-    }
-
-    fn topic_name(&self, topic: Topic) -> &str {
-        let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
-        &self.topics[i]
+        Ok(KafkaSink { producer, ready })
     }
 }
 
 impl Sink for KafkaSink {
     fn publish(&self, msg: Message<'_>) -> Result<(), SinkError> {
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: "type",
-            value: Some(msg.kind.as_str()),
-        });
-        let record = BaseRecord::to(self.topic_name(msg.topic))
-            .key(msg.key)
-            .payload(msg.payload)
-            .headers(headers);
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::QueueFull) => SinkError::QueueFull,
-                Some(RDKafkaErrorCode::MessageSizeTooLarge) => SinkError::TooLarge,
-                _ => SinkError::Unavailable,
-            })
+        let out = Outgoing {
+            topic: msg.topic,
+            key: msg.key,
+            headers: &[("type", msg.kind.as_str().as_bytes())],
+            payload: msg.payload,
+        };
+        self.producer.send(&out, 0).map_err(|e| match e.kind {
+            Refusal::QueueFull => SinkError::QueueFull,
+            Refusal::Permanent => SinkError::TooLarge,
+            Refusal::Retriable => SinkError::Unavailable,
+        })
     }
 
     fn is_ready(&self) -> bool {
@@ -158,8 +104,7 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&self, timeout: Duration) -> usize {
-        let _ = self.producer.flush(timeout);
-        self.producer.in_flight_count().max(0) as usize
+        self.producer.flush(timeout)
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod embedded;
 pub mod kafka;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod producer;
 
 use std::time::Duration;
 

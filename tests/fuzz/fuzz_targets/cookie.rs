@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     headers.insert(COOKIE, value);
     let text = String::from_utf8_lossy(data).into_owned();
     let cfg = CookieConfig {
-        secret: Some(SECRET.into()),
+        secret: pixeld::config::Secret::parse(SECRET),
         ..CookieConfig::default()
     };
     let jar = Cookies::new(&cfg, Secret::generate());

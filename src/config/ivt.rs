@@ -13,9 +13,10 @@ use hyper::header::{HeaderMap, HeaderName};
 const BUILTIN: &str = include_str!("../../config/ivt-user-agents.txt");
 
 /// User-agent patterns and the label each one flags.
+#[derive(Clone, Debug)]
 pub struct IvtList {
-    /// All patterns, matched case-insensitively in one pass.
-    matcher: AhoCorasick,
+    /// All patterns, matched case-insensitively in one pass (None: an empty list).
+    matcher: Option<AhoCorasick>,
     /// `CATEGORY:PATTERN` per pattern, in the matcher's order.
     labels: Vec<String>,
     /// Tells this list's entries apart in the per-thread cache.
@@ -66,7 +67,23 @@ fn parse(text: &str, source: &str, out: &mut Vec<(String, String)>) -> Result<()
     Ok(())
 }
 
+impl Default for IvtList {
+    /// The shipped list alone (`tests::crawlers_previews_and_automation_are_named`
+    /// proves it parses; an empty list stands in only if that test fails).
+    fn default() -> Self {
+        IvtList::load(None).unwrap_or_else(|_| IvtList::empty())
+    }
+}
+
 impl IvtList {
+    fn empty() -> IvtList {
+        IvtList {
+            matcher: None,
+            labels: Vec::new(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// The shipped list, plus the lines of `extra` if given.
     pub fn load(extra: Option<&Path>) -> Result<IvtList, String> {
         let mut entries = Vec::new();
@@ -85,7 +102,7 @@ impl IvtList {
             .map(|(c, p)| format!("{c}:{p}"))
             .collect();
         Ok(IvtList {
-            matcher,
+            matcher: Some(matcher),
             labels,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
@@ -113,7 +130,10 @@ impl IvtList {
 
     /// The index of the first pattern `ua` matches, through the cache.
     fn match_cached(&self, ua: &str) -> Option<u32> {
-        let scan = || self.matcher.find(ua).map(|m| m.pattern().as_u32());
+        let scan = || {
+            let m = self.matcher.as_ref()?.find(ua)?;
+            Some(m.pattern().as_u32())
+        };
         let slot = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(ua) as usize % CACHE_SLOTS;
         VERDICTS
             .try_with(|cache| {

@@ -2,15 +2,39 @@
 //! browser somewhere. Deliberately strict: an open redirect on a trusted ad
 //! domain is a phishing tool.
 
+use serde::Deserialize;
+
 /// Longest target pixeld will redirect to.
 pub const MAX_TARGET_BYTES: usize = 4096;
 
 /// Hosts a redirect may go to: `example.com` exactly, or `*.example.com` for
 /// any subdomain of it. Empty means any host.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
 pub struct AllowList {
     /// Lowercased entries, `*.` prefix kept for subdomain patterns.
-    entries: Vec<String>,
+    entries: Vec<HostPattern>,
+}
+
+/// One `redirect.allowed_hosts` entry, checked when the file is read (so a
+/// bad entry is reported with its index).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+struct HostPattern(String);
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+
+    fn try_from(p: String) -> Result<Self, String> {
+        let p = p.to_ascii_lowercase();
+        let host = p.strip_prefix("*.").unwrap_or(&p);
+        if !is_dns_name(host) {
+            return Err(format!(
+                "{p:?} is not a host name; write `example.com` or `*.example.com`"
+            ));
+        }
+        Ok(HostPattern(p))
+    }
 }
 
 /// Why a target was refused; `code` is the short form used in logs.
@@ -46,11 +70,7 @@ impl AllowList {
         let mut entries = Vec::with_capacity(patterns.len());
         for p in patterns {
             let p = p.as_ref().to_ascii_lowercase();
-            let host = p.strip_prefix("*.").unwrap_or(&p);
-            if !is_dns_name(host) {
-                return Err(p);
-            }
-            entries.push(p);
+            entries.push(HostPattern::try_from(p.clone()).map_err(|_| p)?);
         }
         Ok(AllowList { entries })
     }
@@ -63,13 +83,13 @@ impl AllowList {
         if self.entries.is_empty() {
             return true;
         }
-        self.entries.iter().any(|e| match e.strip_prefix("*.") {
+        self.entries.iter().any(|e| match e.0.strip_prefix("*.") {
             Some(parent) => {
                 host.len() > parent.len() + 1
                     && host.ends_with(parent)
                     && host.as_bytes()[host.len() - parent.len() - 1] == b'.'
             }
-            None => host == e,
+            None => host == e.0,
         })
     }
 

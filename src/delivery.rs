@@ -1,0 +1,328 @@
+//! The delivery boundary: the one place that knows whether events go to the
+//! journal (then Kafka) or straight to the Kafka producer, and that counts
+//! what became of each. Callers hand it an event and wait on the
+//! [`Receipt`]; when that resolves, the event is as safe as
+//! `journal.durability` promises (on disk, fsynced, or queued in memory).
+//!
+//! ```text
+//! http / attribution ──submit──▶ Delivery ──▶ Journal ──shipper──▶ Kafka
+//!                                    └──────▶ Sink (memory mode) ─▶ Kafka
+//! ```
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+use crate::event::{encode, AttributionInput, Event, EventType};
+use crate::journal::{AppendError, Journal};
+use crate::sink::{Message, Sink, SinkError, Topic};
+use crate::telemetry::metric;
+
+/// Hears every event delivered in memory mode (the in-process attribution
+/// engine's channel); with a journal the engine reads the journal instead.
+pub trait Tap: Send + Sync {
+    /// Never blocks: a full tap drops and counts.
+    fn offer(&self, input: AttributionInput);
+    /// False while the tap is losing inputs.
+    fn healthy(&self) -> bool;
+}
+
+/// Where events go.
+pub struct Delivery {
+    /// The journal, unless `durability = memory`.
+    journal: Option<Arc<Journal>>,
+    /// Kafka: where events go in memory mode; in journal mode only asked
+    /// whether the broker is reachable (readiness).
+    sink: Arc<dyn Sink>,
+    /// The in-process engine's input in memory mode.
+    tap: Option<Arc<dyn Tap>>,
+}
+
+thread_local! {
+    /// Reused per thread, so encoding allocates only while it grows.
+    static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// Why an answered event was not kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Journal(AppendError),
+    Sink(SinkError),
+}
+
+impl Dropped {
+    /// The `reason` label of `events_dropped_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Dropped::Journal(e) => e.reason(),
+            Dropped::Sink(e) => e.reason(),
+        }
+    }
+}
+
+impl Delivery {
+    /// Through the journal (its shipper produces to Kafka).
+    pub fn journal(journal: Arc<Journal>, sink: Arc<dyn Sink>) -> Delivery {
+        Delivery {
+            journal: Some(journal),
+            sink,
+            tap: None,
+        }
+    }
+
+    /// Straight to the sink (`durability = memory`), with an optional tap.
+    pub fn direct(sink: Arc<dyn Sink>, tap: Option<Arc<dyn Tap>>) -> Delivery {
+        Delivery {
+            journal: None,
+            sink,
+            tap,
+        }
+    }
+
+    /// Encodes `event` and starts delivering it. The receipt must be
+    /// settled (that is where the outcome is counted).
+    pub fn submit(&self, event: &Event<'_>) -> Receipt {
+        let kind = event.kind();
+        let hex = event.common.uid.map(|u| u.to_hex());
+        let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+        let receipt = BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            encode(event, &mut buf);
+            self.submit_encoded(kind, key, &buf, event.common.ts_ms)
+        });
+        if let (Some(tap), None) = (&self.tap, &self.journal) {
+            if let Some(input) = AttributionInput::from_event(event) {
+                tap.offer(input);
+            }
+        }
+        receipt
+    }
+
+    /// Starts delivering an already encoded message of type `kind` (the
+    /// attribution engine's records).
+    pub fn submit_encoded(
+        &self,
+        kind: EventType,
+        key: &[u8],
+        payload: &[u8],
+        ts_ms: u64,
+    ) -> Receipt {
+        let topic = Topic::for_event(kind);
+        let state = match &self.journal {
+            Some(journal) => {
+                let headers: [(&str, &[u8]); 1] = [("type", kind.as_str().as_bytes())];
+                State::Unsent {
+                    journal: journal.clone(),
+                    body: Journal::body(topic, &headers, key, payload),
+                    ts_ms,
+                }
+            }
+            None => {
+                let msg = Message {
+                    topic,
+                    key,
+                    kind,
+                    payload,
+                };
+                State::Done(self.sink.publish(msg).map_err(Dropped::Sink))
+            }
+        };
+        Receipt { kind, state }
+    }
+
+    /// Why pixeld should not get traffic now, if it should not (the
+    /// `/readyz` body).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.journal.as_ref().is_some_and(|j| !j.shared.has_room()) {
+            return Some(
+                "not ready: the journal is full (journal.max_bytes); events are answered but not kept\n",
+            );
+        }
+        if !self.sink.is_ready() {
+            return Some("not ready: kafka not reachable yet\n");
+        }
+        if self.tap.as_ref().is_some_and(|t| !t.healthy()) {
+            return Some(
+                "not ready: the attribution engine is dropping inputs (attribution_dropped_total)\n",
+            );
+        }
+        None
+    }
+}
+
+/// An event on its way. Its outcome is counted exactly once, when it is
+/// settled (`events_total` or `events_dropped_total{reason}`).
+#[must_use = "a receipt counts its event only when settled"]
+pub struct Receipt {
+    kind: EventType,
+    state: State,
+}
+
+enum State {
+    /// Known already (memory mode).
+    Done(Result<(), Dropped>),
+    /// For the journal, not handed over yet.
+    Unsent {
+        journal: Arc<Journal>,
+        body: Vec<u8>,
+        ts_ms: u64,
+    },
+    /// Queued to the journal's writer; answered when its group is written.
+    Queued(oneshot::Receiver<Result<u64, AppendError>>),
+    /// Counted.
+    Settled,
+}
+
+impl Receipt {
+    /// Waits (asynchronously) until the event is as safe as promised.
+    pub async fn settled(mut self) -> Result<(), Dropped> {
+        let outcome = match std::mem::replace(&mut self.state, State::Settled) {
+            State::Done(r) => r,
+            State::Unsent {
+                journal,
+                body,
+                ts_ms,
+            } => journal
+                .append(body, ts_ms)
+                .await
+                .map(drop)
+                .map_err(Dropped::Journal),
+            State::Queued(rx) => rx
+                .await
+                .unwrap_or(Err(AppendError::Unavailable))
+                .map(drop)
+                .map_err(Dropped::Journal),
+            State::Settled => return Ok(()),
+        };
+        count(self.kind, outcome);
+        outcome
+    }
+
+    /// For threads outside the runtime: hands the event to the journal's
+    /// writer without waiting for its group (waiting per record would cost
+    /// two context switches each). Settle later with [`Receipt::try_settle`]
+    /// or [`Receipt::wait`].
+    pub fn queue(mut self) -> Receipt {
+        self.enqueue();
+        self
+    }
+
+    fn enqueue(&mut self) {
+        if !matches!(self.state, State::Unsent { .. }) {
+            return;
+        }
+        if let State::Unsent {
+            journal,
+            body,
+            ts_ms,
+        } = std::mem::replace(&mut self.state, State::Settled)
+        {
+            self.state = match journal.append_queued(body, ts_ms) {
+                Ok(rx) => State::Queued(rx),
+                Err(e) => State::Done(Err(Dropped::Journal(e))),
+            };
+        }
+    }
+
+    /// Counts the outcome if it is known; false while it is not.
+    pub fn try_settle(&mut self) -> bool {
+        self.enqueue();
+        let outcome = match &mut self.state {
+            State::Done(r) => *r,
+            State::Queued(rx) => match rx.try_recv() {
+                Err(TryRecvError::Empty) => return false,
+                Ok(r) => r.map(drop).map_err(Dropped::Journal),
+                Err(TryRecvError::Closed) => Err(Dropped::Journal(AppendError::Unavailable)),
+            },
+            State::Unsent { .. } | State::Settled => return true,
+        };
+        self.state = State::Settled;
+        count(self.kind, outcome);
+        true
+    }
+
+    /// Blocks this (non-runtime) thread until the outcome is known, and
+    /// counts it.
+    pub fn wait(mut self) -> Result<(), Dropped> {
+        self.enqueue();
+        let outcome = match std::mem::replace(&mut self.state, State::Settled) {
+            State::Done(r) => r,
+            State::Queued(rx) => rx
+                .blocking_recv()
+                .unwrap_or(Err(AppendError::Unavailable))
+                .map(drop)
+                .map_err(Dropped::Journal),
+            State::Unsent { .. } | State::Settled => return Ok(()),
+        };
+        count(self.kind, outcome);
+        outcome
+    }
+}
+
+fn count(kind: EventType, outcome: Result<(), Dropped>) {
+    match outcome {
+        Ok(()) => metric::event_delivered(kind.as_str()),
+        Err(e) => metric::event_dropped(e.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Cursor, Settings};
+    use crate::sink::memory::MemorySink;
+
+    fn journal(dir: &std::path::Path, max_bytes: u64) -> Arc<Journal> {
+        Arc::new(
+            Journal::open(&Settings {
+                dir: dir.to_path_buf(),
+                fsync: false,
+                max_bytes,
+                segment_bytes: 1 << 20,
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn journal_mode_writes_the_message_as_it_will_be_produced() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path(), 1 << 30);
+        let sink = Arc::new(MemorySink::default());
+        let d = Delivery::journal(j.clone(), sink.clone());
+        d.submit_encoded(EventType::Click, b"k", b"{}", 5)
+            .wait()
+            .unwrap();
+        assert!(sink.take().is_empty(), "nothing goes to the sink directly");
+        let mut c = Cursor::new(j.shared.clone(), 0);
+        let mut seen = Vec::new();
+        c.read_each(10, |r| {
+            seen.push((r.topic, r.headers.kind(), r.key.to_vec(), r.ts_ms))
+        });
+        assert_eq!(
+            seen,
+            [(Topic::Clicks, Some(EventType::Click), b"k".to_vec(), 5)]
+        );
+    }
+
+    #[test]
+    fn a_refused_append_is_reported_once_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path(), 1);
+        let d = Delivery::journal(j, Arc::new(MemorySink::default()));
+        let mut receipts: Vec<Receipt> = (0..3)
+            .map(|_| d.submit_encoded(EventType::Click, b"", b"{}", 1).queue())
+            .collect();
+        let mut outcomes = Vec::new();
+        for r in receipts.drain(..) {
+            outcomes.push(r.wait());
+        }
+        assert_eq!(
+            outcomes,
+            vec![Err(Dropped::Journal(AppendError::Full)); 3],
+            "each refused event once, with its own reason"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! What the attribution engine needs of an event, as a type below both the
+//! engine and the journal: derived from an [`Event`] on the request path (no
+//! parsing), or from its JSON payload wherever the event was stored (the
+//! journal, a Kafka topic). Both derivations give the same value
+//! (`tests::the_json_and_the_event_agree`).
+
+use serde::Deserialize;
+
+use super::{Body, Event, EventType};
+use crate::ids::{AdvertiserId, EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
+
+/// Whether a touch was a view (impression) or a click.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TouchKind {
+    View,
+    Click,
+}
+
+/// `order_id` kept inline (at most 36 letters and digits), so an input on the
+/// engine's channel owns no heap memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderId {
+    /// The bytes, zero-padded.
+    bytes: [u8; 36],
+    /// How many are used.
+    len: u8,
+}
+
+impl OrderId {
+    pub fn new(s: &str) -> Option<OrderId> {
+        if s.is_empty() || s.len() > 36 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let mut bytes = [0u8; 36];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(OrderId {
+            bytes,
+            len: s.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+/// An impression or click of a user with an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TouchInput {
+    pub uid: UserId,
+    pub kind: TouchKind,
+    pub line_item: LineItemId,
+    /// The touch's v7 event id: it carries the touch time.
+    pub event_id: EventId,
+    /// Impression or click tracker id.
+    pub tracker: u32,
+    pub publisher: PublisherId,
+    pub placement: Option<PlacementId>,
+}
+
+/// A conversion as the engine receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConversionInput {
+    /// None for anonymous and opted-out users.
+    pub uid: Option<UserId>,
+    pub event_id: EventId,
+    pub ts_ms: u64,
+    pub pixel: PixelId,
+    pub advertiser: AdvertiserId,
+    pub order_id: Option<OrderId>,
+    pub value_micros: Option<u64>,
+}
+
+/// What the engine is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttributionInput {
+    Touch(TouchInput),
+    /// A conversion, with or without an id.
+    Conversion(ConversionInput),
+}
+
+/// Warnings that keep an event out of attribution: a HEAD request (a link
+/// checker, not a browser) and a rate-limited client.
+const UNATTRIBUTABLE: [&str; 2] = ["head_request", "rate_limited"];
+
+impl AttributionInput {
+    /// The engine's view of an event, if it needs one: impressions and clicks
+    /// of users with an id, and every conversion; never a HEAD request or a
+    /// rate-limited one.
+    pub fn from_event(event: &Event<'_>) -> Option<AttributionInput> {
+        let c = &event.common;
+        if UNATTRIBUTABLE.iter().any(|w| c.warnings.contains(w)) {
+            return None;
+        }
+        let touch = |kind, line_item, tracker, publisher, placement| {
+            c.uid.map(|uid| {
+                AttributionInput::Touch(TouchInput {
+                    uid,
+                    kind,
+                    line_item,
+                    event_id: c.event_id,
+                    tracker,
+                    publisher,
+                    placement,
+                })
+            })
+        };
+        match &event.body {
+            Body::Impression(t) => touch(
+                TouchKind::View,
+                t.line_item_id,
+                t.tracker_id.0,
+                t.publisher_id,
+                t.placement_id,
+            ),
+            Body::Click(t) => touch(
+                TouchKind::Click,
+                t.line_item_id,
+                t.tracker_id.0,
+                t.publisher_id,
+                t.placement_id,
+            ),
+            Body::Conversion(cv) => Some(AttributionInput::Conversion(ConversionInput {
+                uid: c.uid,
+                event_id: c.event_id,
+                ts_ms: c.ts_ms,
+                pixel: cv.pixel_id,
+                advertiser: cv.advertiser_id,
+                order_id: cv.order_id.as_deref().and_then(OrderId::new),
+                value_micros: cv.value_micros,
+            })),
+            Body::Segment(_) | Body::Invalid(_) => None,
+        }
+    }
+
+    /// The same, from the event's JSON as pixeld encoded it (`kind` from the
+    /// record's topic or `type` header). None for events the engine does not
+    /// need, and for payloads that are not a pixeld event of that kind.
+    pub fn from_json(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
+        if !matches!(
+            kind,
+            EventType::Impression | EventType::Click | EventType::Conversion
+        ) {
+            return None;
+        }
+        let e: Fields<'_> = serde_json::from_slice(payload).ok()?;
+        if e.warnings.iter().any(|w| UNATTRIBUTABLE.contains(w)) {
+            return None;
+        }
+        let event_id = EventId::parse(e.event_id)?;
+        let uid = match e.uid {
+            Some(u) => Some(UserId::parse(u)?),
+            None => None,
+        };
+        match kind {
+            EventType::Impression | EventType::Click => {
+                let touch = TouchInput {
+                    uid: uid?,
+                    kind: if kind == EventType::Impression {
+                        TouchKind::View
+                    } else {
+                        TouchKind::Click
+                    },
+                    line_item: LineItemId(e.line_item_id?),
+                    event_id,
+                    tracker: e.tracker_id?,
+                    publisher: PublisherId(e.publisher_id?),
+                    placement: e.placement_id.map(PlacementId),
+                };
+                Some(AttributionInput::Touch(touch))
+            }
+            _ => Some(AttributionInput::Conversion(ConversionInput {
+                uid,
+                event_id,
+                ts_ms: e.ts,
+                pixel: PixelId(e.pixel_id?),
+                advertiser: AdvertiserId(e.advertiser_id?),
+                order_id: e.order_id.as_deref().and_then(OrderId::new),
+                value_micros: e.value_micros,
+            })),
+        }
+    }
+}
+
+/// The fields the engine reads; serde skips the rest. Strings borrow from
+/// the payload where they hold no escapes (ids and codes never do).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    event_id: &'a str,
+    ts: u64,
+    #[serde(borrow)]
+    uid: Option<&'a str>,
+    #[serde(borrow, default)]
+    warnings: Vec<&'a str>,
+    tracker_id: Option<u32>,
+    line_item_id: Option<u32>,
+    publisher_id: Option<u32>,
+    placement_id: Option<u32>,
+    pixel_id: Option<u32>,
+    advertiser_id: Option<u32>,
+    /// Owned: a hostile order id may hold escapes (it is then refused by
+    /// `OrderId::new` anyway).
+    order_id: Option<String>,
+    value_micros: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_checked_and_kept_inline() {
+        assert_eq!(OrderId::new("ORD42").unwrap().as_str(), "ORD42");
+        assert!(OrderId::new(&"A".repeat(37)).is_none());
+        assert!(OrderId::new("a-b").is_none());
+        assert!(OrderId::new("").is_none());
+    }
+
+    #[test]
+    fn foreign_or_broken_payloads_give_nothing() {
+        for bad in [&b"not json"[..], b"{}", b"{\"event_id\":\"x\",\"ts\":1}"] {
+            assert_eq!(
+                AttributionInput::from_json(EventType::Conversion, bad),
+                None
+            );
+        }
+        let segment = br#"{"event_id":"0190a5b0-0000-7000-8000-000000000000","ts":1,"uid":null}"#;
+        assert_eq!(
+            AttributionInput::from_json(EventType::Segment, segment),
+            None
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The one seam to a Kafka producer, shared by the direct sink and the
+//! journal's shipper: one client context (logs, errors, delivery counts),
+//! one header builder, one topic table. [`Produce`] is the trait both use,
+//! so the shipper's retry, dead-letter and checkpoint logic is unit-tested
+//! with [`mock::MockProducer`], which fails on demand.
+
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use tracing::warn;
+
+use super::Topic;
+use crate::telemetry::{metric, RateLimit};
+
+/// One message to produce, borrowed for the call.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    pub topic: Topic,
+    /// The partitioning key: the user id, empty for anonymous events.
+    pub key: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub payload: &'a [u8],
+}
+
+/// Why a message was refused, at `send` or in its delivery report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProduceError {
+    pub kind: Refusal,
+    /// The client's words, for logs and the dead-letter file.
+    pub message: String,
+}
+
+/// What to do about a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client's queue is full: try again shortly.
+    QueueFull,
+    /// The broker will never take this message (too large, invalid).
+    Permanent,
+    /// Anything else: the broker is slow, gone, or electing; try again.
+    Retriable,
+}
+
+impl ProduceError {
+    fn from_kafka(e: &KafkaError) -> ProduceError {
+        let kind = match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::QueueFull) => Refusal::QueueFull,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic,
+            ) => Refusal::Permanent,
+            _ => Refusal::Retriable,
+        };
+        ProduceError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A delivery report: the `opaque` given to [`Produce::send`], and how it went.
+pub type Report = (u64, Result<(), ProduceError>);
+
+/// Produces messages; delivery reports arrive later, on the channel the
+/// producer was made with (if any).
+pub trait Produce: Send + Sync {
+    /// Queues one message; never blocks on the network.
+    fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError>;
+    /// Waits at most `timeout` for queued messages; returns how many are
+    /// still undelivered.
+    fn flush(&self, timeout: Duration) -> usize;
+}
+
+/// Topic name per [`Topic`], in `Topic::ALL` order.
+#[derive(Clone, Debug)]
+pub struct Topics(pub [String; 6]);
+
+impl Topics {
+    pub fn name(&self, topic: Topic) -> &str {
+        let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
+        &self.0[i]
+    }
+}
+
+/// The Kafka headers of a message.
+fn headers(list: &[(&str, &[u8])]) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new_with_capacity(list.len());
+    for (key, value) in list {
+        h = h.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    h
+}
+
+/// Logs without flooding, counts deliveries, forwards reports.
+pub struct Context {
+    /// Where delivery reports go (the shipper); None when nobody waits.
+    reports: Option<Sender<Report>>,
+    /// One failure line per 10 s at most.
+    failure_log: RateLimit,
+    /// One client-error line per 10 s at most.
+    error_log: RateLimit,
+    /// One librdkafka warning per 10 s at most.
+    librdkafka_log: RateLimit,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::telemetry::librdkafka_log(&self.librdkafka_log, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::telemetry::kafka_client_error(&self.error_log, &error, reason);
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let outcome = match result {
+            Ok(_) => {
+                metric::kafka_delivered();
+                Ok(())
+            }
+            Err((error, _)) => {
+                metric::kafka_delivery_failed();
+                if self.reports.is_none() {
+                    if let Some(held) = self.failure_log.check() {
+                        warn!(%error, suppressed = held, "event delivery failed");
+                    }
+                }
+                Err(ProduceError::from_kafka(error))
+            }
+        };
+        if let Some(tx) = &self.reports {
+            let _ = tx.send((opaque as u64, outcome));
+        }
+    }
+}
+
+/// A librdkafka producer behind [`Produce`].
+pub struct KafkaProducer {
+    producer: ThreadedProducer<Context>,
+    topics: Topics,
+}
+
+impl KafkaProducer {
+    /// Creates the producer; its delivery reports go to `reports`, if given.
+    pub fn new(
+        client: &ClientConfig,
+        topics: Topics,
+        reports: Option<Sender<Report>>,
+    ) -> Result<KafkaProducer, KafkaError> {
+        let context = Context {
+            reports,
+            failure_log: RateLimit::new(10_000),
+            error_log: RateLimit::new(10_000),
+            librdkafka_log: RateLimit::new(10_000),
+        };
+        let producer = client.create_with_context(context)?;
+        Ok(KafkaProducer { producer, topics })
+    }
+}
+
+impl Produce for KafkaProducer {
+    fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError> {
+        let record = BaseRecord::with_opaque_to(self.topics.name(msg.topic), opaque as usize)
+            .key(msg.key)
+            .payload(msg.payload)
+            .headers(headers(msg.headers));
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| ProduceError::from_kafka(&e))
+    }
+
+    fn flush(&self, timeout: Duration) -> usize {
+        let _ = self.producer.flush(timeout);
+        self.producer.in_flight_count().max(0) as usize
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod mock {
+    //! A producer that keeps what it is given and fails on demand.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// How the failing call fails.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Failure {
+        /// `send` answers queue-full (nothing is queued).
+        QueueFull,
+        /// `send` refuses the message for good.
+        PermanentAtSend,
+        /// The delivery report says a retriable error.
+        RetriableReport,
+        /// The delivery report says a permanent error.
+        PermanentReport,
+    }
+
+    /// One message the mock took.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Taken {
+        pub topic: Topic,
+        pub key: Vec<u8>,
+        pub headers: Vec<(String, Vec<u8>)>,
+        pub payload: Vec<u8>,
+    }
+
+    /// Acknowledges every message at once (reports go out inside `send`),
+    /// except the `n`-th call (counting from 0), which fails as told.
+    pub struct MockProducer {
+        reports: Sender<Report>,
+        fail_at: Option<(usize, Failure)>,
+        calls: AtomicUsize,
+        /// Messages acknowledged, in order.
+        pub delivered: Mutex<Vec<Taken>>,
+    }
+
+    impl MockProducer {
+        pub fn new(reports: Sender<Report>) -> MockProducer {
+            MockProducer {
+                reports,
+                fail_at: None,
+                calls: AtomicUsize::new(0),
+                delivered: Mutex::new(Vec::new()),
+            }
+        }
+
+        pub fn new_failing_at(n: usize, failure: Failure, reports: Sender<Report>) -> MockProducer {
+            MockProducer {
+                fail_at: Some((n, failure)),
+                ..MockProducer::new(reports)
+            }
+        }
+
+        pub fn delivered(&self) -> Vec<Taken> {
+            self.delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        }
+    }
+
+    fn error(kind: Refusal) -> ProduceError {
+        ProduceError {
+            kind,
+            message: format!("mock {kind:?}"),
+        }
+    }
+
+    impl Produce for MockProducer {
+        fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError> {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed);
+            let failure = self.fail_at.filter(|(n, _)| *n == call).map(|(_, f)| f);
+            match failure {
+                Some(Failure::QueueFull) => return Err(error(Refusal::QueueFull)),
+                Some(Failure::PermanentAtSend) => return Err(error(Refusal::Permanent)),
+                Some(Failure::RetriableReport) => {
+                    let _ = self.reports.send((opaque, Err(error(Refusal::Retriable))));
+                    return Ok(());
+                }
+                Some(Failure::PermanentReport) => {
+                    let _ = self.reports.send((opaque, Err(error(Refusal::Permanent))));
+                    return Ok(());
+                }
+                None => {}
+            }
+            self.delivered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Taken {
+                    topic: msg.topic,
+                    key: msg.key.to_vec(),
+                    headers: msg
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_vec()))
+                        .collect(),
+                    payload: msg.payload.to_vec(),
+                });
+            let _ = self.reports.send((opaque, Ok(())));
+            Ok(())
+        }
+
+        fn flush(&self, _timeout: Duration) -> usize {
+            0
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `pixeld serve` as a real process, signals, raw HTTP, metrics.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// `pixeld serve` as a real process.
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+    pub config: std::path::PathBuf,
+}
+
+impl Process {
+    /// Starts the binary on `config` and waits for `/healthz`.
+    pub fn start(config: &std::path::Path, port: u16, log: &std::path::Path) -> Process {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pixeld"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let p = Process {
+            child,
+            port,
+            config: config.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while raw_get(port, "/healthz").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "pixeld did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn kill9(&mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> i32 {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub fn wait_ready(&self, status: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if raw_get(self.port, "/readyz").is_some_and(|(s, _)| s == status) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One GET over a fresh connection: (status, body), None if it failed.
+pub fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn free_tcp_port() -> u16 {
+    super::broker::free_port()
+}
+
+/// The sum of a metric's samples (every label set whose line starts with
+/// `name`) in a Prometheus text body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// p-th percentile (0..=100) of latencies, in ms.
+pub fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
+    if lat.is_empty() {
+        return 0.0;
+    }
+    lat.sort();
+    let i = ((lat.len() - 1) as f64 * p / 100.0).round() as usize;
+    lat[i].as_secs_f64() * 1000.0
+}
