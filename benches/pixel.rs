@@ -4,7 +4,6 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pixeld::config::AllowList;
 use pixeld::config::Catalog;
 use pixeld::event::{encode, Common, Warnings};
 use pixeld::ids::{EventId, UserId};

@@ -9,6 +9,11 @@ scripts/deps.sh
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Style and lints first: they fail in seconds, before the long suite.
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
 # Each fuzz target runs briefly as a smoke test (properties included).
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 

@@ -192,3 +192,108 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
         "{log:?}"
     );
 }
+
+mod common;
+
+/// Runs `pixeld serve` on the example config with `overrides`; returns its
+/// exit code and stderr once it exits by itself (within 30 s).
+fn serve_until_exit(dir: &std::path::Path, overrides: &[(&str, String)]) -> (Option<i32>, String) {
+    let path = dir.join("pixeld.toml");
+    std::fs::write(&path, common::config_text(overrides)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pixeld kept running though it cannot keep its guarantee");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
+
+fn q(s: impl AsRef<str>) -> String {
+    format!("\"{}\"", s.as_ref())
+}
+
+#[test]
+fn a_guarantee_that_cannot_be_given_stops_start_up_naming_the_key_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // A data_dir that is a file: nothing can be kept there.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, "").unwrap();
+    let port = common::free_tcp_port();
+    let base = [
+        ("listen", q(format!("127.0.0.1:{port}"))),
+        ("brokers", q("127.0.0.1:1")),
+        ("data_dir", q(blocked.display().to_string())),
+    ];
+    // The journal (config_text sets cookie.secret, so the key is not needed).
+    let (code, err) = serve_until_exit(dir.path(), &base);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("journal.durability: cannot open the journal in")
+            && err.contains("make server.data_dir writable"),
+        "{err}"
+    );
+    // The attribution state, with the journal off.
+    let mut memory = base.to_vec();
+    memory.push(("durability", q("memory")));
+    let (code, err) = serve_until_exit(dir.path(), &memory);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("attribution.enabled: cannot write attribution snapshots into"),
+        "{err}"
+    );
+    // A listen address in use.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut taken = base.to_vec();
+    taken[0] = ("listen", q(held.local_addr().unwrap().to_string()));
+    let (code, err) = serve_until_exit(dir.path(), &taken);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("server.listen: cannot listen on"), "{err}");
+}
+
+#[test]
+fn shutdown_says_what_stays_in_the_journal_instead_of_all_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_tcp_port();
+    let overrides = [
+        ("listen", q(format!("127.0.0.1:{port}"))),
+        ("brokers", q("127.0.0.1:1")),
+        ("data_dir", q(dir.path().join("data").display().to_string())),
+        ("flush_timeout_ms", "500".to_string()),
+    ];
+    let path = dir.path().join("pixeld.toml");
+    std::fs::write(&path, common::config_text(&overrides)).unwrap();
+    let mut p = common::Process::start(&path, port, &dir.path().join("pixeld.log"));
+    for n in 0..3 {
+        let (status, _) =
+            common::raw_get(port, &format!("/imptr?id=2766&cachebuster={n}")).unwrap();
+        assert_eq!(status, 302);
+    }
+    assert_eq!(p.stop(), 0);
+    let log = std::fs::read_to_string(dir.path().join("pixeld.log")).unwrap();
+    assert!(!log.contains("all events delivered"), "{log}");
+    assert!(
+        log.contains("stopping with events not yet in Kafka") && log.contains("left_in_journal=3"),
+        "{log}"
+    );
+}

@@ -244,7 +244,8 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
         let (status, _) = raw_get(port, &format!("/imptr?id=2766&cachebuster={n}")).unwrap();
         assert!(status == 302 || status == 200, "request {n} got {status}");
     }
-    assert!(metric(port, "events_dropped_total{reason=\"journal_full\"}") > 0.0);
+    let dropped = metric(port, "events_dropped_total{reason=\"journal_full\"}");
+    assert!(dropped > 0.0);
     let (status, body) = raw_get(port, "/readyz").unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("journal is full"), "{body}");
@@ -272,6 +273,12 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
     assert!(
         kept > 0 && kept < 400,
         "some were kept, the rest dropped and counted: {kept}"
+    );
+    // Each answered event is either in Kafka or counted once as dropped.
+    assert_eq!(
+        kept as f64 + dropped,
+        400.0,
+        "{kept} kept and {dropped} counted as dropped of 400 answered"
     );
 }
 

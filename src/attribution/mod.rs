@@ -272,12 +272,6 @@ impl EngineTask {
                 dir: dir.clone(),
                 source,
             })?;
-            let path = snapshot::path_in(dir);
-            if let Err(e) = std::fs::File::open(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(StartError::SnapshotUnreadable { path, source: e });
-                }
-            }
             match snapshot::load(&state, dir) {
                 Ok(Some(at)) => {
                     applied = at;
@@ -290,8 +284,14 @@ impl EngineTask {
                 Ok(None) => {
                     info!(path = %snapshot::path_in(dir).display(), "no attribution snapshot yet; starting empty")
                 }
-                Err(e) => {
-                    warn!(error = %e, path = %snapshot::path_in(dir).display(), "attribution snapshot ignored; starting empty")
+                Err(snapshot::LoadError::Unreadable(source)) => {
+                    return Err(StartError::SnapshotUnreadable {
+                        path: snapshot::path_in(dir),
+                        source,
+                    })
+                }
+                Err(snapshot::LoadError::Corrupt(e)) => {
+                    warn!(error = %e, path = %snapshot::path_in(dir).display(), "attribution snapshot corrupt; ignored, the state is rebuilt from the journal")
                 }
             }
         }
@@ -443,11 +443,9 @@ impl Runner {
                         if let Some(record) = self.engine.apply(input) {
                             self.publish(&record);
                         }
-                        since_clock += 1;
-                        if since_clock < CLOCK_EVERY && !rx.is_empty() {
+                        if !clock_due(&mut since_clock, !rx.is_empty()) {
                             continue;
                         }
-                        since_clock = 0;
                         self.settle(false);
                     }
                     Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => finished = true,
@@ -505,3 +503,17 @@ impl Runner {
 
 /// Inputs applied from a busy channel between two looks at the clock.
 const CLOCK_EVERY: u32 = 1024;
+
+/// Whether the engine looks at the clock (sweep, snapshot) after this
+/// input: when the channel is drained, and every [`CLOCK_EVERY`] inputs of
+/// a backlog however long it lasts. Counting inputs, not the queue's
+/// length: a steady backlog whose length never hits a round number must
+/// not starve the sweep and the snapshot.
+fn clock_due(since_clock: &mut u32, backlog: bool) -> bool {
+    *since_clock += 1;
+    if backlog && *since_clock < CLOCK_EVERY {
+        return false;
+    }
+    *since_clock = 0;
+    true
+}

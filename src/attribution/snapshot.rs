@@ -161,14 +161,23 @@ pub fn save(state: &State, applied: u64, data_dir: &Path) -> std::io::Result<usi
     Ok(bytes.len())
 }
 
+/// Why a snapshot was not loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file is there but cannot be read (permissions, a directory, I/O):
+    /// the state it holds cannot be rebuilt by ignoring it.
+    Unreadable(std::io::Error),
+    /// Its bytes do not check out: ignored, the journal rebuilds the state.
+    Corrupt(String),
+}
+
 /// Loads the snapshot if there is one, returning the journal position it
 /// covers. `Ok(None)`: no file.
-pub fn load(state: &State, data_dir: &Path) -> Result<Option<u64>, String> {
-    let path = path_in(data_dir);
-    match fs::read(&path) {
-        Ok(bytes) => decode(&bytes, state).map(Some),
+pub fn load(state: &State, data_dir: &Path) -> Result<Option<u64>, LoadError> {
+    match fs::read(path_in(data_dir)) {
+        Ok(bytes) => decode(&bytes, state).map(Some).map_err(LoadError::Corrupt),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(LoadError::Unreadable(e)),
     }
 }
 
@@ -237,10 +246,19 @@ mod tests {
     #[test]
     fn save_and_load_through_the_file_system() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(&State::default(), dir.path()), Ok(None));
+        assert!(matches!(load(&State::default(), dir.path()), Ok(None)));
         save(&sample(), 7, dir.path()).unwrap();
         let s = State::default();
-        assert_eq!(load(&s, dir.path()), Ok(Some(7)));
+        assert!(matches!(load(&s, dir.path()), Ok(Some(7))));
         assert_eq!(s.users(), 2);
+        // Corrupt bytes are told apart from a file that cannot be read.
+        fs::write(path_in(dir.path()), b"garbage").unwrap();
+        assert!(matches!(load(&s, dir.path()), Err(LoadError::Corrupt(_))));
+        fs::remove_file(path_in(dir.path())).unwrap();
+        fs::create_dir(path_in(dir.path())).unwrap();
+        assert!(matches!(
+            load(&s, dir.path()),
+            Err(LoadError::Unreadable(_))
+        ));
     }
 }

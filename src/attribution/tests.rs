@@ -473,3 +473,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_steady_backlog_does_not_starve_the_sweep_and_the_snapshot() {
+    // A channel that stays 1500 deep for 10,000 inputs (the feeder keeps
+    // pace with the engine): the clock must still come due every 1024.
+    let mut since = 0;
+    let due = (0..10_000).filter(|_| clock_due(&mut since, true)).count();
+    assert_eq!(due, 10_000 / CLOCK_EVERY as usize);
+    // A drained channel looks at the clock at once.
+    assert!(clock_due(&mut since, false));
+}

@@ -345,6 +345,31 @@ allowed_hosts = ["exa mple.com"]
     }
 
     #[test]
+    fn typed_values_name_their_forms() {
+        let p = problems(
+            "[kafka]\nreplication_factor = 0\nacks = \"2\"\n[journal]\ndurability = \"disk\"\n[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n[[advertisers]]\nid = 1\n[[conversion_pixels]]\nid = 2\nadvertiser = 1\nrepeat = \"twice\"\n",
+        );
+        let has = |s: &str| p.iter().any(|x| x.starts_with(s));
+        assert!(
+            has("kafka.replication_factor: 0 is outside 1..=32767"),
+            "{p:?}"
+        );
+        assert!(has("kafka.acks: \"2\" is not one of all, 1, 0"), "{p:?}");
+        assert!(
+            has("journal.durability: \"disk\" is not one of journal, fsync, memory"),
+            "{p:?}"
+        );
+        assert!(
+            has("server.trusted_proxies[1]: \"nope\" is not a network"),
+            "{p:?}"
+        );
+        assert!(
+            has("conversion_pixels[0].repeat: \"twice\" is not a repeat mode"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn an_entry_missing_a_required_key_says_which() {
         let p = problems("[[impression_trackers]]\nid = 1\npublisher = 2\n");
         assert!(

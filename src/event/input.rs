@@ -217,6 +217,94 @@ mod tests {
         assert!(OrderId::new("").is_none());
     }
 
+    use crate::event::{encode, Common, Conversion, Touch, Warnings};
+    use crate::ids::{ClickTrackerId, TrackerId};
+
+    fn common(uid: Option<UserId>, warnings: Warnings) -> Common<'static> {
+        Common {
+            event_id: EventId::new_v7(1_764_000_000_123),
+            ts_ms: 1_764_000_000_123,
+            uid,
+            new_uid: false,
+            ip: None,
+            user_agent: Some("Mozilla/5.0 \"quoted\"".into()),
+            referer: None,
+            warnings,
+            ivt: None,
+        }
+    }
+
+    fn touch<T>(tracker_id: T, placement: Option<PlacementId>) -> Touch<'static, T> {
+        Touch {
+            tracker_id,
+            line_item_id: LineItemId(5001),
+            advertiser_id: AdvertiserId(100),
+            publisher_id: PublisherId(777),
+            placement_id: placement,
+            cachebuster: Some("42".into()),
+            ancost_micros: Some(420_000),
+            redir: None,
+            segments_added: &[],
+        }
+    }
+
+    #[test]
+    fn the_json_and_the_event_agree() {
+        let uid = Some(UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef));
+        let mut head = Warnings::default();
+        head.push("head_request");
+        let conversion = |order: &'static str, value| Conversion {
+            pixel_id: PixelId(7313),
+            advertiser_id: AdvertiserId(100),
+            order_id: Some(order.into()),
+            value_micros: value,
+            other: Some("a \u{2028} b".into()),
+            segments_added: vec![],
+            segments_removed: vec![],
+            redir: None,
+        };
+        let events = [
+            Event {
+                common: common(uid, Warnings::default()),
+                body: Body::Impression(touch(TrackerId(2766), Some(PlacementId(9)))),
+            },
+            Event {
+                common: common(uid, Warnings::default()),
+                body: Body::Click(touch(ClickTrackerId(21378), None)),
+            },
+            Event {
+                common: common(None, Warnings::default()),
+                body: Body::Impression(touch(TrackerId(2766), None)),
+            },
+            Event {
+                common: common(uid, head),
+                body: Body::Click(touch(ClickTrackerId(21378), None)),
+            },
+            Event {
+                common: common(uid, Warnings::default()),
+                body: Body::Conversion(conversion("ORD42", Some(12_500_000))),
+            },
+            Event {
+                common: common(None, Warnings::default()),
+                body: Body::Conversion(conversion("bad-id", None)),
+            },
+        ];
+        let mut some = 0;
+        for event in &events {
+            let mut json = Vec::new();
+            encode(event, &mut json);
+            let typed = AttributionInput::from_event(event);
+            assert_eq!(
+                AttributionInput::from_json(event.kind(), &json),
+                typed,
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
+            some += typed.is_some() as usize;
+        }
+        assert_eq!(some, 4, "anonymous touches and HEAD requests give nothing");
+    }
+
     #[test]
     fn foreign_or_broken_payloads_give_nothing() {
         for bad in [&b"not json"[..], b"{}", b"{\"event_id\":\"x\",\"ts\":1}"] {

@@ -124,7 +124,7 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
 
-fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+pub(crate) fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()

@@ -142,3 +142,55 @@ fn a_corrupt_record_in_an_older_segment_skips_to_the_next_segment() {
     );
     assert_eq!(got.last().unwrap().seq, 19);
 }
+
+#[test]
+fn a_journal_written_by_the_version_1_release_is_still_read() {
+    // tests/fixtures/journal-v1: written by pixeld at 579a988 (frame body
+    // version 1, carrying the engine's input), with an unreachable broker:
+    // two impressions, a click, a conversion, its attribution record, a
+    // segment and an invalid request.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/journal-v1/00000000000000000000.seg"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(fixture, dir.path().join("00000000000000000000.seg")).unwrap();
+    let j = Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap();
+    let mut c = Cursor::new(j.shared.clone(), 0);
+    let mut seen = Vec::new();
+    c.read_each(100, |r| {
+        let kind = r.headers.kind().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(r.payload).unwrap();
+        assert_eq!(json["type"], kind.as_str(), "the type header matches");
+        assert_eq!(Topic::for_event(kind), r.topic);
+        let input = crate::event::AttributionInput::from_json(kind, r.payload);
+        seen.push((
+            kind,
+            r.key.len(),
+            input.map(|i| matches!(i, crate::event::AttributionInput::Conversion(_))),
+        ));
+    });
+    use EventType::*;
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [
+            Impression,
+            Impression,
+            Click,
+            Conversion,
+            Attribution,
+            Segment,
+            Invalid
+        ]
+    );
+    // The engine's inputs come back from the payloads: the first impression
+    // had no cookie yet (a fresh id is still an id), the click and the
+    // conversion carry the same user.
+    assert_eq!(seen[2].2, Some(false), "the click is a touch");
+    assert_eq!(seen[3].2, Some(true), "the conversion");
+    assert_eq!(seen[5].2, None, "segments are not the engine's");
+    // New records follow the old ones in the same journal.
+    let next = j.append_blocking(body(7), 7).unwrap();
+    assert_eq!(next, 7);
+    assert_eq!(payloads(&read(&mut c, 10)), ["{\"i\":7}"]);
+}

@@ -210,6 +210,8 @@ pub mod mock {
         RetriableReport,
         /// The delivery report says a permanent error.
         PermanentReport,
+        /// Taken, but its delivery report never comes (a broker that hangs).
+        NoReport,
     }
 
     /// One message the mock took.
@@ -278,6 +280,7 @@ pub mod mock {
                     let _ = self.reports.send((opaque, Err(error(Refusal::Permanent))));
                     return Ok(());
                 }
+                Some(Failure::NoReport) => return Ok(()),
                 None => {}
             }
             self.delivered
