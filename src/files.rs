@@ -1,4 +1,5 @@
-//! Small files that must survive a crash or a power loss whole: written to a
+//! Files under `data_dir`: private to pixeld's user (they hold user ids, IP
+//! addresses, user agents), and, for small state files, written whole: a
 //! temporary file, fsynced, renamed into place, and the directory fsynced
 //! so the rename itself is durable.
 
@@ -6,13 +7,34 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+/// Creates `dir` and any missing parents, mode 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// `OpenOptions` whose newly created files are mode 0600.
+pub fn private_options() -> fs::OpenOptions {
+    let mut o = fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
+}
+
 /// Replaces `path` with `bytes`, atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = dir.join(name);
-    let mut f = fs::File::create(&tmp)?;
+    let mut f = private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -27,7 +49,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Creates `dir` if needed and proves a file can be created in it.
 pub fn check_writable(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let probe = dir.join(".pixeld-write-probe");
     fs::write(&probe, b"")?;
     fs::remove_file(&probe)
@@ -47,5 +69,19 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         check_writable(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn what_it_creates_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        create_private_dir(&sub).unwrap();
+        write_atomic(&sub.join("f"), b"x").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("a")), 0o700);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join("f")), 0o600);
     }
 }

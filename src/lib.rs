@@ -2,23 +2,28 @@
 //!
 //! A request flows one way through these modules:
 //!
-//! - [`http`]: accept loop, routing, responses, the user-id cookie, the client address;
+//! - [`http`]: accept loop, routing, identity (the user-id cookie, the
+//!   client address), responses;
 //! - [`pixel`]: zero-copy query parsing, then one module per pixel type turning a
 //!   request into an event and a reply (GIF, redirect or JavaScript);
-//! - [`event`]: the event types and their JSON encoding;
-//! - [`journal`]: the event on disk before the answer; its shipper produces
-//!   to Kafka;
-//! - [`sink`]: the boundary to Kafka (real, embedded, or in memory for tests);
-//! - [`attribution`]: reads impressions, clicks and conversions from the
-//!   journal (or a channel without one), credits each conversion and
-//!   publishes the verdict.
+//! - [`event`]: the event types, their JSON encoding, and what the
+//!   attribution engine needs of them ([`event::AttributionInput`]);
+//! - [`delivery`]: the one place that knows whether an event goes to the
+//!   journal or straight to Kafka, and counts what became of it;
+//! - [`journal`]: opaque records on disk before the answer; its shipper
+//!   produces them to Kafka;
+//! - [`sink`]: the boundary to Kafka (the sink, the embedded cluster, the
+//!   producer seam shared with the shipper);
+//! - [`attribution`]: reads impressions, clicks and conversions (from the
+//!   journal, or from the delivery's tap without one), credits each
+//!   conversion and hands the verdict to the delivery.
 //!
-//! Around them: [`config`] (load, validate, the lookup catalog), [`app`] (the
-//! shared state built from it), [`serve`] (start-up and shutdown order),
-//! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`]
-//! (metrics and logs), [`background`] (threads that never preempt the
-//! request path) and [`alloc`] (mimalloc, and huge pages for the large
-//! tables).
+//! Around them: [`config`] (typed values, validation, the lookup catalog; read
+//! by all, reads only [`ids`]), [`serve`] (start-up and shutdown order),
+//! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`] (every
+//! metric's name and description, logs), [`files`] (atomic, durable small
+//! files), [`background`] (threads that never preempt the request path) and
+//! [`alloc`] (mimalloc, and huge pages for the large tables).
 
 pub mod alloc;
 pub mod attribution;

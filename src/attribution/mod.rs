@@ -2,9 +2,14 @@
 //! click or view inside the pixel's windows and publishes one record per
 //! conversion.
 //!
-//! Handlers [`Feed::offer`] inputs over a bounded channel and never wait; one
-//! engine thread owns all writes ([`Engine`]), and between inputs it sweeps
-//! expired state and snapshots to `data_dir`.
+//! One engine thread owns all writes ([`Engine`]). Its inputs
+//! ([`Input`], derived from events in [`crate::event::input`]) come from one
+//! of two [`Source`]s: with a journal it reads the journal in order, from
+//! its snapshot's position, decoding each record's JSON payload; in memory
+//! mode the [`crate::delivery::Delivery`] offers them over a bounded channel
+//! ([`Feed`]) and never waits. Its records go through the same delivery as
+//! every other event. Between inputs (every 1024 inputs of a
+//! backlog at most) it sweeps expired state and snapshots to `data_dir`.
 
 pub mod record;
 pub mod rules;

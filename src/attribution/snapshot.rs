@@ -155,7 +155,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
 
 /// Writes the snapshot atomically and durably ([`crate::files::write_atomic`]).
 pub fn save(state: &State, applied: u64, data_dir: &Path) -> std::io::Result<usize> {
-    fs::create_dir_all(data_dir)?;
+    crate::files::create_private_dir(data_dir)?;
     let bytes = encode(state, applied);
     crate::files::write_atomic(&path_in(data_dir), &bytes)?;
     Ok(bytes.len())

@@ -67,6 +67,17 @@ fn parse(text: &str, source: &str, out: &mut Vec<(String, String)>) -> Result<()
     Ok(())
 }
 
+/// A prefetch or preview: the browser fetches ahead, nobody asked for it yet.
+pub fn is_prefetch(headers: &HeaderMap) -> bool {
+    PURPOSE.iter().any(|h| {
+        headers.get(h).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch"))
+                || v.eq_ignore_ascii_case(b"preview")
+        })
+    })
+}
+
 impl Default for IvtList {
     /// The shipped list alone (`tests::crawlers_previews_and_automation_are_named`
     /// proves it parses; an empty list stands in only if that test fails).
@@ -110,14 +121,7 @@ impl IvtList {
 
     /// Why this request is invalid traffic, if it is.
     pub fn classify(&self, headers: &HeaderMap, user_agent: Option<&str>) -> Option<&str> {
-        let prefetch = PURPOSE.iter().any(|h| {
-            headers.get(h).is_some_and(|v| {
-                let v = v.as_bytes();
-                v.windows(8).any(|w| w.eq_ignore_ascii_case(b"prefetch"))
-                    || v.eq_ignore_ascii_case(b"preview")
-            })
-        });
-        if prefetch {
+        if is_prefetch(headers) {
             return Some("prefetch");
         }
         let ua = user_agent.map(str::trim).unwrap_or_default();

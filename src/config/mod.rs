@@ -140,6 +140,11 @@ pub struct ServerConfig {
     /// Requests per second per client IP before events are marked
     /// `rate_limited` (still answered, kept out of attribution); 0 is off. Default 0.
     pub rate_limit_per_ip: u32,
+    /// IPv4 clients are counted by this network prefix for the rate limit. Default 32.
+    pub rate_limit_ipv4_prefix: u8,
+    /// IPv6 clients are counted by this network prefix: a host holds a whole
+    /// /64, so counting addresses would never limit it. Default 64.
+    pub rate_limit_ipv6_prefix: u8,
     /// A client must send its whole request head within this, and an idle
     /// keep-alive connection is closed after it. Default 10000 ms.
     pub header_read_timeout_ms: u64,
@@ -160,6 +165,8 @@ impl Default for ServerConfig {
             max_header_bytes: 32768,
             max_connections: 10_000,
             rate_limit_per_ip: 0,
+            rate_limit_ipv4_prefix: 32,
+            rate_limit_ipv6_prefix: 64,
             header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             data_dir: PathBuf::from("data"),

@@ -81,7 +81,7 @@ impl AllowList {
 
     fn allows(&self, host: &str) -> bool {
         if self.entries.is_empty() {
-            return true;
+            return is_public_name(host);
         }
         self.entries.iter().any(|e| match e.0.strip_prefix("*.") {
             Some(parent) => {
@@ -136,6 +136,35 @@ impl AllowList {
     }
 }
 
+/// Suffixes that name hosts inside a network, never on the public internet
+/// (RFC 6761, RFC 6762, RFC 8375, ICANN's reserved `internal`, and the
+/// customary `lan`, `intranet`, `corp`, `home`, `localdomain`, `private`).
+const PRIVATE_SUFFIXES: &[&str] = &[
+    "localhost",
+    "local",
+    "internal",
+    "lan",
+    "intranet",
+    "corp",
+    "home",
+    "localdomain",
+    "private",
+    "home.arpa",
+];
+
+/// With no allowlist, a redirect still needs a registrable public name: at
+/// least two labels, and none of the private suffixes above; an empty list
+/// must not turn pixeld into a way into the visitor's intranet.
+fn is_public_name(host: &str) -> bool {
+    host.contains('.')
+        && !PRIVATE_SUFFIXES.iter().any(|s| {
+            host == *s
+                || (host.len() > s.len()
+                    && host.ends_with(s)
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.')
+        })
+}
+
 /// Letters, digits and hyphens in dot-separated labels; no empty label (so no
 /// trailing dot). A host whose last label is a number (`127.0.0.1`,
 /// `2130706433`, `0x7f000001`) is an IPv4 address to a browser, and refused.
@@ -166,6 +195,32 @@ mod tests {
 
     fn example() -> AllowList {
         AllowList::new(&["example.com", "*.example.com"]).unwrap()
+    }
+
+    #[test]
+    fn an_empty_list_still_requires_a_public_registrable_name() {
+        let any = AllowList::default();
+        for t in [
+            "https://localhost/x",
+            "http://intranet-host:8080/admin",
+            "https://printer.local/",
+            "https://db.internal/",
+            "https://nas.lan/",
+            "https://router.home.arpa/",
+            "https://a.localhost/",
+        ] {
+            assert_eq!(any.validate(t), Err(RedirectError::HostNotAllowed), "{t}");
+        }
+        for t in [
+            "https://www.example.com/",
+            "https://shop.co.uk/x",
+            "https://localhost.example.com/",
+        ] {
+            assert_eq!(any.validate(t), Ok(()), "{t}");
+        }
+        // An explicit entry is the operator's word.
+        let lan = AllowList::new(&["*.corp"]).unwrap();
+        assert_eq!(lan.validate("https://wiki.corp/"), Ok(()));
     }
 
     #[test]

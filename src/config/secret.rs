@@ -47,7 +47,11 @@ impl Secret {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Secret::generate();
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    let mut b = std::fs::DirBuilder::new();
+                    b.recursive(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                    b.create(dir)?;
                 }
                 let mut opts = std::fs::OpenOptions::new();
                 opts.write(true).create_new(true);

@@ -261,6 +261,21 @@ fn server(cfg: &Config, r: &mut Report) {
             format!("{} cannot hold a request line of max_request_line_bytes ({}) and its headers; raise it", s.max_header_bytes, s.max_request_line_bytes),
         );
     }
+    if !(8..=32).contains(&s.rate_limit_ipv4_prefix) {
+        r.add(
+            "server.rate_limit_ipv4_prefix",
+            format!("{} is outside 8..=32", s.rate_limit_ipv4_prefix),
+        );
+    }
+    if !(16..=128).contains(&s.rate_limit_ipv6_prefix) {
+        r.add(
+            "server.rate_limit_ipv6_prefix",
+            format!(
+                "{} is outside 16..=128 (64 is one host's share)",
+                s.rate_limit_ipv6_prefix
+            ),
+        );
+    }
     if s.max_connections == 0 {
         r.add("server.max_connections", "must be above 0");
     }

@@ -5,6 +5,7 @@
 
 mod encode;
 pub mod input;
+pub mod text;
 mod warnings;
 
 pub use encode::{encode, JsonWriter};

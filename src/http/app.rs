@@ -47,8 +47,13 @@ impl App {
         App {
             catalog,
             delivery,
-            rate_limit: (cfg.server.rate_limit_per_ip > 0)
-                .then(|| RateLimiter::new(cfg.server.rate_limit_per_ip)),
+            rate_limit: (cfg.server.rate_limit_per_ip > 0).then(|| {
+                RateLimiter::new(
+                    cfg.server.rate_limit_per_ip,
+                    cfg.server.rate_limit_ipv4_prefix,
+                    cfg.server.rate_limit_ipv6_prefix,
+                )
+            }),
             ivt: cfg.ivt.list.clone(),
             allow: cfg.redirect.allowed_hosts.clone(),
             cookies: Cookies::new(&cfg.cookie, secret),

@@ -116,19 +116,26 @@ impl Cookies {
 
     /// Reads the id from every `Cookie` header. An opt-out anywhere wins; one
     /// correctly signed id is taken; none, a forged one, or two that disagree
-    /// get a fresh id.
+    /// get a fresh id. Headers are read as bytes, pair by pair: a browser
+    /// sends every cookie of the domain in one header, and another site's
+    /// non-ASCII cookie must not hide ours (nor an opt-out).
     pub fn identify(&self, headers: &HeaderMap) -> Identity {
         let mut found: Option<Identity> = None;
         let mut conflict = false;
         for header in headers.get_all(COOKIE) {
-            let Ok(text) = header.to_str() else { continue };
-            for pair in text.split(';') {
-                let Some((k, v)) = pair.trim().split_once('=') else {
+            for pair in header.as_bytes().split(|b| *b == b';') {
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                     continue;
                 };
-                if k != self.name {
+                let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+                if k != self.name.as_bytes() {
                     continue;
                 }
+                // Ours, but not text: not an id pixeld issued.
+                let Ok(v) = std::str::from_utf8(v) else {
+                    conflict |= found.is_some();
+                    continue;
+                };
                 // One pair of surrounding quotes is allowed (RFC 6265), no more.
                 let v = v
                     .strip_prefix('"')
@@ -289,6 +296,25 @@ mod tests {
             .starts_with(&format!("uid={};", signed())));
         // And without the rotation, the old id is a stranger.
         assert!(matches!(jar().identify(&h), Identity::Issued(_)));
+    }
+
+    #[test]
+    fn another_sites_non_ascii_cookie_hides_neither_our_id_nor_an_opt_out() {
+        let with = |ours: &str| {
+            let mut h = HeaderMap::new();
+            let raw = format!("name=Jos\u{e9}; {ours}; theme=d\u{e4}rk").into_bytes();
+            h.append(COOKIE, HeaderValue::from_bytes(&raw).unwrap());
+            assert!(h[COOKIE].to_str().is_err(), "not ASCII");
+            jar().identify(&h)
+        };
+        assert_eq!(with("uid=OPTOUT"), Identity::OptedOut);
+        assert_eq!(with(&format!("uid={}", signed())), Identity::Known(uid()));
+        // Raw Latin-1 bytes, as an old client would send them.
+        let mut h = HeaderMap::new();
+        let mut raw = b"x=\xe9t\xe9; uid=".to_vec();
+        raw.extend_from_slice(signed().as_bytes());
+        h.append(COOKIE, HeaderValue::from_bytes(&raw).unwrap());
+        assert_eq!(jar().identify(&h), Identity::Known(uid()));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 pub mod app;
 pub mod client_ip;
 pub mod cookie;
+mod no_store;
+mod optout;
 pub mod rate_limit;
 pub mod response;
 pub mod router;

@@ -32,6 +32,24 @@ fn with(status: StatusCode, content_type: &'static str, body: Bytes) -> Response
     resp
 }
 
+/// Prometheus text (no-store like every answer: a cache must not serve
+/// yesterday's counters).
+pub fn metrics(text: String) -> Response<Body> {
+    with(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        Bytes::from(text),
+    )
+}
+
+pub fn html(page: &'static str) -> Response<Body> {
+    with(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(page.as_bytes()),
+    )
+}
+
 pub fn gif() -> Response<Body> {
     with(StatusCode::OK, "image/gif", Bytes::from_static(GIF))
 }

@@ -108,7 +108,8 @@ pub fn respond<B>(
     let Some(route) = route(req.uri().path()) else {
         return (counted(response::not_found(), "not_found"), None);
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let post_optout = matches!(route, Route::OptOut) && req.method() == Method::POST;
+    if req.method() != Method::GET && req.method() != Method::HEAD && !post_optout {
         return (
             counted(response::method_not_allowed(), "method_not_allowed"),
             None,
@@ -116,24 +117,10 @@ pub fn respond<B>(
     }
     let resp = match route {
         Route::Pixel(kind) => return pixel(req, peer, app, kind),
-        Route::OptOut => {
-            let mut resp = response::text(
-                StatusCode::OK,
-                "You have opted out: this browser's visits are no longer tracked or attributed.\n",
-            );
-            resp.headers_mut().insert(SET_COOKIE, app.cookies.opt_out());
-            resp
-        }
+        Route::OptOut => super::optout::answer(req.method(), req.headers(), &app.cookies),
         Route::Health => response::text(StatusCode::OK, "ok\n"),
         Route::Ready => ready(app),
-        Route::Metrics => {
-            let mut resp = Response::new(Body::from(prometheus().render()));
-            resp.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            resp
-        }
+        Route::Metrics => response::metrics(prometheus().render()),
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
     };
     (resp, None)

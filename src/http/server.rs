@@ -12,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use super::no_store::NoStore;
 use super::App;
 
 /// Connection limits, from `[server]`.
@@ -81,7 +82,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                         let mut stream = stream;
                         let _ = tokio::io::AsyncWriteExt::write_all(
                             &mut stream,
-                            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                            b"HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
                         )
                         .await;
                     });
@@ -91,7 +92,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                 let guard = Open(open.clone());
                 let app = app.clone();
                 let service = service_fn(move |req| super::router::serve(req, peer, app.clone()));
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _guard = guard;

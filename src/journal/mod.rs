@@ -163,7 +163,7 @@ impl Journal {
     /// Opens (or creates) the journal, repairing a torn tail, and starts the
     /// writer thread.
     pub fn open(settings: &Settings) -> std::io::Result<Journal> {
-        fs::create_dir_all(&settings.dir)?;
+        crate::files::create_private_dir(&settings.dir)?;
         let mut segs = segments(&settings.dir);
         let checkpoint = ship::load_checkpoint(&settings.dir);
         let mut next_seq = checkpoint;
@@ -189,7 +189,10 @@ impl Journal {
             segs.push((next_seq, segment_path(&settings.dir, next_seq)));
         }
         let (first, path) = segs.last().cloned().unwrap_or_default();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::files::private_options()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         let size = file.metadata()?.len();
         let bytes: u64 = segs
             .iter()
@@ -416,7 +419,10 @@ impl Writer {
             self.file.sync_data()?;
         }
         let path = segment_path(&self.shared.dir, self.next_seq);
-        self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.file = crate::files::private_options()
+            .create(true)
+            .append(true)
+            .open(path)?;
         self.segment_first = self.next_seq;
         self.segment_size = 0;
         self.shared

@@ -512,7 +512,7 @@ fn dead_letter(path: &Path, topics: &Topics, r: &Record<'_>, reason: &str) {
     w.str("payload", &String::from_utf8_lossy(r.payload));
     w.end();
     line.push(b'\n');
-    let written = fs::OpenOptions::new()
+    let written = crate::files::private_options()
         .create(true)
         .append(true)
         .open(path)

@@ -1,7 +1,6 @@
 //! `/clktr` and `/clktrb`: a click recorded through a click tracker, then a
 //! redirect to the landing page.
 
-use super::query::Key;
 use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
 use crate::config::AllowList;
 use crate::event::{Body, Touch};
@@ -24,7 +23,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
             return r.finish(body, reply);
         }
     };
-    let cachebuster = r.opt(Key::Cachebuster, "cachebuster_invalid");
+    let cachebuster = r.cachebuster();
     let ancost_micros = ancost(&mut r);
     let reply = match target {
         Target::Go(url) => Reply::Redirect(url),
@@ -53,7 +52,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
 /// Why a click has nowhere to go, in one line for the 400 body.
 fn no_target_reason(r: &Request<'_>, allow: &AllowList) -> &'static str {
     match r.q.redir() {
-        super::query::Param::Present(t) => match allow.validate(&expand(&t, r.common.uid)) {
+        super::query::Param::Present(t) => match allow.validate(&t) {
             Err(e) => e.reason(),
             Ok(()) => "no landing page",
         },

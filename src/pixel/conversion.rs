@@ -25,12 +25,20 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     if order_id.is_none() && !r.q.param(Key::OrderId).is_absent() {
         r.warn("order_id_invalid");
     }
-    let value_micros = match r.opt(Key::Value, "value_invalid") {
+    let value_micros = match r
+        .opt(Key::Value, "value_invalid")
+        .map(|v| decimal::parse_money(&v))
+    {
         None => None,
-        Some(v) => decimal::parse_micros(&v).or_else(|| {
+        Some(decimal::Money::Micros(m)) => Some(m),
+        Some(decimal::Money::TooLarge) => {
+            r.warn("value_too_large");
+            None
+        }
+        Some(decimal::Money::Malformed) => {
             r.warn("value_invalid");
             None
-        }),
+        }
     };
     let other = other(&mut r);
     let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
@@ -53,7 +61,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
 /// `other`: free text of at most 30 characters, else a warning and null.
 pub fn other<'a>(r: &mut Request<'a>) -> Option<std::borrow::Cow<'a, str>> {
     let v = r.opt(Key::Other, "other_invalid")?;
-    if v.chars().count() > MAX_OTHER_CHARS || v.chars().any(char::is_control) {
+    if v.chars().count() > MAX_OTHER_CHARS || !crate::event::text::is_plain(&v) {
         r.warn("other_invalid");
         return None;
     }

@@ -1,5 +1,39 @@
 //! Money in millionths, parsed exactly: `0.42` is 420000, never 419999.99...
 
+/// The largest amount pixeld records: 2^53 - 1 millionths (about 9 billion
+/// units). Every consumer holds it exactly: Java, Spark, ClickHouse and
+/// BigQuery `INT64`, and JavaScript's `Number`. Larger amounts are recorded
+/// as null with a warning.
+pub const MAX_MICROS: u64 = (1 << 53) - 1;
+
+/// A money parameter read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Money {
+    Micros(u64),
+    /// Well-formed, but above [`MAX_MICROS`].
+    TooLarge,
+    Malformed,
+}
+
+/// [`parse_micros`], capped at [`MAX_MICROS`].
+pub fn parse_money(s: &str) -> Money {
+    match parse_micros(s) {
+        Some(m) if m <= MAX_MICROS => Money::Micros(m),
+        Some(_) => Money::TooLarge,
+        // Well-formed but beyond u64 is too large too, not malformed.
+        None if s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && s.bytes().filter(|b| *b == b'.').count() <= 1
+            && !s.is_empty()
+            && !s.starts_with('.')
+            && !s.ends_with('.')
+            && s.split_once('.').is_none_or(|(_, f)| f.len() <= 6) =>
+        {
+            Money::TooLarge
+        }
+        None => Money::Malformed,
+    }
+}
+
 /// `123`, `123.4` or `123.456789` (at most six decimals) as millionths.
 /// Signs, exponents, thousands separators, currency symbols: none.
 pub fn parse_micros(s: &str) -> Option<u64> {
@@ -26,6 +60,18 @@ pub fn parse_micros(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::parse_micros;
+
+    #[test]
+    fn amounts_above_2_pow_53_micros_are_too_large() {
+        use super::{parse_money, Money, MAX_MICROS};
+        assert_eq!(parse_money("9007199254.740991"), Money::Micros(MAX_MICROS));
+        assert_eq!(parse_money("9007199254.740992"), Money::TooLarge);
+        assert_eq!(parse_money("18446744073709.551615"), Money::TooLarge);
+        assert_eq!(parse_money("99999999999999999999999"), Money::TooLarge);
+        assert_eq!(parse_money("1e3"), Money::Malformed);
+        assert_eq!(parse_money("-1"), Money::Malformed);
+        assert_eq!(parse_money("0.1234567"), Money::Malformed);
+    }
 
     #[test]
     fn exact_decimals() {

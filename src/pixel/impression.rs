@@ -18,7 +18,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let Some(tracker) = ctx.catalog.impression_trackers.get(&id) else {
         return r.reject("unknown_id", form, target);
     };
-    let cachebuster = r.opt(Key::Cachebuster, "cachebuster_invalid");
+    let cachebuster = r.cachebuster();
     let ancost_micros = ancost(&mut r);
     let uid = r.common.uid;
     let reply = reply_in(form, target, &tracker.pixels, uid);
@@ -39,14 +39,18 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
 /// `ancost` in micros; unparsable is a warning, above the maximum too.
 pub fn ancost(r: &mut Request<'_>) -> Option<u64> {
     let raw = r.opt(Key::Ancost, "ancost_invalid")?;
-    match decimal::parse_micros(&raw) {
-        Some(m) => {
+    match decimal::parse_money(&raw) {
+        decimal::Money::Micros(m) => {
             if m > MAX_ANCOST_MICROS {
                 r.warn("ancost_above_max");
             }
             Some(m)
         }
-        None => {
+        decimal::Money::TooLarge => {
+            r.warn("ancost_too_large");
+            None
+        }
+        decimal::Money::Malformed => {
             r.warn("ancost_invalid");
             None
         }

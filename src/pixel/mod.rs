@@ -166,8 +166,11 @@ impl<'a> Request<'a> {
                 (self.q.raw_redir().map(Cow::Borrowed), Target::Refused)
             }
             Param::Present(target) => {
-                let url = expand(&target, self.common.uid);
-                if allow.validate(&url).is_ok() {
+                // Passed on exactly as it came: macros are expanded only in
+                // URLs from the config. Expanding `${UID}` here would hand
+                // the user's id to whatever destination a page names.
+                if allow.validate(&target).is_ok() {
+                    let url = target.to_string();
                     (Some(target), Target::Go(url))
                 } else {
                     self.warn("redir_rejected");
@@ -199,6 +202,18 @@ impl<'a> Request<'a> {
         self.finish(body, fallback_reply(form, target))
     }
 
+    /// `cachebuster`, kept only as printable ASCII of at most 64 bytes
+    /// (else null with `cachebuster_invalid`).
+    pub fn cachebuster(&mut self) -> Option<Cow<'a, str>> {
+        let v = self.opt(query::Key::Cachebuster, "cachebuster_invalid")?;
+        if crate::event::text::is_cachebuster(&v) {
+            Some(v)
+        } else {
+            self.warn("cachebuster_invalid");
+            None
+        }
+    }
+
     /// A required numeric id: `missing_id` or `bad_id` when it cannot be read.
     pub fn id<T>(&mut self, parse: fn(&str) -> Option<T>) -> Result<T, &'static str> {
         match self.opt(Key::Id, "id_invalid") {
@@ -208,8 +223,9 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Fills in the macros a pixel or redirect URL may carry: `${UID}` and
-/// `${USER_ID}` (the user id, empty when there is none) and `${CACHEBUSTER}`.
+/// Fills in the macros a configured URL (piggyback, third-party pixel,
+/// `click_url`) may carry: `${UID}` and `${USER_ID}` (the user id, empty when
+/// there is none) and `${CACHEBUSTER}`. Never called on request data.
 pub fn expand(url: &str, uid: Option<UserId>) -> String {
     if !url.contains("${") {
         return url.to_string();

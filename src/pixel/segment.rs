@@ -23,6 +23,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         return r.reject("missing_id", form, target);
     }
     let mut change = SegmentChange::default();
+    let mut seen = std::collections::HashSet::new();
     if let Some(list) = r.opt(Key::Add, "add_invalid") {
         for item in list.split(',').filter(|s| !s.is_empty()) {
             let (id, value) = match item.split_once(':') {
@@ -38,7 +39,11 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
                 None => None,
             };
             if let Some(id) = known(&mut r, ctx, id, "add_invalid") {
-                change.adds.push((id, value));
+                // The first of a repeated id wins: a query repeating one
+                // add hundreds of times is one add.
+                if seen.insert(id.0) {
+                    change.adds.push((id, value));
+                }
             }
         }
     }
@@ -81,9 +86,11 @@ pub fn id_list(
     let Some(list) = r.opt(key, invalid) else {
         return Vec::new();
     };
+    let mut seen = std::collections::HashSet::new();
     list.split(',')
         .filter(|s| !s.is_empty())
         .filter_map(|s| known(r, ctx, s, invalid))
+        .filter(|id| seen.insert(id.0))
         .collect()
 }
 
@@ -117,28 +124,29 @@ fn codes<'a>(r: &mut Request<'a>, key: Key, invalid: &'static str) -> Vec<Cow<'a
             && c.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
     };
-    let mut out = Vec::new();
+    // Each code once, first occurrence kept, in linear time.
+    let mut seen = std::collections::HashSet::new();
     let mut bad = false;
-    match list {
-        Cow::Borrowed(s) => {
-            for c in s.split(',').filter(|c| !c.is_empty()) {
-                if ok(c) {
-                    out.push(Cow::Borrowed(c))
-                } else {
-                    bad = true
-                }
-            }
+    let mut keep = |c: &str| {
+        if !ok(c) {
+            bad = true;
+            false
+        } else {
+            seen.insert(c.to_string())
         }
-        Cow::Owned(s) => {
-            for c in s.split(',').filter(|c| !c.is_empty()) {
-                if ok(c) {
-                    out.push(Cow::Owned(c.to_string()))
-                } else {
-                    bad = true
-                }
-            }
-        }
-    }
+    };
+    let out: Vec<Cow<'a, str>> = match list {
+        Cow::Borrowed(s) => s
+            .split(',')
+            .filter(|c| !c.is_empty() && keep(c))
+            .map(Cow::Borrowed)
+            .collect(),
+        Cow::Owned(s) => s
+            .split(',')
+            .filter(|c| !c.is_empty() && keep(c))
+            .map(|c| Cow::Owned(c.to_string()))
+            .collect(),
+    };
     if bad {
         r.warn(invalid);
     }

@@ -2,7 +2,7 @@
 //! journal's shipper: one client context (logs, errors, delivery counts),
 //! one header builder, one topic table. [`Produce`] is the trait both use,
 //! so the shipper's retry, dead-letter and checkpoint logic is unit-tested
-//! with [`mock::MockProducer`], which fails on demand.
+//! with `mock::MockProducer` (tests only), which fails on demand.
 
 use std::time::Duration;
 
