@@ -2,12 +2,12 @@
 # Runs each fuzz target (tests/fuzz) for SECONDS (default 30) from its seeds;
 # fails on the first crash or broken property, printing the reproducer.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: query redirect cookie config
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: query redirect cookie config pixel
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-30}
 shift || true
-TARGETS=${*:-query redirect cookie config}
+TARGETS=${*:-query redirect cookie config pixel}
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 # libFuzzer's coverage instrumentation needs -Z flags and this machine has only

@@ -36,6 +36,8 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type. The order is part of the journal's version-1 format (a
+    /// kind's code is its index): append, never reorder.
     pub const ALL: [EventType; 6] = [
         EventType::Impression,
         EventType::Click,

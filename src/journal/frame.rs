@@ -91,15 +91,9 @@ fn topic_code(t: Topic) -> u8 {
     Topic::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8
 }
 
-/// Version-1 kind codes.
-const KINDS: [EventType; 6] = [
-    EventType::Impression,
-    EventType::Click,
-    EventType::Conversion,
-    EventType::Segment,
-    EventType::Invalid,
-    EventType::Attribution,
-];
+/// Version-1 kind codes: the index in this list (the order of
+/// [`EventType::ALL`], which must therefore never change).
+const KINDS: [EventType; 6] = EventType::ALL;
 
 /// Appends a version-2 record body to `out`. Header names are at most 255
 /// bytes and values at most 65535 (longer ones are cut: pixeld's own are a

@@ -1,0 +1,112 @@
+//! Whole pixel requests (any query, every endpoint) against the example
+//! config: never panics, and the event keeps the rules for request data:
+//! free text without control or Unicode format characters, money within
+//! 2^53 - 1 micros, a cachebuster of printable ASCII, no repeated segment,
+//! and no redirect carries the user's id unless a configured URL put it there.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use pixeld::config::{parse, Catalog, Config};
+use pixeld::event::text::{is_cachebuster, is_plain};
+use pixeld::event::{encode, Common, Warnings};
+use pixeld::ids::{EventId, UserId};
+use pixeld::pixel::decimal::MAX_MICROS;
+use pixeld::pixel::query::Query;
+use pixeld::pixel::{handle, Context, PixelKind, PixelRequest, Reply};
+
+fn setup() -> &'static (Config, std::sync::Arc<Catalog>) {
+    static S: OnceLock<(Config, std::sync::Arc<Catalog>)> = OnceLock::new();
+    S.get_or_init(|| {
+        let cfg = parse(include_str!("../../../config/pixeld.toml"), "example").unwrap();
+        let catalog = Catalog::new(&cfg).unwrap();
+        (cfg, catalog)
+    })
+}
+
+const UID: UserId = UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (cfg, catalog) = setup();
+    let ctx = Context {
+        catalog,
+        allow: &cfg.redirect.allowed_hosts,
+    };
+    for (kind, path) in [
+        (PixelKind::Impression, "/imptr"),
+        (PixelKind::Click, "/clktr"),
+        (PixelKind::Conversion, "/px"),
+        (PixelKind::Segment, "/seg"),
+    ] {
+        let common = Common {
+            event_id: EventId::new_v7(1),
+            ts_ms: 1,
+            uid: Some(UID),
+            new_uid: false,
+            ip: None,
+            user_agent: None,
+            referer: None,
+            warnings: Warnings::default(),
+            ivt: None,
+        };
+        let request = PixelRequest {
+            kind,
+            path,
+            query: raw,
+            parsed: Query::parse(raw, 8192),
+            common,
+        };
+        let outcome = handle(request, &ctx);
+        let mut json = Vec::new();
+        encode(&outcome.event, &mut json);
+        let e: serde_json::Value = serde_json::from_slice(&json).expect("valid JSON");
+        for field in ["other"] {
+            if let Some(s) = e[field].as_str() {
+                assert!(is_plain(s), "{field}: {s:?}");
+            }
+        }
+        for field in ["add_codes", "remove_codes"] {
+            for c in e[field].as_array().into_iter().flatten() {
+                assert!(is_plain(c.as_str().unwrap()), "{field}: {c}");
+            }
+        }
+        if let Some(cb) = e["cachebuster"].as_str() {
+            assert!(is_cachebuster(cb), "cachebuster {cb:?}");
+        }
+        for field in ["ancost_micros", "value_micros"] {
+            if let Some(m) = e[field].as_u64() {
+                assert!(m <= MAX_MICROS, "{field} {m}");
+            }
+        }
+        for field in ["segments_added", "segments_removed", "removes"] {
+            let ids: Vec<_> = e[field].as_array().into_iter().flatten().collect();
+            let mut unique = ids.clone();
+            unique.sort_by_key(|v| v.as_u64());
+            unique.dedup();
+            assert_eq!(ids.len(), unique.len(), "{field} repeats");
+        }
+        if let Reply::Redirect(url) = &outcome.reply {
+            let hex = UID.to_hex();
+            if url.contains(hex.as_str()) {
+                // Only a configured URL may carry the id (user-id sync).
+                let configured = cfg
+                    .conversion_pixels
+                    .iter()
+                    .flat_map(|p| &p.piggybacks)
+                    .chain(&cfg.network.pixels)
+                    .chain(cfg.advertisers.iter().flat_map(|a| &a.pixels))
+                    .chain(cfg.impression_trackers.iter().flat_map(|t| &t.pixels))
+                    .filter_map(|p| p.url.split("${").next())
+                    .chain(cfg.click_trackers.iter().filter_map(|t| {
+                        t.click_url.as_deref().and_then(|u| u.split("${").next())
+                    }))
+                    .any(|prefix| url.starts_with(prefix) && raw.find(hex.as_str()).is_none());
+                assert!(configured, "a request's redirect carries the user id: {url}");
+            }
+        }
+    }
+});
