@@ -19,6 +19,7 @@ fn body() -> Vec<u8> {
         &[("type", EventType::Impression.as_str().as_bytes())],
         b"0123456789abcdef0123456789abcdef",
         &payload,
+        &[3; 80],
     )
 }
 

@@ -86,16 +86,24 @@ impl Delivery {
         let kind = event.kind();
         let hex = event.common.uid.map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+        let input = AttributionInput::from_event(event);
         let receipt = BUFFER.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
             encode(event, &mut buf);
-            self.submit_encoded(kind, key, &buf, event.common.ts_ms)
-        });
-        if let (Some(tap), None) = (&self.tap, &self.journal) {
-            if let Some(input) = AttributionInput::from_event(event) {
-                tap.offer(input);
+            let payload_len = buf.len();
+            // With a journal, the engine's input rides along as the record's
+            // aux bytes: the engine then reads it without parsing the JSON.
+            if self.journal.is_some() {
+                if let Some(input) = &input {
+                    input.encode(&mut buf);
+                }
             }
+            let (payload, aux) = buf.split_at(payload_len);
+            self.submit_with(kind, key, payload, aux, event.common.ts_ms)
+        });
+        if let (Some(tap), None, Some(input)) = (&self.tap, &self.journal, input) {
+            tap.offer(input);
         }
         receipt
     }
@@ -109,13 +117,24 @@ impl Delivery {
         payload: &[u8],
         ts_ms: u64,
     ) -> Receipt {
+        self.submit_with(kind, key, payload, &[], ts_ms)
+    }
+
+    fn submit_with(
+        &self,
+        kind: EventType,
+        key: &[u8],
+        payload: &[u8],
+        aux: &[u8],
+        ts_ms: u64,
+    ) -> Receipt {
         let topic = Topic::for_event(kind);
         let state = match &self.journal {
             Some(journal) => {
                 let headers: [(&str, &[u8]); 1] = [("type", kind.as_str().as_bytes())];
                 State::Unsent {
                     journal: journal.clone(),
-                    body: Journal::body(topic, &headers, key, payload),
+                    body: Journal::body(topic, &headers, key, payload, aux),
                     ts_ms,
                 }
             }

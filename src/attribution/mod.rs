@@ -5,7 +5,8 @@
 //! One engine thread owns all writes ([`Engine`]). Its inputs
 //! ([`Input`], derived from events in [`crate::event::input`]) come from one
 //! of two [`Source`]s: with a journal it reads the journal in order, from
-//! its snapshot's position, decoding each record's JSON payload; in memory
+//! its snapshot's position, each input from the record's aux bytes (or its
+//! JSON payload in a journal without them); in memory
 //! mode the [`crate::delivery::Delivery`] offers them over a bounded channel
 //! ([`Feed`]) and never waits. Its records go through the same delivery as
 //! every other event. Between inputs (every 1024 inputs of a
@@ -195,8 +196,8 @@ pub enum Source {
     /// tap in memory mode).
     Channel(Arc<Feed>),
     /// Read in order from the journal (from the snapshot's position, so a
-    /// restart replays what the snapshot missed), each input derived from
-    /// the record's JSON payload.
+    /// restart replays what the snapshot missed), each input decoded from
+    /// the record's aux bytes, or derived from its JSON payload.
     Journal(Arc<Journal>),
 }
 
@@ -461,8 +462,16 @@ impl Runner {
                 let stopping = self.stop.load(Ordering::Relaxed);
                 let mut inputs = Vec::new();
                 let caught_up = c.read_each(1024, |r| {
-                    let kind = r.headers.kind();
-                    inputs.extend(kind.and_then(|k| Input::from_json(k, r.payload)))
+                    // The delivery's compact input when it is there (a few
+                    // ns); else the event's JSON (a v1 journal).
+                    let input = if r.aux.is_empty() {
+                        r.headers
+                            .kind()
+                            .and_then(|k| Input::from_json(k, r.payload))
+                    } else {
+                        Input::decode(r.aux)
+                    };
+                    inputs.extend(input)
                 }) == 0;
                 for input in inputs {
                     if let Some(out) = self.engine.apply(input) {

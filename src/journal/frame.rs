@@ -6,7 +6,7 @@
 //! ```text
 //! u32 len | u32 crc32(seq, ts, body) | u64 seq | u64 ts_ms | body[len]
 //! body v2 = u8 0x82 | u8 topic | u8 n_headers | (u8 name_len name u16 value_len value)*n
-//!           | u16 key_len | key | u32 payload_len | payload
+//!           | u16 key_len | key | u32 payload_len | payload | u16 aux_len | aux
 //! body v1 = u8 topic | u8 kind | u16 key_len | key | u32 payload_len | payload | u8 input_len | input
 //! ```
 //!
@@ -85,6 +85,8 @@ pub struct Record<'a> {
     pub headers: Headers<'a>,
     pub key: &'a [u8],
     pub payload: &'a [u8],
+    /// Bytes for local readers, never produced to Kafka (empty in v1).
+    pub aux: &'a [u8],
 }
 
 fn topic_code(t: Topic) -> u8 {
@@ -104,6 +106,7 @@ pub fn encode_body(
     headers: &[(&str, &[u8])],
     key: &[u8],
     payload: &[u8],
+    aux: &[u8],
 ) {
     out.push(VERSION_2);
     out.push(topic_code(topic));
@@ -120,6 +123,9 @@ pub fn encode_body(
     out.extend_from_slice(&key[..key.len().min(u16::MAX as usize)]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
+    let aux = &aux[..aux.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(aux.len() as u16).to_le_bytes());
+    out.extend_from_slice(aux);
 }
 
 /// Frames `body` as record `seq` into `out`.
@@ -194,6 +200,9 @@ fn decode_v2(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
     let at = 2 + key_len;
     let payload_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
     let payload = rest.get(at + 4..at + 4 + payload_len)?;
+    let at = at + 4 + payload_len;
+    let aux_len = u16::from_le_bytes(rest.get(at..at + 2)?.try_into().ok()?) as usize;
+    let aux = rest.get(at + 2..at + 2 + aux_len)?;
     Some(Record {
         seq,
         ts_ms,
@@ -201,6 +210,7 @@ fn decode_v2(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
         headers,
         key,
         payload,
+        aux,
     })
 }
 
@@ -222,6 +232,7 @@ fn decode_v1(b: &[u8], seq: u64, ts_ms: u64) -> Option<Record<'_>> {
         headers: Headers::Legacy(kind),
         key,
         payload,
+        aux: &[],
     })
 }
 
@@ -231,7 +242,14 @@ mod tests {
 
     fn frame(seq: u64, headers: &[(&str, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
-        encode_body(&mut body, Topic::Conversions, headers, b"abc", b"{\"x\":1}");
+        encode_body(
+            &mut body,
+            Topic::Conversions,
+            headers,
+            b"abc",
+            b"{\"x\":1}",
+            b"aux",
+        );
         let mut out = Vec::new();
         encode_frame(&mut out, seq, 77, &body);
         out
@@ -251,6 +269,7 @@ mod tests {
                     assert_eq!((r.seq, r.ts_ms, r.topic), (42, 77, Topic::Conversions));
                     assert_eq!((r.key, r.payload), (&b"abc"[..], &b"{\"x\":1}"[..]));
                     assert_eq!(r.headers.iter().collect::<Vec<_>>(), headers.to_vec());
+                    assert_eq!(r.aux, b"aux");
                 }
                 other => panic!("{other:?}"),
             }

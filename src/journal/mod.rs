@@ -281,15 +281,17 @@ impl Journal {
         }
     }
 
-    /// A body for `append`: the Kafka message as it will be produced.
+    /// A body for `append`: the Kafka message as it will be produced, and
+    /// `aux` bytes for local readers (never produced).
     pub fn body(
         topic: crate::sink::Topic,
         headers: &[(&str, &[u8])],
         key: &[u8],
         payload: &[u8],
+        aux: &[u8],
     ) -> Vec<u8> {
-        let mut body = Vec::with_capacity(32 + key.len() + payload.len());
-        frame::encode_body(&mut body, topic, headers, key, payload);
+        let mut body = Vec::with_capacity(32 + key.len() + payload.len() + aux.len());
+        frame::encode_body(&mut body, topic, headers, key, payload, aux);
         body
     }
 }

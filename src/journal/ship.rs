@@ -551,6 +551,7 @@ mod tests {
                 &[("type", EventType::Click.as_str().as_bytes())],
                 b"k",
                 format!("{{\"i\":{i}}}").as_bytes(),
+                &[],
             );
             assert_eq!(j.append_blocking(body, 1_000 + i), Ok(i));
         }

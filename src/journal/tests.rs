@@ -19,6 +19,7 @@ fn body(i: u64) -> Vec<u8> {
         &[("type", EventType::Impression.as_str().as_bytes())],
         b"k",
         format!("{{\"i\":{i}}}").as_bytes(),
+        &[],
     )
 }
 

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pixeld::config::{parse, Catalog, Config};
 use pixeld::event::text::{is_cachebuster, is_plain};
-use pixeld::event::{encode, Common, Warnings};
+use pixeld::event::{encode, AttributionInput, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
 use pixeld::pixel::decimal::MAX_MICROS;
 use pixeld::pixel::query::Query;
@@ -64,6 +64,12 @@ fuzz_target!(|data: &[u8]| {
         let mut json = Vec::new();
         encode(&outcome.event, &mut json);
         let e: serde_json::Value = serde_json::from_slice(&json).expect("valid JSON");
+        // The engine's fast reading of pixeld's JSON agrees with a full parse
+        // and with the typed event, whatever the request held.
+        let kind = outcome.event.kind();
+        let typed = AttributionInput::from_event(&outcome.event);
+        assert_eq!(AttributionInput::from_json(kind, &json), typed);
+        assert_eq!(AttributionInput::from_json_parsed(kind, &json), typed);
         for field in ["other"] {
             if let Some(s) = e[field].as_str() {
                 assert!(is_plain(s), "{field}: {s:?}");
