@@ -96,6 +96,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoStore<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    /// Vectored writes pass through (hyper writes a response's head and body
+    /// as separate slices); only an error head without `Cache-Control`,
+    /// always whole in the first slice, is rewritten, with the rest after it.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.drain(cx))?;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if let Some(mut out) = rewrite(first) {
+                let mut taken = first.len();
+                for b in bufs.iter().skip_while(|b| b.is_empty()).skip(1) {
+                    out.extend_from_slice(b);
+                    taken += b.len();
+                }
+                self.pending = out;
+                self.sent = 0;
+                let _ = self.drain(cx)?;
+                return Poll::Ready(Ok(taken));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
