@@ -12,6 +12,7 @@
 //! every other event. Between inputs (every 1024 inputs of a
 //! backlog at most) it sweeps expired state and snapshots to `data_dir`.
 
+pub mod order;
 pub mod record;
 pub mod rules;
 pub mod snapshot;

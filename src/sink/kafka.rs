@@ -45,6 +45,9 @@ pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
             cfg.queue_max_messages.to_string(),
         )
         .set("queue.buffering.max.kbytes", "1048576")
+        // The Java client's partitioner: one user's events land on the same
+        // partition number of every topic, whoever produced them.
+        .set("partitioner", "murmur2_random")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "300000");
     for (key, value) in &cfg.librdkafka {

@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod kafka;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod partition;
 pub mod producer;
 
 use std::time::Duration;

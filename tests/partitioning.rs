@@ -1,0 +1,51 @@
+//! One user's events land on the same partition number of every topic, the
+//! one the Java client's partitioner picks for the user id: what a consumer
+//! group partitioned by user (Kafka Streams, or pixeld's cluster
+//! attribution) relies on.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_partitioned_by_user_as_the_java_client_would() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.kafka.partitions = 6;
+    let server = Server::start(cfg).await;
+    let uids: Vec<String> = (0..24u128)
+        .map(|i| {
+            format!(
+                "{:032x}",
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15_0123_4567_89ab_cdef)
+            )
+        })
+        .collect();
+    for uid in &uids {
+        let cookie = uid_cookie(uid);
+        let r = server.get("/imptr?id=2766", &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, 302);
+        let r = server.get("/clktr?id=21378", &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, 302);
+    }
+    server.stop().await;
+    let mut seen = std::collections::HashMap::new();
+    for topic in ["pixel.impressions", "pixel.clicks"] {
+        let got = keys_by_partition(&broker.addr, topic, 6, uids.len());
+        assert_eq!(got.len(), uids.len(), "{topic}");
+        for (partition, key) in got {
+            let want = pixeld::sink::partition::for_key(key.as_bytes(), 6);
+            assert_eq!(partition, want, "{topic}: user {key}");
+            assert_eq!(
+                *seen.entry(key).or_insert(partition),
+                partition,
+                "same partition in every topic"
+            );
+        }
+    }
+    let used: std::collections::HashSet<_> = seen.values().collect();
+    assert!(
+        used.len() > 3,
+        "24 users spread over the partitions: {used:?}"
+    );
+}
