@@ -118,3 +118,18 @@ fn the_cycle_finder_finds_cycles() {
     g.entry("c".into()).or_default().insert("a".into());
     assert_eq!(cycle(&g).unwrap().len(), 4);
 }
+
+#[test]
+fn the_http_layer_does_not_know_where_events_go() {
+    // It hands events to `delivery`; only delivery knows the journal and
+    // the sink (and which durability mode is on).
+    let g = graph();
+    for hidden in ["journal", "sink"] {
+        assert!(
+            !g["http"].contains(hidden) && !g["pixel"].contains(hidden),
+            "http or pixel reaches {hidden}: {:?} {:?}",
+            g["http"],
+            g["pixel"]
+        );
+    }
+}
