@@ -123,8 +123,13 @@ impl Cookies {
         let mut found: Option<Identity> = None;
         let mut conflict = false;
         for header in headers.get_all(COOKIE) {
-            for pair in header.as_bytes().split(|b| *b == b';') {
-                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            let bytes = header.as_bytes();
+            let mut next = 0;
+            while next <= bytes.len() {
+                let end = memchr::memchr(b';', &bytes[next..]).map_or(bytes.len(), |i| next + i);
+                let pair = &bytes[next..end];
+                next = end + 1;
+                let Some(eq) = memchr::memchr(b'=', pair) else {
                     continue;
                 };
                 let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
