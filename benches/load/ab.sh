@@ -28,16 +28,7 @@ if [ ! -x "$base/target/release/pixeld" ]; then
   (cd "$base/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked -q --bin pixeld)
 fi
 
-work=$(mktemp -d)
-PORT=$(free_port)
-SERVER=""
-TANSU=""
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
-  [ -n "$TANSU" ] && kill "$TANSU" 2>/dev/null
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+setup_run
 cookies "$work/cookies.txt"
 
 # run SIDE ROUND: one measured run; prints "SIDE ROUND req/s cpu_us_per_request".

@@ -43,3 +43,20 @@ cookies() {
   target/release/examples/load-tool cookies "$SECRET" 1000 >"$1"
   export PIXELD_COOKIES="$1"
 }
+
+# setup_run: a scratch directory ($work), a free port for the server
+# ($PORT), and a trap that stops the server ($SERVER) and the broker
+# ($TANSU) however the script ends.
+setup_run() {
+  work=$(mktemp -d)
+  PORT=$(free_port)
+  SERVER=""
+  TANSU=""
+  trap stop_all EXIT
+}
+
+stop_all() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  [ -n "$TANSU" ] && kill "$TANSU" 2>/dev/null
+  wait 2>/dev/null || true
+}

@@ -29,16 +29,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked -q
 cargo build --release --locked -q --bin pixeld --example hyper-gif --example load-tool
 
-work=$(mktemp -d)
-PORT=$(free_port)
-SERVER=""
-TANSU=""
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
-  [ -n "$TANSU" ] && kill "$TANSU" 2>/dev/null
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+setup_run
 
 cookies "$work/cookies.txt"
 COOKIE=$(head -1 "$work/cookies.txt")
