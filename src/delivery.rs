@@ -203,16 +203,8 @@ impl Receipt {
                 journal,
                 body,
                 ts_ms,
-            } => journal
-                .append(body, ts_ms)
-                .await
-                .map(drop)
-                .map_err(Dropped::Journal),
-            State::Queued(rx) => rx
-                .await
-                .unwrap_or(Err(AppendError::Unavailable))
-                .map(drop)
-                .map_err(Dropped::Journal),
+            } => appended::<()>(Ok(journal.append(body, ts_ms).await)),
+            State::Queued(rx) => appended(rx.await),
             State::Settled => return Ok(()),
         };
         count(self.kind, outcome);
@@ -252,8 +244,7 @@ impl Receipt {
             State::Done(r) => *r,
             State::Queued(rx) => match rx.try_recv() {
                 Err(TryRecvError::Empty) => return false,
-                Ok(r) => r.map(drop).map_err(Dropped::Journal),
-                Err(TryRecvError::Closed) => Err(Dropped::Journal(AppendError::Unavailable)),
+                answer => appended(answer),
             },
             State::Unsent { .. } | State::Settled => return true,
         };
@@ -268,16 +259,21 @@ impl Receipt {
         self.enqueue();
         let outcome = match std::mem::replace(&mut self.state, State::Settled) {
             State::Done(r) => r,
-            State::Queued(rx) => rx
-                .blocking_recv()
-                .unwrap_or(Err(AppendError::Unavailable))
-                .map(drop)
-                .map_err(Dropped::Journal),
+            State::Queued(rx) => appended(rx.blocking_recv()),
             State::Unsent { .. } | State::Settled => return Ok(()),
         };
         count(self.kind, outcome);
         outcome
     }
+}
+
+/// What the journal writer's answer means for the event; a writer gone
+/// before answering kept nothing.
+fn appended<E>(answer: Result<Result<u64, AppendError>, E>) -> Result<(), Dropped> {
+    answer
+        .unwrap_or(Err(AppendError::Unavailable))
+        .map(drop)
+        .map_err(Dropped::Journal)
 }
 
 fn count(kind: EventType, outcome: Result<(), Dropped>) {

@@ -163,7 +163,7 @@ impl Feed {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Command::Apply(input))
         {
-            crate::telemetry::metric::attribution_input_dropped();
+            metric::attribution_input_dropped();
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.last_drop_ms.store(now_ms(), Ordering::Relaxed);
         }
@@ -251,8 +251,6 @@ impl std::error::Error for StartError {
 /// Owns the engine thread; stopping it (or dropping it) processes what is
 /// pending, takes a final snapshot and joins the thread.
 pub struct EngineTask {
-    /// The handlers' end of the channel (channel source only).
-    pub feed: Option<Arc<Feed>>,
     pub state: Arc<State>,
     /// Asks the thread to finish.
     stop: Arc<AtomicBool>,
@@ -304,18 +302,15 @@ impl EngineTask {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let engine = Engine::new(state.clone(), catalog);
-        let (feed, tx, input) = match source {
-            Source::Channel(feed) => {
-                let (tx, rx) = (feed.tx.clone(), feed.rx.clone());
-                (Some(feed), Some(tx), Inputs::Channel(rx))
-            }
+        let (tx, input) = match source {
+            Source::Channel(feed) => (Some(feed.tx.clone()), Inputs::Channel(feed.rx.clone())),
             Source::Journal(journal) => {
                 journal
                     .shared
                     .engine_snapshot
                     .store(applied, Ordering::Relaxed);
                 let cursor = Cursor::new(journal.shared.clone(), applied);
-                (None, None, Inputs::Journal(journal, Box::new(cursor)))
+                (None, Inputs::Journal(journal, Box::new(cursor)))
             }
         };
         let runner = Runner {
@@ -329,7 +324,6 @@ impl EngineTask {
         let thread = crate::background::spawn("attribution", move || runner.run(input))
             .map_err(StartError::Thread)?;
         Ok(EngineTask {
-            feed,
             state,
             stop,
             tx,

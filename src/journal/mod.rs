@@ -266,7 +266,9 @@ impl Journal {
         Ok(wait)
     }
 
-    /// [`Journal::append`] for threads outside the runtime.
+    /// [`Journal::append`] for threads outside the runtime (the engine uses
+    /// a [`crate::delivery::Receipt`] instead: tests only).
+    #[cfg(test)]
     pub fn append_blocking(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
         self.append_queued(body, ts_ms)?
             .blocking_recv()
