@@ -129,9 +129,6 @@ fn input_from_json(c: &mut Criterion) {
     g.bench_function("from_json_conversion", |b| {
         b.iter(|| Input::from_json(EventType::Conversion, black_box(conversion)))
     });
-    g.bench_function("full_parse_impression", |b| {
-        b.iter(|| Input::from_json_parsed(EventType::Impression, black_box(impression)))
-    });
     g.finish();
 }
 

@@ -135,11 +135,9 @@ impl AttributionInput {
 
     /// The same, from the event's JSON as pixeld encoded it (`kind` from the
     /// record's topic or `type` header). None for events the engine does not
-    /// need, and for payloads that are not a pixeld event of that kind.
-    ///
-    /// pixeld's own encoding is read by [`scan`] (a few `memmem` searches,
-    /// no full parse: see the `attribution_input` benchmark); anything else
-    /// that is JSON goes through serde.
+    /// need, and for payloads that are not a pixeld event of that kind. The
+    /// journal's records carry the binary form ([`AttributionInput::encode`]);
+    /// this is for events stored without it (version-1 journals).
     pub fn from_json(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
         if !matches!(
             kind,
@@ -147,14 +145,6 @@ impl AttributionInput {
         ) {
             return None;
         }
-        match scan::fields(kind, payload) {
-            Some(e) => Self::from_fields(kind, e),
-            None => Self::from_json_parsed(kind, payload),
-        }
-    }
-
-    /// [`AttributionInput::from_json`] by a full JSON parse.
-    pub fn from_json_parsed(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
         let e: Fields<'_> = serde_json::from_slice(payload).ok()?;
         Self::from_fields(kind, e)
     }
@@ -305,7 +295,7 @@ impl<'a> Bytes<'a> {
 
 /// The fields the engine reads; serde skips the rest. Strings borrow from
 /// the payload where they hold no escapes (ids and codes never do).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(borrow)]
     event_id: &'a str,
@@ -324,162 +314,6 @@ struct Fields<'a> {
     /// `OrderId::new` anyway).
     order_id: Option<String>,
     value_micros: Option<u64>,
-}
-
-mod scan {
-    //! Reads the engine's fields out of JSON that pixeld's own encoder wrote
-    //! (fields in its fixed order, no whitespace) with one forward pass:
-    //! each key is matched where the encoder put it, values the engine does
-    //! not need are skipped (strings by `memchr` to their closing quote).
-    //! Anything unexpected gives None and the caller parses fully.
-
-    use super::Fields;
-    use crate::event::EventType;
-
-    struct Cursor<'a> {
-        b: &'a [u8],
-        at: usize,
-    }
-
-    impl<'a> Cursor<'a> {
-        /// Steps over `,"key":` (exactly here).
-        fn key(&mut self, k: &str) -> Option<()> {
-            let k = k.as_bytes();
-            let rest = self.b.get(self.at..self.at + k.len() + 4)?;
-            // A byte loop: for keys this short it beats a call to memcmp.
-            let same = rest[0] == b','
-                && rest[1] == b'"'
-                && rest[2..2 + k.len()].iter().zip(k).all(|(a, b)| a == b)
-                && rest[2 + k.len()] == b'"'
-                && rest[3 + k.len()] == b':';
-            if !same {
-                return None;
-            }
-            self.at += k.len() + 4;
-            Some(())
-        }
-
-        /// The raw value here (a string with its quotes, a number, `null`,
-        /// `true`, `false`, or an array of strings), stepping over it.
-        #[inline]
-        fn raw(&mut self) -> Option<&'a [u8]> {
-            let start = self.at;
-            match *self.b.get(start)? {
-                b'"' => self.at = self.string_end(start)?,
-                b'[' => {
-                    self.at += 1;
-                    while *self.b.get(self.at)? != b']' {
-                        if self.b[self.at] == b',' {
-                            self.at += 1;
-                        }
-                        self.at = self.string_end(self.at)?;
-                    }
-                    self.at += 1;
-                }
-                _ => {
-                    let rest = &self.b[start..];
-                    let len = rest.iter().position(|c| *c == b',' || *c == b'}')?;
-                    self.at += len;
-                }
-            }
-            Some(&self.b[start..self.at])
-        }
-
-        /// Just past the closing quote of the string opening at `at`.
-        fn string_end(&self, at: usize) -> Option<usize> {
-            if *self.b.get(at)? != b'"' {
-                return None;
-            }
-            let mut i = at + 1;
-            loop {
-                i += memchr::memchr2(b'"', b'\\', self.b.get(i..)?)?;
-                if self.b[i] == b'"' {
-                    return Some(i + 1);
-                }
-                i += 2; // an escape: the next byte is never the end
-            }
-        }
-
-        fn field(&mut self, k: &str) -> Option<&'a [u8]> {
-            self.key(k)?;
-            self.raw()
-        }
-    }
-
-    /// A string without escapes (ids and codes), or null.
-    fn string(v: &[u8]) -> Option<Option<&str>> {
-        match v {
-            b"null" => Some(None),
-            [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
-                std::str::from_utf8(inner).ok().map(Some)
-            }
-            _ => None,
-        }
-    }
-
-    fn number(v: &[u8]) -> Option<Option<u64>> {
-        if v == b"null" {
-            return Some(None);
-        }
-        if v.is_empty() {
-            return None;
-        }
-        let mut n: u64 = 0;
-        for d in v {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        Some(Some(n))
-    }
-
-    fn id(v: &[u8]) -> Option<Option<u32>> {
-        number(v)?.map(u32::try_from).transpose().ok()
-    }
-
-    pub(super) fn fields(kind: EventType, b: &[u8]) -> Option<Fields<'_>> {
-        if !b.starts_with(b"{\"v\":1") {
-            return None;
-        }
-        let mut c = Cursor { b, at: 6 };
-        let mut f = Fields {
-            event_id: string(c.field("event_id")?)??,
-            ..Fields::default()
-        };
-        c.field("type")?;
-        f.ts = number(c.field("ts")?)??;
-        f.uid = string(c.field("uid")?)?;
-        for skipped in ["new_uid", "ip", "user_agent", "referer"] {
-            c.field(skipped)?;
-        }
-        let warnings = c.field("warnings")?;
-        let inner = warnings.strip_prefix(b"[")?.strip_suffix(b"]")?;
-        if !inner.is_empty() {
-            for w in inner.split(|ch| *ch == b',') {
-                f.warnings.push(string(w)??);
-            }
-        }
-        c.field("ivt")?;
-        match kind {
-            EventType::Impression | EventType::Click => {
-                f.tracker_id = id(c.field("tracker_id")?)?;
-                f.line_item_id = id(c.field("line_item_id")?)?;
-                c.field("advertiser_id")?;
-                f.publisher_id = id(c.field("publisher_id")?)?;
-                f.placement_id = id(c.field("placement_id")?)?;
-            }
-            _ => {
-                f.pixel_id = id(c.field("pixel_id")?)?;
-                f.advertiser_id = id(c.field("advertiser_id")?)?;
-                // An order id with escapes is not a valid one: null.
-                let order = c.field("order_id")?;
-                f.order_id = string(order).unwrap_or(None).map(str::to_string);
-                f.value_micros = number(c.field("value_micros")?)?;
-            }
-        }
-        Some(f)
-    }
 }
 
 #[cfg(test)]
@@ -576,16 +410,6 @@ mod tests {
                 typed,
                 "{}",
                 String::from_utf8_lossy(&json)
-            );
-            assert!(
-                scan::fields(event.kind(), &json).is_some(),
-                "pixeld's own JSON takes the fast path: {}",
-                String::from_utf8_lossy(&json)
-            );
-            assert_eq!(
-                AttributionInput::from_json_parsed(event.kind(), &json),
-                typed,
-                "the full parse agrees"
             );
             if let Some(t) = typed {
                 let mut bin = Vec::new();
