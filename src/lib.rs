@@ -19,7 +19,7 @@
 //!   conversion and hands the verdict to the delivery.
 //!
 //! Around them: [`config`] (typed values, validation, the lookup catalog; read
-//! by all, reads only [`ids`]), [`serve`] (start-up and shutdown order),
+//! by all, reads only the leaves [`ids`] and [`files`]), [`serve`] (start-up and shutdown order),
 //! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`] (every
 //! metric's name and description, logs), [`files`] (atomic, durable small
 //! files), [`background`] (threads that never preempt the request path) and

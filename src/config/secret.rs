@@ -47,17 +47,12 @@ impl Secret {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Secret::generate();
                 if let Some(dir) = path.parent() {
-                    let mut b = std::fs::DirBuilder::new();
-                    b.recursive(true);
-                    #[cfg(unix)]
-                    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-                    b.create(dir)?;
+                    crate::files::create_private_dir(dir)?;
                 }
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path)?;
+                let mut f = crate::files::private_options()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)?;
                 std::io::Write::write_all(&mut f, format!("{}\n", key.to_hex()).as_bytes())?;
                 f.sync_all()?;
                 Ok(key)
