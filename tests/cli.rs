@@ -194,6 +194,7 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
 }
 
 mod common;
+use common::q;
 
 /// Runs `pixeld serve` on the example config with `overrides`; returns its
 /// exit code and stderr once it exits by itself (within 30 s).
@@ -227,10 +228,6 @@ fn serve_until_exit(dir: &std::path::Path, overrides: &[(&str, String)]) -> (Opt
         .read_to_string(&mut err)
         .unwrap();
     (code, err)
-}
-
-fn q(s: impl AsRef<str>) -> String {
-    format!("\"{}\"", s.as_ref())
 }
 
 #[test]

@@ -17,10 +17,6 @@ use common::*;
 /// priority): one at a time, so none starves another's broker.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn q(s: impl AsRef<str>) -> String {
-    format!("\"{}\"", s.as_ref())
-}
-
 /// Starts `pixeld serve` as a process on a free port, shipping to
 /// `brokers`, with its config, data and log (`pixeld.log`) in `dir`.
 fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process {

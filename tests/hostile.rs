@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -13,37 +12,12 @@ use serde_json::Value;
 
 const UID: &str = "0123456789abcdef0123456789abcdef";
 
-/// Sends `head` (a whole request head) on a fresh connection and reads the
-/// whole answer.
 fn raw(addr: SocketAddr, head: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(head).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    raw_exchange(addr.port(), head).expect("pixeld answers")
 }
 
 fn get(addr: SocketAddr, target: &str, headers: &[&str]) -> String {
-    let mut head = format!("GET {target} HTTP/1.1\r\nHost: px.test\r\nConnection: close\r\n");
-    for h in headers {
-        head.push_str(h);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    raw(addr, head.as_bytes())
-}
-
-fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
-    let head = resp.split("\r\n\r\n").next()?;
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-fn status(resp: &str) -> u16 {
-    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+    raw_get_with(addr.port(), target, headers)
 }
 
 fn warnings(e: &Value) -> Vec<String> {
@@ -78,8 +52,8 @@ async fn request_redirs_never_carry_the_users_id() {
         format!("/px?id=7313&redir={leak}"),
     ] {
         let resp = get(server.addr, &target, &[&cookie]);
-        assert_eq!(status(&resp), 302, "{target}: {resp}");
-        let location = header(&resp, "location").unwrap();
+        assert_eq!(status_of(&resp), 302, "{target}: {resp}");
+        let location = header_of(&resp, "location").unwrap();
         assert_eq!(
             location, "https://www.example.com/?u=${UID}&v=${USER_ID}",
             "{target}: passed on as it came"
@@ -102,13 +76,21 @@ async fn another_cookie_that_is_not_ascii_hides_neither_the_opt_out_nor_the_id()
         raw(server.addr, &head)
     };
     let resp = send("uid=OPTOUT; name=José".as_bytes(), "optout");
-    assert_eq!(status(&resp), 302, "{resp}");
-    assert_eq!(header(&resp, "set-cookie"), None, "OPTOUT is kept: {resp}");
+    assert_eq!(status_of(&resp), 302, "{resp}");
+    assert_eq!(
+        header_of(&resp, "set-cookie"),
+        None,
+        "OPTOUT is kept: {resp}"
+    );
     let signed = uid_cookie(UID);
     let mut latin1 = b"name=Jos\xe9; ".to_vec();
     latin1.extend_from_slice(signed.as_bytes());
     let resp = send(&latin1, "known");
-    assert_eq!(header(&resp, "set-cookie"), None, "the id is kept: {resp}");
+    assert_eq!(
+        header_of(&resp, "set-cookie"),
+        None,
+        "the id is kept: {resp}"
+    );
     let events = consume(&broker.addr, "pixel.impressions", 2);
     let optout = &tagged(&events, "cachebuster", "optout")[0];
     assert!(
@@ -140,7 +122,7 @@ async fn money_beyond_2_pow_53_micros_is_null_with_a_warning_and_text_is_plain()
         ),
     ] {
         let resp = get(server.addr, &q, &[]);
-        assert!(matches!(status(&resp), 200 | 302), "{q}: {resp}");
+        assert!(matches!(status_of(&resp), 200 | 302), "{q}: {resp}");
     }
     let imps = consume(&broker.addr, "pixel.impressions", 4);
     let convs = consume(&broker.addr, "pixel.conversions", 4);
@@ -192,7 +174,7 @@ async fn the_rate_limit_counts_an_ipv6_client_by_its_64() {
             &format!("/imptr?id=2766&cachebuster=v6-{n}"),
             &[&xff],
         );
-        assert_eq!(status(&resp), 302);
+        assert_eq!(status_of(&resp), 302);
     }
     let xff = "X-Forwarded-For: 2001:db8:7:8::1";
     get(server.addr, "/imptr?id=2766&cachebuster=other-64", &[xff]);
@@ -217,7 +199,7 @@ async fn only_the_user_can_opt_out() {
     };
     let addr = app_server.1.addr;
     let opted =
-        |resp: &str| header(resp, "set-cookie").is_some_and(|c| c.starts_with("uid=OPTOUT"));
+        |resp: &str| header_of(resp, "set-cookie").is_some_and(|c| c.starts_with("uid=OPTOUT"));
     for (what, headers, want) in [
         ("prefetch", vec!["Sec-Purpose: prefetch"], 200),
         ("image", vec!["Sec-Fetch-Dest: image"], 403),
@@ -225,7 +207,7 @@ async fn only_the_user_can_opt_out() {
         ("fetch()", vec!["Sec-Fetch-Dest: empty"], 403),
     ] {
         let resp = get(addr, "/optout", &headers);
-        assert_eq!(status(&resp), want, "{what}: {resp}");
+        assert_eq!(status_of(&resp), want, "{what}: {resp}");
         assert!(!opted(&resp), "{what} must not opt out: {resp}");
     }
     // A browser that sends fetch metadata gets a page with a button...
@@ -234,9 +216,9 @@ async fn only_the_user_can_opt_out() {
         "/optout",
         &["Sec-Fetch-Dest: document", "Sec-Fetch-Mode: navigate"],
     );
-    assert_eq!(status(&page), 200);
+    assert_eq!(status_of(&page), 200);
     assert!(!opted(&page));
-    assert!(header(&page, "content-type")
+    assert!(header_of(&page, "content-type")
         .unwrap()
         .starts_with("text/html"));
     assert!(
@@ -252,7 +234,7 @@ async fn only_the_user_can_opt_out() {
     };
     assert!(opted(&post("same-origin")));
     let cross = post("cross-site");
-    assert_eq!(status(&cross), 403);
+    assert_eq!(status_of(&cross), 403);
     assert!(!opted(&cross));
     // A plain link from a client without fetch metadata still works.
     assert!(opted(&get(addr, "/optout", &[])));
@@ -270,7 +252,7 @@ async fn an_empty_allowlist_still_refuses_intranet_and_single_label_hosts() {
         "https://nas.lan/",
     ] {
         let resp = get(server.addr, &format!("/imptr?id=2766&redir={target}"), &[]);
-        let location = header(&resp, "location").unwrap_or_default();
+        let location = header_of(&resp, "location").unwrap_or_default();
         assert!(!location.starts_with(target), "{target}: {resp}");
     }
     let resp = get(
@@ -278,7 +260,10 @@ async fn an_empty_allowlist_still_refuses_intranet_and_single_label_hosts() {
         "/imptr?id=2766&redir=https://shop.example.org/",
         &[],
     );
-    assert_eq!(header(&resp, "location"), Some("https://shop.example.org/"));
+    assert_eq!(
+        header_of(&resp, "location"),
+        Some("https://shop.example.org/")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +274,7 @@ async fn every_answer_carries_no_store_including_hypers_own_and_metrics() {
         server.addr,
         b"GET /imptr HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n",
     );
-    assert_eq!(status(&malformed), 400, "{malformed}");
+    assert_eq!(status_of(&malformed), 400, "{malformed}");
     let too_large = raw(
         server.addr,
         format!(
@@ -298,7 +283,7 @@ async fn every_answer_carries_no_store_including_hypers_own_and_metrics() {
         )
         .as_bytes(),
     );
-    assert_eq!(status(&too_large), 431, "{too_large}");
+    assert_eq!(status_of(&too_large), 431, "{too_large}");
     get(server.addr, "/imptr?id=2766", &[]);
     let metrics = get(server.addr, "/metrics", &[]);
     assert!(
@@ -310,7 +295,7 @@ async fn every_answer_carries_no_store_including_hypers_own_and_metrics() {
         ("431", &too_large),
         ("/metrics", &metrics),
     ] {
-        let cc = header(resp, "cache-control").unwrap_or_default();
+        let cc = header_of(resp, "cache-control").unwrap_or_default();
         assert!(cc.contains("no-store"), "{what}: {resp}");
     }
 }

@@ -83,3 +83,8 @@ pub fn config_text(overrides: &[(&str, String)]) -> String {
     }
     lines.join("\n")
 }
+
+/// A TOML string literal, for [`config_text`] overrides.
+pub fn q(s: impl AsRef<str>) -> String {
+    format!("\"{}\"", s.as_ref())
+}

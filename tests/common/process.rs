@@ -81,18 +81,49 @@ impl Drop for Process {
     }
 }
 
-/// One GET over a fresh connection: (status, body), None if it failed.
-pub fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// Sends `head` (a whole request, as bytes) on a fresh connection to
+/// 127.0.0.1:`port` and reads the whole answer (bodies such as the GIF read
+/// lossily); None if the connection failed.
+pub fn raw_exchange(port: u16, head: &[u8]) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
+    s.write_all(head).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A GET of `target` with extra `Name: value` header lines, closing the
+/// connection after it: the raw answer (empty if the connection failed).
+pub fn raw_get_with(port: u16, target: &str, headers: &[&str]) -> String {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    raw_exchange(port, head.as_bytes()).unwrap_or_default()
+}
+
+/// The status code of a raw answer (0 when there is none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A header of a raw answer, by case-insensitive name.
+pub fn header_of<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    let head = resp.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// One GET over a fresh connection: (status, body), None if it failed.
+pub fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let out = raw_exchange(port, head.as_bytes())?;
     let status = out.get(9..12)?.parse().ok()?;
     let body = out
         .split_once("\r\n\r\n")
