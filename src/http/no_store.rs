@@ -54,6 +54,22 @@ fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl<S: AsyncWrite + Unpin> NoStore<S> {
+    /// Takes a rewritten head in place of `taken` bytes of hyper's: they are
+    /// reported written now and go out with this or the next write or flush.
+    fn hold(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: Vec<u8>,
+        taken: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.pending = out;
+        self.sent = 0;
+        if let Poll::Ready(Err(e)) = self.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
     /// Writes what is pending; ready once nothing is.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {
@@ -87,11 +103,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoStore<S> {
     ) -> Poll<io::Result<usize>> {
         ready!(self.drain(cx))?;
         if let Some(out) = rewrite(buf) {
-            self.pending = out;
-            self.sent = 0;
-            // Taken: it goes out with the next write or flush.
-            let _ = self.drain(cx)?;
-            return Poll::Ready(Ok(buf.len()));
+            return self.hold(cx, out, buf.len());
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -112,10 +124,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoStore<S> {
                     out.extend_from_slice(b);
                     taken += b.len();
                 }
-                self.pending = out;
-                self.sent = 0;
-                let _ = self.drain(cx)?;
-                return Poll::Ready(Ok(taken));
+                return self.hold(cx, out, taken);
             }
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
