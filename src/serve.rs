@@ -238,7 +238,7 @@ impl Services {
         let shipper = match (&journal, &outputs.kafka) {
             (Some(j), Some(client)) => {
                 let settings = ShipSettings {
-                    topics: Topics(cfg.kafka.topics.names().map(String::from)),
+                    topics: Topics::from_config(&cfg.kafka.topics),
                     dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
                     drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
                 };

@@ -65,7 +65,7 @@ impl KafkaSink {
     /// creates any missing topic. `brokers` overrides `cfg.brokers` (the
     /// embedded cluster's address).
     pub fn start(cfg: &KafkaConfig, brokers: &str) -> Result<KafkaSink, String> {
-        let topics = Topics(cfg.topics.names().map(String::from));
+        let topics = Topics::from_config(&cfg.topics);
         let producer = KafkaProducer::new(&client_config(cfg, brokers), topics.clone(), None)
             .map_err(|e| format!("kafka producer: {e}"))?;
         let admin: AdminClient<DefaultClientContext> = client_config(cfg, brokers)

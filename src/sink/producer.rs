@@ -84,6 +84,11 @@ pub trait Produce: Send + Sync {
 pub struct Topics(pub [String; 6]);
 
 impl Topics {
+    /// The configured names (`[kafka.topics]`).
+    pub fn from_config(cfg: &crate::config::TopicsConfig) -> Topics {
+        Topics(cfg.names().map(String::from))
+    }
+
     pub fn name(&self, topic: Topic) -> &str {
         let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
         &self.0[i]
