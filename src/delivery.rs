@@ -37,6 +37,9 @@ pub struct Delivery {
     sink: Arc<dyn Sink>,
     /// The in-process engine's input in memory mode.
     tap: Option<Arc<dyn Tap>>,
+    /// The attribution engine reads the journal: each record carries the
+    /// engine's input as aux bytes (none is written when nobody reads it).
+    journal_inputs: bool,
 }
 
 thread_local! {
@@ -62,12 +65,14 @@ impl Dropped {
 }
 
 impl Delivery {
-    /// Through the journal (its shipper produces to Kafka).
-    pub fn journal(journal: Arc<Journal>, sink: Arc<dyn Sink>) -> Delivery {
+    /// Through the journal (its shipper produces to Kafka); `engine_reads`
+    /// when the attribution engine reads it.
+    pub fn journal(journal: Arc<Journal>, sink: Arc<dyn Sink>, engine_reads: bool) -> Delivery {
         Delivery {
             journal: Some(journal),
             sink,
             tap: None,
+            journal_inputs: engine_reads,
         }
     }
 
@@ -77,6 +82,7 @@ impl Delivery {
             journal: None,
             sink,
             tap,
+            journal_inputs: false,
         }
     }
 
@@ -86,7 +92,10 @@ impl Delivery {
         let kind = event.kind();
         let hex = event.common.uid.map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
-        let input = AttributionInput::from_event(event);
+        // Derived only when someone reads it.
+        let input = (self.journal_inputs || self.tap.is_some())
+            .then(|| AttributionInput::from_event(event))
+            .flatten();
         let receipt = BUFFER.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
@@ -94,10 +103,8 @@ impl Delivery {
             let payload_len = buf.len();
             // With a journal, the engine's input rides along as the record's
             // aux bytes: the engine then reads it without parsing the JSON.
-            if self.journal.is_some() {
-                if let Some(input) = &input {
-                    input.encode(&mut buf);
-                }
+            if let (true, Some(input)) = (self.journal_inputs, &input) {
+                input.encode(&mut buf);
             }
             let (payload, aux) = buf.split_at(payload_len);
             self.submit_with(kind, key, payload, aux, event.common.ts_ms)
@@ -306,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path(), 1 << 30);
         let sink = Arc::new(MemorySink::default());
-        let d = Delivery::journal(j.clone(), sink.clone());
+        let d = Delivery::journal(j.clone(), sink.clone(), true);
         d.submit_encoded(EventType::Click, b"k", b"{}", 5)
             .wait()
             .unwrap();
@@ -326,7 +333,7 @@ mod tests {
     fn a_refused_append_is_reported_once_per_event() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path(), 1);
-        let d = Delivery::journal(j, Arc::new(MemorySink::default()));
+        let d = Delivery::journal(j, Arc::new(MemorySink::default()), true);
         let mut receipts: Vec<Receipt> = (0..3)
             .map(|_| d.submit_encoded(EventType::Click, b"", b"{}", 1).queue())
             .collect();

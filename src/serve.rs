@@ -219,7 +219,7 @@ impl Services {
             }
         };
         let delivery = Arc::new(match &journal {
-            Some(j) => Delivery::journal(j.clone(), outputs.sink.clone()),
+            Some(j) => Delivery::journal(j.clone(), outputs.sink.clone(), cfg.attribution.enabled),
             None => Delivery::direct(outputs.sink.clone(), feed.map(|f| f as Arc<dyn Tap>)),
         });
         let engine = match source {
