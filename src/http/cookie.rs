@@ -127,12 +127,14 @@ impl Cookies {
             let mut next = 0;
             while next <= bytes.len() {
                 let end = memchr::memchr(b';', &bytes[next..]).map_or(bytes.len(), |i| next + i);
-                let pair = &bytes[next..end];
+                // Spaces around the pair are separators; inside it (`uid =`,
+                // `= value`) they make it not ours.
+                let pair = bytes[next..end].trim_ascii();
                 next = end + 1;
                 let Some(eq) = memchr::memchr(b'=', pair) else {
                     continue;
                 };
-                let (k, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+                let (k, v) = (&pair[..eq], &pair[eq + 1..]);
                 if k != self.name.as_bytes() {
                     continue;
                 }
@@ -320,6 +322,22 @@ mod tests {
         raw.extend_from_slice(signed().as_bytes());
         h.append(COOKIE, HeaderValue::from_bytes(&raw).unwrap());
         assert_eq!(jar().identify(&h), Identity::Known(uid()));
+    }
+
+    #[test]
+    fn spaces_inside_the_pair_make_it_not_ours() {
+        for c in [
+            format!("uid ={}", signed()),
+            format!("uid= {}", signed()),
+            format!("a=b;uid ={}", signed()),
+        ] {
+            assert!(
+                matches!(jar().identify(&headers(&[&c])), Identity::Issued(_)),
+                "{c}"
+            );
+        }
+        let spaced = format!("a=b;   uid={}  ; c=d", signed());
+        assert_eq!(jar().identify(&headers(&[&spaced])), Identity::Known(uid()));
     }
 
     #[test]
