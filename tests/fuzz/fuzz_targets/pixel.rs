@@ -13,7 +13,7 @@ use pixeld::event::text::{is_cachebuster, is_plain};
 use pixeld::event::{encode, AttributionInput, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
 use pixeld::pixel::decimal::MAX_MICROS;
-use pixeld::pixel::query::Query;
+use pixeld::pixel::query::{Param, Query};
 use pixeld::pixel::{handle, Context, PixelKind, PixelRequest, Reply};
 
 fn setup() -> &'static (Config, std::sync::Arc<Catalog>) {
@@ -96,9 +96,14 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Reply::Redirect(url) = &outcome.reply {
             let hex = UID.to_hex();
-            // An id the request itself held is not a leak; any other
-            // occurrence must come from a configured URL (user-id sync).
-            if url.contains(hex.as_str()) && !raw.contains(hex.as_str()) {
+            // An id the request itself held (as is or percent-encoded) is
+            // not a leak; any other occurrence must come from a configured
+            // URL (user-id sync).
+            let in_request = raw.contains(hex.as_str())
+                || Query::parse(raw, 8192).is_ok_and(|q| {
+                    matches!(q.redir(), Param::Present(v) if v.contains(hex.as_str()))
+                });
+            if url.contains(hex.as_str()) && !in_request {
                 let configured = cfg
                     .conversion_pixels
                     .iter()
