@@ -18,6 +18,10 @@
 //!   journal, or from the delivery's tap without one), credits each
 //!   conversion and hands the verdict to the delivery.
 //!
+//! [`attribute`] is the other service: `pixeld attribute`, the engine as a
+//! Kafka consumer-group member ([`attribution::cluster`]) for fleets of
+//! `serve` instances (`attribution.mode = "cluster"`).
+//!
 //! Around them: [`config`] (typed values, validation, the lookup catalog; read
 //! by all, reads only the leaves [`ids`] and [`files`]), [`serve`] (start-up and shutdown order),
 //! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`] (every
@@ -26,6 +30,7 @@
 //! [`alloc`] (mimalloc, and huge pages for the large tables).
 
 pub mod alloc;
+pub mod attribute;
 pub mod attribution;
 pub mod background;
 pub mod config;

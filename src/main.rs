@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, default_value = "config/pixeld.toml")]
         config: PathBuf,
     },
+    /// Credit conversions as a member of the attribution consumer group
+    /// (for `attribution.mode = "cluster"`; needs kafka.brokers).
+    Attribute {
+        #[arg(long, default_value = "config/pixeld.toml")]
+        config: PathBuf,
+    },
     /// Validate a config file and report every problem.
     CheckConfig {
         #[arg(long, default_value = "config/pixeld.toml")]
@@ -99,6 +105,33 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Attribute { config } => {
+            pixeld::telemetry::init_logs();
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(pixeld::attribute::run(
+                &cfg,
+                pixeld::serve::shutdown_signal(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::attribution::{self, EngineTask, Feed, Source};
-use crate::config::{Catalog, Config, Durability, Problem, Secret};
+use crate::config::{AttributionMode, Catalog, Config, Durability, Problem, Secret};
 use crate::delivery::{Delivery, Tap};
 use crate::http::{self, App, Limits};
 use crate::journal::ship::{ShipSettings, Shipper};
@@ -210,7 +210,11 @@ impl Services {
         };
         // Memory mode feeds the engine from the handlers through a channel;
         // the journal modes let it read the journal.
-        let (source, feed) = match (&journal, cfg.attribution.enabled) {
+        // In cluster mode `pixeld attribute` credits conversions from Kafka;
+        // this instance only publishes.
+        let in_process =
+            cfg.attribution.enabled && cfg.attribution.mode == AttributionMode::InProcess;
+        let (source, feed) = match (&journal, in_process) {
             (_, false) => (None, None),
             (Some(j), true) => (Some(Source::Journal(j.clone())), None),
             (None, true) => {
@@ -219,7 +223,7 @@ impl Services {
             }
         };
         let delivery = Arc::new(match &journal {
-            Some(j) => Delivery::journal(j.clone(), outputs.sink.clone(), cfg.attribution.enabled),
+            Some(j) => Delivery::journal(j.clone(), outputs.sink.clone(), in_process),
             None => Delivery::direct(outputs.sink.clone(), feed.map(|f| f as Arc<dyn Tap>)),
         });
         let engine = match source {

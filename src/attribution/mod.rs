@@ -12,6 +12,7 @@
 //! every other event. Between inputs (every 1024 inputs of a
 //! backlog at most) it sweeps expired state and snapshots to `data_dir`.
 
+pub mod cluster;
 pub mod order;
 pub mod record;
 pub mod rules;
@@ -81,6 +82,7 @@ impl Engine {
             return Attribution {
                 conversion,
                 decision,
+                late: false,
             };
         };
         let catalog = self.catalog.load();
@@ -96,11 +98,17 @@ impl Engine {
         Attribution {
             conversion,
             decision,
+            late: false,
         }
     }
 
     /// Drops what no pixel's window can reach any more.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        self.sweep_users(now_ms, &mut Vec::new())
+    }
+
+    /// [`Engine::sweep`], listing the users of whom nothing is left.
+    pub fn sweep_users(&self, now_ms: u64, emptied: &mut Vec<crate::ids::UserId>) -> usize {
         let catalog = self.catalog.load();
         let pixels = catalog.conversion_pixels.values();
         let view = pixels.clone().map(|p| p.post_view_ms).max().unwrap_or(0);
@@ -113,7 +121,9 @@ impl Engine {
                 Repeat::EveryMinutes(n) => Some(n as u64 * 60_000),
             }
         };
-        let dropped = self.state.sweep(now_ms, view, click, horizon);
+        let dropped = self
+            .state
+            .sweep_users(now_ms, view, click, horizon, emptied);
         metric::attribution_state(self.state.users(), self.state.entries());
         dropped
     }

@@ -132,6 +132,16 @@ impl Reorder {
         self.held.is_empty()
     }
 
+    /// Per source, the lowest offset still held (None: nothing held).
+    pub fn lowest_held(&self) -> Vec<Option<i64>> {
+        let mut out = vec![None; self.sources.len()];
+        for h in self.held.values() {
+            let slot: &mut Option<i64> = &mut out[h.source];
+            *slot = Some(slot.map_or(h.offset, |o| o.min(h.offset)));
+        }
+        out
+    }
+
     /// Per source, the offset it is safe to commit: the lowest offset still
     /// held from it, else the next one to read. None where nothing was read.
     pub fn committable(&self) -> Vec<Option<i64>> {

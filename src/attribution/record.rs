@@ -13,6 +13,9 @@ const DERIVE_TAG: u64 = 0x6174_7472_6962_7574; // "attribut"
 pub struct Attribution {
     pub conversion: ConversionInput,
     pub decision: Decision,
+    /// Applied after the grace period let later events through (cluster
+    /// engine only): its decision may differ from the time-ordered one.
+    pub late: bool,
 }
 
 impl Attribution {
@@ -70,6 +73,7 @@ impl Attribution {
         }
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
         w.opt_u64("value_micros", c.value_micros);
+        w.bool("late", self.late);
         w.end();
     }
 }

@@ -173,8 +173,11 @@ pub struct State {
     shards: Box<[std::sync::Mutex<Shard>]>,
     /// Picks the shard; keyed per process, so crafted ids cannot pile up.
     shard_hasher: ahash::RandomState,
-    /// When a conversion on (user, pixel) was last counted, in ms.
-    counted: DashMap<(UserId, PixelId), u64>,
+    /// Per user, when a conversion on each pixel was last counted (ms).
+    /// Keyed by user so a user's whole state can be written out at once
+    /// (the cluster engine's changelog); few users convert, so the list is
+    /// short.
+    counted: DashMap<UserId, Vec<(PixelId, u64)>>,
 }
 
 impl Default for State {
@@ -268,18 +271,45 @@ impl State {
 
     /// Every repeat mark (for snapshots).
     pub fn repeat_marks(&self) -> Vec<((UserId, PixelId), u64)> {
-        self.counted
-            .iter()
-            .map(|e| (*e.key(), *e.value()))
-            .collect()
+        let mut out = Vec::with_capacity(self.counted.len());
+        for e in self.counted.iter() {
+            out.extend(e.value().iter().map(|(p, ts)| ((*e.key(), *p), *ts)));
+        }
+        out
+    }
+
+    /// One user's repeat marks.
+    pub fn repeat_marks_of(&self, uid: UserId) -> Vec<(PixelId, u64)> {
+        self.counted.get(&uid).map_or_else(Vec::new, |v| v.clone())
     }
 
     pub fn last_counted(&self, uid: UserId, pixel: PixelId) -> Option<u64> {
-        self.counted.get(&(uid, pixel)).map(|v| *v)
+        let marks = self.counted.get(&uid)?;
+        marks.iter().find(|(p, _)| *p == pixel).map(|(_, ts)| *ts)
     }
 
     pub fn mark_counted(&self, uid: UserId, pixel: PixelId, ts_ms: u64) {
-        self.counted.insert((uid, pixel), ts_ms);
+        let mut marks = self.counted.entry(uid).or_default();
+        match marks.iter_mut().find(|(p, _)| *p == pixel) {
+            Some(m) => m.1 = ts_ms,
+            None => marks.push((pixel, ts_ms)),
+        }
+    }
+
+    /// Replaces everything known of a user (loading the changelog); empty
+    /// lists remove the user.
+    pub fn set_user(&self, uid: UserId, touches: &[LineItemTouches], marks: &[(PixelId, u64)]) {
+        self.set_touches(uid, touches);
+        if marks.is_empty() {
+            self.counted.remove(&uid);
+        } else {
+            self.counted.insert(uid, marks.to_vec());
+        }
+    }
+
+    /// Whether anything is kept of a user.
+    pub fn knows(&self, uid: UserId) -> bool {
+        self.counted.contains_key(&uid) || self.shard(uid).index.contains_key(&key(uid))
     }
 
     /// Users with at least one touch.
@@ -302,7 +332,7 @@ impl State {
                 }
             }
         }
-        marks + self.counted.len()
+        marks + self.counted.iter().map(|e| e.value().len()).sum::<usize>()
     }
 
     /// Drops views older than `view_horizon_ms`, clicks older than
@@ -315,7 +345,28 @@ impl State {
         click_horizon_ms: u64,
         repeat_horizon: impl Fn(PixelId) -> Option<u64>,
     ) -> usize {
+        let mut emptied = Vec::new();
+        self.sweep_users(
+            now_ms,
+            view_horizon_ms,
+            click_horizon_ms,
+            repeat_horizon,
+            &mut emptied,
+        )
+    }
+
+    /// [`State::sweep`], also listing the users of whom nothing is left
+    /// (the cluster engine writes them to its changelog as tombstones).
+    pub fn sweep_users(
+        &self,
+        now_ms: u64,
+        view_horizon_ms: u64,
+        click_horizon_ms: u64,
+        repeat_horizon: impl Fn(PixelId) -> Option<u64>,
+        emptied: &mut Vec<UserId>,
+    ) -> usize {
         let mut dropped = 0;
+        let mut candidates = Vec::new();
         let expired =
             |m: &Mark, horizon: u64| m.is_set() && now_ms.saturating_sub(m.ts_ms()) > horizon;
         for shard in self.shards.iter() {
@@ -351,16 +402,26 @@ impl State {
                 }
                 if next == NONE {
                     shard.index.remove(&k);
+                    candidates.push(uid_of(&k));
                 } else {
                     shard.index.insert(k, next);
                 }
             }
         }
-        self.counted.retain(|(_, pixel), ts| {
-            let keep = repeat_horizon(*pixel).is_some_and(|h| now_ms.saturating_sub(*ts) <= h);
-            dropped += usize::from(!keep);
-            keep
+        self.counted.retain(|uid, marks| {
+            marks.retain(|(pixel, ts)| {
+                let keep = repeat_horizon(*pixel).is_some_and(|h| now_ms.saturating_sub(*ts) <= h);
+                dropped += usize::from(!keep);
+                keep
+            });
+            if marks.is_empty() {
+                candidates.push(*uid);
+            }
+            !marks.is_empty()
         });
+        candidates.sort_unstable();
+        candidates.dedup();
+        emptied.extend(candidates.into_iter().filter(|u| !self.knows(*u)));
         dropped
     }
 }

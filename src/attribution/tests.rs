@@ -338,6 +338,7 @@ fn the_record_id_is_derived_from_the_conversion_and_stable() {
     let again = Attribution {
         conversion: a.conversion,
         decision: a.decision,
+        late: false,
     };
     assert_eq!(again.event_id(), a.event_id());
     let mut buf = Vec::new();

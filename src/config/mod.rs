@@ -19,7 +19,7 @@ pub use ivt::IvtList;
 pub use load::{load, parse, ConfigError, Problem};
 pub use redirect::AllowList;
 pub use secret::Secret;
-pub use types::{parse_net, Durability, KafkaAcks, KafkaCompression, Repeat};
+pub use types::{parse_net, AttributionMode, Durability, KafkaAcks, KafkaCompression, Repeat};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,8 +95,27 @@ impl Default for JournalConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttributionConfig {
-    /// Run the engine inside `pixeld serve`. Default true.
+    /// Credit conversions at all. Default true.
     pub enabled: bool,
+    /// `in_process` (the engine inside `pixeld serve`) or `cluster` (`serve`
+    /// only publishes; `pixeld attribute` members consume the topics).
+    /// Default `in_process`.
+    pub mode: AttributionMode,
+    /// The consumer group of the `pixeld attribute` members. Default `pixeld-attribution`.
+    pub group_id: String,
+    /// How late (ms after its time) an event may arrive and still be applied
+    /// in time order by `pixeld attribute`; later ones are applied and flagged
+    /// `late`. Default 10000.
+    pub grace_ms: u64,
+    /// `/readyz` and `/metrics` of `pixeld attribute`. Default `127.0.0.1:9465`.
+    #[serde(deserialize_with = "types::socket_addr")]
+    pub listen: SocketAddr,
+    /// How often `pixeld attribute` writes changed users to the changelog,
+    /// waits for its records and commits its input offsets. Default 1000 ms.
+    pub commit_interval_ms: u64,
+    /// A member that sends no heartbeat for this long leaves the group and
+    /// its partitions move. Default 10000 ms.
+    pub session_timeout_ms: u32,
     /// Inputs queued for the engine before new ones are dropped (and counted). Default 262144.
     pub channel_capacity: usize,
     /// How often the state is written to `server.data_dir`. Default 60 s.
@@ -109,6 +128,12 @@ impl Default for AttributionConfig {
     fn default() -> Self {
         AttributionConfig {
             enabled: true,
+            mode: AttributionMode::InProcess,
+            group_id: "pixeld-attribution".into(),
+            grace_ms: 10_000,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            commit_interval_ms: 1_000,
+            session_timeout_ms: 10_000,
             channel_capacity: 262_144,
             snapshot_interval_secs: 60,
             sweep_interval_secs: 60,
@@ -292,6 +317,9 @@ pub struct TopicsConfig {
     pub invalid: String,
     /// Attribution records. Default `pixel.attributions`.
     pub attributions: String,
+    /// The state of `pixeld attribute`, compacted, co-partitioned with the
+    /// inputs. Default `pixel.attribution-state`.
+    pub attribution_state: String,
 }
 
 impl TopicsConfig {
@@ -317,6 +345,7 @@ impl Default for TopicsConfig {
             segments: "pixel.segments".into(),
             invalid: "pixel.invalid".into(),
             attributions: "pixel.attributions".into(),
+            attribution_state: "pixel.attribution-state".into(),
         }
     }
 }

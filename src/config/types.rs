@@ -71,6 +71,18 @@ string_enum!(
 );
 
 string_enum!(
+    /// `attribution.mode`: where conversions are credited.
+    AttributionMode {
+        /// The engine runs inside `pixeld serve` on that instance's events:
+        /// right for one instance.
+        InProcess => "in_process",
+        /// `pixeld serve` only publishes; `pixeld attribute` members, a
+        /// Kafka consumer group, credit conversions from the topics.
+        Cluster => "cluster",
+    }
+);
+
+string_enum!(
     /// `journal.durability`: how far an answered event is protected.
     Durability {
         /// Written to the journal (page cache) before the response: survives

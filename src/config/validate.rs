@@ -59,6 +59,30 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     if a.sweep_interval_secs == 0 {
         r.add("attribution.sweep_interval_secs", "must be above 0");
     }
+    if a.group_id.trim().is_empty() {
+        r.add("attribution.group_id", "must name a consumer group");
+    }
+    if a.grace_ms > 24 * 3_600_000 {
+        r.add(
+            "attribution.grace_ms",
+            format!(
+                "{} is above a day; inputs would be held that long",
+                a.grace_ms
+            ),
+        );
+    }
+    if !(10..=60_000).contains(&a.commit_interval_ms) {
+        r.add(
+            "attribution.commit_interval_ms",
+            format!("{} is outside 10..=60000", a.commit_interval_ms),
+        );
+    }
+    if !(1_000..=300_000).contains(&a.session_timeout_ms) {
+        r.add(
+            "attribution.session_timeout_ms",
+            format!("{} is outside 1000..=300000", a.session_timeout_ms),
+        );
+    }
 
     let allow = &cfg.redirect.allowed_hosts;
 
@@ -352,6 +376,7 @@ fn kafka(cfg: &Config, r: &mut Report) {
         ("segments", &t.segments),
         ("invalid", &t.invalid),
         ("attributions", &t.attributions),
+        ("attribution_state", &t.attribution_state),
     ] {
         let ok = !topic.is_empty()
             && topic.len() <= 249

@@ -193,7 +193,7 @@ impl TopicSetup {
 /// Drives one future to completion on this (non-async) thread. The admin
 /// client's futures are completed by its own background thread, so a simple
 /// park/unpark loop is enough.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {

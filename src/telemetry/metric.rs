@@ -3,7 +3,7 @@
 //! a name cannot drift between the code that counts and the dashboards that
 //! read it (`tests::every_metric_is_described`).
 
-use metrics::{describe_counter, describe_gauge, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// (name, unit, what it counts), for [`describe`] and the test.
 pub const ALL: &[(&str, Unit, &str)] = &[
@@ -26,7 +26,19 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (KAFKA_DELIVERED, Unit::Count, "Messages acknowledged by Kafka (all producers)."),
     (KAFKA_DELIVERY_FAILED, Unit::Count, "Messages Kafka reported as failed (all producers)."),
     (KAFKA_CLIENT_ERRORS, Unit::Count, "Errors reported by the Kafka client library."),
+    (CLUSTER_LAG, Unit::Count, "pixeld attribute: input messages not yet read, by topic and partition."),
+    (CLUSTER_WATERMARK_AGE, Unit::Seconds, "pixeld attribute: how far a partition's event-time watermark is behind the clock, by partition."),
+    (CLUSTER_HELD, Unit::Count, "pixeld attribute: inputs held in a partition's event-time buffer, by partition."),
+    (CLUSTER_RESTORE, Unit::Seconds, "pixeld attribute: how long the last restore of a partition from the changelog took, by partition."),
+    (CLUSTER_REBALANCES, Unit::Count, "pixeld attribute: consumer-group rebalances this member took part in, by kind (assign, revoke)."),
+    (CLUSTER_LATE, Unit::Count, "pixeld attribute: inputs that arrived after the grace period, applied and flagged late, by type."),
+    (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone)."),
+    (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
+    (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
 ];
+
+/// The names in [`ALL`] recorded as histograms.
+pub const HISTOGRAMS: &[&str] = &[CLUSTER_DECISION_DELAY];
 
 pub const EVENTS: &str = "events_total";
 pub const EVENTS_DROPPED: &str = "events_dropped_total";
@@ -47,12 +59,23 @@ pub const JOURNAL_CORRUPT_RECORDS: &str = "journal_corrupt_records_total";
 pub const KAFKA_DELIVERED: &str = "kafka_delivered_total";
 pub const KAFKA_DELIVERY_FAILED: &str = "kafka_delivery_failed_total";
 pub const KAFKA_CLIENT_ERRORS: &str = "kafka_client_errors_total";
+pub const CLUSTER_LAG: &str = "attribution_partition_lag";
+pub const CLUSTER_WATERMARK_AGE: &str = "attribution_watermark_age_seconds";
+pub const CLUSTER_HELD: &str = "attribution_inputs_held";
+pub const CLUSTER_RESTORE: &str = "attribution_restore_seconds";
+pub const CLUSTER_REBALANCES: &str = "attribution_rebalances_total";
+pub const CLUSTER_LATE: &str = "attribution_late_events_total";
+pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
+pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
+pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
 
 /// Registers the description and unit of every metric (called once, when
 /// the recorder is installed).
 pub fn describe() {
     for &(name, unit, help) in ALL {
-        if name.ends_with("_total") {
+        if HISTOGRAMS.contains(&name) {
+            describe_histogram!(name, unit, help);
+        } else if name.ends_with("_total") {
             describe_counter!(name, unit, help);
         } else {
             describe_gauge!(name, unit, help);
@@ -130,6 +153,42 @@ pub fn kafka_delivery_failed() {
 
 pub fn kafka_client_error() {
     metrics::counter!(KAFKA_CLIENT_ERRORS).increment(1);
+}
+
+/// A partition's progress, after a batch of inputs.
+pub fn cluster_partition(partition: i32, held: usize, watermark_age_seconds: f64) {
+    let p = partition.to_string();
+    metrics::gauge!(CLUSTER_HELD, "partition" => p.clone()).set(held as f64);
+    metrics::gauge!(CLUSTER_WATERMARK_AGE, "partition" => p).set(watermark_age_seconds);
+}
+
+pub fn cluster_lag(topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!(CLUSTER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag.max(0) as f64);
+}
+
+pub fn cluster_restored(partition: i32, seconds: f64) {
+    metrics::gauge!(CLUSTER_RESTORE, "partition" => partition.to_string()).set(seconds);
+}
+
+pub fn cluster_rebalance(kind: &'static str) {
+    metrics::counter!(CLUSTER_REBALANCES, "kind" => kind).increment(1);
+}
+
+pub fn cluster_late(kind: &'static str) {
+    metrics::counter!(CLUSTER_LATE, "type" => kind).increment(1);
+}
+
+pub fn cluster_produced(kind: &'static str, n: u64) {
+    metrics::counter!(CLUSTER_RECORDS, "kind" => kind).increment(n);
+}
+
+pub fn cluster_commit(ok: bool) {
+    metrics::counter!(CLUSTER_COMMITS, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+pub fn cluster_decision_delay(seconds: f64) {
+    metrics::histogram!(CLUSTER_DECISION_DELAY).record(seconds);
 }
 
 #[cfg(test)]

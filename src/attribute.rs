@@ -1,0 +1,206 @@
+//! `pixeld attribute`: one member of the attribution consumer group
+//! ([`crate::attribution::cluster`]). Start-up checks what the config asks
+//! for (brokers, co-partitioned topics, its listener) and refuses with the
+//! key to fix; then the member consumes until SIGTERM or SIGINT, when it
+//! finishes the batch in hand, commits and leaves the group. Its own small
+//! listener answers `/readyz` (503 until it joined and while it restores)
+//! and `/metrics`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use rdkafka::ClientConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::attribution::cluster::{ClusterError, ClusterTopics, Member, Settings, Status};
+use crate::config::{Catalog, Config, Problem};
+use crate::sink::kafka::client_config;
+use crate::telemetry::prometheus;
+
+/// Why `pixeld attribute` did not start (exit code 2) or stopped (1).
+#[derive(Debug)]
+pub enum AttributeError {
+    /// A setting that cannot work, with its key and the fix.
+    Config {
+        key: &'static str,
+        fix: String,
+    },
+    Catalog(Problem),
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Joining or running the group.
+    Cluster(ClusterError),
+}
+
+impl AttributeError {
+    /// 2 for anything the operator must fix before starting again.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AttributeError::Cluster(ClusterError::Delivery(_)) => 1,
+            _ => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for AttributeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttributeError::Config { key, fix } => write!(f, "{key}: {fix}"),
+            AttributeError::Catalog(p) => write!(f, "{p}"),
+            AttributeError::Listen { addr, source } => write!(
+                f,
+                "attribution.listen: cannot listen on {addr}: {source}; pick a free address"
+            ),
+            AttributeError::Cluster(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AttributeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AttributeError::Listen { source, .. } => Some(source),
+            AttributeError::Cluster(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The member's settings from the shared config file.
+pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
+    if cfg.kafka.brokers.trim().is_empty() {
+        return Err(AttributeError::Config {
+            key: "kafka.brokers",
+            fix: "pixeld attribute reads the event topics from Kafka; set the brokers that `pixeld serve` publishes to (the embedded cluster lives inside one serve process and cannot be shared)".into(),
+        });
+    }
+    if !cfg.attribution.enabled {
+        return Err(AttributeError::Config {
+            key: "attribution.enabled",
+            fix: "is false: there is nothing for pixeld attribute to do; set it to true".into(),
+        });
+    }
+    let mut consumer = ClientConfig::new();
+    consumer
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("client.id", &cfg.kafka.client_id);
+    for (key, value) in &cfg.kafka.librdkafka {
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        consumer.set(key, v);
+    }
+    let t = &cfg.kafka.topics;
+    let a = &cfg.attribution;
+    Ok(Settings {
+        producer: client_config(&cfg.kafka, &cfg.kafka.brokers),
+        consumer,
+        group_id: a.group_id.clone(),
+        topics: ClusterTopics {
+            inputs: [
+                t.impressions.clone(),
+                t.clicks.clone(),
+                t.conversions.clone(),
+            ],
+            changelog: t.attribution_state.clone(),
+            attributions: t.attributions.clone(),
+        },
+        grace_ms: a.grace_ms,
+        commit_interval: Duration::from_millis(a.commit_interval_ms),
+        sweep_interval: Duration::from_secs(a.sweep_interval_secs),
+        session_timeout_ms: a.session_timeout_ms,
+    })
+}
+
+/// Runs one member until `shutdown` resolves (or the member fails).
+pub async fn run(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AttributeError> {
+    prometheus();
+    let settings = settings(cfg)?;
+    let catalog = Arc::new(ArcSwap::new(
+        Catalog::new(cfg).map_err(AttributeError::Catalog)?,
+    ));
+    let addr = cfg.attribution.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AttributeError::Listen { addr, source })?;
+    let replication = cfg.kafka.replication_factor;
+    let member = tokio::task::spawn_blocking(move || Member::start(settings, catalog, replication))
+        .await
+        .map_err(|e| AttributeError::Cluster(ClusterError::Kafka(e.to_string())))?
+        .map_err(AttributeError::Cluster)?;
+    info!(listen = %addr, "pixeld attribute: /readyz and /metrics");
+    let status = member.status.clone();
+    let http = tokio::spawn(serve_status(listener, status));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if member.finished() {
+                    break;
+                }
+            }
+        }
+    }
+    info!("stopping: finishing the batch in hand, committing, leaving the group");
+    let result = tokio::task::spawn_blocking(move || member.stop())
+        .await
+        .map_err(|e| AttributeError::Cluster(ClusterError::Kafka(e.to_string())))?;
+    http.abort();
+    result.map_err(AttributeError::Cluster)
+}
+
+async fn serve_status(listener: TcpListener, status: Arc<Status>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(answer(req.uri().path(), &status)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
+    let (code, body) = match path {
+        "/readyz" if status.ready() => (StatusCode::OK, "ready\n".to_string()),
+        "/readyz" if status.restoring.load(std::sync::atomic::Ordering::Relaxed) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "restoring partitions from the changelog\n".into(),
+        ),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not in the consumer group yet\n".into(),
+        ),
+        "/metrics" => (StatusCode::OK, prometheus().render()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
+}

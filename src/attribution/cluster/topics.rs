@@ -1,0 +1,121 @@
+//! Co-partitioning, checked before a member joins: the impression, click
+//! and conversion topics and the changelog must have the same partition
+//! count, or a user's events and state would meet on different members. A
+//! missing changelog is created (compacted) with the inputs' count, as
+//! Kafka Streams creates its internal topics.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use tracing::{info, warn};
+
+use super::ClusterError;
+
+/// Which topics a member reads and writes.
+#[derive(Clone, Debug)]
+pub struct ClusterTopics {
+    /// Impressions, clicks, conversions: the order of the sources.
+    pub inputs: [String; 3],
+    pub changelog: String,
+    pub attributions: String,
+}
+
+/// Waits (up to `wait`) for the brokers, creates a missing changelog, and
+/// returns the common partition count; differing counts are refused.
+pub fn check(
+    client: &ClientConfig,
+    topics: &ClusterTopics,
+    replication: i32,
+    wait: Duration,
+) -> Result<i32, ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
+    let deadline = Instant::now() + wait;
+    let counts = loop {
+        match counts(&admin, topics) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "kafka not reachable yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(ClusterError::Kafka(e)),
+        }
+    };
+    let missing: Vec<&String> = topics
+        .inputs
+        .iter()
+        .filter(|t| !counts.iter().any(|(n, _)| n == *t))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ClusterError::Topics(format!(
+            "input topic(s) {missing:?} do not exist; start `pixeld serve` against these brokers (it creates them) or create them with the same partition count"
+        )));
+    }
+    let count_of = |t: &str| counts.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
+    let inputs: Vec<(String, i32)> = topics
+        .inputs
+        .iter()
+        .map(|t| (t.clone(), count_of(t).unwrap_or(0)))
+        .collect();
+    let n = inputs[0].1;
+    let mut all = inputs.clone();
+    match count_of(&topics.changelog) {
+        Some(c) => all.push((topics.changelog.clone(), c)),
+        None => {
+            create_changelog(&admin, &topics.changelog, n, replication)?;
+            info!(topic = %topics.changelog, partitions = n, "created the attribution changelog (compacted)");
+            all.push((topics.changelog.clone(), n));
+        }
+    }
+    if all.iter().any(|(_, c)| *c != n) {
+        let listed: Vec<String> = all.iter().map(|(t, c)| format!("{t}: {c}")).collect();
+        return Err(ClusterError::Topics(format!(
+            "the attribution topics must have the same partition count, so that one member gets partition p of each ({}); recreate or add partitions so that they agree (`kafka-topics --alter --partitions N`), then restart",
+            listed.join(", ")
+        )));
+    }
+    Ok(n)
+}
+
+fn counts(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &ClusterTopics,
+) -> Result<Vec<(String, i32)>, String> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let wanted: Vec<&String> = topics.inputs.iter().chain([&topics.changelog]).collect();
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|m| m.error().is_none() && wanted.iter().any(|w| *w == m.name()))
+        .map(|m| (m.name().to_string(), m.partitions().len() as i32))
+        .collect())
+}
+
+fn create_changelog(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), ClusterError> {
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
+        .set("cleanup.policy", "compact");
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = crate::sink::kafka::block_on(admin.create_topics(&[new], &opts))
+        .map_err(|e| ClusterError::Kafka(format!("creating {topic}: {e}")))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(ClusterError::Kafka(format!("creating {t}: {code}"))),
+        }
+    }
+    Ok(())
+}
