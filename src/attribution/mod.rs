@@ -19,7 +19,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

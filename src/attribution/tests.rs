@@ -16,7 +16,7 @@ const T0: u64 = 1_800_000_000_000;
 /// Advertiser 1: line item 10 (pixels 100 hybrid, 101 view, 102 click, 103
 /// one_per_user, 104 every 60 minutes), line item 11 (no pixels).
 /// Advertiser 2: line item 20 with pixel 200 (hybrid).
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[advertisers]]
 id = 1
 [[advertisers]]
@@ -73,7 +73,7 @@ advertiser = 2
 repeat = "all"
 "#;
 
-fn catalog(text: &str) -> Arc<Catalog> {
+pub(crate) fn catalog(text: &str) -> Arc<Catalog> {
     Catalog::new(&parse(text, "rules").unwrap()).unwrap()
 }
 

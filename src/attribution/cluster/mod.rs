@@ -153,8 +153,13 @@ impl ConsumerContext for MemberCtx {
         let mut work = self.work.lock().unwrap_or_else(|e| e.into_inner());
         work.status.joined.store(true, Ordering::Relaxed);
         match rebalance {
-            Rebalance::Revoke(_) => {
+            Rebalance::Revoke(tpl) => {
                 metric::cluster_rebalance("revoke");
+                tracing::debug!(
+                    partitions = tpl.count(),
+                    lost = consumer.assignment_lost(),
+                    "revoked"
+                );
                 // Commit what is safe before the partitions go; if this
                 // member's assignment was already lost, another member owns
                 // them and nothing may be committed.
@@ -189,6 +194,9 @@ struct Work {
     parked: BTreeMap<i32, PartitionWork>,
     /// Assigned, not restored yet.
     pending: Option<Vec<i32>>,
+    /// Records decided and not produced yet: produced before any commit,
+    /// including the one a revoke makes in the middle of a batch.
+    outs: Vec<Out>,
     /// Reused for encoding.
     buf: Vec<u8>,
     value: Vec<u8>,
@@ -235,9 +243,11 @@ impl Work {
         }
     }
 
-    fn publish(&mut self, outs: &mut Vec<Out>) -> Result<(), ClusterError> {
+    /// Produces the records waiting in `outs`.
+    fn publish(&mut self) -> Result<(), ClusterError> {
         let now = now_ms();
         let mut buf = std::mem::take(&mut self.buf);
+        let mut outs = std::mem::take(&mut self.outs);
         let n = outs.len() as u64;
         for out in outs.drain(..) {
             buf.clear();
@@ -253,6 +263,7 @@ impl Work {
             metric::cluster_decision_delay(now.saturating_sub(out.arrived_ms) as f64 / 1000.0);
         }
         self.buf = buf;
+        self.outs = outs;
         if n > 0 {
             metric::cluster_produced("attribution", n);
         }
@@ -335,6 +346,7 @@ impl Work {
         match consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync) {
             Ok(()) => {
                 metric::cluster_commit(true);
+                tracing::debug!(offsets = ?listed, "committed");
                 self.last_committed = listed;
                 for (p, work) in self.partitions.iter_mut() {
                     if let Some(o) = work.committable()[CONVERSIONS] {
@@ -405,6 +417,19 @@ impl Work {
                         });
             }
             work.restored();
+            // Read again from exactly where the state says: the inputs held
+            // in a kept partition's discarded buffer come after this point,
+            // whatever position the client would resume from.
+            for source in 0..SOURCES {
+                if let Some(o) = work.position[source] {
+                    let topic = self.topic_of(source).to_string();
+                    if let Err(e) =
+                        consumer.seek(&topic, p, Offset::Offset(o), Duration::from_secs(10))
+                    {
+                        warn!(error = %e, topic, partition = p, offset = o, "seeking to the committed offset failed");
+                    }
+                }
+            }
             let secs = started.elapsed().as_secs_f64();
             metric::cluster_restored(p, secs);
             info!(
@@ -454,8 +479,14 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
     reader
         .assign(&tpl)
         .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    // The end is the partition-EOF event, which follows the last message.
+    // The high watermark only backs it up when the broker stays quiet: some
+    // brokers (tansu 0.6) report the last batch's first offset plus one, so
+    // "offset + 1 >= high" alone would stop inside the last batch.
+    let mut next = low;
+    let mut quiet_since = Instant::now();
     loop {
-        match reader.poll(Duration::from_millis(500)) {
+        match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let uid = std::str::from_utf8(m.key().unwrap_or_default())
                     .ok()
@@ -471,12 +502,12 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
                         "changelog message without a user id key; skipped"
                     ),
                 }
-                if m.offset() + 1 >= high {
-                    return Ok(());
-                }
+                next = m.offset() + 1;
+                quiet_since = Instant::now();
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
             Some(Err(e)) => warn!(error = %e, topic, partition = p, "reading the changelog"),
+            None if next >= high && quiet_since.elapsed() > Duration::from_secs(2) => return Ok(()),
             None => {}
         }
     }
@@ -486,6 +517,8 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
 /// commits, and leaves the group.
 pub struct Member {
     pub status: Arc<Status>,
+    /// Shared with the member thread (for [`Member::dump`]).
+    work: Arc<Mutex<Work>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), ClusterError>>>,
 }
@@ -530,6 +563,7 @@ impl Member {
             partitions: BTreeMap::new(),
             parked: BTreeMap::new(),
             pending: None,
+            outs: Vec::new(),
             buf: Vec::with_capacity(1024),
             value: Vec::with_capacity(256),
             failures_seen: 0,
@@ -562,7 +596,7 @@ impl Member {
         let stop = Arc::new(AtomicBool::new(false));
         let runner = Runner {
             consumer,
-            work,
+            work: work.clone(),
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -571,9 +605,20 @@ impl Member {
             .map_err(|e| ClusterError::Kafka(format!("thread: {e}")))?;
         Ok(Member {
             status,
+            work,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Every owned partition's state as its changelog would restore it, by
+    /// partition number (tests compare a member's memory with a restore).
+    pub fn dump(&self) -> Vec<(i32, Vec<(UserId, changelog::UserState)>)> {
+        let work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        work.partitions
+            .iter()
+            .map(|(p, w)| (*p, w.dump()))
+            .collect()
     }
 
     /// True once the member thread ended on its own (an error).
@@ -630,16 +675,16 @@ impl Runner {
         };
         let mut next_commit = Instant::now() + commit_every;
         let mut next_sweep = Instant::now() + sweep_every;
-        let mut outs = Vec::new();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 let mut w = self.lock();
                 // Apply what the watermark allows, then commit.
                 let now = now_ms();
+                let w = &mut *w;
                 for work in w.partitions.values_mut() {
-                    work.release(now, &mut outs);
+                    work.release(now, &mut w.outs);
                 }
-                w.publish(&mut outs)?;
+                w.publish()?;
                 match w.commit(&self.consumer) {
                     Ok(()) | Err(ClusterError::Kafka(_)) => {}
                     Err(e) => return Err(e),
@@ -649,8 +694,13 @@ impl Runner {
             }
             let mut handled = 0;
             let mut timeout = Duration::from_millis(100);
+            // Whether poll ran dry: only then is "position >= high" a sign
+            // that a source is caught up (the rest of a fetched batch may
+            // still be queued locally otherwise).
+            let mut drained = false;
             while handled < BATCH {
                 let Some(msg) = self.consumer.poll(timeout) else {
+                    drained = true;
                     break;
                 };
                 timeout = Duration::ZERO;
@@ -681,7 +731,7 @@ impl Runner {
                         match input {
                             Some(input) => {
                                 if let Some(out) = work.push(source, m.offset(), input, now_ms()) {
-                                    outs.push(out);
+                                    w.outs.push(out);
                                 }
                             }
                             None => work.skip(source, m.offset()),
@@ -694,11 +744,14 @@ impl Runner {
             let mut w = self.lock();
             w.restore_pending(&self.consumer)?;
             let now = now_ms();
-            self.mark_caught_up(&mut w);
-            for work in w.partitions.values_mut() {
-                work.release(now, &mut outs);
+            if drained {
+                self.mark_caught_up(&mut w);
             }
-            w.publish(&mut outs)?;
+            let w = &mut *w;
+            for work in w.partitions.values_mut() {
+                work.release(now, &mut w.outs);
+            }
+            w.publish()?;
             let now_i = Instant::now();
             if now_i >= next_sweep {
                 for work in w.partitions.values_mut() {
@@ -729,7 +782,10 @@ impl Runner {
                 let Some((low, high)) = cached_watermarks(&self.consumer, topic, *p) else {
                     continue;
                 };
-                let at = work.position[source].unwrap_or(low);
+                // Nothing read and no committed offset: at the start.
+                let Some(at) = work.position[source].or(low) else {
+                    continue;
+                };
                 metric::cluster_lag(topic, *p, high - at);
                 if at >= high {
                     work.caught_up(source);
@@ -740,12 +796,14 @@ impl Runner {
 }
 
 /// The partition's low and high offsets as librdkafka last saw them (no
-/// request: updated with every fetch). None until known.
+/// request: the high one is updated with every fetch). The low one is
+/// unknown (None) until librdkafka had a reason to ask; the high one must be
+/// known.
 fn cached_watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
-) -> Option<(i64, i64)> {
+) -> Option<(Option<i64>, i64)> {
     let name = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime; the
@@ -759,8 +817,6 @@ fn cached_watermarks<C: ConsumerContext>(
             &mut high,
         )
     };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        && high >= 0
-        && low >= 0)
-        .then_some((low, high))
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(((low >= 0).then_some(low), high))
 }

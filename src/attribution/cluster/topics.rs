@@ -66,10 +66,16 @@ pub fn check(
     match count_of(&topics.changelog) {
         Some(c) => all.push((topics.changelog.clone(), c)),
         None => {
-            create_changelog(&admin, &topics.changelog, n, replication)?;
+            create(&admin, &topics.changelog, n, replication, true)?;
             info!(topic = %topics.changelog, partitions = n, "created the attribution changelog (compacted)");
             all.push((topics.changelog.clone(), n));
         }
+    }
+    // The output is keyed by user too, but nothing requires it to be
+    // co-partitioned; it is created like `serve` creates its topics.
+    if count_of(&topics.attributions).is_none() {
+        create(&admin, &topics.attributions, n, replication, false)?;
+        info!(topic = %topics.attributions, partitions = n, "created the attributions topic");
     }
     if all.iter().any(|(_, c)| *c != n) {
         let listed: Vec<String> = all.iter().map(|(t, c)| format!("{t}: {c}")).collect();
@@ -89,7 +95,11 @@ fn counts(
         .inner()
         .fetch_metadata(None, Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
-    let wanted: Vec<&String> = topics.inputs.iter().chain([&topics.changelog]).collect();
+    let wanted: Vec<&String> = topics
+        .inputs
+        .iter()
+        .chain([&topics.changelog, &topics.attributions])
+        .collect();
     Ok(metadata
         .topics()
         .iter()
@@ -98,14 +108,17 @@ fn counts(
         .collect())
 }
 
-fn create_changelog(
+fn create(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     partitions: i32,
     replication: i32,
+    compacted: bool,
 ) -> Result<(), ClusterError> {
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
-        .set("cleanup.policy", "compact");
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(15)));

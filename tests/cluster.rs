@@ -1,0 +1,546 @@
+//! Attribution across a fleet (`attribution.mode = "cluster"`): `pixeld
+//! serve` instances publish, `pixeld attribute` members (a consumer group on
+//! a real tansu broker) credit every conversion exactly as one engine fed
+//! the same events in time order would.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use common::cluster::*;
+use common::*;
+use pixeld::config::Catalog;
+use pixeld::event::EventType;
+use pixeld::ids::{EventId, UserId};
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+
+const TOPICS: [(&str, EventType); 3] = [
+    ("pixel.impressions", EventType::Impression),
+    ("pixel.clicks", EventType::Click),
+    ("pixel.conversions", EventType::Conversion),
+];
+
+/// Every event of the three input topics, with its type; waits for `n`.
+fn input_events(brokers: &str, n: usize) -> Vec<(EventType, Value)> {
+    let mut out = Vec::new();
+    let mut left = n;
+    for (topic, kind) in TOPICS {
+        let read = read_all(
+            brokers,
+            topic,
+            |r| r.len() >= left.min(1) && r.len() >= left,
+            Duration::from_secs(5),
+            Duration::from_millis(300),
+        );
+        left = left.saturating_sub(read.len());
+        out.extend(read.iter().map(|r| (kind, r.json())));
+    }
+    assert_eq!(out.len(), n, "input events in Kafka");
+    out
+}
+
+/// The attribution records, once every one of `conversions` has one.
+fn records(brokers: &str, conversions: &[String], limit: Duration) -> Vec<Value> {
+    let want: std::collections::HashSet<&str> = conversions.iter().map(String::as_str).collect();
+    let read = read_all(
+        brokers,
+        "pixel.attributions",
+        |r| {
+            let seen: std::collections::HashSet<String> = r
+                .iter()
+                .map(|m| {
+                    m.json()["conversion_event_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            want.iter().all(|c| seen.contains(*c))
+        },
+        limit,
+        Duration::from_secs(1),
+    );
+    read.iter().map(Read::json).collect()
+}
+
+/// Groups records by conversion; asserts one answer per conversion.
+fn by_conversion(records: &[Value]) -> HashMap<String, Value> {
+    let mut out: HashMap<String, Value> = HashMap::new();
+    for r in records {
+        assert_schema(r);
+        let c = r["conversion_event_id"].as_str().unwrap().to_string();
+        if let Some(first) = out.get(&c) {
+            assert_eq!(first, r, "two different records for conversion {c}");
+        }
+        out.insert(c, r.clone());
+    }
+    out
+}
+
+fn conversion_ids(events: &[(EventType, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(k, _)| *k == EventType::Conversion)
+        .map(|(_, j)| j["event_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn get(port: u16, target: &str, uid: &str) {
+    let cookie = format!("Cookie: {}", uid_cookie(uid));
+    let r = raw_get_with(port, target, &[&cookie]);
+    assert!(matches!(status_of(&r), 200 | 302), "{target}: {r}");
+}
+
+#[test]
+fn two_serve_instances_and_two_members_credit_like_one_engine_in_time_order() {
+    let broker = Broker::start();
+    let (pa, pb) = (free_tcp_port(), free_tcp_port());
+    let (s1, s2) = (free_tcp_port(), free_tcp_port());
+    // The default grace (10 s): this 2-core machine runs two debug-built
+    // servers, two members, tansu and the client at once.
+    let grace: [(&str, String); 0] = [];
+    let serve_a = serve(&cluster_config(&broker.addr, pa, s1, &grace), pa);
+    let serve_b = serve(&cluster_config(&broker.addr, pb, s1, &grace), pb);
+    assert!(serve_a.wait_ready(200, Duration::from_secs(30)));
+    assert!(serve_b.wait_ready(200, Duration::from_secs(30)));
+    let m1 = Member::start(
+        &write_config(&cluster_config(&broker.addr, pa, s1, &grace)),
+        s1,
+    );
+    let m2 = Member::start(
+        &write_config(&cluster_config(&broker.addr, pa, s2, &grace)),
+        s2,
+    );
+
+    // Views and clicks on instance A, purchases on instance B.
+    let users: Vec<String> = (0..1000)
+        .map(|_| UserId::generate().to_hex().as_str().to_string())
+        .collect();
+    let mut sent = 0;
+    for (i, u) in users.iter().enumerate() {
+        if i % 10 != 9 {
+            get(pa, "/imptr?id=2766&cachebuster=1", u);
+            sent += 1;
+        }
+        if i % 3 == 0 {
+            get(pa, "/clktr?id=21378", u);
+            sent += 1;
+        }
+    }
+    for (i, u) in users.iter().enumerate() {
+        get(pb, &format!("/px?id=7313&order_id=O{i}"), u);
+        sent += 1;
+        if i % 4 == 0 {
+            // One per user: the second is a repeat.
+            get(pb, "/px?id=8371", u);
+            get(pb, "/px?id=8371", u);
+            sent += 2;
+        }
+    }
+    let events = input_events(&broker.addr, sent);
+    let conversions = conversion_ids(&events);
+    assert_eq!(conversions.len(), 1500);
+    let got = by_conversion(&records(
+        &broker.addr,
+        &conversions,
+        Duration::from_secs(90),
+    ));
+    let cfg = parsed(&cluster_config(&broker.addr, pa, s1, &grace));
+    let want = reference(&cfg, &events);
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    for c in &conversions {
+        let g = got
+            .get(c)
+            .unwrap_or_else(|| panic!("no record for conversion {c}"));
+        assert_eq!(g, &want[c], "conversion {c}");
+        let k = g["kind"]
+            .as_str()
+            .or(g["reason"].as_str())
+            .unwrap()
+            .to_string();
+        *kinds.entry(k).or_default() += 1;
+    }
+    // The reference itself is varied: every kind of answer is checked.
+    for k in ["post_click", "post_view", "no_touch", "repeat"] {
+        assert!(kinds.get(k).copied().unwrap_or(0) > 0, "{kinds:?}");
+    }
+    // Both members did work, and neither flagged anything late.
+    for m in [&m1, &m2] {
+        let metrics = m.metrics();
+        assert!(
+            metric_sum(
+                &metrics,
+                "attribution_cluster_produced_total{kind=\"attribution\"}"
+            ) > 0.0
+        );
+        assert_eq!(metric_sum(&metrics, "attribution_late_events_total"), 0.0);
+    }
+}
+
+/// A pixeld-shaped event of `kind` at `ts` for `uid`.
+fn event(kind: EventType, ts: u64, uid: &str, n: u64) -> Value {
+    let id = EventId::new_v7(ts).to_hyphenated().as_str().to_string();
+    match kind {
+        EventType::Impression => json!({"event_id": id, "type": "impression", "ts": ts, "uid": uid,
+            "tracker_id": 2766, "line_item_id": 5001, "publisher_id": 777, "placement_id": 4242}),
+        EventType::Click => json!({"event_id": id, "type": "click", "ts": ts, "uid": uid,
+            "tracker_id": 21378, "line_item_id": 5001, "publisher_id": 777, "placement_id": 4242}),
+        _ => json!({"event_id": id, "type": "conversion", "ts": ts, "uid": uid,
+            "pixel_id": if n % 2 == 0 { 7313 } else { 8371 }, "advertiser_id": 100}),
+    }
+}
+
+#[test]
+fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_event_is_flagged_late(
+) {
+    let broker = Broker::start();
+    create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
+    let status = free_tcp_port();
+    let text = cluster_config(
+        &broker.addr,
+        free_tcp_port(),
+        status,
+        &[("grace_ms", "5000".into())],
+    );
+    let cfg = parsed(&text);
+    let member = Member::start(&write_config(&text), status);
+
+    let t0 = pixeld::telemetry::now_ms() - 1_000;
+    let mut events = Vec::new();
+    for i in 0..300u64 {
+        let uid = UserId::generate().to_hex().as_str().to_string();
+        let t = t0 + i * 3;
+        events.push((
+            EventType::Impression,
+            event(EventType::Impression, t, &uid, i),
+        ));
+        if i % 3 == 0 {
+            events.push((EventType::Click, event(EventType::Click, t + 1, &uid, i)));
+        }
+        // Some conversions come before their user's touches in time: in
+        // arrival order they would be credited, in time order they are not.
+        let tc = if i % 5 == 0 { t - 1 } else { t + 2 };
+        events.push((
+            EventType::Conversion,
+            event(EventType::Conversion, tc, &uid, i),
+        ));
+        if i % 7 == 0 {
+            events.push((
+                EventType::Conversion,
+                event(EventType::Conversion, t + 2, &uid, i + 2),
+            ));
+        }
+    }
+    events.shuffle(&mut rand::rng());
+    let producer = producer(&broker.addr);
+    publish(&producer, &cfg.kafka.topics, &events);
+    let conversions = conversion_ids(&events);
+    let got = by_conversion(&records(
+        &broker.addr,
+        &conversions,
+        Duration::from_secs(60),
+    ));
+    let want = reference(&cfg, &events);
+    let mut no_touch = 0;
+    for c in &conversions {
+        assert_eq!(got[c], want[c], "conversion {c}");
+        assert_eq!(got[c]["late"], false);
+        no_touch += usize::from(got[c]["reason"] == "no_touch");
+    }
+    assert!(no_touch >= 60, "conversions before their touch: {no_touch}");
+
+    // Well past the grace: applied at once, flagged.
+    let uid = UserId::generate().to_hex().as_str().to_string();
+    let old = pixeld::telemetry::now_ms() - 60_000;
+    let late = vec![
+        (
+            EventType::Impression,
+            event(EventType::Impression, old - 10, &uid, 0),
+        ),
+        (
+            EventType::Conversion,
+            event(EventType::Conversion, old, &uid, 0),
+        ),
+    ];
+    publish(&producer, &cfg.kafka.topics, &late);
+    let late_id = conversion_ids(&late);
+    let got = by_conversion(&records(&broker.addr, &late_id, Duration::from_secs(30)));
+    let r = &got[&late_id[0]];
+    assert_eq!(r["late"], true, "{r}");
+    assert_eq!(r["kind"], "post_view", "still applied: {r}");
+    assert!(metric_sum(&member.metrics(), "attribution_late_events_total") >= 2.0);
+}
+
+#[test]
+fn a_killed_member_s_partitions_move_and_a_joining_member_takes_some_without_a_different_answer() {
+    let broker = Broker::start();
+    let port = free_tcp_port();
+    let (s1, s2, s3) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let grace: [(&str, String); 0] = [];
+    let server = serve(&cluster_config(&broker.addr, port, s1, &grace), port);
+    assert!(server.wait_ready(200, Duration::from_secs(30)));
+    let mut m1 = Member::start(
+        &write_config(&cluster_config(&broker.addr, port, s1, &grace)),
+        s1,
+    );
+    let m2 = Member::start(
+        &write_config(&cluster_config(&broker.addr, port, s2, &grace)),
+        s2,
+    );
+
+    let load = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0;
+        let mut i = 0u64;
+        while started.elapsed() < Duration::from_secs(20) {
+            let u = UserId::generate().to_hex().as_str().to_string();
+            if i % 4 != 3 {
+                get(port, "/imptr?id=2766", &u);
+                sent += 1;
+            }
+            if i % 3 == 0 {
+                get(port, "/clktr?id=21378", &u);
+                sent += 1;
+            }
+            get(port, "/px?id=7313", &u);
+            sent += 1;
+            i += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    // Killed once records flow (the grace is 10 s), so that some of its
+    // decisions are not committed yet and are made again by another member.
+    std::thread::sleep(Duration::from_secs(13));
+    m1.kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    let m3 = Member::start(
+        &write_config(&cluster_config(&broker.addr, port, s3, &grace)),
+        s3,
+    );
+    let sent = load.join().unwrap();
+
+    let events = input_events(&broker.addr, sent);
+    let conversions = conversion_ids(&events);
+    let all = records(&broker.addr, &conversions, Duration::from_secs(120));
+    // Duplicates are allowed, different answers are not (checked here).
+    let got = by_conversion(&all);
+    let cfg = parsed(&cluster_config(&broker.addr, port, s1, &grace));
+    let want = reference(&cfg, &events);
+    let mut late = 0;
+    for c in &conversions {
+        let g = got.get(c).unwrap_or_else(|| {
+            let e = events
+                .iter()
+                .find(|(_, j)| j["event_id"] == c.as_str())
+                .unwrap();
+            let uid = e.1["uid"].as_str().unwrap_or_default();
+            let conv = read_all(
+                &broker.addr,
+                "pixel.conversions",
+                |_| false,
+                Duration::from_secs(3),
+                Duration::ZERO,
+            );
+            let at = conv
+                .iter()
+                .find(|r| r.json()["event_id"] == c.as_str())
+                .map(|r| (r.partition, r.offset));
+            eprintln!("MISSING at {at:?}");
+            let dump = |t: String| {
+                t.lines()
+                    .filter(|l| {
+                        l.contains("committed")
+                            || l.contains("revoked")
+                            || l.contains("restored")
+                            || l.contains("WARN")
+                            || l.contains("ERROR")
+                    })
+                    .map(|l| l.chars().take(400).collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            eprintln!(
+                "M1\n{}\nM2\n{}\nM3\n{}",
+                dump(std::fs::read_to_string(&m1.log).unwrap()),
+                dump(m2.log_text()),
+                dump(m3.log_text())
+            );
+            panic!(
+                "no record for conversion {c} (partition {}); member logs:\n{}\n{}\n{}\n{}",
+                pixeld::sink::partition::for_key(uid.as_bytes(), PARTITIONS),
+                m2.log_text()
+                    .lines()
+                    .filter(|l| !l.contains("restored"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                m3.log_text()
+                    .lines()
+                    .filter(|l| !l.contains("restored"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                m2.metrics()
+                    .lines()
+                    .filter(|l| l.starts_with("attribution_inputs_held")
+                        || l.starts_with("attribution_watermark"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                m3.metrics()
+                    .lines()
+                    .filter(|l| l.starts_with("attribution_inputs_held")
+                        || l.starts_with("attribution_watermark"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        });
+        if g["late"] == true {
+            late += 1;
+        } else {
+            assert_eq!(g, &want[c], "conversion {c}");
+        }
+    }
+    eprintln!(
+        "{} conversions, {} records ({} duplicates), {late} late",
+        conversions.len(),
+        all.len(),
+        all.len() - got.len()
+    );
+    assert!(
+        late * 20 <= conversions.len(),
+        "{late} late of {}",
+        conversions.len()
+    );
+    assert!(metric_sum(&m3.metrics(), "attribution_restore_seconds") >= 0.0);
+    assert!(m3.log_text().contains("attribution partition restored"));
+}
+
+#[test]
+fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_become_tombstones()
+{
+    let broker = Broker::start();
+    create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
+    // One-minute windows, swept every second: an old touch expires at once.
+    let text = cluster_config(
+        &broker.addr,
+        free_tcp_port(),
+        free_tcp_port(),
+        &[
+            ("grace_ms", "1000".into()),
+            ("sweep_interval_secs", "1".into()),
+        ],
+    )
+    .replace("post_view_minutes = 1440", "post_view_minutes = 1")
+    .replace("post_click_minutes = 20160", "post_click_minutes = 1")
+    .replace("post_view_minutes = 10080", "post_view_minutes = 1");
+    let cfg = parsed(&text);
+    let start = |cfg: &pixeld::config::Config| {
+        let settings = pixeld::attribute::settings(cfg).unwrap();
+        let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg).unwrap()));
+        let m = pixeld::attribution::cluster::Member::start(settings, catalog, 1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !m.status.ready() || m.dump().len() < PARTITIONS as usize {
+            assert!(Instant::now() < deadline, "member not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    };
+    let a = start(&cfg);
+    let now = pixeld::telemetry::now_ms();
+    let mut events = Vec::new();
+    for i in 0..200u64 {
+        let uid = UserId::generate().to_hex().as_str().to_string();
+        events.push((
+            EventType::Impression,
+            event(EventType::Impression, now + i, &uid, i),
+        ));
+        if i % 2 == 0 {
+            events.push((EventType::Click, event(EventType::Click, now + i, &uid, i)));
+        }
+        if i % 4 == 0 {
+            events.push((
+                EventType::Conversion,
+                event(EventType::Conversion, now + i + 1, &uid, i + 1),
+            ));
+        }
+    }
+    // A user whose only touch is ten minutes old: swept, then a tombstone.
+    let expired = UserId::generate().to_hex().as_str().to_string();
+    events.push((
+        EventType::Impression,
+        event(EventType::Impression, now - 600_000, &expired, 0),
+    ));
+    publish(&producer(&broker.addr), &cfg.kafka.topics, &events);
+    let conversions = conversion_ids(&events);
+    records(&broker.addr, &conversions, Duration::from_secs(60));
+    // Let a commit write every change.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = a.dump();
+    let users: usize = before.iter().map(|(_, u)| u.len()).sum();
+    assert_eq!(users, 200, "the expired user is gone from memory");
+    a.stop().unwrap();
+
+    let b = start(&cfg);
+    let after = b.dump();
+    for ((pa, ua), (pb, ub)) in before.iter().zip(after.iter()) {
+        assert_eq!(pa, pb);
+        for (x, y) in ua.iter().zip(ub.iter()) {
+            assert_eq!(x, y, "partition {pa}: restored from the changelog alone");
+        }
+        assert_eq!(ua.len(), ub.len(), "partition {pa}: users restored");
+    }
+    assert_eq!(after.len(), before.len());
+    b.stop().unwrap();
+
+    let changelog = read_all(
+        &broker.addr,
+        "pixel.attribution-state",
+        |r| r.iter().any(|m| m.key == expired && m.payload.is_none()),
+        Duration::from_secs(10),
+        Duration::ZERO,
+    );
+    let of_expired: Vec<&Read> = changelog.iter().filter(|m| m.key == expired).collect();
+    assert!(
+        of_expired.last().is_some_and(|m| m.payload.is_none()),
+        "the expired user's last changelog message is a tombstone: {of_expired:?}"
+    );
+    // Every value is a user id key on the user's own partition.
+    let expected_partition =
+        |uid: &str| pixeld::sink::partition::for_key(uid.as_bytes(), PARTITIONS);
+    for m in &changelog {
+        assert_eq!(m.partition, expected_partition(&m.key), "{}", m.key);
+    }
+}
+
+#[test]
+fn topics_with_different_partition_counts_stop_the_member_with_the_counts() {
+    let broker = Broker::start();
+    create_topics(
+        &broker.addr,
+        &[
+            ("pixel.impressions", 6),
+            ("pixel.clicks", 3),
+            ("pixel.conversions", 6),
+        ],
+    );
+    let status = free_tcp_port();
+    let config = write_config(&cluster_config(&broker.addr, free_tcp_port(), status, &[]));
+    let log = fresh_dir().join("attribute.log");
+    let mut m = Member::spawn(&config, status, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = m.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "pixeld attribute kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = m.log_text();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("pixel.clicks: 3"), "{text}");
+    assert!(text.contains("pixel.impressions: 6"), "{text}");
+    assert!(text.contains("same partition count"), "{text}");
+}

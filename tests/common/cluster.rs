@@ -1,0 +1,310 @@
+//! The cluster tests' parts: configs for `serve` in cluster mode and for
+//! `pixeld attribute` members, members as real processes, topics created and
+//! read across all partitions, synthetic events, and the reference: the
+//! single-node engine fed the consumed events sorted by time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use pixeld::attribution::{Attribution, Engine, Input, State};
+use pixeld::config::{Catalog, Config};
+use pixeld::event::EventType;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::config::{config_text, fresh_dir, q};
+use super::process::{raw_get, Process};
+
+pub const PARTITIONS: i32 = 6;
+
+/// The example config for a fleet on `brokers`: serve on `port`, in cluster
+/// mode, 6 partitions; a member's listener on `status_port`; `attribution`
+/// holds further `[attribution]` lines (`key = value`).
+pub fn cluster_config(
+    brokers: &str,
+    port: u16,
+    status_port: u16,
+    attribution: &[(&str, String)],
+) -> String {
+    let data = fresh_dir();
+    let mut text = config_text(&[
+        ("brokers", q(brokers)),
+        ("listen", q(format!("127.0.0.1:{port}"))),
+        ("data_dir", q(data.display().to_string())),
+        ("partitions", PARTITIONS.to_string()),
+        ("linger_ms", "5".into()),
+        ("secure", "false".into()),
+        ("mode", q("cluster")),
+        ("commit_interval_ms", "200".into()),
+        ("session_timeout_ms", "3000".into()),
+    ]);
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines.iter().position(|l| l == "[attribution]").unwrap();
+    let mut set = |key: &str, value: String| {
+        let i = lines[at..]
+            .iter()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .map(|i| i + at)
+            .unwrap_or_else(|| panic!("no `{key} =` in [attribution]"));
+        lines[i] = format!("{key} = {value}");
+    };
+    set("listen", q(format!("127.0.0.1:{status_port}")));
+    for (k, v) in attribution {
+        set(k, v.clone());
+    }
+    text = lines.join("\n");
+    text
+}
+
+/// Writes `text` to a fresh file.
+pub fn write_config(text: &str) -> PathBuf {
+    let path = fresh_dir().join("pixeld.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The parsed form of a config text.
+pub fn parsed(text: &str) -> Config {
+    pixeld::config::parse(text, "test.toml").unwrap()
+}
+
+/// `pixeld attribute` as a real process.
+pub struct Member {
+    pub child: std::process::Child,
+    pub status_port: u16,
+    pub log: PathBuf,
+}
+
+impl Member {
+    /// Starts a member and waits until its `/readyz` says ready.
+    pub fn start(config: &Path, status_port: u16) -> Member {
+        let log = fresh_dir().join("attribute.log");
+        let m = Member::spawn(config, status_port, &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while raw_get(status_port, "/readyz").is_none_or(|(s, _)| s != 200) {
+            assert!(
+                Instant::now() < deadline,
+                "pixeld attribute did not become ready; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    pub fn spawn(config: &Path, status_port: u16, log: &Path) -> Member {
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pixeld"))
+            .args(["attribute", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info,pixeld::attribution::cluster=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Member {
+            child,
+            status_port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        super::process::signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn metrics(&self) -> String {
+        raw_get(self.status_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pixeld serve` on a cluster config.
+pub fn serve(config_text: &str, port: u16) -> Process {
+    let path = write_config(config_text);
+    let log = fresh_dir().join("serve.log");
+    Process::start(&path, port, &log)
+}
+
+/// Creates `topics` (name, partitions) on `brokers`.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// A message of any partition.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    /// None for a tombstone.
+    pub payload: Option<Vec<u8>>,
+    pub kind: String,
+}
+
+impl Read {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(self.payload.as_ref().expect("not a tombstone")).unwrap()
+    }
+}
+
+/// Reads every partition of `topic` from the beginning until `done` says
+/// so (or `limit` passes), then `settle` longer so that extra messages show.
+pub fn read_all(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[Read]) -> bool,
+    limit: Duration,
+    settle: Duration,
+) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "pixeld-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut settled: Option<Instant> = None;
+    loop {
+        if settled.is_none() && done(&out) {
+            settled = Some(Instant::now() + settle);
+        }
+        if settled.is_some_and(|s| Instant::now() > s) || start.elapsed() > limit {
+            return out;
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let kind = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "type").and_then(|h| h.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().map(<[u8]>::to_vec),
+                kind,
+            });
+        }
+    }
+}
+
+/// The attribution engine's input of a consumed event, with its topic's type.
+pub fn input_of(kind: EventType, json: &Value) -> Option<Input> {
+    Input::from_json(kind, json.to_string().as_bytes())
+}
+
+/// What the single-node engine publishes when fed `events` sorted by time
+/// (ties by event id): the record of each conversion, as JSON, by
+/// `conversion_event_id`.
+pub fn reference(cfg: &Config, events: &[(EventType, Value)]) -> HashMap<String, Value> {
+    let mut inputs: Vec<Input> = events.iter().filter_map(|(k, j)| input_of(*k, j)).collect();
+    let key = |i: &Input| match i {
+        Input::Touch(t) => (t.event_id.timestamp_ms(), t.event_id.0),
+        Input::Conversion(c) => (c.ts_ms, c.event_id.0),
+    };
+    inputs.sort_by_key(key);
+    let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg).unwrap()));
+    let engine = Engine::new(Arc::new(State::default()), catalog);
+    let mut out = HashMap::new();
+    for input in inputs {
+        if let Some(record) = engine.apply(input) {
+            out.insert(
+                record
+                    .conversion
+                    .event_id
+                    .to_hyphenated()
+                    .as_str()
+                    .to_string(),
+                json_of(&record),
+            );
+        }
+    }
+    out
+}
+
+pub fn json_of(record: &Attribution) -> Value {
+    let mut buf = Vec::new();
+    record.encode(&mut buf);
+    serde_json::from_slice(&buf).unwrap()
+}
+
+/// A producer keyed like pixeld's (the Java client's murmur2).
+pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Publishes `events` in the given order to their topics, keyed by uid.
+pub fn publish(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topics: &pixeld::config::TopicsConfig,
+    events: &[(EventType, Value)],
+) {
+    for (kind, json) in events {
+        let topic = match kind {
+            EventType::Impression => &topics.impressions,
+            EventType::Click => &topics.clicks,
+            _ => &topics.conversions,
+        };
+        let key = json["uid"].as_str().unwrap_or_default().to_string();
+        let payload = json.to_string();
+        producer
+            .send(BaseRecord::to(topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
