@@ -26,21 +26,20 @@ const TOPICS: [(&str, EventType); 3] = [
 
 /// Every event of the three input topics, with its type; waits for `n`.
 fn input_events(brokers: &str, n: usize) -> Vec<(EventType, Value)> {
-    let mut out = Vec::new();
-    let mut left = n;
-    for (topic, kind) in TOPICS {
-        let read = read_all(
-            brokers,
-            topic,
-            |r| r.len() >= left.min(1) && r.len() >= left,
-            Duration::from_secs(5),
-            Duration::from_millis(300),
-        );
-        left = left.saturating_sub(read.len());
-        out.extend(read.iter().map(|r| (kind, r.json())));
-    }
-    assert_eq!(out.len(), n, "input events in Kafka");
-    out
+    let read = read_topics(
+        brokers,
+        &TOPICS.map(|(t, _)| t),
+        |r| r.len() >= n,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    );
+    assert_eq!(read.len(), n, "input events in Kafka");
+    read.iter()
+        .map(|r| {
+            let kind = TOPICS.iter().find(|(t, _)| *t == r.topic).unwrap().1;
+            (kind, r.json())
+        })
+        .collect()
 }
 
 /// The attribution records, once every one of `conversions` has one.

@@ -46,7 +46,6 @@ pub fn cluster_config(
         ("secure", "false".into()),
         ("mode", q("cluster")),
         ("commit_interval_ms", "200".into()),
-        ("session_timeout_ms", "3000".into()),
     ]);
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let at = lines.iter().position(|l| l == "[attribution]").unwrap();
@@ -175,6 +174,7 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 /// A message of any partition.
 #[derive(Debug, Clone)]
 pub struct Read {
+    pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: String,
@@ -191,10 +191,22 @@ impl Read {
 
 /// Reads every partition of `topic` from the beginning until `done` says
 /// so (or `limit` passes), then `settle` longer so that extra messages show.
+/// `done` is asked after every message: keep it cheap (look at the new ones).
 pub fn read_all(
     brokers: &str,
     topic: &str,
-    done: impl Fn(&[Read]) -> bool,
+    done: impl FnMut(&[Read]) -> bool,
+    limit: Duration,
+    settle: Duration,
+) -> Vec<Read> {
+    read_topics(brokers, &[topic], done, limit, settle)
+}
+
+/// [`read_all`] over several topics at once.
+pub fn read_topics(
+    brokers: &str,
+    topics: &[&str],
+    mut done: impl FnMut(&[Read]) -> bool,
     limit: Duration,
     settle: Duration,
 ) -> Vec<Read> {
@@ -205,9 +217,11 @@ pub fn read_all(
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
+    for topic in topics {
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -227,6 +241,7 @@ pub fn read_all(
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default();
             out.push(Read {
+                topic: m.topic().to_string(),
                 partition: m.partition(),
                 offset: m.offset(),
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),

@@ -417,6 +417,7 @@ impl Work {
                         });
             }
             work.restored();
+            tracing::debug!(partition = p, positions = ?work.position, "resuming from");
             // Read again from exactly where the state says: the inputs held
             // in a kept partition's discarded buffer come after this point,
             // whatever position the client would resume from.
@@ -652,6 +653,9 @@ struct Runner {
     stop: Arc<AtomicBool>,
 }
 
+/// How long a source must give nothing before it counts as caught up.
+const QUIET_MS: u64 = 500;
+
 /// Messages handled between two looks at the clock and the watermarks.
 const BATCH: usize = 4096;
 
@@ -721,6 +725,7 @@ impl Runner {
                         ][source];
                         let input = m.payload().and_then(|p| Input::from_json(kind, p));
                         let Some(work) = w.partitions.get_mut(&m.partition()) else {
+                            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "NOT OWNED");
                             warn!(
                                 topic = m.topic(),
                                 partition = m.partition(),
@@ -728,13 +733,20 @@ impl Runner {
                             );
                             continue;
                         };
+                        if !work.started[source] {
+                            work.started[source] = true;
+                            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), expected = ?work.position[source], "first message after assignment");
+                        }
                         match input {
                             Some(input) => {
                                 if let Some(out) = work.push(source, m.offset(), input, now_ms()) {
                                     w.outs.push(out);
                                 }
                             }
-                            None => work.skip(source, m.offset()),
+                            None => {
+                                tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "not an input; skipped");
+                                work.skip(source, m.offset(), now_ms())
+                            }
                         }
                     }
                     Err(KafkaError::PartitionEOF(_)) => {}
@@ -777,6 +789,7 @@ impl Runner {
     /// nothing more to read: it stops holding the watermark back.
     fn mark_caught_up(&self, w: &mut Work) {
         let topics = w.settings.topics.inputs.clone();
+        let now = now_ms();
         for (p, work) in w.partitions.iter_mut() {
             for (source, topic) in topics.iter().enumerate() {
                 let Some((low, high)) = cached_watermarks(&self.consumer, topic, *p) else {
@@ -787,7 +800,11 @@ impl Runner {
                     continue;
                 };
                 metric::cluster_lag(topic, *p, high - at);
-                if at >= high {
+                // Quiet for a moment as well: some brokers (tansu 0.6) report
+                // a high watermark short of the log's end, so reaching it
+                // alone does not prove the source has nothing more.
+                let quiet = now.saturating_sub(work.last_read_ms[source]) >= QUIET_MS;
+                if at >= high && quiet {
                     work.caught_up(source);
                 }
             }

@@ -46,6 +46,11 @@ pub struct PartitionWork {
     /// Next offset to read per source, once known (from the group's
     /// committed offset, then from each message read).
     pub position: [Option<i64>; SOURCES],
+    /// When each source last gave a message (ms).
+    pub last_read_ms: [u64; SOURCES],
+    /// Whether each source gave a message since the assignment (the first
+    /// one is checked against the position).
+    pub started: [bool; SOURCES],
 }
 
 impl PartitionWork {
@@ -59,6 +64,8 @@ impl PartitionWork {
             decided_order: VecDeque::new(),
             dirty: HashSet::default(),
             position: [None; SOURCES],
+            last_read_ms: [0; SOURCES],
+            started: [false; SOURCES],
         }
     }
 
@@ -68,6 +75,7 @@ impl PartitionWork {
         self.reorder = Reorder::new(SOURCES, grace_ms);
         self.arrivals.clear();
         self.position = [None; SOURCES];
+        self.started = [false; SOURCES];
         self
     }
 
@@ -107,6 +115,7 @@ impl PartitionWork {
     /// An input read from `source` at `offset`; a late conversion's record
     /// comes back at once.
     pub fn push(&mut self, source: usize, offset: i64, input: Input, now_ms: u64) -> Option<Out> {
+        self.last_read_ms[source] = now_ms;
         self.position[source] =
             Some(self.position[source].map_or(offset + 1, |p| p.max(offset + 1)));
         let (ts_ms, event_id) = match &input {
@@ -142,7 +151,8 @@ impl PartitionWork {
 
     /// A message that is no input of the engine (an anonymous touch, a
     /// HEAD request): only the position moves.
-    pub fn skip(&mut self, source: usize, offset: i64) {
+    pub fn skip(&mut self, source: usize, offset: i64, now_ms: u64) {
+        self.last_read_ms[source] = now_ms;
         self.position[source] =
             Some(self.position[source].map_or(offset + 1, |p| p.max(offset + 1)));
     }
@@ -386,7 +396,7 @@ mod tests {
     fn commits_never_pass_a_held_input_and_skips_move_the_position() {
         let mut w = work();
         w.push(0, 5, view(T0 + 50), T0);
-        w.skip(1, 7);
+        w.skip(1, 7, T0);
         assert_eq!(w.committable(), [Some(5), Some(8), None]);
         run(&mut w, &[]);
         assert_eq!(w.committable(), [Some(6), Some(8), None]);
