@@ -204,3 +204,37 @@ fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
     );
     r
 }
+
+/// `pixeld attribute --replay`: the config's rules over the inputs of
+/// `[from_ms, to_ms)`, records to `output_topic`; the summary for stdout.
+pub fn replay(
+    cfg: &Config,
+    from_ms: u64,
+    to_ms: u64,
+    output_topic: &str,
+) -> Result<crate::attribution::cluster::replay::Summary, AttributeError> {
+    let settings = settings(cfg)?;
+    if to_ms <= from_ms {
+        return Err(AttributeError::Config {
+            key: "--to",
+            fix: "must be after --from".into(),
+        });
+    }
+    let catalog = Catalog::new(cfg).map_err(AttributeError::Catalog)?;
+    crate::attribution::cluster::topics::ensure_output(
+        &settings.consumer,
+        &settings.topics.inputs[0],
+        output_topic,
+        cfg.kafka.replication_factor,
+    )
+    .map_err(AttributeError::Cluster)?;
+    let run = crate::attribution::cluster::replay::Replay {
+        producer: settings.producer,
+        consumer: settings.consumer,
+        topics: settings.topics,
+        from_ms,
+        to_ms,
+        output_topic: output_topic.to_string(),
+    };
+    run.run(catalog).map_err(AttributeError::Cluster)
+}

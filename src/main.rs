@@ -34,6 +34,20 @@ enum Command {
     Attribute {
         #[arg(long, default_value = "config/pixeld.toml")]
         config: PathBuf,
+        /// What-if: apply this config's rules to the inputs between --from
+        /// and --to, write the records to --output-topic, print a summary
+        /// and exit (no consumer group commits, no changelog).
+        #[arg(long, requires_all = ["from", "to", "output_topic"])]
+        replay: bool,
+        /// Start of the replay, e.g. 2026-10-01T00:00:00Z.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the replay (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Where the replay's records go (never the live attributions topic).
+        #[arg(long)]
+        output_topic: Option<String>,
     },
     /// Validate a config file and report every problem.
     CheckConfig {
@@ -63,6 +77,41 @@ fn load(path: &std::path::Path) -> Result<pixeld::config::Config, ExitCode> {
         eprint!("{e}");
         ExitCode::from(2)
     })
+}
+
+/// `pixeld attribute --replay`: prints the summary as JSON.
+fn run_replay(
+    cfg: &pixeld::config::Config,
+    from: Option<String>,
+    to: Option<String>,
+    output_topic: Option<String>,
+) -> ExitCode {
+    use pixeld::attribution::cluster::replay::parse_time;
+    let time = |name: &str, v: Option<String>| {
+        v.as_deref().and_then(parse_time).ok_or_else(|| {
+            eprintln!("--{name}: give a UTC time such as 2026-10-01T00:00:00Z");
+            ExitCode::from(2)
+        })
+    };
+    let (from, to) = match (time("from", from), time("to", to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let output = output_topic.unwrap_or_default();
+    if output == cfg.kafka.topics.attributions {
+        eprintln!("--output-topic: {output} is the live attributions topic; name another");
+        return ExitCode::from(2);
+    }
+    match pixeld::attribute::replay(cfg, from, to, &output) {
+        Ok(summary) => {
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,12 +157,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Attribute { config } => {
+        Command::Attribute {
+            config,
+            replay,
+            from,
+            to,
+            output_topic,
+        } => {
             pixeld::telemetry::init_logs();
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if replay {
+                return run_replay(&cfg, from, to, output_topic);
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -140,14 +140,35 @@ fn inputs(brokers: &str, users: u64) {
             let _ = ts;
         };
         let id = |ts: u64| pixeld::ids::EventId::new_v7(ts).to_hyphenated();
-        send(0, ts, format!(r#"{{"v":1,"event_id":"{}","type":"impression","ts":{ts},"uid":"{uid}","tracker_id":2766,"line_item_id":5001,"publisher_id":777,"placement_id":4242,"warnings":[]}}"#, id(ts).as_str()));
+        send(
+            0,
+            ts,
+            format!(
+                r#"{{"v":1,"event_id":"{}","type":"impression","ts":{ts},"uid":"{uid}","tracker_id":2766,"line_item_id":5001,"publisher_id":777,"placement_id":4242,"warnings":[]}}"#,
+                id(ts).as_str()
+            ),
+        );
         if i % 2 == 0 {
             let t = ts + 1;
-            send(1, t, format!(r#"{{"v":1,"event_id":"{}","type":"click","ts":{t},"uid":"{uid}","tracker_id":21378,"line_item_id":5001,"publisher_id":777,"placement_id":4242,"warnings":[]}}"#, id(t).as_str()));
+            send(
+                1,
+                t,
+                format!(
+                    r#"{{"v":1,"event_id":"{}","type":"click","ts":{t},"uid":"{uid}","tracker_id":21378,"line_item_id":5001,"publisher_id":777,"placement_id":4242,"warnings":[]}}"#,
+                    id(t).as_str()
+                ),
+            );
         }
         if i % 4 == 0 {
             let t = ts + 2;
-            send(2, t, format!(r#"{{"v":1,"event_id":"{}","type":"conversion","ts":{t},"uid":"{uid}","pixel_id":7313,"advertiser_id":100,"order_id":"O{i}","value_micros":1000000,"warnings":[]}}"#, id(t).as_str()));
+            send(
+                2,
+                t,
+                format!(
+                    r#"{{"v":1,"event_id":"{}","type":"conversion","ts":{t},"uid":"{uid}","pixel_id":7313,"advertiser_id":100,"order_id":"O{i}","value_micros":1000000,"warnings":[]}}"#,
+                    id(t).as_str()
+                ),
+            );
         }
     }
     producer.flush(Duration::from_secs(300)).expect("flush");

@@ -34,6 +34,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_LATE, Unit::Count, "pixeld attribute: inputs that arrived after the grace period, applied and flagged late, by type."),
     (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone)."),
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
+    (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: assignments where the client resumed past the committed offset and was sought back."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
 ];
 
@@ -67,6 +68,7 @@ pub const CLUSTER_REBALANCES: &str = "attribution_rebalances_total";
 pub const CLUSTER_LATE: &str = "attribution_late_events_total";
 pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
 pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
+pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
 pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
 
 /// Registers the description and unit of every metric (called once, when
@@ -185,6 +187,10 @@ pub fn cluster_produced(kind: &'static str, n: u64) {
 
 pub fn cluster_commit(ok: bool) {
     metrics::counter!(CLUSTER_COMMITS, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+pub fn cluster_resumed_ahead() {
+    metrics::counter!(CLUSTER_RESUMED_AHEAD).increment(1);
 }
 
 pub fn cluster_decision_delay(seconds: f64) {

@@ -107,7 +107,7 @@ impl Member {
             .args(["attribute", "--config"])
             .arg(config)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,pixeld::attribution::cluster=debug")
+            .env("RUST_LOG", "info,pixeld::attribution::cluster=trace")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -316,8 +316,15 @@ pub fn publish(
         };
         let key = json["uid"].as_str().unwrap_or_default().to_string();
         let payload = json.to_string();
+        // The record's time is the event's, as pixeld's producers set it.
+        let ts = json["ts"].as_i64().unwrap_or_default();
         producer
-            .send(BaseRecord::to(topic).key(&key).payload(&payload))
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .timestamp(ts),
+            )
             .map_err(|(e, _)| e)
             .unwrap();
     }

@@ -16,6 +16,7 @@
 
 pub mod changelog;
 pub mod partition;
+pub mod replay;
 pub mod topics;
 
 use std::collections::BTreeMap;
@@ -725,7 +726,6 @@ impl Runner {
                         ][source];
                         let input = m.payload().and_then(|p| Input::from_json(kind, p));
                         let Some(work) = w.partitions.get_mut(&m.partition()) else {
-                            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "NOT OWNED");
                             warn!(
                                 topic = m.topic(),
                                 partition = m.partition(),
@@ -735,7 +735,37 @@ impl Runner {
                         };
                         if !work.started[source] {
                             work.started[source] = true;
-                            tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), expected = ?work.position[source], "first message after assignment");
+                            // The first message after an assignment must be
+                            // the one the state expects: inputs read before
+                            // a rebalance and discarded with the buffer come
+                            // again only if the client resumes there, which
+                            // librdkafka does not always do on tansu.
+                            if let Some(expected) =
+                                work.position[source].filter(|e| m.offset() > *e)
+                            {
+                                metric::cluster_resumed_ahead();
+                                warn!(
+                                    topic = m.topic(),
+                                    partition = m.partition(),
+                                    offset = m.offset(),
+                                    expected,
+                                    "the client resumed past the committed offset; seeking back"
+                                );
+                                let topic = m.topic().to_string();
+                                let p = m.partition();
+                                drop(m);
+                                if let Err(e) = self.consumer.seek(
+                                    &topic,
+                                    p,
+                                    Offset::Offset(expected),
+                                    Duration::from_secs(10),
+                                ) {
+                                    return Err(ClusterError::Kafka(format!(
+                                        "seeking {topic}/{p} back to {expected}: {e}"
+                                    )));
+                                }
+                                continue;
+                            }
                         }
                         match input {
                             Some(input) => {
@@ -744,7 +774,12 @@ impl Runner {
                                 }
                             }
                             None => {
-                                tracing::debug!(topic = m.topic(), partition = m.partition(), offset = m.offset(), "not an input; skipped");
+                                tracing::debug!(
+                                    topic = m.topic(),
+                                    partition = m.partition(),
+                                    offset = m.offset(),
+                                    "not an input; skipped"
+                                );
                                 work.skip(source, m.offset(), now_ms())
                             }
                         }

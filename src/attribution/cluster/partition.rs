@@ -129,6 +129,9 @@ impl PartitionWork {
             source,
             offset,
         };
+        if source == CONVERSIONS {
+            tracing::trace!(partition = self.partition, offset, "conversion read");
+        }
         match self.reorder.push(held) {
             Pushed::Held => {
                 if source == CONVERSIONS {
@@ -185,6 +188,12 @@ impl PartitionWork {
                 None
             }
             Input::Conversion(c) => {
+                tracing::trace!(
+                    partition = self.partition,
+                    offset = held.offset,
+                    late,
+                    "conversion applied"
+                );
                 let Some(uid) = c.uid else {
                     // No state, so nothing a re-read could answer differently.
                     let mut record = self.engine.apply(held.input)?;

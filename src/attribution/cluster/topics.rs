@@ -108,7 +108,7 @@ fn counts(
         .collect())
 }
 
-fn create(
+pub(super) fn create(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     partitions: i32,
@@ -129,6 +129,39 @@ fn create(
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => return Err(ClusterError::Kafka(format!("creating {t}: {code}"))),
         }
+    }
+    Ok(())
+}
+
+/// Creates `topic` (not compacted) with the inputs' partition count unless
+/// it exists: the output of a replay.
+pub fn ensure_output(
+    client: &ClientConfig,
+    inputs: &str,
+    topic: &str,
+    replication: i32,
+) -> Result<(), ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    let count = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+    };
+    let Some(n) = count(inputs) else {
+        return Err(ClusterError::Topics(format!(
+            "input topic {inputs} does not exist"
+        )));
+    };
+    if count(topic).is_none() {
+        create(&admin, topic, n, replication, false)?;
     }
     Ok(())
 }
