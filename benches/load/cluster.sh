@@ -36,7 +36,7 @@ CONVERSIONS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['conver
 STATUS_PORT=$(free_port)
 pixeld_config "$WORK/pixeld.toml" "$(free_port)" "$BROKER_PORT" "$WORK/data" journal
 sed -i -e "s|^mode = .*|mode = \"cluster\"|" \
-  -e "s|^listen = \"127.0.0.1:9465\"|listen = \"127.0.0.1:$STATUS_PORT\"|" "$WORK/pixeld.toml"
+  -e "/^\[attribution\]/,/^\[journal\]/ s|^listen = .*|listen = \"127.0.0.1:$STATUS_PORT\"|" "$WORK/pixeld.toml"
 
 metric() { curl -s "http://127.0.0.1:$STATUS_PORT/metrics" | awk -v n="$1" 'index($0, n) == 1 { s += $NF } END { print s + 0 }'; }
 cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
@@ -70,9 +70,10 @@ echo "changelog: $CHANGELOG" >&2
 taskset -c 0 "$BIN" attribute --config "$WORK/pixeld.toml" 2>"$WORK/member2.log" &
 MEMBER=$!
 wait_ready "$WORK/member2.log"
+RESTORE_CPU=$(cpu_seconds $MEMBER)
 kill -TERM $MEMBER; wait $MEMBER || true
 
-python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" <<'EOF'
+python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" <<'EOF'
 import json, re, sys
 inputs, conversions = int(sys.argv[1]), int(sys.argv[2])
 wall = float(sys.argv[4]) - float(sys.argv[3])
@@ -92,5 +93,6 @@ print(json.dumps({
     "changelog_bytes_per_user": round(changelog["bytes"] / max(changelog["keys"], 1), 1),
     "restored_users": users, "restore_seconds": round(restore_ms / 1000, 2),
     "restore_seconds_per_million_users": round(restore_ms / 1000 / max(users, 1) * 1e6, 2),
+    "restore_member_cpu_seconds": float(sys.argv[11]),
 }))
 EOF

@@ -458,7 +458,11 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
         .set("group.id", format!("{}-restore", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // A restore reads one partition start to end: large fetches.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .set("queued.min.messages", "1000000");
     let reader: BaseConsumer = config
         .create()
         .map_err(|e| ClusterError::Kafka(format!("changelog reader: {e}")))?;
