@@ -79,6 +79,13 @@ fn load(path: &std::path::Path) -> Result<pixeld::config::Config, ExitCode> {
     })
 }
 
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `pixeld attribute --replay`: prints the summary as JSON.
 fn run_replay(
     cfg: &pixeld::config::Config,
@@ -172,15 +179,10 @@ fn main() -> ExitCode {
             if replay {
                 return run_replay(&cfg, from, to, output_topic);
             }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            // One thread: the member runs on its own; this only serves /readyz.
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(pixeld::attribute::run(
                 &cfg,
@@ -199,15 +201,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(async move {
                 let started = async {

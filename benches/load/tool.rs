@@ -54,12 +54,11 @@ fn count(brokers: &str, topics: &[String]) {
     println!("{}", serde_json::to_string(&out).expect("json"));
 }
 
-/// Every partition from the beginning until nothing arrived for 3 s: the
-/// broker's high watermark is not a reliable count on tansu.
-fn count_topic(brokers: &str, topic: &str) -> (u64, usize) {
+/// A consumer of every partition of `topic` from the beginning.
+fn reader(brokers: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "pixeld-load-count")
+        .set("group.id", "pixeld-load-tool")
         .set("enable.auto.commit", "false")
         .create()
         .expect("a consumer");
@@ -74,6 +73,13 @@ fn count_topic(brokers: &str, topic: &str) -> (u64, usize) {
         }
     }
     consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
+/// Every partition from the beginning until nothing arrived for 3 s: the
+/// broker's high watermark is not a reliable count on tansu.
+fn count_topic(brokers: &str, topic: &str) -> (u64, usize) {
+    let consumer = reader(brokers, topic);
     let (mut messages, mut ids) = (0u64, HashSet::new());
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(3) {
@@ -183,23 +189,7 @@ fn inputs(brokers: &str, users: u64) {
 }
 
 fn changelog(brokers: &str, topic: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "pixeld-load-changelog")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a consumer");
-    let meta = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in meta.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .expect("partition");
-        }
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = reader(brokers, topic);
     let (mut messages, mut bytes, mut keys) = (0u64, 0u64, HashSet::new());
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(3) {

@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

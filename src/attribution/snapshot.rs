@@ -5,8 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::state::{LineItemTouches, Mark, State};
-use crate::ids::{EventId, PixelId, PlacementId, PublisherId, UserId};
+use super::state::{LineItemTouches, State};
+use super::wire::{put_mark, Reader};
+use crate::ids::{PixelId, UserId};
 
 const MAGIC: &[u8; 8] = b"PXDATTR\0";
 /// Bumped whenever the layout below changes; older files are ignored.
@@ -16,13 +17,6 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The snapshot file inside `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join("attribution.snapshot")
-}
-
-fn put_mark(out: &mut Vec<u8>, m: &Mark) {
-    out.extend_from_slice(&m.event_id().0.to_le_bytes());
-    out.extend_from_slice(&m.tracker().to_le_bytes());
-    out.extend_from_slice(&m.publisher().0.to_le_bytes());
-    out.extend_from_slice(&m.placement().map_or(0, |p| p.0).to_le_bytes());
 }
 
 /// Serializes `state`, which has applied every journal record before
@@ -55,49 +49,6 @@ pub fn encode(state: &State, applied: u64) -> Vec<u8> {
     out
 }
 
-/// Reads the bytes of a snapshot, with bounds checks on every field.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let end = self
-            .at
-            .checked_add(N)
-            .filter(|e| *e <= self.bytes.len())
-            .ok_or("truncated")?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(&self.bytes[self.at..end]);
-        self.at = end;
-        Ok(a)
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        self.take::<2>().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        self.take::<4>().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        self.take::<8>().map(u64::from_le_bytes)
-    }
-    fn u128(&mut self) -> Result<u128, String> {
-        self.take::<16>().map(u128::from_le_bytes)
-    }
-    fn mark(&mut self) -> Result<Mark, String> {
-        let event = EventId(self.u128()?);
-        let tracker = self.u32()?;
-        let publisher = PublisherId(self.u32()?);
-        let placement = Some(self.u32()?).filter(|p| *p != 0).map(PlacementId);
-        Ok(if event.0 == 0 {
-            Mark::default()
-        } else {
-            Mark::new(event, tracker, publisher, placement)
-        })
-    }
-}
-
 /// Parses a snapshot into `state` and returns the journal position it
 /// covers; on any error `state` is left untouched.
 pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
@@ -105,7 +56,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
         return Err("not a pixeld attribution snapshot".into());
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let mut r = Reader { bytes: body, at: 8 };
+    let mut r = Reader::new(body, 8);
     let version = r.u32()?;
     if version != FORMAT_VERSION {
         return Err(format!(
@@ -141,7 +92,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
         let pixel = PixelId(r.u32()?);
         counted.push(((uid, pixel), r.u64()?));
     }
-    if r.at != body.len() {
+    if !r.done() {
         return Err("trailing bytes after the records".into());
     }
     for (uid, list) in touches {
@@ -184,8 +135,10 @@ pub fn load(state: &State, data_dir: &Path) -> Result<Option<u64>, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::state::Mark;
     use crate::attribution::state::TouchKind;
     use crate::ids::LineItemId;
+    use crate::ids::{EventId, PlacementId, PublisherId};
 
     fn sample() -> State {
         let s = State::default();

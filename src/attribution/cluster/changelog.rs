@@ -14,7 +14,8 @@
 
 use crate::attribution::rules::{Credit, CreditKind, Decision, Reason};
 use crate::attribution::state::{LineItemTouches, Mark};
-use crate::ids::{EventId, LineItemId, PixelId, PlacementId, PublisherId};
+use crate::attribution::wire::{put_mark, Reader};
+use crate::ids::{EventId, LineItemId, PixelId};
 
 /// The first byte of every value this pixeld writes.
 pub const VERSION: u8 = 1;
@@ -86,7 +87,7 @@ impl UserState {
     /// Parses a value; `Err` names what is wrong (a value from a newer
     /// pixeld, or damaged bytes).
     pub fn decode(bytes: &[u8]) -> Result<UserState, String> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = Reader::new(bytes, 0);
         let version = r.u8()?;
         if version != VERSION {
             return Err(format!(
@@ -102,10 +103,10 @@ impl UserState {
                 ..Default::default()
             };
             if present & 1 != 0 {
-                t.view = r.mark()?;
+                t.view = present_mark(&mut r)?;
             }
             if present & 2 != 0 {
-                t.click = r.mark()?;
+                t.click = present_mark(&mut r)?;
             }
             out.touches.push(t);
         }
@@ -128,7 +129,7 @@ impl UserState {
                     credit: Some(Credit {
                         kind,
                         line_item,
-                        mark: r.mark()?,
+                        mark: present_mark(&mut r)?,
                     }),
                     reason: None,
                 }
@@ -146,7 +147,7 @@ impl UserState {
                 late: flags & 4 != 0,
             });
         }
-        if r.at != bytes.len() {
+        if !r.done() {
             return Err("trailing bytes after the user's state".into());
         }
         Ok(out)
@@ -171,61 +172,19 @@ fn reason_of(code: u8) -> Result<Reason, String> {
         .ok_or_else(|| format!("unknown reason code {code}"))
 }
 
-fn put_mark(out: &mut Vec<u8>, m: &Mark) {
-    out.extend_from_slice(&m.event_id().0.to_le_bytes());
-    out.extend_from_slice(&m.tracker().to_le_bytes());
-    out.extend_from_slice(&m.publisher().0.to_le_bytes());
-    out.extend_from_slice(&m.placement().map_or(0, |p| p.0).to_le_bytes());
-}
-
-/// Bounds-checked little-endian reads.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let end = self
-            .at
-            .checked_add(N)
-            .filter(|e| *e <= self.bytes.len())
-            .ok_or("truncated changelog value")?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(&self.bytes[self.at..end]);
-        self.at = end;
-        Ok(a)
+/// A present touch: the same 28 bytes as the snapshot's, never all zero.
+fn present_mark(r: &mut Reader<'_>) -> Result<Mark, String> {
+    let m = r.mark()?;
+    if !m.is_set() {
+        return Err("a present mark without an event id".into());
     }
-    fn u8(&mut self) -> Result<u8, String> {
-        self.take::<1>().map(|[b]| b)
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        self.take::<2>().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        self.take::<4>().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        self.take::<8>().map(u64::from_le_bytes)
-    }
-    fn u128(&mut self) -> Result<u128, String> {
-        self.take::<16>().map(u128::from_le_bytes)
-    }
-    fn mark(&mut self) -> Result<Mark, String> {
-        let event = EventId(self.u128()?);
-        if event.0 == 0 {
-            return Err("a present mark without an event id".into());
-        }
-        let tracker = self.u32()?;
-        let publisher = PublisherId(self.u32()?);
-        let placement = Some(self.u32()?).filter(|p| *p != 0).map(PlacementId);
-        Ok(Mark::new(event, tracker, publisher, placement))
-    }
+    Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{PlacementId, PublisherId};
 
     fn mark(ts: u64, tracker: u32) -> Mark {
         Mark::new(EventId::new_v7(ts), tracker, PublisherId(7), None)
