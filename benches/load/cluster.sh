@@ -40,6 +40,7 @@ sed -i -e "s|^mode = .*|mode = \"cluster\"|" \
 
 metric() { curl -s "http://127.0.0.1:$STATUS_PORT/metrics" | awk -v n="$1" 'index($0, n) == 1 { s += $NF } END { print s + 0 }'; }
 cpu_seconds() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 wait_ready() {
   for _ in $(seq 600); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$STATUS_PORT/readyz")" = 200 ] && return 0
@@ -54,12 +55,15 @@ MEMBER=$!
 wait_ready "$WORK/member1.log"
 START=$(date +%s.%N)
 CPU0=$(cpu_seconds $MEMBER)
+RSS0=$(rss_kib $MEMBER)
 while [ "$(metric 'attribution_cluster_produced_total{kind="attribution"}')" -lt "$CONVERSIONS" ]; do
   sleep 0.2
   kill -0 $MEMBER 2>/dev/null || { echo "member died:" >&2; cat "$WORK/member1.log" >&2; exit 1; }
 done
 END=$(date +%s.%N)
 CPU1=$(cpu_seconds $MEMBER)
+sleep 3  # a commit or two: the per-commit sets are emptied
+RSS1=$(rss_kib $MEMBER)
 LATE=$(metric attribution_late_events_total)
 kill -TERM $MEMBER; wait $MEMBER || true
 
@@ -73,7 +77,7 @@ wait_ready "$WORK/member2.log"
 RESTORE_CPU=$(cpu_seconds $MEMBER)
 kill -TERM $MEMBER; wait $MEMBER || true
 
-python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" <<'EOF'
+python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" "$RSS0" "$RSS1" <<'EOF'
 import json, re, sys
 inputs, conversions = int(sys.argv[1]), int(sys.argv[2])
 wall = float(sys.argv[4]) - float(sys.argv[3])
@@ -94,5 +98,6 @@ print(json.dumps({
     "restored_users": users, "restore_seconds": round(restore_ms / 1000, 2),
     "restore_seconds_per_million_users": round(restore_ms / 1000 / max(users, 1) * 1e6, 2),
     "restore_member_cpu_seconds": float(sys.argv[11]),
+    "member_rss_growth_bytes_per_user": round((int(sys.argv[13]) - int(sys.argv[12])) * 1024 / int(sys.argv[10]), 1),
 }))
 EOF
