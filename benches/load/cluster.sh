@@ -52,18 +52,17 @@ wait_ready() {
 # Run 1: the whole backlog.
 taskset -c 0 "$BIN" attribute --config "$WORK/pixeld.toml" 2>"$WORK/member1.log" &
 MEMBER=$!
+sleep 0.3
+RSS_BASE=$(rss_kib $MEMBER)  # connecting: no state, no fetched data yet
 wait_ready "$WORK/member1.log"
 START=$(date +%s.%N)
 CPU0=$(cpu_seconds $MEMBER)
-RSS0=$(rss_kib $MEMBER)
 while [ "$(metric 'attribution_cluster_produced_total{kind="attribution"}')" -lt "$CONVERSIONS" ]; do
   sleep 0.2
   kill -0 $MEMBER 2>/dev/null || { echo "member died:" >&2; cat "$WORK/member1.log" >&2; exit 1; }
 done
 END=$(date +%s.%N)
 CPU1=$(cpu_seconds $MEMBER)
-sleep 3  # a commit or two: the per-commit sets are emptied
-RSS1=$(rss_kib $MEMBER)
 LATE=$(metric attribution_late_events_total)
 kill -TERM $MEMBER; wait $MEMBER || true
 
@@ -75,9 +74,12 @@ taskset -c 0 "$BIN" attribute --config "$WORK/pixeld.toml" 2>"$WORK/member2.log"
 MEMBER=$!
 wait_ready "$WORK/member2.log"
 RESTORE_CPU=$(cpu_seconds $MEMBER)
+# Holding every user, with nothing left to fetch: what the state costs.
+sleep 2
+RSS_RESTORED=$(rss_kib $MEMBER)
 kill -TERM $MEMBER; wait $MEMBER || true
 
-python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" "$RSS0" "$RSS1" <<'EOF'
+python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" "$RSS_BASE" "$RSS_RESTORED" <<'EOF'
 import json, re, sys
 inputs, conversions = int(sys.argv[1]), int(sys.argv[2])
 wall = float(sys.argv[4]) - float(sys.argv[3])
@@ -98,6 +100,6 @@ print(json.dumps({
     "restored_users": users, "restore_seconds": round(restore_ms / 1000, 2),
     "restore_seconds_per_million_users": round(restore_ms / 1000 / max(users, 1) * 1e6, 2),
     "restore_member_cpu_seconds": float(sys.argv[11]),
-    "member_rss_growth_bytes_per_user": round((int(sys.argv[13]) - int(sys.argv[12])) * 1024 / int(sys.argv[10]), 1),
+    "restored_member_rss_bytes_per_user": round((int(sys.argv[13]) - int(sys.argv[12])) * 1024 / int(sys.argv[10]), 1),
 }))
 EOF

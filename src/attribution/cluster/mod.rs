@@ -707,11 +707,17 @@ impl Runner {
             // that a source is caught up (the rest of a fetched batch may
             // still be queued locally otherwise).
             let mut drained = false;
+            // When this batch's messages arrived: one clock read per batch
+            // (a read per message was 5% of the member's CPU).
+            let mut arrived = 0;
             while handled < BATCH {
                 let Some(msg) = self.consumer.poll(timeout) else {
                     drained = true;
                     break;
                 };
+                if timeout != Duration::ZERO {
+                    arrived = now_ms();
+                }
                 timeout = Duration::ZERO;
                 let mut w = self.lock();
                 w.restore_pending(&self.consumer)?;
@@ -773,7 +779,7 @@ impl Runner {
                         }
                         match input {
                             Some(input) => {
-                                if let Some(out) = work.push(source, m.offset(), input, now_ms()) {
+                                if let Some(out) = work.push(source, m.offset(), input, arrived) {
                                     w.outs.push(out);
                                 }
                             }
@@ -784,7 +790,7 @@ impl Runner {
                                     offset = m.offset(),
                                     "not an input; skipped"
                                 );
-                                work.skip(source, m.offset(), now_ms())
+                                work.skip(source, m.offset(), arrived)
                             }
                         }
                     }

@@ -250,6 +250,11 @@ impl PartitionWork {
                 }
             }
         }
+        // Decisions live one commit interval: size the tables for that.
+        self.decided.shrink_to(self.decided.len().max(1024));
+        self.decided_order
+            .shrink_to(self.decided_order.len().max(1024));
+        self.arrivals.shrink_to(self.arrivals.len().max(1024));
     }
 
     /// Drops expired state; users of whom nothing is left become tombstones.
@@ -263,6 +268,7 @@ impl PartitionWork {
     /// Calls `write` once per changed user with their whole state (`None`
     /// when nothing is left: a tombstone), and forgets that they changed.
     pub fn drain_dirty(&mut self, buf: &mut Vec<u8>, mut write: impl FnMut(UserId, Option<&[u8]>)) {
+        let changed = self.dirty.len();
         for uid in self.dirty.drain() {
             let user = UserState {
                 touches: self.engine.state.touches_of(uid),
@@ -277,6 +283,9 @@ impl PartitionWork {
                 write(uid, Some(buf));
             }
         }
+        // A backlog's burst of changed users must not keep its table: the
+        // set is sized for what one interval changes.
+        self.dirty.shrink_to(changed.max(1024));
     }
 
     /// Everything kept, as the changelog would restore it (for tests):
