@@ -78,10 +78,7 @@ impl Reorder {
         let s = &mut self.sources[held.source];
         s.latest_ms = Some(s.latest_ms.map_or(held.ts_ms, |l| l.max(held.ts_ms)));
         s.caught_up = false;
-        s.next_offset = Some(
-            s.next_offset
-                .map_or(held.offset + 1, |n| n.max(held.offset + 1)),
-        );
+        self.skip(held.source, held.offset);
         if self.released_ms.is_some_and(|r| held.ts_ms <= r) {
             return Pushed::Late(held);
         }
@@ -132,14 +129,11 @@ impl Reorder {
         self.held.is_empty()
     }
 
-    /// Per source, the lowest offset still held (None: nothing held).
-    pub fn lowest_held(&self) -> Vec<Option<i64>> {
-        let mut out = vec![None; self.sources.len()];
-        for h in self.held.values() {
-            let slot: &mut Option<i64> = &mut out[h.source];
-            *slot = Some(slot.map_or(h.offset, |o| o.min(h.offset)));
-        }
-        out
+    /// A message of `source` that is no input (an anonymous touch, a HEAD
+    /// request): the next offset to read moves past it.
+    pub fn skip(&mut self, source: usize, offset: i64) {
+        let s = &mut self.sources[source];
+        s.next_offset = Some(s.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
     /// Per source, the offset it is safe to commit: the lowest offset still

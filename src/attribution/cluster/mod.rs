@@ -96,8 +96,6 @@ pub struct Status {
     pub joined: AtomicBool,
     /// True while a partition is restored from the changelog.
     pub restoring: AtomicBool,
-    /// Partition numbers owned right now.
-    pub partitions: AtomicU64,
 }
 
 impl Status {
@@ -349,11 +347,10 @@ impl Work {
                 metric::cluster_commit(true);
                 tracing::debug!(offsets = ?listed, "committed");
                 self.last_committed = listed;
-                for (p, work) in self.partitions.iter_mut() {
+                for work in self.partitions.values_mut() {
                     if let Some(o) = work.committable()[CONVERSIONS] {
                         work.forget_decided(o);
                     }
-                    let _ = p;
                 }
                 Ok(())
             }
@@ -369,7 +366,6 @@ impl Work {
     fn revoke(&mut self, clean: bool) {
         let parts = std::mem::take(&mut self.partitions);
         self.parked = if clean { parts } else { BTreeMap::new() };
-        self.status.partitions.store(0, Ordering::Relaxed);
     }
 
     /// Restores the pending partitions: from the parked state when this
@@ -419,19 +415,6 @@ impl Work {
             }
             work.restored();
             tracing::debug!(partition = p, positions = ?work.position, "resuming from");
-            // Read again from exactly where the state says: the inputs held
-            // in a kept partition's discarded buffer come after this point,
-            // whatever position the client would resume from.
-            for source in 0..SOURCES {
-                if let Some(o) = work.position[source] {
-                    let topic = self.topic_of(source).to_string();
-                    if let Err(e) =
-                        consumer.seek(&topic, p, Offset::Offset(o), Duration::from_secs(10))
-                    {
-                        warn!(error = %e, topic, partition = p, offset = o, "seeking to the committed offset failed");
-                    }
-                }
-            }
             let secs = started.elapsed().as_secs_f64();
             metric::cluster_restored(p, secs);
             info!(
@@ -443,9 +426,6 @@ impl Work {
             );
             self.partitions.insert(p, work);
         }
-        self.status
-            .partitions
-            .store(self.partitions.len() as u64, Ordering::Relaxed);
         self.status.restoring.store(false, Ordering::Relaxed);
         Ok(())
     }

@@ -115,9 +115,7 @@ impl PartitionWork {
     /// An input read from `source` at `offset`; a late conversion's record
     /// comes back at once.
     pub fn push(&mut self, source: usize, offset: i64, input: Input, now_ms: u64) -> Option<Out> {
-        self.last_read_ms[source] = now_ms;
-        self.position[source] =
-            Some(self.position[source].map_or(offset + 1, |p| p.max(offset + 1)));
+        self.read(source, offset, now_ms);
         let (ts_ms, event_id) = match &input {
             Input::Touch(t) => (t.event_id.timestamp_ms(), t.event_id),
             Input::Conversion(c) => (c.ts_ms, c.event_id),
@@ -155,6 +153,12 @@ impl PartitionWork {
     /// A message that is no input of the engine (an anonymous touch, a
     /// HEAD request): only the position moves.
     pub fn skip(&mut self, source: usize, offset: i64, now_ms: u64) {
+        self.read(source, offset, now_ms);
+        self.reorder.skip(source, offset);
+    }
+
+    /// `source` gave the message at `offset`.
+    fn read(&mut self, source: usize, offset: i64, now_ms: u64) {
         self.last_read_ms[source] = now_ms;
         self.position[source] =
             Some(self.position[source].map_or(offset + 1, |p| p.max(offset + 1)));
@@ -231,8 +235,10 @@ impl PartitionWork {
     /// Per source, the offset it is safe to commit once what was produced
     /// so far is acknowledged.
     pub fn committable(&self) -> [Option<i64>; SOURCES] {
-        let held = self.reorder.lowest_held();
-        std::array::from_fn(|i| held[i].or(self.position[i]))
+        // The buffer knows every message read since the assignment; before
+        // the first, the group's committed offset stands.
+        let read = self.reorder.committable();
+        std::array::from_fn(|i| read[i].or(self.position[i]))
     }
 
     /// The group committed `offset` on the conversions: decisions before it
