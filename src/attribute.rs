@@ -15,13 +15,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use rdkafka::ClientConfig;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::attribution::cluster::{ClusterError, ClusterTopics, Member, Settings, Status};
 use crate::config::{Catalog, Config, Problem};
-use crate::sink::kafka::client_config;
+use crate::sink::kafka::{client_config, consumer_config};
 use crate::telemetry::prometheus;
 
 /// Why `pixeld attribute` did not start (exit code 2) or stopped (1).
@@ -89,22 +88,11 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
             fix: "is false: there is nothing for pixeld attribute to do; set it to true".into(),
         });
     }
-    let mut consumer = ClientConfig::new();
-    consumer
-        .set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("client.id", &cfg.kafka.client_id);
-    for (key, value) in &cfg.kafka.librdkafka {
-        let v = match value {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        consumer.set(key, v);
-    }
     let t = &cfg.kafka.topics;
     let a = &cfg.attribution;
     Ok(Settings {
         producer: client_config(&cfg.kafka, &cfg.kafka.brokers),
-        consumer,
+        consumer: consumer_config(&cfg.kafka, &cfg.kafka.brokers),
         group_id: a.group_id.clone(),
         topics: ClusterTopics {
             inputs: [

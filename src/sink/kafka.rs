@@ -50,6 +50,23 @@ pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "300000");
+    apply_table(&mut c, cfg);
+    c
+}
+
+/// For consumers and admin clients: the brokers, `client.id` and the
+/// `librdkafka` table, without the producer settings (librdkafka warns about
+/// each one a consumer is given).
+pub fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", &cfg.client_id);
+    apply_table(&mut c, cfg);
+    c
+}
+
+/// The operator's `librdkafka` table, last, so that it wins.
+fn apply_table(c: &mut ClientConfig, cfg: &KafkaConfig) {
     for (key, value) in &cfg.librdkafka {
         let v = match value {
             toml::Value::String(s) => s.clone(),
@@ -57,7 +74,6 @@ pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         };
         c.set(key, v);
     }
-    c
 }
 
 impl KafkaSink {
@@ -176,24 +192,34 @@ impl TopicSetup {
                 )
             })
             .collect();
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(10)))
-            .request_timeout(Some(Duration::from_secs(15)));
-        let results = block_on(self.admin.create_topics(&new, &opts)).map_err(|e| e.to_string())?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(format!("creating topic {topic}: {code}")),
-            }
-        }
+        create_topics(&self.admin, &new)?;
         Ok(missing.into_iter().cloned().collect())
     }
+}
+
+/// Creates `new` and waits for the answer; a topic that exists meanwhile
+/// is no error.
+pub fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    new: &[NewTopic<'_>],
+) -> Result<(), String> {
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = block_on(admin.create_topics(new, &opts)).map_err(|e| e.to_string())?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("creating topic {topic}: {code}")),
+        }
+    }
+    Ok(())
 }
 
 /// Drives one future to completion on this (non-async) thread. The admin
 /// client's futures are completed by its own background thread, so a simple
 /// park/unpark loop is enough.
-pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
@@ -36,7 +35,12 @@ pub fn check(
         .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
     let deadline = Instant::now() + wait;
     let counts = loop {
-        match counts(&admin, topics) {
+        let wanted: Vec<&String> = topics
+            .inputs
+            .iter()
+            .chain([&topics.changelog, &topics.attributions])
+            .collect();
+        match counts(&admin, &wanted) {
             Ok(c) => break c,
             Err(e) if Instant::now() < deadline => {
                 warn!(error = %e, "kafka not reachable yet; retrying");
@@ -87,19 +91,15 @@ pub fn check(
     Ok(n)
 }
 
+/// (name, partition count) of those of `wanted` that exist.
 fn counts(
     admin: &AdminClient<DefaultClientContext>,
-    topics: &ClusterTopics,
+    wanted: &[&String],
 ) -> Result<Vec<(String, i32)>, String> {
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
-    let wanted: Vec<&String> = topics
-        .inputs
-        .iter()
-        .chain([&topics.changelog, &topics.attributions])
-        .collect();
     Ok(metadata
         .topics()
         .iter()
@@ -108,7 +108,7 @@ fn counts(
         .collect())
 }
 
-pub(super) fn create(
+fn create(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
     partitions: i32,
@@ -119,18 +119,7 @@ pub(super) fn create(
     if compacted {
         new = new.set("cleanup.policy", "compact");
     }
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = crate::sink::kafka::block_on(admin.create_topics(&[new], &opts))
-        .map_err(|e| ClusterError::Kafka(format!("creating {topic}: {e}")))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(ClusterError::Kafka(format!("creating {t}: {code}"))),
-        }
-    }
-    Ok(())
+    crate::sink::kafka::create_topics(admin, &[new]).map_err(ClusterError::Kafka)
 }
 
 /// Creates `topic` (not compacted) with the inputs' partition count unless
@@ -144,24 +133,16 @@ pub fn ensure_output(
     let admin: AdminClient<DefaultClientContext> = client
         .create()
         .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
-    let count = |name: &str| {
-        metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().len() as i32)
-    };
-    let Some(n) = count(inputs) else {
+    let (inputs, topic) = (inputs.to_string(), topic.to_string());
+    let found = counts(&admin, &[&inputs, &topic]).map_err(ClusterError::Kafka)?;
+    let count = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+    let Some(n) = count(&inputs) else {
         return Err(ClusterError::Topics(format!(
             "input topic {inputs} does not exist"
         )));
     };
-    if count(topic).is_none() {
-        create(&admin, topic, n, replication, false)?;
+    if count(&topic).is_none() {
+        create(&admin, &topic, n, replication, false)?;
     }
     Ok(())
 }
