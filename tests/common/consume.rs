@@ -86,33 +86,28 @@ pub fn consume_all(brokers: &str, topic: &str, quiet: Duration, limit: Duration)
     out
 }
 
-/// (partition, key) of every message of `topic`'s partitions `0..partitions`,
-/// read until `n` arrived (or 30 s passed).
+/// (partition, key) of every message of `topic`'s partitions `0..partitions`
+/// ([`super::cluster::PARTITIONS`] of them), read until `n` arrived (or 30 s
+/// passed).
 pub fn keys_by_partition(
     brokers: &str,
     topic: &str,
     partitions: i32,
     n: usize,
 ) -> Vec<(i32, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "pixeld-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let key = String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap();
-            out.push((m.partition(), key));
-        }
-    }
-    out
+    assert_eq!(
+        partitions,
+        super::cluster::PARTITIONS,
+        "the readers read six partitions"
+    );
+    super::cluster::read_all(
+        brokers,
+        topic,
+        |r| r.len() >= n,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .into_iter()
+    .map(|r| (r.partition, r.key))
+    .collect()
 }
