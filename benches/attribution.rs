@@ -52,6 +52,7 @@ fn inputs(n: usize, seed: u64) -> Vec<Input> {
                 })
             } else {
                 Input::Conversion(ConversionInput {
+                    click: None,
                     uid: Some(uid),
                     event_id: EventId::new_v7(ts),
                     ts_ms: ts,

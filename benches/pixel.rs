@@ -4,7 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pixeld::config::Catalog;
+use pixeld::config::{Catalog, Secret};
+use pixeld::pixel::click_id::ClickIds;
 use pixeld::event::{encode, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
 use pixeld::pixel::query::{Key, Query};
@@ -36,6 +37,7 @@ fn common<'a>() -> Common<'a> {
         referer: Some("https://news.example.net/article/42".into()),
         warnings: Warnings::default(),
         ivt: None,
+        consent: None,
     }
 }
 
@@ -72,9 +74,11 @@ fn pipeline(c: &mut Criterion) {
     let cfg = config();
     let catalog = Catalog::new(&cfg).unwrap();
     let allow = cfg.redirect.allowed_hosts.clone();
+    let click_ids = ClickIds::new(Secret::generate(), vec![], "pxclid".into());
     let ctx = Context {
         catalog: &catalog,
         allow: &allow,
+        click_ids: &click_ids,
     };
     let mut g = c.benchmark_group("pipeline");
     g.bench_function("imptr_to_event", |b| {
@@ -126,7 +130,7 @@ fn cookies(c: &mut Criterion) {
     g.bench_function("identify_signed", |b| {
         b.iter(|| black_box(jar.identify(black_box(&headers))))
     });
-    g.bench_function("issue", |b| b.iter(|| black_box(jar.issue(black_box(uid)))));
+    g.bench_function("issue", |b| b.iter(|| black_box(jar.issue(black_box(uid), None))));
     g.finish();
 }
 

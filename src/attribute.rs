@@ -107,6 +107,7 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
         commit_interval: Duration::from_millis(a.commit_interval_ms),
         sweep_interval: Duration::from_secs(a.sweep_interval_secs),
         session_timeout_ms: a.session_timeout_ms,
+        max_users: a.max_users,
     })
 }
 

@@ -232,6 +232,7 @@ impl Services {
                     data_dir: Some(cfg.server.data_dir.clone()),
                     snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
                     sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
+                    max_users: cfg.attribution.max_users,
                 };
                 let task = EngineTask::start(catalog.clone(), delivery.clone(), source, settings)
                     .map_err(StartError::Attribution)?;

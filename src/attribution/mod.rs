@@ -34,7 +34,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use tracing::{info, warn};
 
 pub use record::{Attribution, ConversionInput, OrderId};
-pub use rules::{Credit, CreditKind, Decision, Reason};
+pub use rules::{Credit, CreditKind, Decision, MatchedBy, Reason};
 pub use state::{Mark, State, TouchKind};
 
 use crate::config::{Catalog, Repeat};
@@ -74,7 +74,16 @@ impl Engine {
     }
 
     fn convert(&self, conversion: ConversionInput) -> Attribution {
-        let Some(uid) = conversion.uid else {
+        let named = conversion.click.map(|c| rules::NamedClick {
+            line_item: c.line_item,
+            mark: Mark::new(c.event_id, c.tracker.0, c.publisher, c.placement),
+        });
+        // Without an id, a click id stands in for the user: its repeat
+        // marks are kept under an id derived from the click.
+        let Some(uid) = conversion
+            .uid
+            .or_else(|| conversion.click.map(|c| click_user(c.event_id)))
+        else {
             let decision = Decision {
                 counted: true,
                 credit: None,
@@ -89,9 +98,13 @@ impl Engine {
         let catalog = self.catalog.load();
         let pixel = catalog.conversion_pixels.get(&conversion.pixel);
         let last = self.state.last_counted(uid, conversion.pixel);
-        let decision = self
-            .state
-            .with_touches(uid, |t| rules::decide(pixel, t, conversion.ts_ms, last));
+        let decision = if conversion.uid.is_some() {
+            self.state.with_touches(uid, |t| {
+                rules::decide(pixel, t, named, conversion.ts_ms, last)
+            })
+        } else {
+            rules::decide(pixel, &[], named, conversion.ts_ms, last)
+        };
         if decision.counted && pixel.is_some_and(|p| p.repeat != Repeat::All) {
             self.state
                 .mark_counted(uid, conversion.pixel, conversion.ts_ms);
@@ -128,6 +141,13 @@ impl Engine {
         metric::attribution_state(self.state.users(), self.state.entries());
         dropped
     }
+}
+
+/// The id under which the repeat marks of a conversion that came with a
+/// click id and no user id are kept: one per click, never a real user's.
+pub fn click_user(click: crate::ids::EventId) -> crate::ids::UserId {
+    const TAG: u64 = 0x636c_6963_6b75_6964; // "clickuid"
+    crate::ids::UserId(crate::ids::EventId::derive(click, TAG).0)
 }
 
 /// The handlers' end of the channel.
@@ -199,6 +219,8 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub snapshot_interval: Duration,
     pub sweep_interval: Duration,
+    /// `attribution.max_users`.
+    pub max_users: usize,
 }
 
 /// Where the engine's inputs come from. Its records go through the
@@ -281,7 +303,7 @@ impl EngineTask {
         source: Source,
         settings: Settings,
     ) -> Result<EngineTask, StartError> {
-        let state = Arc::new(State::default());
+        let state = Arc::new(State::bounded(settings.max_users, false));
         let mut applied = 0;
         if let Some(dir) = &settings.data_dir {
             crate::files::check_writable(dir).map_err(|source| StartError::DataDirNotWritable {

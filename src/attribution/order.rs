@@ -168,6 +168,7 @@ mod tests {
 
     fn conversion(ts: u64) -> AttributionInput {
         AttributionInput::Conversion(ConversionInput {
+            click: None,
             uid: Some(UserId(1)),
             event_id: EventId::new_v7(ts),
             ts_ms: ts,

@@ -43,6 +43,7 @@ impl Attribution {
         w.bool("attributed", d.credit.is_some());
         w.opt_str("kind", d.credit.map(|k| k.kind.as_str()));
         w.opt_str("reason", d.reason.map(|r| r.as_str()));
+        w.opt_str("matched_by", d.credit.map(|c| c.matched_by.as_str()));
         match &d.credit {
             Some(credit) => {
                 let m = &credit.mark;

@@ -21,10 +21,36 @@ impl CreditKind {
     }
 }
 
+/// How the conversion found its touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchedBy {
+    /// The user's id cookie: the touch is in the engine's state.
+    Uid,
+    /// The click id the conversion handed back (`clid`).
+    ClickId,
+}
+
+impl MatchedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Uid => "uid",
+            MatchedBy::ClickId => "click_id",
+        }
+    }
+}
+
 /// The touch that earned a conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Credit {
     pub kind: CreditKind,
+    pub line_item: LineItemId,
+    pub mark: Mark,
+    pub matched_by: MatchedBy,
+}
+
+/// A click the conversion named with a click id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamedClick {
     pub line_item: LineItemId,
     pub mark: Mark,
 }
@@ -82,11 +108,14 @@ pub fn counts(repeat: Repeat, ts_ms: u64, last_counted: Option<u64>) -> bool {
     }
 }
 
-/// Decides one conversion of a user who has an id. `pixel` is `None` when the
-/// pixel is no longer configured.
+/// Decides one conversion of a user who has an id or a click id. `pixel` is
+/// `None` when the pixel is no longer configured. A click named by a click
+/// id is credited before anything in `touches`, when the pixel credits
+/// clicks, its line item is attached and it is inside the post-click window.
 pub fn decide(
     pixel: Option<&ConversionPixel>,
     touches: &[LineItemTouches],
+    named: Option<NamedClick>,
     ts_ms: u64,
     last_counted: Option<u64>,
 ) -> Decision {
@@ -117,11 +146,30 @@ pub fn decide(
                     kind,
                     line_item: LineItemId(t.line_item),
                     mark: *m,
+                    matched_by: MatchedBy::Uid,
                 });
             }
         }
         best
     };
+    let by_click_id = named.filter(|c| {
+        pixel.trigger != Trigger::View
+            && pixel.line_items.contains(&c.line_item)
+            && c.mark.ts_ms() <= ts_ms
+            && ts_ms - c.mark.ts_ms() <= pixel.post_click_ms
+    });
+    if let Some(c) = by_click_id {
+        return Decision {
+            counted: true,
+            credit: Some(Credit {
+                kind: CreditKind::PostClick,
+                line_item: c.line_item,
+                mark: c.mark,
+                matched_by: MatchedBy::ClickId,
+            }),
+            reason: None,
+        };
+    }
     let credit = match pixel.trigger {
         Trigger::View => latest_within(TouchKind::View, pixel.post_view_ms),
         Trigger::Click => latest_within(TouchKind::Click, pixel.post_click_ms),
@@ -140,9 +188,13 @@ pub fn decide(
         Trigger::Click => &[TouchKind::Click],
         Trigger::Hybrid => &[TouchKind::View, TouchKind::Click],
     };
-    let any = attached
-        .iter()
-        .any(|t| kinds.iter().any(|k| t.get(*k).is_set()));
+    let named_attached = named.is_some_and(|c| {
+        pixel.trigger != Trigger::View && pixel.line_items.contains(&c.line_item)
+    });
+    let any = named_attached
+        || attached
+            .iter()
+            .any(|t| kinds.iter().any(|k| t.get(*k).is_set()));
     Decision::no(
         true,
         if any {

@@ -8,6 +8,7 @@
 use dashmap::DashMap;
 
 use crate::ids::{EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
+use crate::telemetry::metric;
 
 pub use crate::event::TouchKind;
 
@@ -157,6 +158,40 @@ impl Shard {
         })
     }
 
+    /// Drops the `n` users whose latest touch is oldest; returns them.
+    fn evict_oldest(&mut self, n: usize) -> Vec<Key> {
+        let mut ages: Vec<(u64, Key)> = self
+            .index
+            .iter()
+            .map(|(k, first)| {
+                let latest = self
+                    .chain(*first)
+                    .map(|i| {
+                        let t = &self.nodes[i as usize].touches;
+                        t.view.ts_ms().max(t.click.ts_ms())
+                    })
+                    .max()
+                    .unwrap_or(0);
+                (latest, *k)
+            })
+            .collect();
+        let n = n.min(ages.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        ages.select_nth_unstable_by_key(n - 1, |a| a.0);
+        ages.truncate(n);
+        let mut gone = Vec::with_capacity(n);
+        for (_, k) in ages {
+            if let Some(first) = self.index.remove(&k) {
+                let chain: Vec<u32> = self.chain(first).collect();
+                self.free.extend(chain);
+                gone.push(k);
+            }
+        }
+        gone
+    }
+
     fn list(&self, first: u32) -> Vec<LineItemTouches> {
         self.chain(first)
             .map(|i| self.nodes[i as usize].touches)
@@ -178,19 +213,42 @@ pub struct State {
     /// (the cluster engine's changelog); few users convert, so the list is
     /// short.
     counted: DashMap<UserId, Vec<(PixelId, u64)>>,
+    /// Users a shard holds at most (`attribution.max_users` / shards): a
+    /// cookieless crowd or a bot flood evicts the least recently touched
+    /// instead of growing the process until it dies.
+    max_per_shard: usize,
+    /// Users evicted since the last [`State::take_evicted`], when someone
+    /// needs to know (the cluster engine writes them to its changelog).
+    evicted: Option<std::sync::Mutex<Vec<UserId>>>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State {
-            shards: (0..SHARDS).map(|_| Default::default()).collect(),
-            shard_hasher: ahash::RandomState::new(),
-            counted: DashMap::new(),
-        }
+        State::bounded(usize::MAX, false)
     }
 }
 
 impl State {
+    /// At most `max_users` users (rounded up to a multiple of the shard
+    /// count); `record_evicted` keeps the evicted ids for
+    /// [`State::take_evicted`].
+    pub fn bounded(max_users: usize, record_evicted: bool) -> State {
+        State {
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+            shard_hasher: ahash::RandomState::new(),
+            counted: DashMap::new(),
+            max_per_shard: max_users.div_ceil(SHARDS).max(1),
+            evicted: record_evicted.then(Default::default),
+        }
+    }
+
+    /// The users evicted since the last call (empty unless recording).
+    pub fn take_evicted(&self) -> Vec<UserId> {
+        self.evicted.as_ref().map_or_else(Vec::new, |e| {
+            std::mem::take(&mut *e.lock().unwrap_or_else(|p| p.into_inner()))
+        })
+    }
+
     fn shard(&self, uid: UserId) -> std::sync::MutexGuard<'_, Shard> {
         let i = self.shard_hasher.hash_one(uid.0) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
@@ -210,6 +268,17 @@ impl State {
                 *slot = mark;
             }
             return;
+        }
+        if first == NONE && shard.index.len() >= self.max_per_shard {
+            // A sixteenth at a time: the scan that finds them is paid once
+            // per that many new users.
+            let gone = shard.evict_oldest((self.max_per_shard / 16).max(1));
+            metric::attribution_evicted(gone.len());
+            if let Some(e) = &self.evicted {
+                e.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(gone.iter().map(uid_of));
+            }
         }
         let mut touches = LineItemTouches {
             line_item: line_item.0,
@@ -490,5 +559,50 @@ mod tests {
         assert_eq!(dropped, 3);
         assert_eq!(s.users(), 0);
         assert_eq!(s.entries(), 0);
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    fn mark(ts: u64) -> Mark {
+        Mark::new(EventId::new_v7(ts), 1, PublisherId(1), None)
+    }
+
+    #[test]
+    fn a_flood_of_one_time_users_evicts_the_least_recently_touched() {
+        let s = State::bounded(1024, true);
+        let old = UserId(u128::MAX);
+        s.touch(old, LineItemId(1), TouchKind::View, mark(1));
+        // A returning user, touched again late in the flood.
+        let regular = UserId(u128::MAX - 1);
+        s.touch(regular, LineItemId(1), TouchKind::View, mark(2));
+        for i in 0..100_000u64 {
+            s.touch(UserId(i as u128), LineItemId(1), TouchKind::View, mark(10 + i));
+            if i == 99_900 {
+                s.touch(regular, LineItemId(1), TouchKind::Click, mark(10 + i));
+            }
+        }
+        assert!(s.users() <= 1024, "{} users kept", s.users());
+        assert!(s.users() >= 1024 - 1024 / 16 - SHARDS, "{} users kept", s.users());
+        assert!(!s.knows(old), "the oldest touch went first");
+        assert!(s.knows(regular), "a user touched lately stays");
+        assert!(s.knows(UserId(99_999)), "the newest stays");
+        let evicted = s.take_evicted();
+        // The regular user was evicted once, early, before coming back.
+        assert_eq!(evicted.len() + s.users(), 100_003);
+        assert!(evicted.contains(&old));
+        assert!(s.take_evicted().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn without_a_bound_nothing_is_evicted_or_recorded() {
+        let s = State::default();
+        for i in 0..5_000u64 {
+            s.touch(UserId(i as u128), LineItemId(1), TouchKind::View, mark(10 + i));
+        }
+        assert_eq!(s.users(), 5_000);
+        assert!(s.take_evicted().is_empty());
     }
 }

@@ -102,6 +102,7 @@ fn touch(e: &Engine, kind: TouchKind, line_item: u32, ts: u64) -> EventId {
 
 fn convert_as(e: &Engine, uid: Option<UserId>, pixel: u32, ts: u64) -> Attribution {
     let input = ConversionInput {
+        click: None,
         uid,
         event_id: EventId::new_v7(ts),
         ts_ms: ts,
@@ -484,4 +485,88 @@ fn a_steady_backlog_does_not_starve_the_sweep_and_the_snapshot() {
     assert_eq!(due, 10_000 / CLOCK_EVERY as usize);
     // A drained channel looks at the clock at once.
     assert!(clock_due(&mut since, false));
+}
+
+fn convert_with_click(
+    e: &Engine,
+    uid: Option<UserId>,
+    click: crate::event::ClickRef,
+    pixel: u32,
+    ts: u64,
+) -> Attribution {
+    let input = ConversionInput {
+        click: Some(click),
+        uid,
+        event_id: EventId::new_v7(ts),
+        ts_ms: ts,
+        pixel: PixelId(pixel),
+        advertiser: AdvertiserId(1),
+        order_id: None,
+        value_micros: None,
+    };
+    e.apply(Input::Conversion(input)).unwrap()
+}
+
+fn named_click(line_item: u32, ts: u64) -> crate::event::ClickRef {
+    crate::event::ClickRef {
+        event_id: EventId::new_v7(ts),
+        line_item: LineItemId(line_item),
+        tracker: crate::ids::ClickTrackerId(31),
+        publisher: PublisherId(3),
+        placement: None,
+    }
+}
+
+#[test]
+fn a_click_id_credits_its_click_with_or_without_a_uid() {
+    let e = engine();
+    let click = named_click(10, T0);
+    // No uid at all: the click id alone.
+    let a = convert_with_click(&e, None, click, 100, T0 + 5 * MIN);
+    let c = a.decision.credit.expect("credited");
+    assert_eq!(
+        (c.kind, c.mark.event_id(), c.matched_by),
+        (CreditKind::PostClick, click.event_id, MatchedBy::ClickId)
+    );
+    assert_eq!(c.mark.tracker(), 31);
+    // With a uid whose state holds a later view: the named click wins.
+    touch(&e, TouchKind::View, 10, T0 + MIN);
+    let a = convert_with_click(&e, Some(U), click, 100, T0 + 6 * MIN);
+    assert_eq!(
+        a.decision.credit.map(|c| c.matched_by),
+        Some(MatchedBy::ClickId)
+    );
+    // A view-only pixel does not credit clicks: the uid's view is credited.
+    let a = convert_with_click(&e, Some(U), click, 101, T0 + 6 * MIN);
+    let c = a.decision.credit.unwrap();
+    assert_eq!((c.kind, c.matched_by), (CreditKind::PostView, MatchedBy::Uid));
+}
+
+#[test]
+fn a_click_id_outside_the_window_or_for_another_line_item_is_not_credited() {
+    let e = engine();
+    let late = convert_with_click(&e, None, named_click(10, T0), 100, T0 + 121 * MIN);
+    assert_eq!(late.decision.reason, Some(Reason::OutsideWindow));
+    let other = convert_with_click(&e, None, named_click(11, T0), 100, T0 + MIN);
+    assert_eq!(other.decision.reason, Some(Reason::NoTouch));
+    // The uid's own touches still count when the click id does not.
+    touch(&e, TouchKind::Click, 10, T0 + 200 * MIN);
+    let a = convert_with_click(&e, Some(U), named_click(10, T0), 100, T0 + 201 * MIN);
+    assert_eq!(
+        a.decision.credit.map(|c| c.matched_by),
+        Some(MatchedBy::Uid)
+    );
+}
+
+#[test]
+fn repeat_rules_apply_to_a_click_id_without_a_uid() {
+    let e = engine();
+    let click = named_click(10, T0);
+    let first = convert_with_click(&e, None, click, 103, T0 + MIN);
+    assert!(first.decision.counted && first.decision.credit.is_some());
+    let again = convert_with_click(&e, None, click, 103, T0 + 2 * MIN);
+    assert_eq!(again.decision.reason, Some(Reason::Repeat));
+    // Another click is another "user".
+    let other = convert_with_click(&e, None, named_click(10, T0 + 1), 103, T0 + 2 * MIN);
+    assert!(other.decision.counted);
 }

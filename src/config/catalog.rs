@@ -70,6 +70,8 @@ pub struct ClickTracker {
     pub publisher: PublisherId,
     pub placement: Option<PlacementId>,
     pub click_url: Option<String>,
+    /// Sign a click id onto the landing URL.
+    pub append_click_id: bool,
     pub add_segments: Vec<SegmentId>,
 }
 
@@ -166,6 +168,7 @@ impl Catalog {
                     publisher: t.publisher,
                     placement: t.placement,
                     click_url: t.click_url.clone(),
+                    append_click_id: t.append_click_id,
                     add_segments: t.add_segments.clone(),
                 };
                 Ok((t.id, tracker))

@@ -19,7 +19,9 @@ pub use ivt::IvtList;
 pub use load::{load, parse, ConfigError, Problem};
 pub use redirect::AllowList;
 pub use secret::Secret;
-pub use types::{parse_net, AttributionMode, Durability, KafkaAcks, KafkaCompression, Repeat};
+pub use types::{
+    parse_net, AttributionMode, Durability, IpPolicy, KafkaAcks, KafkaCompression, Repeat, SameSite,
+};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,6 +54,22 @@ pub struct Config {
     pub attribution: AttributionConfig,
     pub journal: JournalConfig,
     pub ivt: IvtConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: what pixeld keeps about a person, and consent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The client address as recorded: `full`, `truncate` (IPv4 to /24,
+    /// IPv6 to /48) or `drop`; applied before the event is encoded or
+    /// journaled. Default `full`.
+    pub ip: IpPolicy,
+    /// This deployment's IAB TCF vendor id. With it set, a request with
+    /// `gdpr=1` needs that vendor's consent for purpose 1 (device storage)
+    /// to read or set the cookie, and for purpose 7 (measurement) to be
+    /// attributed. Default none: consent strings are recorded, not enforced.
+    pub tcf_vendor_id: Option<u16>,
 }
 
 /// `[ivt]`: invalid-traffic flags.
@@ -122,6 +140,11 @@ pub struct AttributionConfig {
     pub snapshot_interval_secs: u64,
     /// How often expired touches and repeat marks are dropped. Default 60 s.
     pub sweep_interval_secs: u64,
+    /// Most users the engine keeps touches of; beyond it the least recently
+    /// touched are evicted (and counted), so a cookieless crowd or a bot
+    /// flood cannot grow the state until the process dies. About 150 bytes
+    /// per user. Default 10000000.
+    pub max_users: usize,
 }
 
 impl Default for AttributionConfig {
@@ -137,6 +160,7 @@ impl Default for AttributionConfig {
             channel_capacity: 262_144,
             snapshot_interval_secs: 60,
             sweep_interval_secs: 60,
+            max_users: 10_000_000,
         }
     }
 }
@@ -218,6 +242,19 @@ pub struct CookieConfig {
     /// Secrets being rotated out: ids they signed are still accepted and
     /// re-issued under `secret`. Default empty.
     pub previous_secrets: Vec<Secret>,
+    /// `SameSite` attribute: `none` (sent in third-party contexts; needs
+    /// `secure`), `lax` or `strict`. Default: `none` when `secure`, else `lax`.
+    pub same_site: Option<SameSite>,
+    /// Tracking domains this deployment answers on (e.g. `["track.example",
+    /// "px.example.net"]`): the cookie's `Domain` is the longest entry the
+    /// request's `Host` ends with (host-only when none does). Overrides
+    /// `domain`. Default empty.
+    pub domains: Vec<String>,
+    /// Cookie bounce: a pixel request without our cookie is answered with a
+    /// 302 to itself carrying the new cookie; if the bounced request still
+    /// has none, the browser refuses cookies and the event is recorded once,
+    /// without an id, with the warning `cookies_blocked`. Default false.
+    pub bounce: bool,
 }
 
 impl Default for CookieConfig {
@@ -229,16 +266,31 @@ impl Default for CookieConfig {
             secure: true,
             secret: None,
             previous_secrets: Vec::new(),
+            same_site: None,
+            domains: Vec::new(),
+            bounce: false,
         }
     }
 }
 
 /// `[redirect]`: where pixeld may send browsers.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedirectConfig {
     /// `example.com` or `*.example.com` entries; empty allows any host. Default empty.
     pub allowed_hosts: AllowList,
+    /// The landing-URL parameter that carries a click id (click trackers
+    /// with `append_click_id`). Default `pxclid`.
+    pub click_id_param: String,
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        RedirectConfig {
+            allowed_hosts: AllowList::default(),
+            click_id_param: "pxclid".into(),
+        }
+    }
 }
 
 /// `[kafka]`: where events go.
@@ -434,6 +486,10 @@ pub struct ClickTrackerConfig {
     /// Landing page when the request carries no `redir`.
     #[serde(default)]
     pub click_url: Option<String>,
+    /// Adds a signed click id (`redirect.click_id_param`) to the landing
+    /// URL, so the conversion can be credited without a third-party cookie.
+    #[serde(default)]
+    pub append_click_id: bool,
     /// Segments the user joins, server-side, when the click is recorded.
     #[serde(default)]
     pub add_segments: Vec<SegmentId>,

@@ -95,6 +95,31 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// `cookie.same_site`: when browsers send the id cookie.
+    SameSite {
+        /// In every context, third-party included (needs `Secure`).
+        None => "none",
+        /// First-party requests and top-level navigations.
+        Lax => "lax",
+        /// First-party requests only.
+        Strict => "strict",
+    }
+);
+
+string_enum!(
+    /// `privacy.ip`: how much of the client address an event keeps.
+    #[derive(Default)]
+    IpPolicy {
+        #[default]
+        Full => "full",
+        /// IPv4 to its /24, IPv6 to its /48.
+        Truncate => "truncate",
+        /// No address at all.
+        Drop => "drop",
+    }
+);
+
 /// How repeat conversions of one user on one pixel are counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -213,5 +238,40 @@ mod tests {
         for d in Durability::ALL {
             assert_eq!(Durability::try_from(d.as_str().to_string()), Ok(*d));
         }
+    }
+}
+
+impl IpPolicy {
+    /// The address as this policy records it.
+    pub fn apply(self, ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        use std::net::IpAddr;
+        match (self, ip) {
+            (IpPolicy::Full, ip) => Some(ip),
+            (IpPolicy::Drop, _) => None,
+            (IpPolicy::Truncate, IpAddr::V4(v4)) => {
+                Some(IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()))
+            }
+            (IpPolicy::Truncate, IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                // An IPv4 client seen through a dual-stack socket is an IPv4 address.
+                Some(v4) => Some(IpAddr::V4((u32::from(v4) & 0xffff_ff00).into())),
+                None => Some(IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into())),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod ip_policy_tests {
+    use super::IpPolicy;
+
+    #[test]
+    fn truncation_keeps_the_v4_24_and_the_v6_48() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let t = |s| IpPolicy::Truncate.apply(ip(s));
+        assert_eq!(t("203.0.113.77"), Some(ip("203.0.113.0")));
+        assert_eq!(t("2001:db8:abcd:1234:5678::1"), Some(ip("2001:db8:abcd::")));
+        assert_eq!(t("::ffff:198.51.100.9"), Some(ip("198.51.100.0")));
+        assert_eq!(IpPolicy::Full.apply(ip("203.0.113.77")), Some(ip("203.0.113.77")));
+        assert_eq!(IpPolicy::Drop.apply(ip("203.0.113.77")), None);
     }
 }

@@ -59,6 +59,12 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     if a.sweep_interval_secs == 0 {
         r.add("attribution.sweep_interval_secs", "must be above 0");
     }
+    if a.max_users < 1024 {
+        r.add(
+            "attribution.max_users",
+            format!("{} is below 1024; size it to the users active within your longest window (about 150 bytes each)", a.max_users),
+        );
+    }
     if a.group_id.trim().is_empty() {
         r.add("attribution.group_id", "must name a consumer group");
     }
@@ -324,18 +330,51 @@ fn cookie(cfg: &Config, r: &mut Report) {
             ),
         );
     }
-    if let Some(d) = &c.domain {
+    let is_domain = |d: &str| {
         let host = d.strip_prefix('.').unwrap_or(d);
-        if host.is_empty()
-            || !host
+        !host.is_empty()
+            && host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        {
+    };
+    if let Some(d) = c.domain.as_deref().filter(|d| !is_domain(d)) {
+        r.add(
+            "cookie.domain",
+            format!("{d:?} is not a domain; write e.g. \"example.com\""),
+        );
+    }
+    for (i, d) in c.domains.iter().enumerate() {
+        if !is_domain(d) {
             r.add(
-                "cookie.domain",
-                format!("{d:?} is not a domain; write e.g. \"example.com\""),
+                format!("cookie.domains[{i}]"),
+                format!("{d:?} is not a domain; write e.g. \"track.example.com\""),
             );
         }
+    }
+    if c.same_site == Some(crate::config::SameSite::None) && !c.secure {
+        r.add(
+            "cookie.same_site",
+            "\"none\" needs cookie.secure = true (browsers drop SameSite=None cookies without Secure); \
+             set secure = true and serve over HTTPS, or use \"lax\"",
+        );
+    }
+    let p = &cfg.redirect.click_id_param;
+    if p.is_empty()
+        || p.len() > 32
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        r.add(
+            "redirect.click_id_param",
+            format!("{p:?} is not a URL parameter name; use up to 32 letters, digits, `_` or `-`"),
+        );
+    }
+    if cfg.privacy.tcf_vendor_id == Some(0) {
+        r.add(
+            "privacy.tcf_vendor_id",
+            "0 is not a vendor id; use the id the IAB Global Vendor List gives you, or leave it out",
+        );
     }
     if !(1..=400).contains(&c.max_age_days) {
         r.add(

@@ -19,6 +19,20 @@ impl<'b> JsonWriter<'b> {
         JsonWriter { buf, first: true }
     }
 
+    /// A JSON array of numbers.
+    pub fn u64s(&mut self, k: &str, v: impl IntoIterator<Item = u64>) {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, n) in v.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.buf
+                .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        self.buf.push(b']');
+    }
+
     pub fn end(self) {
         self.buf.push(b'}');
     }
@@ -120,6 +134,14 @@ impl<'b> JsonWriter<'b> {
         self.buf.push(b']');
     }
 
+    /// A nested object, written by `f`.
+    pub fn nested(&mut self, k: &str, f: impl FnOnce(&mut JsonWriter<'_>)) {
+        self.key(k);
+        let mut w = JsonWriter::object(self.buf);
+        f(&mut w);
+        w.end();
+    }
+
     /// A value written with `Display` as a JSON string (ids, addresses).
     pub fn display(&mut self, k: &str, v: impl std::fmt::Display) {
         self.key(k);
@@ -207,6 +229,30 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
     w.opt_str("referer", c.referer.as_deref());
     w.strs("warnings", c.warnings.as_slice().iter().copied());
     w.opt_str("ivt", c.ivt);
+    match c.consent.as_deref() {
+        None => w.null("consent"),
+        Some(k) => w.nested("consent", |o| {
+            match k.gdpr {
+                Some(g) => o.bool("gdpr", g),
+                None => o.null("gdpr"),
+            }
+            match &k.tcf {
+                Some(t) => o.nested("tcf", |o| {
+                    o.u64s(
+                        "purposes",
+                        (1..=24u64).filter(|p| t.purposes & (1 << (p - 1)) != 0),
+                    );
+                    opt_bool(o, "vendor_storage", t.vendor_storage);
+                    opt_bool(o, "vendor_measurement", t.vendor_measurement);
+                    o.u64("cmp_id", t.cmp_id as u64);
+                }),
+                None => o.null("tcf"),
+            }
+            o.opt_str("tc_string", k.tc_string.as_deref());
+            o.opt_str("gpp", k.gpp.as_deref());
+            o.u64s("gpp_sid", k.gpp_sid.iter().map(|s| *s as u64));
+        }),
+    }
     match &event.body {
         Body::Impression(t) => touch(&mut w, t),
         Body::Click(t) => touch(&mut w, t),
@@ -219,6 +265,16 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
             w.ids("segments_added", &cv.segments_added);
             w.ids("segments_removed", &cv.segments_removed);
             w.opt_str("redir", cv.redir.as_deref());
+            match &cv.click {
+                Some(k) => w.nested("click_id", |o| {
+                    o.str("event_id", k.event_id.to_hyphenated().as_str());
+                    o.id("line_item_id", k.line_item);
+                    o.id("tracker_id", k.tracker);
+                    o.id("publisher_id", k.publisher);
+                    o.opt_id("placement_id", k.placement);
+                }),
+                None => w.null("click_id"),
+            }
         }
         Body::Segment(s) => {
             w.objects("adds", &s.adds, |o, (id, value)| {
@@ -239,6 +295,13 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
         }
     }
     w.end();
+}
+
+fn opt_bool(w: &mut JsonWriter<'_>, k: &str, v: Option<bool>) {
+    match v {
+        Some(b) => w.bool(k, b),
+        None => w.null(k),
+    }
 }
 
 fn touch<T: NumericId>(w: &mut JsonWriter<'_>, t: &Touch<'_, T>) {

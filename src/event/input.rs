@@ -7,7 +7,9 @@
 use serde::Deserialize;
 
 use super::{Body, Event, EventType};
-use crate::ids::{AdvertiserId, EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
+use crate::ids::{
+    AdvertiserId, ClickTrackerId, EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId,
+};
 
 /// Whether a touch was a view (impression) or a click.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,11 +60,25 @@ pub struct TouchInput {
     pub placement: Option<PlacementId>,
 }
 
+/// The click a conversion's click id (`clid`) stands for: everything the
+/// attribution record says of a credited click, so it needs no lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClickRef {
+    /// The click event's id (v7: its time in milliseconds).
+    pub event_id: EventId,
+    pub line_item: LineItemId,
+    pub tracker: ClickTrackerId,
+    pub publisher: PublisherId,
+    pub placement: Option<PlacementId>,
+}
+
 /// A conversion as the engine receives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConversionInput {
     /// None for anonymous and opted-out users.
     pub uid: Option<UserId>,
+    /// A verified click id that came with the conversion.
+    pub click: Option<ClickRef>,
     pub event_id: EventId,
     pub ts_ms: u64,
     pub pixel: PixelId,
@@ -80,20 +96,24 @@ pub enum AttributionInput {
 }
 
 /// Warnings that keep an event out of attribution: a HEAD request (a link
-/// checker, not a browser) and a rate-limited client.
-const UNATTRIBUTABLE: [&str; 2] = ["head_request", "rate_limited"];
+/// checker, not a browser), a rate-limited client, and a person who did not
+/// consent to measurement (TCF purpose 7).
+const UNATTRIBUTABLE: [&str; 3] = ["head_request", "rate_limited", "no_measurement_consent"];
 
 impl AttributionInput {
     /// The engine's view of an event, if it needs one: impressions and clicks
-    /// of users with an id, and every conversion; never a HEAD request or a
-    /// rate-limited one.
+    /// of users with an id that are not invalid traffic, and every
+    /// conversion; never a HEAD request, a rate-limited one, or one without
+    /// consent to measurement.
     pub fn from_event(event: &Event<'_>) -> Option<AttributionInput> {
         let c = &event.common;
         if UNATTRIBUTABLE.iter().any(|w| c.warnings.contains(w)) {
             return None;
         }
+        // A crawler's or a prefetch's touch would only fill the state.
+        let touch_ok = c.ivt.is_none();
         let touch = |kind, line_item, tracker, publisher, placement| {
-            c.uid.map(|uid| {
+            c.uid.filter(|_| touch_ok).map(|uid| {
                 AttributionInput::Touch(TouchInput {
                     uid,
                     kind,
@@ -122,6 +142,7 @@ impl AttributionInput {
             ),
             Body::Conversion(cv) => Some(AttributionInput::Conversion(ConversionInput {
                 uid: c.uid,
+                click: cv.click,
                 event_id: c.event_id,
                 ts_ms: c.ts_ms,
                 pixel: cv.pixel_id,
@@ -160,6 +181,9 @@ impl AttributionInput {
         };
         match kind {
             EventType::Impression | EventType::Click => {
+                if e.ivt.is_some() {
+                    return None;
+                }
                 let touch = TouchInput {
                     uid: uid?,
                     kind: if kind == EventType::Impression {
@@ -177,6 +201,16 @@ impl AttributionInput {
             }
             _ => Some(AttributionInput::Conversion(ConversionInput {
                 uid,
+                click: match e.click_id {
+                    Some(c) => Some(ClickRef {
+                        event_id: EventId::parse(c.event_id)?,
+                        line_item: LineItemId(c.line_item_id),
+                        tracker: ClickTrackerId(c.tracker_id),
+                        publisher: PublisherId(c.publisher_id),
+                        placement: c.placement_id.map(PlacementId),
+                    }),
+                    None => None,
+                },
                 event_id,
                 ts_ms: e.ts,
                 pixel: PixelId(e.pixel_id?),
@@ -195,7 +229,10 @@ impl AttributionInput {
 /// ```text
 /// touch:      u8 1 (view) | 2 (click) | u128 uid | u32 line_item | u128 event_id | u32 tracker | u32 publisher | u32 placement (0: none)
 /// conversion: u8 3 | u8 has_uid | u128 uid | u128 event_id | u64 ts | u32 pixel | u32 advertiser | u8 order_len | order | u8 has_value | u64 value
+///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) ]
 /// ```
+/// The click is appended only when there is one, so the records of the
+/// release before click ids still decode.
 impl AttributionInput {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -224,6 +261,17 @@ impl AttributionInput {
                 out.extend_from_slice(order.as_bytes());
                 out.push(c.value_micros.is_some() as u8);
                 out.extend_from_slice(&c.value_micros.unwrap_or(0).to_le_bytes());
+                if let Some(k) = &c.click {
+                    out.extend_from_slice(&k.event_id.0.to_le_bytes());
+                    for v in [
+                        k.line_item.0,
+                        k.tracker.0,
+                        k.publisher.0,
+                        k.placement.map_or(0, |p| p.0),
+                    ] {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
             }
         }
     }
@@ -255,8 +303,20 @@ impl AttributionInput {
                 let order = std::str::from_utf8(r.take(n)?).ok()?;
                 let has_value = r.u8()? == 1;
                 let value = r.u64()?;
+                let click = if r.0.is_empty() {
+                    None
+                } else {
+                    Some(ClickRef {
+                        event_id: EventId(r.u128()?),
+                        line_item: LineItemId(r.u32()?),
+                        tracker: ClickTrackerId(r.u32()?),
+                        publisher: PublisherId(r.u32()?),
+                        placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
+                    })
+                };
                 AttributionInput::Conversion(ConversionInput {
                     uid: has_uid.then_some(UserId(uid)),
+                    click,
                     event_id,
                     ts_ms,
                     pixel,
@@ -314,6 +374,21 @@ struct Fields<'a> {
     /// `OrderId::new` anyway).
     order_id: Option<String>,
     value_micros: Option<u64>,
+    #[serde(borrow, default)]
+    ivt: Option<&'a str>,
+    #[serde(borrow, default)]
+    click_id: Option<ClickFields<'a>>,
+}
+
+/// A conversion's `click_id` object.
+#[derive(Deserialize)]
+struct ClickFields<'a> {
+    #[serde(borrow)]
+    event_id: &'a str,
+    line_item_id: u32,
+    tracker_id: u32,
+    publisher_id: u32,
+    placement_id: Option<u32>,
 }
 
 #[cfg(test)]
@@ -342,6 +417,7 @@ mod tests {
             referer: None,
             warnings,
             ivt: None,
+            consent: None,
         }
     }
 
@@ -373,6 +449,7 @@ mod tests {
             segments_added: vec![],
             segments_removed: vec![],
             redir: None,
+            click: None,
         };
         let events = [
             Event {

@@ -9,7 +9,7 @@ pub mod text;
 mod warnings;
 
 pub use encode::{encode, JsonWriter};
-pub use input::{AttributionInput, ConversionInput, OrderId, TouchInput, TouchKind};
+pub use input::{AttributionInput, ClickRef, ConversionInput, OrderId, TouchInput, TouchKind};
 pub use warnings::Warnings;
 
 use std::borrow::Cow;
@@ -83,6 +83,41 @@ pub struct Common<'a> {
     /// Why this looks like invalid traffic (`crawler:Googlebot`, `prefetch`,
     /// `no_user_agent`, ...); None for an ordinary browser.
     pub ivt: Option<&'a str>,
+    /// The consent signals that came with the request; None when none did.
+    pub consent: Option<Box<Consent<'a>>>,
+}
+
+/// Consent signals (`gdpr`, `gdpr_consent`, `gpp`, `gpp_sid`), as recorded.
+/// Boxed in [`Common`]: most requests carry none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Consent<'a> {
+    /// `gdpr=1` (true) or `gdpr=0` (false); None when absent.
+    pub gdpr: Option<bool>,
+    /// The TC string as given, cut to [`Consent::MAX_RAW`] bytes.
+    pub tc_string: Option<Cow<'a, str>>,
+    /// What the TC string says, when it decoded.
+    pub tcf: Option<TcfSummary>,
+    /// The GPP string as given, cut to [`Consent::MAX_RAW`] bytes.
+    pub gpp: Option<Cow<'a, str>>,
+    /// `gpp_sid`: the GPP sections that apply.
+    pub gpp_sid: Vec<u16>,
+}
+
+impl Consent<'_> {
+    /// Longest consent string kept on an event.
+    pub const MAX_RAW: usize = 1024;
+}
+
+/// A TC string's bearing on pixeld.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcfSummary {
+    /// Bit `p - 1`: consent to purpose `p`.
+    pub purposes: u32,
+    /// Whether `privacy.tcf_vendor_id` has consent (or a legitimate interest
+    /// where allowed) for storage and measurement; None without a vendor id.
+    pub vendor_storage: Option<bool>,
+    pub vendor_measurement: Option<bool>,
+    pub cmp_id: u16,
 }
 
 /// An impression or a click, recorded through a tracker.
@@ -112,6 +147,8 @@ pub struct Conversion<'a> {
     pub segments_added: Vec<SegmentId>,
     pub segments_removed: Vec<SegmentId>,
     pub redir: Option<Cow<'a, str>>,
+    /// The click a valid `clid` stands for.
+    pub click: Option<ClickRef>,
 }
 
 /// A segment pixel firing.

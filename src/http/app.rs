@@ -8,7 +8,8 @@ use ipnet::IpNet;
 
 use super::cookie::{Cookies, Secret};
 use super::rate_limit::RateLimiter;
-use crate::config::{AllowList, Catalog, Config, IvtList};
+use crate::config::{AllowList, Catalog, Config, IpPolicy, IvtList};
+use crate::pixel::click_id::ClickIds;
 use crate::delivery::Delivery;
 
 pub struct App {
@@ -33,6 +34,14 @@ pub struct App {
     pub rate_limit: Option<RateLimiter>,
     /// Flags crawlers, previews, prefetches and agent-less requests.
     pub ivt: IvtList,
+    /// Signs and checks click ids (with the cookie secret).
+    pub click_ids: ClickIds,
+    /// `cookie.bounce`: test a new id with a redirect before trusting it.
+    pub bounce: bool,
+    /// `privacy.tcf_vendor_id`: enforce TCF consent for this vendor.
+    pub tcf_vendor: Option<u16>,
+    /// `privacy.ip`: how much of the address events keep.
+    pub ip_policy: IpPolicy,
 }
 
 impl App {
@@ -57,6 +66,14 @@ impl App {
             ivt: cfg.ivt.list.clone(),
             allow: cfg.redirect.allowed_hosts.clone(),
             cookies: Cookies::new(&cfg.cookie, secret),
+            click_ids: ClickIds::new(
+                cfg.cookie.secret.unwrap_or(secret),
+                cfg.cookie.previous_secrets.clone(),
+                cfg.redirect.click_id_param.clone(),
+            ),
+            bounce: cfg.cookie.bounce,
+            tcf_vendor: cfg.privacy.tcf_vendor_id,
+            ip_policy: cfg.privacy.ip,
             trusted_proxies: cfg.server.trusted_proxies.clone(),
             max_query_bytes: cfg.server.max_query_bytes,
             max_request_line_bytes: cfg.server.max_request_line_bytes,

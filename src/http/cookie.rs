@@ -8,7 +8,7 @@
 
 use hyper::header::{HeaderMap, HeaderValue, COOKIE};
 
-use crate::config::CookieConfig;
+use crate::config::{CookieConfig, SameSite};
 pub use crate::config::Secret;
 use crate::ids::{hex, parse_hex, UserId};
 
@@ -29,13 +29,20 @@ pub enum Identity {
     OptedOut,
     /// `Sec-GPC: 1`: treated as opted out for this request only.
     Private,
+    /// Consent (TCF purpose 1) does not allow the cookie: not read, not set.
+    Unconsented,
+    /// The cookie bounce came back without the cookie: this browser refuses
+    /// it, so an id would be new on every request.
+    Refused,
 }
 
 impl Identity {
     pub fn uid(self) -> Option<UserId> {
         match self {
             Identity::Known(u) | Identity::Renewed(u) | Identity::Issued(u) => Some(u),
-            Identity::OptedOut | Identity::Private => None,
+            Identity::OptedOut | Identity::Private | Identity::Unconsented | Identity::Refused => {
+                None
+            }
         }
     }
 
@@ -45,12 +52,16 @@ impl Identity {
     }
 }
 
-/// The cookie settings, with the attribute string built once.
+/// The cookie settings, with the attribute strings built once.
 pub struct Cookies {
     /// Cookie name (`uid` by default).
     name: String,
-    /// `; Max-Age=...; Path=/; ...` appended to every issued value.
+    /// `; Max-Age=...; Path=/; ...` for a host no `cookie.domains` entry
+    /// covers (with `cookie.domain`'s `Domain`, if set).
     attributes: String,
+    /// Per `cookie.domains` entry, longest first: the suffix a `Host` must
+    /// end with, and the attributes with that `Domain`.
+    by_domain: Vec<(String, String)>,
     /// Signs issued ids and checks incoming ones.
     secret: Secret,
     /// Secrets being rotated out: their ids are still accepted, then re-issued.
@@ -66,25 +77,65 @@ impl Cookies {
     pub fn new(cfg: &CookieConfig, fallback: Secret) -> Cookies {
         let secret = cfg.secret.unwrap_or(fallback);
         let previous = cfg.previous_secrets.clone();
-        let mut attributes = format!("; Max-Age={}; Path=/", cfg.max_age_days as u64 * 86_400);
-        if let Some(domain) = &cfg.domain {
-            attributes.push_str("; Domain=");
-            attributes.push_str(domain);
-        }
         // Browsers drop `SameSite=None` without `Secure`, so a plain-HTTP
-        // deployment gets `Lax` (first-party only) instead.
-        attributes.push_str(if cfg.secure {
-            "; SameSite=None; Secure"
+        // deployment defaults to `Lax` (first-party only).
+        let same_site = cfg.same_site.unwrap_or(if cfg.secure {
+            SameSite::None
         } else {
-            "; SameSite=Lax"
+            SameSite::Lax
         });
-        attributes.push_str("; HttpOnly");
+        let attributes = |domain: Option<&str>| {
+            let mut a = format!("; Max-Age={}; Path=/", cfg.max_age_days as u64 * 86_400);
+            if let Some(domain) = domain {
+                a.push_str("; Domain=");
+                a.push_str(domain.strip_prefix('.').unwrap_or(domain));
+            }
+            a.push_str(match same_site {
+                SameSite::None => "; SameSite=None",
+                SameSite::Lax => "; SameSite=Lax",
+                SameSite::Strict => "; SameSite=Strict",
+            });
+            if cfg.secure {
+                a.push_str("; Secure");
+            }
+            a.push_str("; HttpOnly");
+            a
+        };
+        let mut by_domain: Vec<(String, String)> = cfg
+            .domains
+            .iter()
+            .map(|d| {
+                let d = d.strip_prefix('.').unwrap_or(d).to_ascii_lowercase();
+                let a = attributes(Some(&d));
+                (d, a)
+            })
+            .collect();
+        by_domain.sort_by_key(|(d, _)| std::cmp::Reverse(d.len()));
         Cookies {
             name: cfg.name.clone(),
-            attributes,
+            attributes: attributes(cfg.domain.as_deref()),
+            by_domain,
             secret,
             previous,
         }
+    }
+
+    /// The attributes for a request to `host` (the `Host` header, port
+    /// included or not): the longest `cookie.domains` entry it is or ends
+    /// with, else the default.
+    fn attributes_for(&self, host: Option<&str>) -> &str {
+        let host = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+        let Some(host) = host.filter(|_| !self.by_domain.is_empty()) else {
+            return &self.attributes;
+        };
+        self.by_domain
+            .iter()
+            .find(|(d, _)| {
+                host.len() >= d.len()
+                    && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
+                    && (host.len() == d.len() || host.as_bytes()[host.len() - d.len() - 1] == b'.')
+            })
+            .map_or(&self.attributes, |(_, a)| a)
     }
 
     /// The signed cookie value for `uid`: `<id>.<tag>`.
@@ -165,23 +216,23 @@ impl Cookies {
         }
     }
 
-    /// `Set-Cookie` for a newly issued (or renewed) id.
-    pub fn issue(&self, uid: UserId) -> HeaderValue {
-        self.header(&self.value(uid))
+    /// `Set-Cookie` for a newly issued (or renewed) id, on a request to `host`.
+    pub fn issue(&self, uid: UserId, host: Option<&str>) -> HeaderValue {
+        self.header(&self.value(uid), host)
     }
 
     /// `Set-Cookie` that opts this browser out.
-    pub fn opt_out(&self) -> HeaderValue {
-        self.header(OPTOUT)
+    pub fn opt_out(&self, host: Option<&str>) -> HeaderValue {
+        self.header(OPTOUT, host)
     }
 
-    fn header(&self, value: &str) -> HeaderValue {
-        let mut s =
-            String::with_capacity(self.name.len() + value.len() + self.attributes.len() + 1);
+    fn header(&self, value: &str, host: Option<&str>) -> HeaderValue {
+        let attributes = self.attributes_for(host);
+        let mut s = String::with_capacity(self.name.len() + value.len() + attributes.len() + 1);
         s.push_str(&self.name);
         s.push('=');
         s.push_str(value);
-        s.push_str(&self.attributes);
+        s.push_str(attributes);
         // Name and attributes were validated at start-up, the value is hex and `.`.
         HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
@@ -297,7 +348,7 @@ mod tests {
         assert_eq!(rotating.identify(&h), Identity::Renewed(uid()));
         // The renewed cookie is signed with the current secret.
         assert!(rotating
-            .issue(uid())
+            .issue(uid(), None)
             .to_str()
             .unwrap()
             .starts_with(&format!("uid={};", signed())));
@@ -351,7 +402,7 @@ mod tests {
     #[test]
     fn issued_cookie_attributes() {
         assert_eq!(
-            jar().issue(uid()),
+            jar().issue(uid(), None),
             format!(
                 "uid={}; Max-Age=31536000; Path=/; SameSite=None; Secure; HttpOnly",
                 signed()
@@ -365,8 +416,51 @@ mod tests {
             ..CookieConfig::default()
         };
         assert_eq!(
-            Cookies::new(&cfg, Secret::generate()).opt_out(),
+            Cookies::new(&cfg, Secret::generate()).opt_out(None),
             "px=OPTOUT; Max-Age=2592000; Path=/; Domain=example.com; SameSite=Lax; HttpOnly"
         );
+        let strict = CookieConfig {
+            same_site: Some(SameSite::Strict),
+            ..CookieConfig::default()
+        };
+        assert!(Cookies::new(&strict, Secret::generate())
+            .opt_out(None)
+            .to_str()
+            .unwrap()
+            .ends_with("; SameSite=Strict; Secure; HttpOnly"));
+    }
+
+    #[test]
+    fn the_cookie_domain_is_the_longest_listed_suffix_of_the_host() {
+        let cfg = CookieConfig {
+            domain: Some("fallback.example".into()),
+            domains: vec![
+                "example.com".into(),
+                "px.example.com".into(),
+                ".track.example.net".into(),
+            ],
+            ..CookieConfig::default()
+        };
+        let jar = Cookies::new(&cfg, Secret::generate());
+        let domain_of = |host: Option<&str>| {
+            let v = jar.opt_out(host);
+            let v = v.to_str().unwrap().to_string();
+            v.split("; ")
+                .find_map(|a| a.strip_prefix("Domain="))
+                .map(str::to_string)
+        };
+        for (host, want) in [
+            (Some("a.px.example.com"), Some("px.example.com")),
+            (Some("px.example.com:8080"), Some("px.example.com")),
+            (Some("WWW.Example.COM"), Some("example.com")),
+            (Some("example.com"), Some("example.com")),
+            (Some("track.example.net"), Some("track.example.net")),
+            // A suffix of the name, not of its labels, does not count.
+            (Some("badexample.com"), Some("fallback.example")),
+            (Some("other.org"), Some("fallback.example")),
+            (None, Some("fallback.example")),
+        ] {
+            assert_eq!(domain_of(host).as_deref(), want, "{host:?}");
+        }
     }
 }

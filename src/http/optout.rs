@@ -5,7 +5,7 @@
 //! POST; a plain link in a client without fetch metadata (older browsers,
 //! `curl`) still opts out at once.
 
-use hyper::header::{HeaderMap, SET_COOKIE};
+use hyper::header::{HeaderMap, HOST, SET_COOKIE};
 use hyper::{Method, Response, StatusCode};
 
 use super::cookie::Cookies;
@@ -32,7 +32,7 @@ pub fn answer(method: &Method, headers: &HeaderMap, cookies: &Cookies) -> Respon
         // The page's own form posts same-origin; anything cross-site is
         // another page deciding for the user.
         return match fetch("sec-fetch-site") {
-            None | Some(b"same-origin" | b"same-site" | b"none") => opted_out(cookies),
+            None | Some(b"same-origin" | b"same-site" | b"none") => opted_out(headers, cookies),
             Some(_) => response::text(
                 StatusCode::FORBIDDEN,
                 "opt-out must be confirmed on this site's own page: open /optout\n",
@@ -43,7 +43,7 @@ pub fn answer(method: &Method, headers: &HeaderMap, cookies: &Cookies) -> Respon
         return response::html(PAGE);
     }
     match fetch("sec-fetch-dest") {
-        None => opted_out(cookies),
+        None => opted_out(headers, cookies),
         Some(b"document") => response::html(PAGE),
         Some(_) => response::text(
             StatusCode::FORBIDDEN,
@@ -52,8 +52,10 @@ pub fn answer(method: &Method, headers: &HeaderMap, cookies: &Cookies) -> Respon
     }
 }
 
-fn opted_out(cookies: &Cookies) -> Response<Body> {
+fn opted_out(headers: &HeaderMap, cookies: &Cookies) -> Response<Body> {
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let mut resp = response::text(StatusCode::OK, DONE);
-    resp.headers_mut().insert(SET_COOKIE, cookies.opt_out());
+    resp.headers_mut()
+        .insert(SET_COOKIE, cookies.opt_out(host));
     resp
 }

@@ -6,7 +6,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::header::{HeaderMap, HeaderName, REFERER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT};
+use hyper::header::{
+    HeaderMap, HeaderName, HOST, REFERER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::client_ip::client_ip;
@@ -16,8 +18,8 @@ use super::App;
 use crate::delivery::Receipt;
 use crate::event::{Common, Warnings};
 use crate::ids::EventId;
-use crate::pixel::query::Query;
-use crate::pixel::{self, Context, PixelKind, PixelRequest};
+use crate::pixel::query::{Key, Query};
+use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
 use crate::telemetry::{metric, now_ms, prometheus};
 
 enum Route {
@@ -152,14 +154,41 @@ fn pixel<B>(
     kind: PixelKind,
 ) -> (Response<Body>, Option<Receipt>) {
     let headers = req.headers();
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let query = req.uri().query().unwrap_or("");
+    let parsed = Query::parse(query, app.max_query_bytes);
+    let mut warnings = Warnings::default();
+    let (consent, allowed) = match &parsed {
+        Ok(q) => consent::read(q, app.tcf_vendor, &mut warnings),
+        Err(_) => (None, consent::Allowed::ALL),
+    };
+    let bounced = parsed
+        .as_ref()
+        .is_ok_and(|q| q.raw(Key::Bounced).is_some());
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
-    let identity = if gpc {
+    let mut identity = if gpc {
         Identity::Private
+    } else if !allowed.storage {
+        Identity::Unconsented
     } else {
         app.cookies.identify(headers)
     };
+    if let Identity::Issued(uid) = identity {
+        if app.bounce && kind != PixelKind::Click && req.method() == Method::GET {
+            if bounced {
+                warnings.push("cookies_blocked");
+                identity = Identity::Refused;
+            } else if query.len() + BOUNCE_MARK.len() <= app.max_query_bytes {
+                metric::cookie_bounced();
+                let url = bounce_url(req.uri().path(), query);
+                let mut resp = response::redirect(&url);
+                resp.headers_mut()
+                    .insert(SET_COOKIE, app.cookies.issue(uid, host));
+                return (resp, None);
+            }
+        }
+    }
     let ts_ms = now_ms();
-    let mut warnings = Warnings::default();
     if req.method() == Method::HEAD {
         warnings.push("head_request");
     }
@@ -173,34 +202,59 @@ fn pixel<B>(
         event_id: EventId::new_v7(ts_ms),
         ts_ms,
         uid: identity.uid(),
-        new_uid: matches!(identity, Identity::Issued(_)),
-        ip: (!identity.is_private()).then_some(ip),
+        // With the bounce, the id was issued by the redirect just before.
+        new_uid: matches!(identity, Identity::Issued(_))
+            || (bounced && app.bounce && matches!(identity, Identity::Known(_))),
+        ip: if identity.is_private() {
+            None
+        } else {
+            app.ip_policy.apply(ip)
+        },
         user_agent,
         referer: header(headers, REFERER),
         warnings,
         ivt,
+        consent,
     };
-    let query = req.uri().query().unwrap_or("");
     let request = PixelRequest {
         kind,
         path: req.uri().path(),
         query,
-        parsed: Query::parse(query, app.max_query_bytes),
+        parsed,
         common,
     };
     let catalog = app.catalog.load();
     let ctx = Context {
         catalog: &catalog,
         allow: &app.allow,
+        click_ids: &app.click_ids,
     };
     let outcome = pixel::handle(request, &ctx);
     let receipt = app.delivery.submit(&outcome.event);
     let mut resp = response::reply(&outcome.reply);
     if let Identity::Issued(uid) | Identity::Renewed(uid) = identity {
         resp.headers_mut()
-            .insert(SET_COOKIE, app.cookies.issue(uid));
+            .insert(SET_COOKIE, app.cookies.issue(uid, host));
     }
     (resp, Some(receipt))
+}
+
+/// The parameter that marks a bounced request; first in the query, since
+/// `redir` takes everything after it.
+const BOUNCE_MARK: &str = "pxbounce=1&";
+
+/// The same pixel again, marked as bounced (a relative URL: same host).
+fn bounce_url(path: &str, query: &str) -> String {
+    let mut url = String::with_capacity(path.len() + BOUNCE_MARK.len() + query.len() + 1);
+    url.push_str(path);
+    url.push('?');
+    if query.is_empty() {
+        url.push_str(&BOUNCE_MARK[..BOUNCE_MARK.len() - 1]);
+    } else {
+        url.push_str(BOUNCE_MARK);
+        url.push_str(query);
+    }
+    url
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `/clktr` and `/clktrb`: a click recorded through a click tracker, then a
 //! redirect to the landing page.
 
+use super::click_id::{self, ClickId};
 use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
 use crate::config::AllowList;
 use crate::event::{Body, Touch};
@@ -25,7 +26,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     };
     let cachebuster = r.cachebuster();
     let ancost_micros = ancost(&mut r);
-    let reply = match target {
+    let mut reply = match target {
         Target::Go(url) => Reply::Redirect(url),
         Target::Absent | Target::Refused => match &tracker.click_url {
             Some(url) => Reply::Redirect(expand(url, r.common.uid)),
@@ -35,6 +36,16 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
             }
         },
     };
+    if let (Reply::Redirect(url), true) = (&mut reply, tracker.append_click_id) {
+        let token = ctx.click_ids.sign(&ClickId {
+            event_id: r.common.event_id,
+            line_item: tracker.line_item,
+            tracker: tracker.id,
+            publisher: tracker.publisher,
+            placement: tracker.placement,
+        });
+        *url = click_id::append(url, &ctx.click_ids.param, &token);
+    }
     let body = Body::Click(Touch {
         tracker_id: tracker.id,
         line_item_id: tracker.line_item,

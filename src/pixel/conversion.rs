@@ -3,6 +3,7 @@
 
 use super::query::Key;
 use super::{decimal, reply_in, segment, Context, Outcome, Request};
+use super::click_id::ClickId;
 use crate::event::{Body, Conversion};
 use crate::ids::PixelId;
 
@@ -41,6 +42,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         }
     };
     let other = other(&mut r);
+    let click = click_id(&mut r, ctx, pixel.post_click_ms);
     let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
     let segments_removed = segment::id_list(&mut r, ctx, Key::Remove, "remove_invalid");
     let uid = r.common.uid;
@@ -54,8 +56,33 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         segments_added,
         segments_removed,
         redir,
+        click,
     });
     r.finish(body, reply)
+}
+
+/// `clid`: the click a click id stands for, if it is ours and the click is
+/// inside the pixel's post-click window; else a warning (`clid_invalid`,
+/// `clid_expired`) and none.
+fn click_id(r: &mut Request<'_>, ctx: &Context<'_>, post_click_ms: u64) -> Option<ClickId> {
+    let token = r.opt(Key::Clid, "clid_invalid")?;
+    match ctx.click_ids.verify(&token) {
+        Ok(click) => {
+            let at = click.event_id.timestamp_ms();
+            // A click from the future (clock skew between instances) is
+            // allowed a minute.
+            if at > r.common.ts_ms + 60_000 || r.common.ts_ms.saturating_sub(at) > post_click_ms {
+                r.warn("clid_expired");
+                None
+            } else {
+                Some(click)
+            }
+        }
+        Err(_) => {
+            r.warn("clid_invalid");
+            None
+        }
+    }
 }
 
 /// `other`: free text of at most 30 characters, else a warning and null.

@@ -1,13 +1,17 @@
 //! Pixel requests to events: one module per pixel type, each turning a parsed
 //! query into an [`Event`] and the [`Reply`] the browser gets.
 
+mod b64;
 pub mod click;
+pub mod click_id;
+pub mod consent;
 pub mod conversion;
 pub mod decimal;
 pub mod impression;
 pub mod js;
 pub mod query;
 pub mod segment;
+pub mod tcf;
 
 use std::borrow::Cow;
 
@@ -44,6 +48,9 @@ pub enum Reply {
 pub struct Context<'c> {
     pub catalog: &'c Catalog,
     pub allow: &'c AllowList,
+    /// Signs the click ids of click trackers with `append_click_id` and
+    /// checks the ones conversions hand back.
+    pub click_ids: &'c click_id::ClickIds,
 }
 
 /// The request as the pixel layer sees it.

@@ -25,9 +25,17 @@ pub enum Key {
     AddCode,
     RemoveCode,
     Member,
+    /// A click id handed back with a conversion.
+    Clid,
+    Gdpr,
+    GdprConsent,
+    Gpp,
+    GppSid,
+    /// The cookie bounce's marker (`cookie.bounce`).
+    Bounced,
 }
 
-const KEY_COUNT: usize = 13;
+const KEY_COUNT: usize = 19;
 
 impl Key {
     fn from_bytes(k: &[u8]) -> Option<Key> {
@@ -45,6 +53,12 @@ impl Key {
             b"add_code" => Key::AddCode,
             b"remove_code" => Key::RemoveCode,
             b"member" => Key::Member,
+            b"clid" => Key::Clid,
+            b"gdpr" => Key::Gdpr,
+            b"gdpr_consent" => Key::GdprConsent,
+            b"gpp" => Key::Gpp,
+            b"gpp_sid" => Key::GppSid,
+            b"pxbounce" => Key::Bounced,
             _ => return None,
         })
     }
@@ -65,6 +79,12 @@ impl Key {
             Key::AddCode => "add_code",
             Key::RemoveCode => "remove_code",
             Key::Member => "member",
+            Key::Clid => "clid",
+            Key::Gdpr => "gdpr",
+            Key::GdprConsent => "gdpr_consent",
+            Key::Gpp => "gpp",
+            Key::GppSid => "gpp_sid",
+            Key::Bounced => "pxbounce",
         }
     }
 }

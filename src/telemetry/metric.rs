@@ -11,6 +11,8 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (EVENTS_DROPPED, Unit::Count, "Answered events that were not kept, by reason (journal_full, journal_unavailable, queue_full, too_large, unavailable)."),
     (HTTP_REFUSED, Unit::Count, "Requests refused before any pixel handling, by reason."),
     (HANDLER_PANICS, Unit::Count, "Handlers that panicked; each still answered the GIF."),
+    (COOKIE_BOUNCES, Unit::Count, "Pixel requests without an id answered with the cookie bounce (cookie.bounce)."),
+    (ATTRIBUTION_EVICTED, Unit::Count, "Users evicted from the attribution state because it held attribution.max_users."),
     (ATTRIBUTION_DROPPED, Unit::Count, "Attribution inputs lost to a full engine channel (memory mode)."),
     (ATTRIBUTION_USERS, Unit::Count, "Users the attribution engine holds state for."),
     (ATTRIBUTION_ENTRIES, Unit::Count, "Touches and repeat marks the attribution engine holds."),
@@ -45,6 +47,8 @@ pub const EVENTS: &str = "events_total";
 pub const EVENTS_DROPPED: &str = "events_dropped_total";
 pub const HTTP_REFUSED: &str = "http_refused_total";
 pub const HANDLER_PANICS: &str = "handler_panics_total";
+pub const COOKIE_BOUNCES: &str = "cookie_bounces_total";
+pub const ATTRIBUTION_EVICTED: &str = "attribution_evicted_users_total";
 pub const ATTRIBUTION_DROPPED: &str = "attribution_dropped_total";
 pub const ATTRIBUTION_USERS: &str = "attribution_users";
 pub const ATTRIBUTION_ENTRIES: &str = "attribution_entries";
@@ -101,6 +105,14 @@ pub fn http_refused(reason: &'static str) {
 
 pub fn handler_panicked() {
     metrics::counter!(HANDLER_PANICS).increment(1);
+}
+
+pub fn cookie_bounced() {
+    metrics::counter!(COOKIE_BOUNCES).increment(1);
+}
+
+pub fn attribution_evicted(users: usize) {
+    metrics::counter!(ATTRIBUTION_EVICTED).increment(users as u64);
 }
 
 pub fn attribution_input_dropped() {

@@ -8,11 +8,12 @@
 //! - mark: `u128 event id | u32 tracker | u32 publisher | u32 placement (0 none)`
 //! - repeat mark: `u32 pixel | u64 ms`
 //! - decided: `u128 conversion event id | i64 offset | u8 flags (1 counted,
-//!   2 credited, 4 late) | credit (u8 kind, u32 line item, mark) or u8 reason`
+//!   2 credited, 4 late, 8 matched by click id) | credit (u8 kind, u32 line
+//!   item, mark) or u8 reason`
 //!
 //! One user with one line item's view and click is 68 bytes.
 
-use crate::attribution::rules::{Credit, CreditKind, Decision, Reason};
+use crate::attribution::rules::{Credit, CreditKind, Decision, MatchedBy, Reason};
 use crate::attribution::state::{LineItemTouches, Mark};
 use crate::attribution::wire::{put_mark, Reader};
 use crate::ids::{EventId, LineItemId, PixelId};
@@ -68,7 +69,8 @@ impl UserState {
             out.extend_from_slice(&d.offset.to_le_bytes());
             let flags = d.decision.counted as u8
                 | (d.decision.credit.is_some() as u8) << 1
-                | (d.late as u8) << 2;
+                | (d.late as u8) << 2
+                | (d.decision.credit.is_some_and(|c| c.matched_by == MatchedBy::ClickId) as u8) << 3;
             out.push(flags);
             match (&d.decision.credit, d.decision.reason) {
                 (Some(c), _) => {
@@ -130,6 +132,11 @@ impl UserState {
                         kind,
                         line_item,
                         mark: present_mark(&mut r)?,
+                        matched_by: if flags & 8 != 0 {
+                            MatchedBy::ClickId
+                        } else {
+                            MatchedBy::Uid
+                        },
                     }),
                     reason: None,
                 }
@@ -214,8 +221,17 @@ mod tests {
                 kind: CreditKind::PostView,
                 line_item: LineItemId(5),
                 mark: Mark::new(EventId::new_v7(9), 1, PublisherId(2), Some(PlacementId(3))),
+                matched_by: MatchedBy::Uid,
             }),
             reason: None,
+        };
+        let by_click_id = Decision {
+            credit: credited.credit.map(|c| Credit {
+                kind: CreditKind::PostClick,
+                matched_by: MatchedBy::ClickId,
+                ..c
+            }),
+            ..credited
         };
         let user = UserState {
             touches: vec![LineItemTouches {
@@ -230,6 +246,12 @@ mod tests {
                     offset: 41,
                     decision: credited,
                     late: true,
+                },
+                Decided {
+                    conversion: EventId::new_v7(12),
+                    offset: 43,
+                    decision: by_click_id,
+                    late: false,
                 },
                 Decided {
                     conversion: EventId::new_v7(11),

@@ -87,6 +87,8 @@ pub struct Settings {
     pub commit_interval: Duration,
     pub sweep_interval: Duration,
     pub session_timeout_ms: u32,
+    /// `attribution.max_users`, per owned partition.
+    pub max_users: usize,
 }
 
 /// Readiness and progress, read by the member's HTTP listener and tests.
@@ -398,7 +400,12 @@ impl Work {
             let (mut work, how) = match parked.remove(&p) {
                 Some(w) => (w.reset(self.settings.grace_ms), "kept"),
                 None => {
-                    let mut w = PartitionWork::new(p, self.catalog.clone(), self.settings.grace_ms);
+                    let mut w = PartitionWork::new(
+                        p,
+                        self.catalog.clone(),
+                        self.settings.grace_ms,
+                        self.settings.max_users,
+                    );
                     restore(&self.settings, p, &mut w)?;
                     (w, "changelog")
                 }

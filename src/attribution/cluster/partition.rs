@@ -54,10 +54,15 @@ pub struct PartitionWork {
 }
 
 impl PartitionWork {
-    pub fn new(partition: i32, catalog: Arc<ArcSwap<Catalog>>, grace_ms: u64) -> PartitionWork {
+    pub fn new(
+        partition: i32,
+        catalog: Arc<ArcSwap<Catalog>>,
+        grace_ms: u64,
+        max_users: usize,
+    ) -> PartitionWork {
         PartitionWork {
             partition,
-            engine: Engine::new(Arc::new(State::default()), catalog),
+            engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog),
             reorder: Reorder::new(SOURCES, grace_ms),
             arrivals: HashMap::default(),
             decided: HashMap::default(),
@@ -189,6 +194,9 @@ impl PartitionWork {
             Input::Touch(t) => {
                 self.engine.apply(held.input);
                 self.dirty.insert(t.uid);
+                // Evicted users' changelog values go too (tombstones, or
+                // what is left of them), or a restore would bring them back.
+                self.dirty.extend(self.engine.state.take_evicted());
                 None
             }
             Input::Conversion(c) => {
@@ -334,7 +342,7 @@ mod tests {
     const U: UserId = UserId(42);
 
     fn work() -> PartitionWork {
-        PartitionWork::new(0, Arc::new(ArcSwap::new(catalog(RULES))), 100)
+        PartitionWork::new(0, Arc::new(ArcSwap::new(catalog(RULES))), 100, usize::MAX)
     }
 
     fn view(ts: u64) -> Input {
@@ -351,6 +359,7 @@ mod tests {
 
     fn conversion(pixel: u32, ts: u64, id: EventId) -> Input {
         Input::Conversion(ConversionInput {
+            click: None,
             uid: Some(U),
             event_id: id,
             ts_ms: ts,

@@ -32,9 +32,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (cfg, catalog) = setup();
+    let click_ids = pixeld::pixel::click_id::ClickIds::new(
+        pixeld::config::Secret::parse("000102030405060708090a0b0c0d0e0f").unwrap(),
+        vec![],
+        "pxclid".into(),
+    );
     let ctx = Context {
         catalog,
         allow: &cfg.redirect.allowed_hosts,
+        click_ids: &click_ids,
     };
     for (kind, path) in [
         (PixelKind::Impression, "/imptr"),
@@ -52,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
             referer: None,
             warnings: Warnings::default(),
             ivt: None,
+            consent: None,
         };
         let request = PixelRequest {
             kind,
