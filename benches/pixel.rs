@@ -5,9 +5,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pixeld::config::{Catalog, Secret};
-use pixeld::pixel::click_id::ClickIds;
 use pixeld::event::{encode, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
+use pixeld::pixel::click_id::ClickIds;
 use pixeld::pixel::query::{Key, Query};
 use pixeld::pixel::{handle, Context, PixelKind, PixelRequest};
 
@@ -130,7 +130,9 @@ fn cookies(c: &mut Criterion) {
     g.bench_function("identify_signed", |b| {
         b.iter(|| black_box(jar.identify(black_box(&headers))))
     });
-    g.bench_function("issue", |b| b.iter(|| black_box(jar.issue(black_box(uid), None))));
+    g.bench_function("issue", |b| {
+        b.iter(|| black_box(jar.issue(black_box(uid), None)))
+    });
     g.finish();
 }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages pixeld builds against (librdkafka is compiled
 # from source by rdkafka-sys: it needs a C toolchain, OpenSSL and zlib).
-# Sourced by run.sh and test.sh; safe to run again.
+# Sourced by run.sh and test.sh; safe to run again. Extra package names given
+# as arguments are installed too (test.sh: the browser for the browser tests).
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev python3 perl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev python3 perl "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

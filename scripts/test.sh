@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh
+# Debian's Chromium and its ChromeDriver: tests/browser.rs drives them.
+scripts/deps.sh chromium chromium-driver
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 

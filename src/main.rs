@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pixeld::ids::{ClickTrackerId, PixelId, SegmentId, TrackerId};
 use pixeld::serve::{Services, StartError};
-use pixeld::tags::TagFor;
+use pixeld::tags::{TagFor, TagForm};
 
 #[global_allocator]
 static ALLOC: pixeld::alloc::HugePages = pixeld::alloc::HugePages;
@@ -66,9 +66,17 @@ enum Command {
         pixel: Option<u32>,
         #[arg(long, group = "what")]
         segment: Option<u32>,
+        /// The advertiser's site-wide snippet that keeps a click id from
+        /// the landing page's URL for conversions on later pages.
+        #[arg(long, group = "what")]
+        landing: bool,
         /// The JavaScript form instead of the image.
         #[arg(long)]
         js: bool,
+        /// Add the consent macros (`gdpr`, `gdpr_consent`, `gpp`, `gpp_sid`)
+        /// for `privacy.tcf_vendor_id`.
+        #[arg(long)]
+        consent: bool,
     },
 }
 
@@ -137,7 +145,9 @@ fn main() -> ExitCode {
             click_tracker,
             pixel,
             segment,
+            landing,
             js,
+            consent,
         } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
@@ -148,12 +158,15 @@ fn main() -> ExitCode {
                 (_, Some(id), ..) => TagFor::ClickTracker(ClickTrackerId(id)),
                 (_, _, Some(id), _) => TagFor::Pixel(PixelId(id)),
                 (.., Some(id)) => TagFor::Segment(SegmentId(id)),
+                _ if landing => TagFor::Landing,
                 _ => {
-                    eprintln!("name one of --tracker, --click-tracker, --pixel, --segment");
+                    eprintln!(
+                        "name one of --tracker, --click-tracker, --pixel, --segment, --landing"
+                    );
                     return ExitCode::from(2);
                 }
             };
-            match pixeld::tags::tag(&cfg, what, js) {
+            match pixeld::tags::tag(&cfg, what, TagForm { js, consent }) {
                 Ok(tag) => {
                     println!("{tag}");
                     ExitCode::SUCCESS

@@ -11,20 +11,46 @@ pub enum TagFor {
     ClickTracker(ClickTrackerId),
     Pixel(PixelId),
     Segment(SegmentId),
+    /// The advertiser's site-wide snippet that keeps a click id from the
+    /// landing URL (for conversions on later pages).
+    Landing,
+}
+
+/// How to print it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TagForm {
+    /// The JavaScript form instead of the image.
+    pub js: bool,
+    /// Add the consent macros ad servers fill in (`gdpr`, `gdpr_consent`,
+    /// `gpp`, `gpp_sid`), with `privacy.tcf_vendor_id` in their names.
+    pub consent: bool,
 }
 
 /// The tag, or why there is none.
-pub fn tag(cfg: &Config, what: TagFor, js: bool) -> Result<String, String> {
+pub fn tag(cfg: &Config, what: TagFor, form: TagForm) -> Result<String, String> {
     let base = cfg.server.public_url.trim_end_matches('/');
+    let consent = if form.consent {
+        let Some(vendor) = cfg.privacy.tcf_vendor_id else {
+            return Err(
+                "--consent needs privacy.tcf_vendor_id in the config: the ad server fills \
+                 ${GDPR_CONSENT_<vendor id>} with the consent string for that vendor"
+                    .into(),
+            );
+        };
+        format!("&gdpr=${{GDPR}}&gdpr_consent=${{GDPR_CONSENT_{vendor}}}&gpp=${{GPP_STRING_{vendor}}}&gpp_sid=${{GPP_SID}}")
+    } else {
+        String::new()
+    };
+    let js = form.js;
     match what {
         TagFor::Tracker(id) => {
             if !cfg.impression_trackers.iter().any(|t| t.id == id) {
                 return Err(format!("impression tracker {id} is not in the config"));
             }
             Ok(if js {
-                format!("<!-- Imp Tracker DO NOT MODIFY --> <script type=\"text/javascript\" src=\"{base}/imptr?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&t=1\"></script> <!-- End of Imp Tracker -->")
+                format!("<!-- Imp Tracker DO NOT MODIFY --> <script type=\"text/javascript\" src=\"{base}/imptr?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]{consent}&t=1\"></script> <!-- End of Imp Tracker -->")
             } else {
-                format!("<!-- Imp Tracker DO NOT MODIFY --> <img src=\"{base}/imptr?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&t=2&redir=[REDIRECT_URL]\" width=\"1\" height=\"1\" /> <!-- End of Imp Tracker -->")
+                format!("<!-- Imp Tracker DO NOT MODIFY --> <img src=\"{base}/imptr?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]{consent}&t=2&redir=[REDIRECT_URL]\" width=\"1\" height=\"1\" /> <!-- End of Imp Tracker -->")
             })
         }
         TagFor::ClickTracker(id) => {
@@ -34,27 +60,77 @@ pub fn tag(cfg: &Config, what: TagFor, js: bool) -> Result<String, String> {
             if js {
                 return Err("a click tracker is a link, it has no JavaScript form".into());
             }
-            Ok(format!("{base}/clktrb?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]&redir=[REDIRECT_URL]"))
+            Ok(format!("{base}/clktrb?id={id}&cachebuster=[CACHEBUSTER]&ancost=[ANCOST]{consent}&redir=[REDIRECT_URL]"))
         }
         TagFor::Pixel(id) => {
-            if !cfg.conversion_pixels.iter().any(|p| p.id == id) {
+            let Some(pixel) = cfg.conversion_pixels.iter().find(|p| p.id == id) else {
                 return Err(format!("conversion pixel {id} is not in the config"));
-            }
+            };
             Ok(if js {
-                format!("<!-- Conversion Pixel - DO NOT MODIFY --> <script src=\"{base}/px?id={id}&t=1\" type=\"text/javascript\"></script> <!-- End of Conversion Pixel -->")
+                conversion_script(
+                    &format!("{base}/px?id={id}{consent}&t=1"),
+                    &cfg.redirect.click_id_param,
+                    window_secs(pixel.post_click_minutes),
+                )
             } else {
-                format!("<!-- Conversion Pixel - DO NOT MODIFY --> <img src=\"{base}/px?id={id}&t=2\" width=\"1\" height=\"1\" /> <!-- End of Conversion Pixel -->")
+                format!("<!-- Conversion Pixel - DO NOT MODIFY --> <img src=\"{base}/px?id={id}{consent}&t=2\" width=\"1\" height=\"1\" /> <!-- End of Conversion Pixel -->")
             })
+        }
+        TagFor::Landing => {
+            let longest = cfg
+                .conversion_pixels
+                .iter()
+                .map(|p| window_secs(p.post_click_minutes))
+                .max()
+                .unwrap_or(window_secs(0));
+            Ok(format!(
+                "<!-- Click id keeper - DO NOT MODIFY --> <script type=\"text/javascript\">(function(){{{}}})();</script> <!-- End of Click id keeper -->",
+                keep_click_id(&cfg.redirect.click_id_param, longest)
+            ))
         }
         TagFor::Segment(id) => {
             if !cfg.segments.iter().any(|s| s.id == id) {
                 return Err(format!("segment {id} is not in the config"));
             }
             Ok(if js {
-                format!("<!-- Segment Pixel - DO NOT MODIFY --> <script src=\"{base}/seg?add={id}&t=1\" type=\"text/javascript\"></script> <!-- End of Segment Pixel -->")
+                format!("<!-- Segment Pixel - DO NOT MODIFY --> <script src=\"{base}/seg?add={id}{consent}&t=1\" type=\"text/javascript\"></script> <!-- End of Segment Pixel -->")
             } else {
-                format!("<!-- Segment Pixel - DO NOT MODIFY --> <img src=\"{base}/seg?add={id}&t=2\" width=\"1\" height=\"1\" /> <!-- End of Segment Pixel -->")
+                format!("<!-- Segment Pixel - DO NOT MODIFY --> <img src=\"{base}/seg?add={id}{consent}&t=2\" width=\"1\" height=\"1\" /> <!-- End of Segment Pixel -->")
             })
         }
     }
+}
+
+/// The conversion pixel's JavaScript form. A click tracker with
+/// `append_click_id` lands the browser on the advertiser's page with
+/// `<param>=<click id>`; this script keeps that id in a first-party cookie
+/// on the advertiser's own domain (which no third-party-cookie block
+/// touches) for the pixel's post-click window, and sends it as `clid` with
+/// the conversion, wherever on the site the pixel fires.
+fn conversion_script(src: &str, param: &str, max_age_secs: u64) -> String {
+    format!(
+        "<!-- Conversion Pixel - DO NOT MODIFY --> <script type=\"text/javascript\">(function(){{{}\
+var s=document.createElement(\"script\");s.async=true;\
+s.src=\"{src}\"+(v?\"&clid=\"+v:\"\");\
+(document.head||document.body||document.documentElement).appendChild(s);}})();</script> <!-- End of Conversion Pixel -->",
+        keep_click_id(param, max_age_secs)
+    )
+}
+
+/// Script that leaves the click id in `v`: from the page's URL (and then
+/// kept in the first-party cookie `_<param>` for `max_age_secs`), else from
+/// that cookie. Only the token's own alphabet is ever read back: nothing
+/// from the URL can leave the pattern.
+fn keep_click_id(param: &str, max_age_secs: u64) -> String {
+    format!(
+        "var k=\"_{param}\",v=(location.search.match(/[?&]{param}=([A-Za-z0-9_-]{{20,60}})(?:&|$)/)||[])[1];\
+if(v){{document.cookie=k+\"=\"+v+\"; Max-Age={max_age_secs}; Path=/; SameSite=Lax\";}}\
+else{{v=(document.cookie.match(new RegExp(\"(?:^|; )\"+k+\"=([A-Za-z0-9_-]{{20,60}})\"))||[])[1];}}"
+    )
+}
+
+/// A post-click window in seconds (0 minutes means the maximum, 90 days).
+fn window_secs(minutes: u32) -> u64 {
+    let minutes = if minutes == 0 { 129_600 } else { minutes };
+    minutes as u64 * 60
 }

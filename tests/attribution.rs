@@ -11,9 +11,12 @@ fn cookie(uid: &str) -> (&'static str, String) {
     ("cookie", uid_cookie(uid))
 }
 
+/// A browser's request: crawlers' and agent-less touches are invalid
+/// traffic and never enter the state.
 async fn get(server: &Server, path: &str, uid: &str) {
     let (k, v) = cookie(uid);
-    let r = server.get(path, &[(k, &v)]).await;
+    let ua = ("user-agent", common::BROWSER_UA);
+    let r = server.get(path, &[(k, &v), (ua.0, ua.1)]).await;
     assert!(r.status == 200 || r.status == 302, "{path}: {}", r.status);
 }
 

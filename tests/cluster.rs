@@ -110,7 +110,8 @@ fn conversion_ids(events: &[(EventType, Value)]) -> Vec<String> {
 
 fn get(port: u16, target: &str, uid: &str) {
     let cookie = format!("Cookie: {}", uid_cookie(uid));
-    let r = raw_get_with(port, target, &[&cookie]);
+    let ua = format!("User-Agent: {}", common::BROWSER_UA);
+    let r = raw_get_with(port, target, &[&cookie, &ua]);
     assert!(matches!(status_of(&r), 200 | 302), "{target}: {r}");
 }
 

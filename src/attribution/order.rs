@@ -38,7 +38,7 @@ pub enum Pushed {
     /// Held until the watermark passes it.
     Held,
     /// Older than what was already released: apply it now, flagged late.
-    Late(Held),
+    Late(Box<Held>),
 }
 
 /// Per source: how far it has been read.
@@ -80,7 +80,7 @@ impl Reorder {
         s.caught_up = false;
         self.skip(held.source, held.offset);
         if self.released_ms.is_some_and(|r| held.ts_ms <= r) {
-            return Pushed::Late(held);
+            return Pushed::Late(Box::new(held));
         }
         self.held.insert((held.ts_ms, held.event_id.0), held);
         Pushed::Held

@@ -188,9 +188,8 @@ pub fn decide(
         Trigger::Click => &[TouchKind::Click],
         Trigger::Hybrid => &[TouchKind::View, TouchKind::Click],
     };
-    let named_attached = named.is_some_and(|c| {
-        pixel.trigger != Trigger::View && pixel.line_items.contains(&c.line_item)
-    });
+    let named_attached = named
+        .is_some_and(|c| pixel.trigger != Trigger::View && pixel.line_items.contains(&c.line_item));
     let any = named_attached
         || attached
             .iter()

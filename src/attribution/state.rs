@@ -579,13 +579,22 @@ mod bounded_tests {
         let regular = UserId(u128::MAX - 1);
         s.touch(regular, LineItemId(1), TouchKind::View, mark(2));
         for i in 0..100_000u64 {
-            s.touch(UserId(i as u128), LineItemId(1), TouchKind::View, mark(10 + i));
+            s.touch(
+                UserId(i as u128),
+                LineItemId(1),
+                TouchKind::View,
+                mark(10 + i),
+            );
             if i == 99_900 {
                 s.touch(regular, LineItemId(1), TouchKind::Click, mark(10 + i));
             }
         }
         assert!(s.users() <= 1024, "{} users kept", s.users());
-        assert!(s.users() >= 1024 - 1024 / 16 - SHARDS, "{} users kept", s.users());
+        assert!(
+            s.users() >= 1024 - 1024 / 16 - SHARDS,
+            "{} users kept",
+            s.users()
+        );
         assert!(!s.knows(old), "the oldest touch went first");
         assert!(s.knows(regular), "a user touched lately stays");
         assert!(s.knows(UserId(99_999)), "the newest stays");
@@ -600,7 +609,12 @@ mod bounded_tests {
     fn without_a_bound_nothing_is_evicted_or_recorded() {
         let s = State::default();
         for i in 0..5_000u64 {
-            s.touch(UserId(i as u128), LineItemId(1), TouchKind::View, mark(10 + i));
+            s.touch(
+                UserId(i as u128),
+                LineItemId(1),
+                TouchKind::View,
+                mark(10 + i),
+            );
         }
         assert_eq!(s.users(), 5_000);
         assert!(s.take_evicted().is_empty());

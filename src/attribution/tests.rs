@@ -539,7 +539,10 @@ fn a_click_id_credits_its_click_with_or_without_a_uid() {
     // A view-only pixel does not credit clicks: the uid's view is credited.
     let a = convert_with_click(&e, Some(U), click, 101, T0 + 6 * MIN);
     let c = a.decision.credit.unwrap();
-    assert_eq!((c.kind, c.matched_by), (CreditKind::PostView, MatchedBy::Uid));
+    assert_eq!(
+        (c.kind, c.matched_by),
+        (CreditKind::PostView, MatchedBy::Uid)
+    );
 }
 
 #[test]

@@ -79,6 +79,7 @@ const SECTIONS: &[&str] = &[
     "attribution",
     "journal",
     "ivt",
+    "privacy",
 ];
 
 /// Parses and validates TOML text; `source` names it in the report.
@@ -114,6 +115,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             "attribution" => set(&mut cfg.attribution, section(value, &key, p)),
             "journal" => set(&mut cfg.journal, section(value, &key, p)),
             "ivt" => set(&mut cfg.ivt, section(value, &key, p)),
+            "privacy" => set(&mut cfg.privacy, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),

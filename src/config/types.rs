@@ -271,7 +271,10 @@ mod ip_policy_tests {
         assert_eq!(t("203.0.113.77"), Some(ip("203.0.113.0")));
         assert_eq!(t("2001:db8:abcd:1234:5678::1"), Some(ip("2001:db8:abcd::")));
         assert_eq!(t("::ffff:198.51.100.9"), Some(ip("198.51.100.0")));
-        assert_eq!(IpPolicy::Full.apply(ip("203.0.113.77")), Some(ip("203.0.113.77")));
+        assert_eq!(
+            IpPolicy::Full.apply(ip("203.0.113.77")),
+            Some(ip("203.0.113.77"))
+        );
         assert_eq!(IpPolicy::Drop.apply(ip("203.0.113.77")), None);
     }
 }

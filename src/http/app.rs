@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use super::cookie::{Cookies, Secret};
 use super::rate_limit::RateLimiter;
 use crate::config::{AllowList, Catalog, Config, IpPolicy, IvtList};
-use crate::pixel::click_id::ClickIds;
 use crate::delivery::Delivery;
+use crate::pixel::click_id::ClickIds;
 
 pub struct App {
     /// Trackers, pixels and segments by id; shared with the attribution

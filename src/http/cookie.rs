@@ -8,8 +8,8 @@
 
 use hyper::header::{HeaderMap, HeaderValue, COOKIE};
 
-use crate::config::{CookieConfig, SameSite};
 pub use crate::config::Secret;
+use crate::config::{CookieConfig, SameSite};
 use crate::ids::{hex, parse_hex, UserId};
 
 /// The value that marks an opted-out browser.

@@ -55,7 +55,6 @@ pub fn answer(method: &Method, headers: &HeaderMap, cookies: &Cookies) -> Respon
 fn opted_out(headers: &HeaderMap, cookies: &Cookies) -> Response<Body> {
     let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let mut resp = response::text(StatusCode::OK, DONE);
-    resp.headers_mut()
-        .insert(SET_COOKIE, cookies.opt_out(host));
+    resp.headers_mut().insert(SET_COOKIE, cookies.opt_out(host));
     resp
 }

@@ -162,9 +162,7 @@ fn pixel<B>(
         Ok(q) => consent::read(q, app.tcf_vendor, &mut warnings),
         Err(_) => (None, consent::Allowed::ALL),
     };
-    let bounced = parsed
-        .as_ref()
-        .is_ok_and(|q| q.raw(Key::Bounced).is_some());
+    let bounced = parsed.as_ref().is_ok_and(|q| q.raw(Key::Bounced).is_some());
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
     let mut identity = if gpc {
         Identity::Private

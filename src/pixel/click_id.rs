@@ -98,7 +98,9 @@ impl ClickIds {
             return Err(ClickIdError::BadTag);
         }
         let event_id = EventId(u128::from_be_bytes(
-            body[1..17].try_into().map_err(|_| ClickIdError::Malformed)?,
+            body[1..17]
+                .try_into()
+                .map_err(|_| ClickIdError::Malformed)?,
         ));
         Ok(ClickId {
             event_id,
@@ -239,10 +241,19 @@ mod tests {
     fn the_landing_url_keeps_its_query_and_fragment() {
         for (url, want) in [
             ("https://a.example/", "https://a.example/?pxclid=T"),
-            ("https://a.example/p?x=1", "https://a.example/p?x=1&pxclid=T"),
+            (
+                "https://a.example/p?x=1",
+                "https://a.example/p?x=1&pxclid=T",
+            ),
             ("https://a.example/p?", "https://a.example/p?pxclid=T"),
-            ("https://a.example/p?x=1&", "https://a.example/p?x=1&pxclid=T"),
-            ("https://a.example/p#top", "https://a.example/p?pxclid=T#top"),
+            (
+                "https://a.example/p?x=1&",
+                "https://a.example/p?x=1&pxclid=T",
+            ),
+            (
+                "https://a.example/p#top",
+                "https://a.example/p?pxclid=T#top",
+            ),
             (
                 "https://a.example/p?x=1#a?b",
                 "https://a.example/p?x=1&pxclid=T#a?b",

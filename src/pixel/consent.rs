@@ -133,11 +133,16 @@ mod tests {
 
     /// From `tests/fixtures/tcf/vectors.json`: purposes 1 and 7, vendors
     /// 1, 3, 8, 12 and 755.
-    const BOTH: &str = "CQeEcwAQeEcwAAKACAENCWEgAIIAAAAAAAYgF5wBQAAgADAAQAAwBeYAAAAA.IAAA.YAAAAAAAAAAA";
+    const BOTH: &str =
+        "CQeEcwAQeEcwAAKACAENCWEgAIIAAAAAAAYgF5wBQAAgADAAQAAwBeYAAAAA.IAAA.YAAAAAAAAAAA";
     /// Purpose 7 only, vendor 755.
-    const SEVEN: &str = "CQeEcwAQeEcwAAKACAENCWEgAAIAAEIAAAYgF5wAQF5gXnACAAEAvMAA.IAAA.YAAAAAAAAAAA";
+    const SEVEN: &str =
+        "CQeEcwAQeEcwAAKACAENCWEgAAIAAEIAAAYgF5wAQF5gXnACAAEAvMAA.IAAA.YAAAAAAAAAAA";
 
-    fn run(query: &str, vendor: Option<u16>) -> (Option<Box<Consent<'static>>>, Allowed, Vec<String>) {
+    fn run(
+        query: &str,
+        vendor: Option<u16>,
+    ) -> (Option<Box<Consent<'static>>>, Allowed, Vec<String>) {
         let query: &'static str = Box::leak(query.to_string().into_boxed_str());
         let q = Query::parse(query, 8192).unwrap();
         let mut w = Warnings::default();
@@ -182,7 +187,10 @@ mod tests {
         let (_, a, _) = run(&format!("gdpr=1&gdpr_consent={SEVEN}"), Some(3));
         assert!(!a.storage && !a.measurement);
         // gdpr=0, or no vendor id: recorded, not enforced.
-        assert_eq!(run(&format!("gdpr=0&gdpr_consent={SEVEN}"), Some(3)).1, Allowed::ALL);
+        assert_eq!(
+            run(&format!("gdpr=0&gdpr_consent={SEVEN}"), Some(3)).1,
+            Allowed::ALL
+        );
         let (c, a, _) = run(&format!("gdpr=1&gdpr_consent={SEVEN}"), None);
         assert_eq!(a, Allowed::ALL);
         assert_eq!(c.unwrap().tcf.unwrap().vendor_storage, None);

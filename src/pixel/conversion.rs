@@ -1,9 +1,9 @@
 //! `/px`: a conversion pixel firing (`id`, `order_id`, `value`, `other`,
 //! `seg`, `remove`, `redir`).
 
+use super::click_id::ClickId;
 use super::query::Key;
 use super::{decimal, reply_in, segment, Context, Outcome, Request};
-use super::click_id::ClickId;
 use crate::event::{Body, Conversion};
 use crate::ids::PixelId;
 

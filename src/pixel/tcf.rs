@@ -368,7 +368,15 @@ mod tests {
 
     #[test]
     fn junk_is_an_error_not_a_panic() {
-        for s in ["", "!!!", "A", "AAAA", "BAAAAAAAAAAAAAAAAAAAAAAAAAAA", "CO.", "C"] {
+        for s in [
+            "",
+            "!!!",
+            "A",
+            "AAAA",
+            "BAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "CO.",
+            "C",
+        ] {
             assert!(TcString::parse(s).is_err(), "{s}");
         }
         // A version 1 string.

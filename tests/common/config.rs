@@ -21,6 +21,11 @@ pub fn example_config(brokers: &str) -> Config {
     cfg
 }
 
+/// An ordinary desktop browser's `User-Agent`: requests without one are
+/// flagged as invalid traffic (`no_user_agent`) and never attributed.
+pub const BROWSER_UA: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+
 /// The `cookie.secret` of every test config, so tests can sign ids.
 pub const COOKIE_SECRET: &str = "7e57c00c1e5ec7e77e57c00c1e5ec7e7";
 
@@ -87,4 +92,18 @@ pub fn config_text(overrides: &[(&str, String)]) -> String {
 /// A TOML string literal, for [`config_text`] overrides.
 pub fn q(s: impl AsRef<str>) -> String {
     format!("\"{}\"", s.as_ref())
+}
+
+/// Percent-encodes everything but unreserved characters, as an ad server
+/// encodes a URL passed in a macro.
+pub fn encode_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
+pub mod browser;
 pub mod cluster;
 pub mod config;
 pub mod consume;

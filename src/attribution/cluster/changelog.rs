@@ -70,7 +70,10 @@ impl UserState {
             let flags = d.decision.counted as u8
                 | (d.decision.credit.is_some() as u8) << 1
                 | (d.late as u8) << 2
-                | (d.decision.credit.is_some_and(|c| c.matched_by == MatchedBy::ClickId) as u8) << 3;
+                | (d.decision
+                    .credit
+                    .is_some_and(|c| c.matched_by == MatchedBy::ClickId) as u8)
+                    << 3;
             out.push(flags);
             match (&d.decision.credit, d.decision.reason) {
                 (Some(c), _) => {

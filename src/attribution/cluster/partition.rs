@@ -147,7 +147,7 @@ impl PartitionWork {
                     Input::Touch(_) => "touch",
                     Input::Conversion(_) => "conversion",
                 });
-                self.apply(held, true).map(|record| Out {
+                self.apply(*held, true).map(|record| Out {
                     record,
                     arrived_ms: now_ms,
                 })

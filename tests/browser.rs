@@ -1,0 +1,499 @@
+//! pixeld in a real browser: Debian's headless Chromium visits a publisher
+//! page (127.0.0.1) carrying the tags `pixeld tags` exports, clicks through
+//! to an advertiser's site (advertiser.test) where the conversion pixel
+//! fires, with pixeld third-party on `localhost` and a pixel catcher on
+//! catcher.test. Every scenario asserts what Kafka received (a real tansu),
+//! not only what the page saw; each runs with third-party cookies allowed
+//! and with Chromium's default, which blocks them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::browser::{Browser, Sites, ThirdPartyCookies, CHROME_UA};
+use common::{consume, consume_all, free_tcp_port, Broker, Consumed, Process, COOKIE_SECRET};
+use serde_json::Value;
+
+/// pixeld on `localhost:port`, third-party to every page of the test sites.
+struct Pixeld {
+    process: Process,
+    broker: Broker,
+    port: u16,
+    config: PathBuf,
+}
+
+/// The config of these tests: the allowlist names the local test hosts
+/// (the tests' own config, not a weakened default); third-party pixels are
+/// scripts on the catcher, so the image tag answers pixeld's own GIF.
+fn config_for(brokers: &str, port: u16, sites: &Sites, extra_cookie: &str) -> String {
+    let catcher = sites.catcher("");
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://localhost:{port}"
+data_dir = "{data}"
+[cookie]
+secret = "{COOKIE_SECRET}"
+{extra_cookie}
+[redirect]
+allowed_hosts = ["advertiser.test", "catcher.test"]
+[kafka]
+brokers = "{brokers}"
+partitions = 1
+linger_ms = 1
+[network]
+pixels = [{{ url = "{catcher}/net.js?cb=${{CACHEBUSTER}}&u=${{UID}}", format = "js" }}]
+[[advertisers]]
+id = 100
+pixels = [{{ url = "{catcher}/adv.js?u=${{USER_ID}}", format = "js" }}]
+[[line_items]]
+id = 5001
+advertiser = 100
+conversion_pixels = [7313]
+[[impression_trackers]]
+id = 2766
+line_item = 5001
+publisher = 777
+placement = 4242
+pixels = [{{ url = "{catcher}/trk.js?cb=${{CACHEBUSTER}}", format = "js" }}]
+[[click_trackers]]
+id = 21378
+line_item = 5001
+publisher = 777
+append_click_id = true
+[[conversion_pixels]]
+id = 7313
+advertiser = 100
+trigger = "hybrid"
+post_view_minutes = 1440
+post_click_minutes = 20160
+"#,
+        data = common::fresh_dir().display(),
+    )
+}
+
+impl Pixeld {
+    fn start(sites: &Sites, extra_cookie: &str) -> Pixeld {
+        let broker = Broker::start();
+        let port = free_tcp_port();
+        let dir = common::fresh_dir();
+        let config = dir.join("pixeld.toml");
+        std::fs::write(&config, config_for(&broker.addr, port, sites, extra_cookie)).unwrap();
+        let process = Process::start(&config, port, &dir.join("pixeld.log"));
+        Pixeld {
+            process,
+            broker,
+            port,
+            config,
+        }
+    }
+
+    /// `pixeld tags` with `args`, as an ad-ops person would run it.
+    fn tag(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixeld"))
+            .args(["tags", "--config"])
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Stops pixeld (everything answered is then in Kafka) and reads `topic`.
+    fn events(&mut self, topic: &str) -> Vec<Consumed> {
+        consume_all(
+            &self.broker.addr,
+            topic,
+            Duration::from_millis(1500),
+            Duration::from_secs(20),
+        )
+    }
+
+    fn stop(&mut self) {
+        assert_eq!(self.process.stop(), 0);
+    }
+}
+
+/// The macros an ad server fills in when it serves the tag.
+fn as_served(tag: &str, redirect: &str) -> String {
+    tag.replace("[CACHEBUSTER]", "918273")
+        .replace("[ANCOST]", "0.25")
+        .replace("[REDIRECT_URL]", redirect)
+}
+
+fn page(body: &str) -> String {
+    format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>test</title></head><body>{body}</body></html>")
+}
+
+/// Waits until every image on the page has loaded or failed.
+fn images_done(b: &Browser) {
+    assert!(
+        b.wait_for(
+            "return Array.from(document.images).every(i => i.complete);",
+            Duration::from_secs(10)
+        ),
+        "images did not finish"
+    );
+}
+
+fn one_by_one_gif_loaded(b: &Browser) -> bool {
+    b.run("const i = document.images[0]; return i.complete && i.naturalWidth === 1 && i.naturalHeight === 1;")
+        == Value::Bool(true)
+}
+
+#[test]
+fn the_exported_image_tag_fires_as_a_third_party_and_keeps_its_id_where_cookies_are_allowed() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let tag = as_served(&px.tag(&["--tracker", "2766"]), "");
+    assert!(tag.contains("http://localhost:"), "{tag}");
+    sites.page("/article", page(&format!("<h1>News</h1>{tag}")));
+
+    for mode in [ThirdPartyCookies::Allowed, ThirdPartyCookies::Default] {
+        let b = Browser::start(mode);
+        for _ in 0..2 {
+            b.goto(&sites.publisher("/article"));
+            images_done(&b);
+            assert!(
+                one_by_one_gif_loaded(&b),
+                "{mode:?}: the pixel is a 1x1 GIF"
+            );
+        }
+    }
+    px.stop();
+    let imps = px.events("pixel.impressions");
+    assert_eq!(imps.len(), 4, "one event per page view");
+    for e in &imps {
+        common::assert_schema(&e.json);
+        assert_eq!(e.json["user_agent"], CHROME_UA, "the browser's own agent");
+        // Browsers send only the origin to another site
+        // (`strict-origin-when-cross-origin`, the default policy).
+        assert_eq!(e.json["referer"], sites.publisher("/"));
+        assert_eq!(e.json["cachebuster"], "918273");
+        assert_eq!(e.json["ancost_micros"], 250_000);
+        assert_eq!(e.json["ivt"], Value::Null);
+    }
+    // Allowed: the second view brings the id back.
+    assert_eq!(imps[0].json["new_uid"], true);
+    assert_eq!(imps[1].json["new_uid"], false);
+    assert_eq!(imps[0].json["uid"], imps[1].json["uid"]);
+    // Chromium's default: the cookie is never sent to a third party, so
+    // every view is a new id (the bounce, below, tells pixeld so).
+    assert_eq!(imps[2].json["new_uid"], true);
+    assert_eq!(imps[3].json["new_uid"], true);
+    assert_ne!(imps[2].json["uid"], imps[3].json["uid"]);
+}
+
+#[test]
+fn the_javascript_tag_fires_every_third_party_pixel_and_nothing_breaks_out() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let tag = px.tag(&["--tracker", "2766", "--js"]);
+    // An ad server that fills the cachebuster with something hostile: the
+    // script pixeld answers carries nothing from the request.
+    let hostile = "%22%3B%3C%2Fscript%3E%3Cscript%3Ewindow.pwned%3D1%3C%2Fscript%3E";
+    let served = tag
+        .replace("[CACHEBUSTER]", hostile)
+        .replace("[ANCOST]", "0.25");
+    sites.page(
+        "/js-article",
+        page(&format!(
+            "<p id=\"before\">a</p>{served}<p id=\"after\">b</p>"
+        )),
+    );
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    b.goto(&sites.publisher("/js-article"));
+    assert!(
+        b.wait_for(
+            "return performance.getEntriesByType('resource').filter(r => r.name.includes('catcher.test')).length >= 3;",
+            Duration::from_secs(10)
+        ),
+        "the three third-party pixels fired"
+    );
+    assert_eq!(
+        b.run("return window.pwned === undefined;"),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        b.run("return document.getElementById('after') !== null && document.scripts.length >= 1;"),
+        Value::Bool(true)
+    );
+    drop(b);
+    px.stop();
+    let imps = px.events("pixel.impressions");
+    assert_eq!(imps.len(), 1);
+    let uid = imps[0].json["uid"].as_str().unwrap().to_string();
+    // The hostile cachebuster is printable text: recorded as given on the
+    // event, and never written into the script.
+    assert_eq!(
+        imps[0].json["cachebuster"],
+        "\";</script><script>window.pwned=1</script>"
+    );
+    let caught = sites.seen("catcher.test");
+    let net = caught
+        .iter()
+        .find(|s| s.target.starts_with("/net.js"))
+        .expect("network pixel");
+    assert!(net.target.contains(&format!("&u={uid}")), "{}", net.target);
+    let cb = net
+        .target
+        .split("cb=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(
+        !cb.is_empty() && cb.bytes().all(|c| c.is_ascii_digit()),
+        "{cb}"
+    );
+    let adv = caught
+        .iter()
+        .find(|s| s.target.starts_with("/adv.js"))
+        .expect("advertiser pixel");
+    assert_eq!(adv.target, format!("/adv.js?u={uid}"));
+    let trk = caught
+        .iter()
+        .find(|s| s.target.starts_with("/trk.js"))
+        .expect("tracker pixel");
+    assert!(!trk.target.contains("${"), "{}", trk.target);
+}
+
+/// Clicks the ad on the publisher page, lands on the advertiser's page, then
+/// buys on a second page of that site; returns the landing URL.
+fn click_and_buy(b: &Browser, sites: &Sites, px: &Pixeld, conversion_tag: &str) -> String {
+    let link = px
+        .tag(&["--click-tracker", "21378"])
+        .replace("[CACHEBUSTER]", "1")
+        .replace("[ANCOST]", "0.5")
+        // Encoded, as ad servers pass a landing URL with its own query and
+        // fragment.
+        .replace(
+            "[REDIRECT_URL]",
+            &common::encode_component(&sites.advertiser("/landing?utm=ad#top")),
+        );
+    let keeper = px.tag(&["--landing"]);
+    sites.page(
+        "/with-ad",
+        page(&format!("<a id=\"ad\" href=\"{link}\">Autumn sale</a>")),
+    );
+    sites.page(
+        "/landing",
+        page(&format!(
+            "<h1>Autumn sale</h1><a id=\"buy\" href=\"/checkout\">Buy</a>{keeper}"
+        )),
+    );
+    sites.page(
+        "/checkout",
+        page(&format!("<h1>Thanks</h1>{conversion_tag}")),
+    );
+    b.goto(&sites.publisher("/with-ad"));
+    b.click("#ad");
+    assert!(
+        b.wait_for(
+            "return location.pathname === '/landing' && document.readyState === 'complete';",
+            Duration::from_secs(10)
+        ),
+        "landed: {}",
+        b.url()
+    );
+    let landing = b.url();
+    b.click("#buy");
+    assert!(b.wait_for(
+        "return location.pathname === '/checkout' && document.readyState === 'complete';",
+        Duration::from_secs(10)
+    ));
+    // The conversion pixel is fired by the page (image, or the script's
+    // own request): wait for it to reach pixeld.
+    assert!(
+        b.wait_for(
+            "return performance.getEntriesByType('resource').some(r => r.name.includes('/px?id=7313'));",
+            Duration::from_secs(10)
+        ),
+        "the conversion pixel fired"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    landing
+}
+
+fn the_record(px: &mut Pixeld) -> (Vec<Consumed>, Vec<Consumed>, Value) {
+    let clicks = px.events("pixel.clicks");
+    let conversions = px.events("pixel.conversions");
+    let records = consume(&px.broker.addr, "pixel.attributions", 1);
+    assert_eq!(records.len(), 1, "one record per conversion");
+    common::assert_schema(&records[0].json);
+    (clicks, conversions, records[0].json.clone())
+}
+
+#[test]
+fn a_click_is_credited_through_the_cookie_where_third_party_cookies_are_allowed() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let img = px.tag(&["--pixel", "7313"]);
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    let landing = click_and_buy(&b, &sites, &px, &img);
+    assert!(
+        landing.starts_with(&sites.advertiser("/landing?utm=ad&pxclid=")),
+        "{landing}"
+    );
+    assert!(landing.ends_with("#top"), "the fragment is kept: {landing}");
+    drop(b);
+    px.stop();
+    let (clicks, conversions, record) = the_record(&mut px);
+    assert_eq!(clicks.len(), 1);
+    assert_eq!(conversions.len(), 1);
+    assert_eq!(
+        clicks[0].json["uid"], conversions[0].json["uid"],
+        "one browser, one id"
+    );
+    assert!(clicks[0].json["uid"].is_string());
+    assert_eq!(record["kind"], "post_click");
+    assert_eq!(record["matched_by"], "uid");
+    assert_eq!(record["touch_event_id"], clicks[0].json["event_id"]);
+}
+
+#[test]
+fn a_click_is_credited_through_the_click_id_with_chromiums_default_cookie_blocking() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let script = px.tag(&["--pixel", "7313", "--js"]);
+    let b = Browser::start(ThirdPartyCookies::Default);
+    click_and_buy(&b, &sites, &px, &script);
+    // The click id was kept in a first-party cookie of the advertiser's site.
+    let kept = b.run("return document.cookie;");
+    assert!(kept.as_str().unwrap().contains("_pxclid="), "{kept}");
+    drop(b);
+    px.stop();
+    let (clicks, conversions, record) = the_record(&mut px);
+    assert_ne!(
+        clicks[0].json["uid"], conversions[0].json["uid"],
+        "no third-party cookie: the two requests look like two people"
+    );
+    assert_eq!(
+        conversions[0].json["click_id"]["event_id"],
+        clicks[0].json["event_id"]
+    );
+    assert_eq!(record["attributed"], true);
+    assert_eq!(record["kind"], "post_click");
+    assert_eq!(record["matched_by"], "click_id");
+    assert_eq!(record["touch_event_id"], clicks[0].json["event_id"]);
+    assert_eq!(record["tracker_id"], 21378);
+}
+
+#[test]
+fn a_view_is_credited_where_third_party_cookies_are_allowed_and_not_without_them() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let imp = as_served(&px.tag(&["--tracker", "2766"]), "");
+    let conv = px.tag(&["--pixel", "7313"]);
+    sites.page("/seen", page(&imp));
+    sites.page("/bought", page(&conv));
+    for mode in [ThirdPartyCookies::Allowed, ThirdPartyCookies::Default] {
+        let b = Browser::start(mode);
+        b.goto(&sites.publisher("/seen"));
+        images_done(&b);
+        b.goto(&sites.advertiser("/bought"));
+        images_done(&b);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    px.stop();
+    let imps = px.events("pixel.impressions");
+    let records = consume(&px.broker.addr, "pixel.attributions", 2);
+    assert_eq!(records.len(), 2);
+    let allowed = &records[0].json;
+    assert_eq!(allowed["kind"], "post_view");
+    assert_eq!(allowed["matched_by"], "uid");
+    assert_eq!(allowed["touch_event_id"], imps[0].json["event_id"]);
+    // Without third-party cookies a view cannot be linked to a purchase on
+    // another site: the honest answer is no_touch.
+    let blocked = &records[1].json;
+    assert_eq!(blocked["attributed"], false);
+    assert_eq!(blocked["reason"], "no_touch");
+}
+
+#[test]
+fn opting_out_in_the_browser_makes_later_pixels_anonymous_and_gpc_does_too() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "");
+    let imp = as_served(&px.tag(&["--tracker", "2766"]), "");
+    let conv = px.tag(&["--pixel", "7313"]);
+    sites.page("/seen", page(&imp));
+    sites.page("/bought", page(&conv));
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    // Tracked first.
+    b.goto(&sites.publisher("/seen"));
+    images_done(&b);
+    // The opt-out page, its button, as a person would.
+    b.goto(&format!("http://localhost:{}/optout", px.port));
+    b.click("button");
+    assert!(b.wait_for(
+        "return document.body.innerText.includes('opted out');",
+        Duration::from_secs(10)
+    ));
+    b.goto(&sites.publisher("/seen"));
+    images_done(&b);
+    b.goto(&sites.advertiser("/bought"));
+    images_done(&b);
+    drop(b);
+    // Global Privacy Control, sent by a second browser.
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    b.cdp("Network.enable", serde_json::json!({}));
+    b.cdp(
+        "Network.setExtraHTTPHeaders",
+        serde_json::json!({ "headers": { "Sec-GPC": "1" } }),
+    );
+    b.goto(&sites.publisher("/seen"));
+    images_done(&b);
+    drop(b);
+    std::thread::sleep(Duration::from_millis(300));
+    px.stop();
+    let imps = px.events("pixel.impressions");
+    assert_eq!(imps.len(), 3);
+    assert!(imps[0].json["uid"].is_string(), "before the opt-out");
+    for e in &imps[1..] {
+        assert_eq!(e.json["uid"], Value::Null, "{}", e.json);
+        assert_eq!(e.json["ip"], Value::Null);
+    }
+    let records = consume(&px.broker.addr, "pixel.attributions", 1);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].json["attributed"], false);
+    assert_eq!(records[0].json["reason"], "no_uid", "never attributed");
+}
+
+#[test]
+fn the_cookie_bounce_tells_a_browser_that_refuses_cookies_from_a_new_one() {
+    let sites = Sites::start();
+    let mut px = Pixeld::start(&sites, "bounce = true");
+    let tag = as_served(&px.tag(&["--tracker", "2766"]), "");
+    sites.page("/article", page(&tag));
+    for mode in [ThirdPartyCookies::Default, ThirdPartyCookies::Allowed] {
+        let b = Browser::start(mode);
+        for _ in 0..2 {
+            b.goto(&sites.publisher("/article"));
+            images_done(&b);
+            assert!(one_by_one_gif_loaded(&b), "{mode:?}: still a 1x1 GIF");
+        }
+    }
+    px.stop();
+    let imps = px.events("pixel.impressions");
+    assert_eq!(imps.len(), 4, "each view recorded once, never twice");
+    // Chromium's default: the bounce came back without the cookie.
+    for e in &imps[..2] {
+        assert_eq!(e.json["uid"], Value::Null);
+        assert_eq!(e.json["new_uid"], false);
+        let w = e.json["warnings"].as_array().unwrap();
+        assert!(w.contains(&"cookies_blocked".into()), "{w:?}");
+    }
+    // Allowed: an id from the bounce, and the same one the next time.
+    assert_eq!(imps[2].json["new_uid"], true);
+    assert_eq!(imps[3].json["new_uid"], false);
+    assert!(imps[2].json["uid"].is_string());
+    assert_eq!(imps[2].json["uid"], imps[3].json["uid"]);
+}
