@@ -134,3 +134,64 @@ fn window_secs(minutes: u32) -> u64 {
     let minutes = if minutes == 0 { 129_600 } else { minutes };
     minutes as u64 * 60
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vendor: Option<u16>) -> Config {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
+                .unwrap();
+        let mut cfg = crate::config::parse(&text, "example").unwrap();
+        cfg.privacy.tcf_vendor_id = vendor;
+        cfg
+    }
+
+    #[test]
+    fn consent_macros_come_before_redir_and_name_the_vendor() {
+        let form = TagForm {
+            js: false,
+            consent: true,
+        };
+        let t = tag(&cfg(Some(755)), TagFor::Tracker(TrackerId(2766)), form).unwrap();
+        let consent = "&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT_755}&gpp=${GPP_STRING_755}&gpp_sid=${GPP_SID}";
+        let at = t.find(consent).expect(&t);
+        assert!(at < t.find("&redir=").unwrap(), "redir takes the rest: {t}");
+        let click = tag(
+            &cfg(Some(755)),
+            TagFor::ClickTracker(ClickTrackerId(21378)),
+            form,
+        )
+        .unwrap();
+        assert!(
+            click.contains(consent) && click.ends_with("&redir=[REDIRECT_URL]"),
+            "{click}"
+        );
+        let e = tag(&cfg(None), TagFor::Tracker(TrackerId(2766)), form).unwrap_err();
+        assert!(e.contains("privacy.tcf_vendor_id"), "{e}");
+    }
+
+    #[test]
+    fn the_conversion_script_keeps_the_click_id_for_the_post_click_window() {
+        let form = TagForm {
+            js: true,
+            consent: false,
+        };
+        let t = tag(&cfg(None), TagFor::Pixel(PixelId(7313)), form).unwrap();
+        // 7313: post_click_minutes = 20160 (14 days).
+        assert!(t.contains("Max-Age=1209600"), "{t}");
+        assert!(t.contains("[?&]pxclid=([A-Za-z0-9_-]{20,60})"), "{t}");
+        assert!(t.contains("\"&clid=\"+v"), "{t}");
+        assert!(t.contains("/px?id=7313&t=1"), "{t}");
+        let keeper = tag(&cfg(None), TagFor::Landing, TagForm::default()).unwrap();
+        assert!(
+            keeper.contains("Max-Age=1209600"),
+            "the longest window: {keeper}"
+        );
+        assert!(
+            !keeper.contains("/px?"),
+            "the keeper fires nothing: {keeper}"
+        );
+    }
+}

@@ -465,6 +465,12 @@ fn opting_out_in_the_browser_makes_later_pixels_anonymous_and_gpc_does_too() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].json["attributed"], false);
     assert_eq!(records[0].json["reason"], "no_uid", "never attributed");
+    // Consumers are told to forget the id that opted out.
+    let optouts = px.events("pixel.segments");
+    assert_eq!(optouts.len(), 1);
+    assert_eq!(optouts[0].kind, "optout");
+    assert_eq!(optouts[0].key, imps[0].json["uid"].as_str().unwrap());
+    common::assert_schema(&optouts[0].json);
 }
 
 #[test]

@@ -70,6 +70,10 @@ impl Engine {
                 None
             }
             Input::Conversion(conversion) => Some(self.convert(conversion)),
+            Input::Forget(f) => {
+                self.state.forget(f.uid);
+                None
+            }
         }
     }
 

@@ -180,10 +180,7 @@ mod tests {
     }
 
     fn held(source: usize, offset: i64, ts: u64, input: AttributionInput) -> Held {
-        let event_id = match input {
-            AttributionInput::Touch(t) => t.event_id,
-            AttributionInput::Conversion(c) => c.event_id,
-        };
+        let event_id = input.event_id();
         Held {
             ts_ms: ts,
             event_id,

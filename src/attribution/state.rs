@@ -242,6 +242,17 @@ impl State {
         }
     }
 
+    /// Drops everything kept of `uid` (an opt-out).
+    pub fn forget(&self, uid: UserId) {
+        let mut shard = self.shard(uid);
+        let shard = &mut *shard;
+        if let Some(first) = shard.index.remove(&key(uid)) {
+            let chain: Vec<u32> = shard.chain(first).collect();
+            shard.free.extend(chain);
+        }
+        drop(self.counted.remove(&uid));
+    }
+
     /// The users evicted since the last call (empty unless recording).
     pub fn take_evicted(&self) -> Vec<UserId> {
         self.evicted.as_ref().map_or_else(Vec::new, |e| {

@@ -573,3 +573,20 @@ fn repeat_rules_apply_to_a_click_id_without_a_uid() {
     let other = convert_with_click(&e, None, named_click(10, T0 + 1), 103, T0 + 2 * MIN);
     assert!(other.decision.counted);
 }
+
+#[test]
+fn an_opt_out_forgets_the_users_touches_and_repeat_marks() {
+    let e = engine();
+    touch(&e, TouchKind::View, 10, T0);
+    touch(&e, TouchKind::Click, 10, T0 + 1);
+    assert!(convert(&e, 103, T0 + MIN).decision.counted);
+    assert!(e.state.knows(U));
+    e.apply(Input::Forget(crate::event::ForgetInput {
+        uid: U,
+        event_id: EventId::new_v7(T0 + 2 * MIN),
+    }));
+    assert!(!e.state.knows(U));
+    assert!(e.state.repeat_marks_of(U).is_empty());
+    let after = convert(&e, 100, T0 + 3 * MIN);
+    assert_eq!(after.decision.reason, Some(Reason::NoTouch));
+}

@@ -288,6 +288,7 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
             w.opt_str("other", s.other.as_deref());
             w.opt_str("redir", s.redir.as_deref());
         }
+        Body::OptOut => {}
         Body::Invalid(inv) => {
             w.str("path", inv.path);
             w.str("query", inv.query);

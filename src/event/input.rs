@@ -87,12 +87,21 @@ pub struct ConversionInput {
     pub value_micros: Option<u64>,
 }
 
+/// A browser that opted out: its state is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForgetInput {
+    pub uid: UserId,
+    /// The opt-out event's v7 id: it carries the time.
+    pub event_id: EventId,
+}
+
 /// What the engine is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttributionInput {
     Touch(TouchInput),
     /// A conversion, with or without an id.
     Conversion(ConversionInput),
+    Forget(ForgetInput),
 }
 
 /// Warnings that keep an event out of attribution: a HEAD request (a link
@@ -101,6 +110,24 @@ pub enum AttributionInput {
 const UNATTRIBUTABLE: [&str; 3] = ["head_request", "rate_limited", "no_measurement_consent"];
 
 impl AttributionInput {
+    /// When it happened (ms): the order the engine applies inputs in.
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            AttributionInput::Touch(t) => t.event_id.timestamp_ms(),
+            AttributionInput::Conversion(c) => c.ts_ms,
+            AttributionInput::Forget(f) => f.event_id.timestamp_ms(),
+        }
+    }
+
+    /// The event's id: ties in time go by it.
+    pub fn event_id(&self) -> EventId {
+        match self {
+            AttributionInput::Touch(t) => t.event_id,
+            AttributionInput::Conversion(c) => c.event_id,
+            AttributionInput::Forget(f) => f.event_id,
+        }
+    }
+
     /// The engine's view of an event, if it needs one: impressions and clicks
     /// of users with an id that are not invalid traffic, and every
     /// conversion; never a HEAD request, a rate-limited one, or one without
@@ -150,6 +177,12 @@ impl AttributionInput {
                 order_id: cv.order_id.as_deref().and_then(OrderId::new),
                 value_micros: cv.value_micros,
             })),
+            Body::OptOut => c.uid.map(|uid| {
+                AttributionInput::Forget(ForgetInput {
+                    uid,
+                    event_id: c.event_id,
+                })
+            }),
             Body::Segment(_) | Body::Invalid(_) => None,
         }
     }
@@ -162,7 +195,7 @@ impl AttributionInput {
     pub fn from_json(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
         if !matches!(
             kind,
-            EventType::Impression | EventType::Click | EventType::Conversion
+            EventType::Impression | EventType::Click | EventType::Conversion | EventType::OptOut
         ) {
             return None;
         }
@@ -180,6 +213,10 @@ impl AttributionInput {
             None => None,
         };
         match kind {
+            EventType::OptOut => Some(AttributionInput::Forget(ForgetInput {
+                uid: uid?,
+                event_id,
+            })),
             EventType::Impression | EventType::Click => {
                 if e.ivt.is_some() {
                     return None;
@@ -230,12 +267,18 @@ impl AttributionInput {
 /// touch:      u8 1 (view) | 2 (click) | u128 uid | u32 line_item | u128 event_id | u32 tracker | u32 publisher | u32 placement (0: none)
 /// conversion: u8 3 | u8 has_uid | u128 uid | u128 event_id | u64 ts | u32 pixel | u32 advertiser | u8 order_len | order | u8 has_value | u64 value
 ///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) ]
+/// forget:     u8 4 | u128 uid | u128 event_id
 /// ```
 /// The click is appended only when there is one, so the records of the
 /// release before click ids still decode.
 impl AttributionInput {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
+            AttributionInput::Forget(f) => {
+                out.push(4);
+                out.extend_from_slice(&f.uid.0.to_le_bytes());
+                out.extend_from_slice(&f.event_id.0.to_le_bytes());
+            }
             AttributionInput::Touch(t) => {
                 out.push(match t.kind {
                     TouchKind::View => 1,
@@ -325,6 +368,10 @@ impl AttributionInput {
                     value_micros: has_value.then_some(value),
                 })
             }
+            4 => AttributionInput::Forget(ForgetInput {
+                uid: UserId(r.u128()?),
+                event_id: EventId(r.u128()?),
+            }),
             _ => return None,
         };
         r.0.is_empty().then_some(input)

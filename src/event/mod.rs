@@ -9,7 +9,9 @@ pub mod text;
 mod warnings;
 
 pub use encode::{encode, JsonWriter};
-pub use input::{AttributionInput, ClickRef, ConversionInput, OrderId, TouchInput, TouchKind};
+pub use input::{
+    AttributionInput, ClickRef, ConversionInput, ForgetInput, OrderId, TouchInput, TouchKind,
+};
 pub use warnings::Warnings;
 
 use std::borrow::Cow;
@@ -33,18 +35,22 @@ pub enum EventType {
     Segment,
     Invalid,
     Attribution,
+    /// A browser opted out (`/optout`): consumers forget the id; published
+    /// on the segments topic, the one that holds what is known of a user.
+    OptOut,
 }
 
 impl EventType {
     /// Every type. The order is part of the journal's version-1 format (a
     /// kind's code is its index): append, never reorder.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::Impression,
         EventType::Click,
         EventType::Conversion,
         EventType::Segment,
         EventType::Invalid,
         EventType::Attribution,
+        EventType::OptOut,
     ];
 
     /// The `type` field or header back to its type.
@@ -60,6 +66,7 @@ impl EventType {
             EventType::Segment => "segment",
             EventType::Invalid => "invalid",
             EventType::Attribution => "attribution",
+            EventType::OptOut => "optout",
         }
     }
 }
@@ -198,6 +205,8 @@ pub enum Body<'a> {
     Conversion(Conversion<'a>),
     Segment(SegmentChange<'a>),
     Invalid(Invalid<'a>),
+    /// `uid` (in [`Common`]) opted out.
+    OptOut,
 }
 
 /// One event, ready to encode.
@@ -215,6 +224,7 @@ impl Event<'_> {
             Body::Conversion(_) => EventType::Conversion,
             Body::Segment(_) => EventType::Segment,
             Body::Invalid(_) => EventType::Invalid,
+            Body::OptOut => EventType::OptOut,
         }
     }
 }

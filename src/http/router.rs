@@ -119,13 +119,39 @@ pub fn respond<B>(
     }
     let resp = match route {
         Route::Pixel(kind) => return pixel(req, peer, app, kind),
-        Route::OptOut => super::optout::answer(req.method(), req.headers(), &app.cookies),
+        Route::OptOut => {
+            let (resp, was) = super::optout::answer(req.method(), req.headers(), &app.cookies);
+            // The id that opted out: consumers and the engine forget it.
+            let receipt = was.map(|uid| app.delivery.submit(&opt_out_event(uid)));
+            return (resp, receipt);
+        }
         Route::Health => response::text(StatusCode::OK, "ok\n"),
         Route::Ready => ready(app),
         Route::Metrics => response::metrics(prometheus().render()),
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
     };
     (resp, None)
+}
+
+/// The event that tells consumers (and the attribution engine) to forget
+/// `uid`: nothing else about the request is kept.
+fn opt_out_event(uid: crate::ids::UserId) -> crate::event::Event<'static> {
+    let ts_ms = now_ms();
+    crate::event::Event {
+        common: Common {
+            event_id: EventId::new_v7(ts_ms),
+            ts_ms,
+            uid: Some(uid),
+            new_uid: false,
+            ip: None,
+            user_agent: None,
+            referer: None,
+            warnings: Warnings::default(),
+            ivt: None,
+            consent: None,
+        },
+        body: crate::event::Body::OptOut,
+    }
 }
 
 fn ready(app: &App) -> Response<Body> {

@@ -94,8 +94,9 @@ fn topic_code(t: Topic) -> u8 {
 }
 
 /// Version-1 kind codes: the index in this list (the order of
-/// [`EventType::ALL`], which must therefore never change).
-const KINDS: [EventType; 6] = EventType::ALL;
+/// [`EventType::ALL`], which must therefore only grow at its end; version 1
+/// knew the first six).
+const KINDS: [EventType; 7] = EventType::ALL;
 
 /// Appends a version-2 record body to `out`. Header names are at most 255
 /// bytes and values at most 65535 (longer ones are cut: pixeld's own are a

@@ -38,7 +38,7 @@ impl Topic {
             EventType::Impression => Topic::Impressions,
             EventType::Click => Topic::Clicks,
             EventType::Conversion => Topic::Conversions,
-            EventType::Segment => Topic::Segments,
+            EventType::Segment | EventType::OptOut => Topic::Segments,
             EventType::Invalid => Topic::Invalid,
             EventType::Attribution => Topic::Attributions,
         }

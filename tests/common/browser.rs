@@ -177,18 +177,7 @@ impl Browser {
     pub fn start(cookies: ThirdPartyCookies) -> Browser {
         static TURN: Mutex<()> = Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-        let port = super::free_tcp_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver, installed by scripts/test.sh)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (driver, port) = start_driver();
         let mut prefs = json!({});
         if cookies == ThirdPartyCookies::Allowed {
             // 0: allow third-party cookies (Settings > Privacy > Third-party cookies).
@@ -232,40 +221,8 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        // ChromeDriver keeps the connection open: read exactly the body.
-        let mut r = BufReader::new(s);
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        r.read_exact(&mut body).unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "WebDriver {method} {path}: {e}: {}",
-                String::from_utf8_lossy(&body)
-            )
-        });
-        v["value"].clone()
+        call(self.port, method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
     }
 
     fn session_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -345,4 +302,66 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// ChromeDriver on a free port, answering as ChromeDriver (another test's
+/// server may grab the port between choosing and binding it: then retry).
+fn start_driver() -> (Child, u16) {
+    for _ in 0..5 {
+        let port = super::free_tcp_port();
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver, installed by scripts/test.sh)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if driver.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            let status = call(port, "GET", "/status", None);
+            if status.is_ok_and(|v| v["ready"] == Value::Bool(true)) {
+                return (driver, port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+    panic!("chromedriver did not start");
+}
+
+/// One WebDriver command; the response's `value`.
+fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> std::io::Result<Value> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            port,
+            body.len()
+        );
+    s.write_all(req.as_bytes())?;
+    // ChromeDriver keeps the connection open: read exactly the body.
+    let mut r = BufReader::new(s);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::other(format!("{e}: {}", String::from_utf8_lossy(&body))))?;
+    Ok(v["value"].clone())
 }

@@ -262,11 +262,7 @@ pub fn input_of(kind: EventType, json: &Value) -> Option<Input> {
 /// `conversion_event_id`.
 pub fn reference(cfg: &Config, events: &[(EventType, Value)]) -> HashMap<String, Value> {
     let mut inputs: Vec<Input> = events.iter().filter_map(|(k, j)| input_of(*k, j)).collect();
-    let key = |i: &Input| match i {
-        Input::Touch(t) => (t.event_id.timestamp_ms(), t.event_id.0),
-        Input::Conversion(c) => (c.ts_ms, c.event_id.0),
-    };
-    inputs.sort_by_key(key);
+    inputs.sort_by_key(|i| (i.ts_ms(), i.event_id()));
     let catalog = Arc::new(ArcSwap::new(Catalog::new(cfg).unwrap()));
     let engine = Engine::new(Arc::new(State::default()), catalog);
     let mut out = HashMap::new();

@@ -121,10 +121,7 @@ impl PartitionWork {
     /// comes back at once.
     pub fn push(&mut self, source: usize, offset: i64, input: Input, now_ms: u64) -> Option<Out> {
         self.read(source, offset, now_ms);
-        let (ts_ms, event_id) = match &input {
-            Input::Touch(t) => (t.event_id.timestamp_ms(), t.event_id),
-            Input::Conversion(c) => (c.ts_ms, c.event_id),
-        };
+        let (ts_ms, event_id) = (input.ts_ms(), input.event_id());
         let held = Held {
             ts_ms,
             event_id,
@@ -146,6 +143,7 @@ impl PartitionWork {
                 metric::cluster_late(match held.input {
                     Input::Touch(_) => "touch",
                     Input::Conversion(_) => "conversion",
+                    Input::Forget(_) => "optout",
                 });
                 self.apply(*held, true).map(|record| Out {
                     record,
@@ -191,6 +189,11 @@ impl PartitionWork {
 
     fn apply(&mut self, held: Held, late: bool) -> Option<Attribution> {
         match held.input {
+            Input::Forget(f) => {
+                self.engine.apply(held.input);
+                self.dirty.insert(f.uid);
+                None
+            }
             Input::Touch(t) => {
                 self.engine.apply(held.input);
                 self.dirty.insert(t.uid);

@@ -189,7 +189,7 @@ impl Replay {
                         continue;
                     };
                     let input = m.payload().and_then(|b| Input::from_json(kinds[source], b));
-                    if let Some(input) = input.filter(|i| time_of(i) < self.to_ms) {
+                    if let Some(input) = input.filter(|i| i.ts_ms() < self.to_ms) {
                         inputs.push(input);
                     }
                 }
@@ -198,22 +198,8 @@ impl Replay {
                 None => {}
             }
         }
-        inputs.sort_by_key(|i| (time_of(i), event_of(i)));
+        inputs.sort_by_key(|i| (i.ts_ms(), i.event_id()));
         Ok(inputs)
-    }
-}
-
-fn time_of(i: &Input) -> u64 {
-    match i {
-        Input::Touch(t) => t.event_id.timestamp_ms(),
-        Input::Conversion(c) => c.ts_ms,
-    }
-}
-
-fn event_of(i: &Input) -> u128 {
-    match i {
-        Input::Touch(t) => t.event_id.0,
-        Input::Conversion(c) => c.event_id.0,
     }
 }
 
