@@ -2,7 +2,9 @@
 //! config: never panics, and the event keeps the rules for request data:
 //! free text without control or Unicode format characters, money within
 //! 2^53 - 1 micros, a cachebuster of printable ASCII, no repeated segment,
-//! and no redirect carries the user's id unless a configured URL put it there.
+//! no redirect carries the user's id unless a configured URL put it there,
+//! and consent strings are kept bounded and allow the cookie under `gdpr=1`
+//! only when they say so.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -14,7 +16,7 @@ use pixeld::event::{encode, AttributionInput, Common, Warnings};
 use pixeld::ids::{EventId, UserId};
 use pixeld::pixel::decimal::MAX_MICROS;
 use pixeld::pixel::query::{Param, Query};
-use pixeld::pixel::{handle, Context, PixelKind, PixelRequest, Reply};
+use pixeld::pixel::{consent, handle, Context, PixelKind, PixelRequest, Reply};
 
 fn setup() -> &'static (Config, std::sync::Arc<Catalog>) {
     static S: OnceLock<(Config, std::sync::Arc<Catalog>)> = OnceLock::new();
@@ -48,17 +50,32 @@ fuzz_target!(|data: &[u8]| {
         (PixelKind::Conversion, "/px"),
         (PixelKind::Segment, "/seg"),
     ] {
+        // Consent as the HTTP layer reads it, enforced for vendor 755.
+        let mut warnings = Warnings::default();
+        let (consent, allowed) = match Query::parse(raw, 8192) {
+            Ok(q) => consent::read(&q, Some(755), &mut warnings),
+            Err(_) => (None, consent::Allowed::ALL),
+        };
+        if let Some(c) = &consent {
+            for s in [&c.tc_string, &c.gpp].into_iter().flatten() {
+                assert!(s.len() <= pixeld::event::Consent::MAX_RAW);
+            }
+            // Storage is allowed under gdpr=1 only by a string that says so.
+            if allowed.storage && c.gdpr == Some(true) {
+                assert_eq!(c.tcf.and_then(|t| t.vendor_storage), Some(true));
+            }
+        }
         let common = Common {
             event_id: EventId::new_v7(1),
             ts_ms: 1,
-            uid: Some(UID),
+            uid: allowed.storage.then_some(UID),
             new_uid: false,
             ip: None,
             user_agent: None,
             referer: None,
-            warnings: Warnings::default(),
+            warnings,
             ivt: None,
-            consent: None,
+            consent,
         };
         let request = PixelRequest {
             kind,
