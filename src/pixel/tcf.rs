@@ -440,17 +440,24 @@ mod tests {
             w.put(*k as u64, 2);
             w.ranges(v);
         }
-        let bytes: Vec<u8> = w
-            .0
-            .chunks(8)
-            .map(|c| c.iter().enumerate().fold(0u8, |b, (i, bit)| b | (*bit as u8) << (7 - i)))
-            .collect();
+        let bytes: Vec<u8> =
+            w.0.chunks(8)
+                .map(|c| {
+                    c.iter()
+                        .enumerate()
+                        .fold(0u8, |b, (i, bit)| b | (*bit as u8) << (7 - i))
+                })
+                .collect();
         crate::pixel::b64::base64url(&bytes)
     }
 
     fn vendors() -> impl proptest::strategy::Strategy<Value = Vendors> {
         proptest::collection::vec((1u16..3000, 0u16..40), 0..20).prop_map(|v| {
-            Vendors::from_ranges(v.into_iter().map(|(a, n)| (a, a.saturating_add(n))).collect())
+            Vendors::from_ranges(
+                v.into_iter()
+                    .map(|(a, n)| (a, a.saturating_add(n)))
+                    .collect(),
+            )
         })
     }
 
