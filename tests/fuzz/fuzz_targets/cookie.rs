@@ -32,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         Identity::OptedOut => assert!(text.contains("OPTOUT")),
         Identity::Issued(uid) => assert!(!text.contains(&jar.value(uid))),
         Identity::Renewed(_) => panic!("no previous secrets are configured"),
-        Identity::Private => {}
+        // Decided by the router (GPC, consent, the bounce), never by the cookie.
+        Identity::Private | Identity::Unconsented | Identity::Refused => {
+            panic!("identify never answers these")
+        }
     }
 });
