@@ -210,7 +210,12 @@ impl Receipt {
                 journal,
                 body,
                 ts_ms,
-            } => appended::<()>(Ok(journal.append(body, ts_ms).await)),
+            } => {
+                let started = std::time::Instant::now();
+                let r = appended::<()>(Ok(journal.append(body, ts_ms).await));
+                metric::journal_appended(started.elapsed().as_secs_f64());
+                r
+            }
             State::Queued(rx) => appended(rx.await),
             State::Settled => return Ok(()),
         };

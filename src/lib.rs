@@ -18,6 +18,9 @@
 //!   journal, or from the delivery's tap without one), credits each
 //!   conversion and hands the verdict to the delivery.
 //!
+//! [`reload`] re-reads the config of a running `serve` (SIGHUP, `POST
+//! /-/reload`, a watched file) and swaps what may change live.
+//!
 //! [`attribute`] is the other service: `pixeld attribute`, the engine as a
 //! Kafka consumer-group member ([`attribution::cluster`]) for fleets of
 //! `serve` instances (`attribution.mode = "cluster"`).
@@ -41,6 +44,7 @@ pub mod http;
 pub mod ids;
 pub mod journal;
 pub mod pixel;
+pub mod reload;
 pub mod serve;
 pub mod sink;
 pub mod tags;

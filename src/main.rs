@@ -220,20 +220,24 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async move {
                 let started = async {
-                    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+                    let bind = |addr| async move {
+                        tokio::net::TcpListener::bind(addr)
+                            .await
+                            .map_err(|source| StartError::Listen { addr, source })
+                    };
+                    let listener = bind(cfg.server.listen).await?;
+                    let admin = bind(cfg.server.admin_listen)
                         .await
-                        .map_err(|source| StartError::Listen {
-                            addr: cfg.server.listen,
-                            source,
-                        })?;
+                        .map_err(StartError::admin)?;
                     let (outputs, embedded) = pixeld::serve::outputs(&cfg)?;
                     let services = Services::start(&cfg, &outputs)?;
-                    Ok::<_, StartError>((listener, services, embedded))
+                    pixeld::reload::Reloader::install(&services.app, &config, &cfg);
+                    Ok::<_, StartError>((listener, admin, services, embedded))
                 };
                 match started.await {
-                    Ok((listener, services, _embedded)) => {
+                    Ok((listener, admin, services, _embedded)) => {
                         services
-                            .run(listener, pixeld::serve::shutdown_signal())
+                            .run(listener, admin, pixeld::serve::shutdown_signal())
                             .await;
                         ExitCode::SUCCESS
                     }

@@ -70,6 +70,11 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// `server.admin_listen` cannot be bound.
+    AdminListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// The Kafka client could not be created (`kafka.*` settings).
     Kafka(String),
     /// `cookie.secret` is unset and the generated key cannot be kept.
@@ -91,10 +96,19 @@ pub enum StartError {
 }
 
 impl StartError {
+    /// The same failure to bind, for the admin listener.
+    pub fn admin(e: StartError) -> StartError {
+        match e {
+            StartError::Listen { addr, source } => StartError::AdminListen { addr, source },
+            other => other,
+        }
+    }
+
     /// The config key to look at.
     pub fn key(&self) -> &str {
         match self {
             StartError::Listen { .. } => "server.listen",
+            StartError::AdminListen { .. } => "server.admin_listen",
             StartError::Kafka(_) => "kafka",
             StartError::CookieKey { .. } => "cookie.secret",
             StartError::Journal { .. } => "journal.durability",
@@ -106,7 +120,9 @@ impl StartError {
 
     fn fix(&self) -> &'static str {
         match self {
-            StartError::Listen { .. } => "choose a free address:port, or stop what holds it",
+            StartError::Listen { .. } | StartError::AdminListen { .. } => {
+                "choose a free address:port, or stop what holds it"
+            }
             StartError::Kafka(_) => "check kafka.brokers and the [kafka.librdkafka] table",
             StartError::CookieKey { .. } => {
                 "make server.data_dir writable, or set cookie.secret (`openssl rand -hex 16`)"
@@ -127,7 +143,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: ", self.key())?;
         match self {
-            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}")?,
+            StartError::Listen { addr, source } | StartError::AdminListen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")?
+            }
             StartError::Kafka(e) | StartError::Shipper(e) => f.write_str(e)?,
             StartError::CookieKey { path, source } => write!(
                 f,
@@ -148,6 +166,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Listen { source, .. }
+            | StartError::AdminListen { source, .. }
             | StartError::CookieKey { source, .. }
             | StartError::Journal { source, .. } => Some(source),
             StartError::Attribution(e) => Some(e),
@@ -173,6 +192,10 @@ pub struct Services {
     limits: Limits,
     /// How long the final flush may take.
     flush_timeout: Duration,
+    /// Served after SIGTERM with `/readyz` at 503 (`server.drain_ms`).
+    drain: Duration,
+    /// Reload when the file changes, not only on SIGHUP.
+    watch_config: bool,
 }
 
 /// What shutdown left behind.
@@ -188,6 +211,7 @@ impl Services {
     pub fn start(cfg: &Config, outputs: &Outputs) -> Result<Services, StartError> {
         // Installed first: metrics recorded before the recorder exists are lost.
         prometheus();
+        crate::telemetry::metric::build_info(env!("CARGO_PKG_VERSION"), crate::telemetry::COMMIT);
         let secret = cookie_secret(cfg)?;
         let catalog = Arc::new(ArcSwap::new(
             Catalog::new(cfg).map_err(StartError::Catalog)?,
@@ -269,27 +293,83 @@ impl Services {
             sink: outputs.sink.clone(),
             limits,
             flush_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
+            drain: Duration::from_millis(cfg.server.drain_ms),
+            watch_config: cfg.server.watch_config,
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then shuts down.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> Stopped {
+    /// Serves pixels on `listener` and the operators' endpoints on `admin`
+    /// until `shutdown` resolves; then drains (`/readyz` 503 while pixels
+    /// are still answered for `server.drain_ms`) and shuts down.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future,
+    ) -> Stopped {
         let upkeep_app = self.app.clone();
+        let watch = self.watch_config;
         let upkeep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
-                prometheus().run_upkeep();
-                if let Some(r) = &upkeep_app.rate_limit {
-                    r.sweep(crate::telemetry::now_ms());
+                n += 1;
+                if n % 5 == 0 {
+                    prometheus().run_upkeep();
+                    if let Some(r) = &upkeep_app.live.load().rate_limit {
+                        r.sweep(crate::telemetry::now_ms());
+                    }
+                }
+                if watch {
+                    if let Some(r) = upkeep_app.reloader.get() {
+                        let r = r.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.reload_if_changed()).await;
+                    }
                 }
             }
         });
+        let hup = tokio::spawn(reload_on_sighup(self.app.clone()));
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "listening");
         }
-        http::run(listener, self.app.clone(), self.limits, shutdown).await;
+        if let Ok(addr) = admin.local_addr() {
+            info!(%addr, "admin listening (/metrics, /readyz, /healthz, POST /-/reload)");
+        }
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(http::run(
+            admin,
+            self.app.clone(),
+            http::Role::Admin,
+            self.limits,
+            async {
+                let _ = admin_stopped.await;
+            },
+        ));
+        let app = self.app.clone();
+        let drain = self.drain;
+        let drained = async move {
+            shutdown.await;
+            app.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            info!(
+                drain_ms = drain.as_millis() as u64,
+                "draining: /readyz answers 503, pixels are still served"
+            );
+            tokio::time::sleep(drain).await;
+        };
+        http::run(
+            listener,
+            self.app.clone(),
+            http::Role::Public,
+            self.limits,
+            drained,
+        )
+        .await;
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
         upkeep.abort();
+        hup.abort();
         tokio::task::spawn_blocking(move || self.shutdown())
             .await
             .unwrap_or(Stopped {
@@ -340,16 +420,37 @@ impl Services {
     }
 }
 
-/// Serves `cfg` on `listener` until `shutdown` resolves, then shuts down in
-/// order.
+/// Serves `cfg` on `listener` (pixels) and `admin` (operators) until
+/// `shutdown` resolves, then shuts down in order.
 pub async fn serve(
     cfg: &Config,
     listener: TcpListener,
+    admin: TcpListener,
     outputs: &Outputs,
     shutdown: impl Future,
 ) -> Result<Stopped, StartError> {
     let services = Services::start(cfg, outputs)?;
-    Ok(services.run(listener, shutdown).await)
+    Ok(services.run(listener, admin, shutdown).await)
+}
+
+/// Each SIGHUP reloads the config file (when a reloader is installed).
+async fn reload_on_sighup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading the config");
+            if let Some(r) = app.reloader.get() {
+                let r = r.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 /// Resolves on SIGINT or SIGTERM.

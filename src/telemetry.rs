@@ -9,11 +9,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// The git commit this binary was built from (`build.rs`; `unknown`
+/// outside a git checkout).
+pub const COMMIT: &str = env!("PIXELD_COMMIT");
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms with buckets (not summaries), so a dashboard can take
+        // quantiles across instances.
+        let builder = metric::HISTOGRAMS
+            .iter()
+            .fold(PrometheusBuilder::new(), |b, name| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(name.to_string()),
+                    metric::BUCKETS,
+                )
+                // Only an empty bucket list is refused, and BUCKETS is not empty.
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+            });
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may be installed already (a test harness); then
         // this handle renders an empty registry rather than failing start-up.

@@ -33,6 +33,8 @@ fn config_for(brokers: &str, port: u16, sites: &Sites, extra_cookie: &str) -> St
 [server]
 listen = "127.0.0.1:{port}"
 public_url = "http://localhost:{port}"
+admin_listen = "127.0.0.1:0"
+drain_ms = 0
 data_dir = "{data}"
 [cookie]
 secret = "{COOKIE_SECRET}"

@@ -23,6 +23,7 @@ fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process 
     let port = free_tcp_port();
     let mut overrides = vec![
         ("listen", q(format!("127.0.0.1:{port}"))),
+        ("admin_listen", q(format!("127.0.0.1:{}", free_tcp_port()))),
         ("brokers", q(brokers)),
         ("data_dir", q(dir.join("data").display().to_string())),
         ("partitions", "1".to_string()),
@@ -216,8 +217,9 @@ async fn a_broker_killed_and_restarted_on_the_same_port_loses_nothing() {
     drop(replacement);
 }
 
-fn metric(port: u16, name: &str) -> f64 {
-    metric_sum(&raw_get(port, "/metrics").unwrap().1, name)
+/// A metric of `p`, from its admin listener.
+fn metric(p: &Process, name: &str) -> f64 {
+    metric_sum(&raw_get(p.admin, "/metrics").unwrap().1, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +242,7 @@ async fn a_full_disk_budget_keeps_answering_counts_drops_and_recovers() {
         let (status, _) = raw_get(port, &format!("/imptr?id=2766&cachebuster={n}")).unwrap();
         assert!(status == 302 || status == 200, "request {n} got {status}");
     }
-    let dropped = metric(port, "events_dropped_total{reason=\"journal_full\"}");
+    let dropped = metric(&p, "events_dropped_total{reason=\"journal_full\"}");
     assert!(dropped > 0.0);
     let (status, body) = raw_get(port, "/readyz").unwrap();
     assert_eq!(status, 503);
@@ -310,7 +312,7 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
 
     let broker = Broker::start();
     let mut p = start_pixeld(&dir, &broker.addr, &[]);
-    assert!(metric(p.port, "journal_torn_bytes_total") > 0.0);
+    assert!(metric(&p, "journal_torn_bytes_total") > 0.0);
     assert!(p.wait_ready(200, Duration::from_secs(30)));
     assert_eq!(p.stop(), 0);
     let log = std::fs::read_to_string(dir.join("pixeld.log")).unwrap();

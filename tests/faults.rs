@@ -146,7 +146,7 @@ async fn records_librdkafka_gives_up_on_are_produced_again_from_the_journal() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = server.get("/metrics", &[]).await;
+        let m = server.admin_get("/metrics").await;
         let body = std::str::from_utf8(&m.body).unwrap();
         if common::metric_sum(body, "journal_ship_retries_total") >= 20.0 {
             break;

@@ -285,7 +285,9 @@ async fn every_answer_carries_no_store_including_hypers_own_and_metrics() {
     );
     assert_eq!(status_of(&too_large), 431, "{too_large}");
     get(server.addr, "/imptr?id=2766", &[]);
-    let metrics = get(server.addr, "/metrics", &[]);
+    // /metrics lives on the admin listener; the public one answers 404.
+    assert_eq!(status_of(&get(server.addr, "/metrics", &[])), 404);
+    let metrics = get(server.admin, "/metrics", &[]);
     assert!(
         metrics.contains("# HELP events_total"),
         "metrics are described"

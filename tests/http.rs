@@ -40,7 +40,7 @@ async fn service_endpoints_methods_and_unknown_paths() {
         .get("/imptr?id=2766&cachebuster=after-head", &[])
         .await;
 
-    let r = server.get("/metrics", &[]).await;
+    let r = server.admin_get("/metrics").await;
     assert_eq!(r.status, 200);
     let text = std::str::from_utf8(&r.body).unwrap();
     assert!(text.contains("events_total{type=\"impression\"}"), "{text}");

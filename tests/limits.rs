@@ -97,7 +97,7 @@ async fn request_lines_over_the_limit_get_414_and_heads_over_the_limit_431() {
         );
     })
     .await;
-    let metrics = server.get("/metrics", &[]).await;
+    let metrics = server.admin_get("/metrics").await;
     let text = std::str::from_utf8(&metrics.body).unwrap().to_string();
     assert!(
         text.contains("http_refused_total{reason=\"uri_too_long\"}"),

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use hyper::{Method, Request};
-use pixeld::http::router::respond;
+use pixeld::http::router::{respond, Role};
 use pixeld::http::App;
 
 /// The `Location` a click with this raw `redir` gets.
@@ -20,7 +20,12 @@ fn click_location(app: &App, raw_redir: &str) -> Option<String> {
         .uri(uri.as_str())
         .body(())
         .ok()?;
-    let (resp, _) = respond(&req, SocketAddr::from(([127, 0, 0, 1], 9)), app);
+    let (resp, _) = respond(
+        &req,
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+        app,
+        Role::Public,
+    );
     let loc = resp
         .headers()
         .get("location")

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use hyper::{Method, Request};
-use pixeld::http::router::respond;
+use pixeld::http::router::{respond, Role};
 
 const MARK: &str = "zq9marker";
 
@@ -38,7 +38,12 @@ fn no_request_data_comes_back_in_headers_or_scripts() {
             .header("x-evil", m)
             .body(())
             .unwrap();
-        let (resp, _) = respond(&req, SocketAddr::from(([127, 0, 0, 1], 9)), &app);
+        let (resp, _) = respond(
+            &req,
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            &app,
+            Role::Public,
+        );
         for (name, value) in resp.headers() {
             let v = value.to_str().unwrap_or_default();
             assert!(

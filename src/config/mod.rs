@@ -201,6 +201,18 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Where state that survives a restart is kept (the attribution snapshot). Default `data`.
     pub data_dir: PathBuf,
+    /// The operators' listener: `/metrics`, `/readyz`, `/healthz` and
+    /// `POST /-/reload`. The public listener never serves `/metrics`.
+    /// Default `127.0.0.1:9090`.
+    #[serde(deserialize_with = "types::socket_addr")]
+    pub admin_listen: SocketAddr,
+    /// On SIGTERM, `/readyz` answers 503 at once while pixels are still
+    /// served for this long (the load balancer's time to notice), then
+    /// shutdown proceeds. Default 5000 ms.
+    pub drain_ms: u64,
+    /// Also reload when the config file changes (checked every second), as
+    /// on SIGHUP. Default false.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -219,6 +231,9 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             data_dir: PathBuf::from("data"),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            drain_ms: 5_000,
+            watch_config: false,
         }
     }
 }

@@ -10,5 +10,6 @@ pub mod response;
 pub mod router;
 pub mod server;
 
-pub use app::App;
+pub use app::{App, Live, Reload};
+pub use router::Role;
 pub use server::{run, Limits};

@@ -31,6 +31,12 @@ impl RateLimiter {
         }
     }
 
+    /// (per second, IPv4 prefix, IPv6 prefix), to tell whether a reload
+    /// changed the limit.
+    pub fn settings(&self) -> (u32, u8, u8) {
+        (self.per_sec, self.v4_prefix, self.v6_prefix)
+    }
+
     /// The network `ip` is counted in.
     fn bucket(&self, ip: IpAddr) -> IpAddr {
         match ip {

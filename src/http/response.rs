@@ -75,6 +75,11 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     )
 }
 
+/// A plain-text answer built at run time (a reload's report).
+pub fn owned_text(status: StatusCode, body: String) -> Response<Body> {
+    with(status, "text/plain; charset=utf-8", Bytes::from(body))
+}
+
 pub fn reply(reply: &Reply) -> Response<Body> {
     match reply {
         Reply::Gif => gif(),

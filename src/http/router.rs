@@ -22,6 +22,19 @@ use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
 use crate::telemetry::{metric, now_ms, prometheus};
 
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Browsers and ad servers: pixels, `/optout`, `/robots.txt`, and the
+    /// probes for load balancers that can only reach this port. Never
+    /// `/metrics`: a public pixel host should not tell the internet its
+    /// traffic, error rates and queue depths.
+    Public,
+    /// Operators (`server.admin_listen`): `/metrics`, the probes, and
+    /// `POST /-/reload`.
+    Admin,
+}
+
 enum Route {
     Pixel(PixelKind),
     OptOut,
@@ -29,19 +42,39 @@ enum Route {
     Ready,
     Metrics,
     Robots,
+    Reload,
 }
 
-fn route(path: &str) -> Option<Route> {
-    Some(match path {
-        "/imptr" => Route::Pixel(PixelKind::Impression),
-        "/clktr" | "/clktrb" => Route::Pixel(PixelKind::Click),
-        "/px" => Route::Pixel(PixelKind::Conversion),
-        "/seg" => Route::Pixel(PixelKind::Segment),
-        "/optout" => Route::OptOut,
-        "/healthz" => Route::Health,
-        "/readyz" => Route::Ready,
-        "/metrics" => Route::Metrics,
-        "/robots.txt" => Route::Robots,
+impl Route {
+    /// The `route` label of the request metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Pixel(PixelKind::Impression) => "imptr",
+            Route::Pixel(PixelKind::Click) => "clktr",
+            Route::Pixel(PixelKind::Conversion) => "px",
+            Route::Pixel(PixelKind::Segment) => "seg",
+            Route::OptOut => "optout",
+            Route::Health => "healthz",
+            Route::Ready => "readyz",
+            Route::Metrics => "metrics",
+            Route::Robots => "robots",
+            Route::Reload => "reload",
+        }
+    }
+}
+
+fn route(path: &str, role: Role) -> Option<Route> {
+    Some(match (path, role) {
+        ("/imptr", Role::Public) => Route::Pixel(PixelKind::Impression),
+        ("/clktr" | "/clktrb", Role::Public) => Route::Pixel(PixelKind::Click),
+        ("/px", Role::Public) => Route::Pixel(PixelKind::Conversion),
+        ("/seg", Role::Public) => Route::Pixel(PixelKind::Segment),
+        ("/optout", Role::Public) => Route::OptOut,
+        ("/robots.txt", Role::Public) => Route::Robots,
+        ("/healthz", _) => Route::Health,
+        ("/readyz", _) => Route::Ready,
+        ("/metrics", Role::Admin) => Route::Metrics,
+        ("/-/reload", Role::Admin) => Route::Reload,
         _ => return None,
     })
 }
@@ -51,14 +84,24 @@ pub async fn serve<B>(
     req: Request<B>,
     peer: SocketAddr,
     app: Arc<App>,
+    role: Role,
 ) -> Result<Response<Body>, Infallible> {
-    let (resp, receipt) = guarded(|| respond(&req, peer, &app));
+    let started = std::time::Instant::now();
+    metric::http_in_flight(1.0);
+    let (resp, receipt) = guarded(|| respond(&req, peer, &app, role));
     if let Some(receipt) = receipt {
         // The response waits until the event is as safe as the durability
         // mode promises: an answered pixel is never lost. A refusal is
         // counted by the receipt, never shown to the browser.
         let _ = receipt.settled().await;
     }
+    metric::http_in_flight(-1.0);
+    let label = route(req.uri().path(), role).map_or("not_found", |r| r.label());
+    metric::http_request(
+        label,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     Ok(resp)
 }
 
@@ -79,6 +122,7 @@ pub fn respond<B>(
     req: &Request<B>,
     peer: SocketAddr,
     app: &App,
+    role: Role,
 ) -> (Response<Body>, Option<Receipt>) {
     let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
@@ -107,11 +151,13 @@ pub fn respond<B>(
         let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
         return (counted(resp, "transfer_encoding"), None);
     }
-    let Some(route) = route(req.uri().path()) else {
+    let Some(route) = route(req.uri().path(), role) else {
         return (counted(response::not_found(), "not_found"), None);
     };
-    let post_optout = matches!(route, Route::OptOut) && req.method() == Method::POST;
-    if req.method() != Method::GET && req.method() != Method::HEAD && !post_optout {
+    let post_ok = matches!(route, Route::OptOut | Route::Reload) && req.method() == Method::POST;
+    let get_ok = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && !matches!(route, Route::Reload);
+    if !get_ok && !post_ok {
         return (
             counted(response::method_not_allowed(), "method_not_allowed"),
             None,
@@ -128,6 +174,11 @@ pub fn respond<B>(
         Route::Health => response::text(StatusCode::OK, "ok\n"),
         Route::Ready => ready(app),
         Route::Metrics => response::metrics(prometheus().render()),
+        Route::Reload => match app.reloader.get().map(|r| r.reload()) {
+            Some(Ok(said)) => response::owned_text(StatusCode::OK, said),
+            Some(Err(said)) => response::owned_text(StatusCode::BAD_REQUEST, said),
+            None => response::text(StatusCode::NOT_FOUND, "no config file to reload\n"),
+        },
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
     };
     (resp, None)
@@ -155,6 +206,9 @@ fn opt_out_event(uid: crate::ids::UserId) -> crate::event::Event<'static> {
 }
 
 fn ready(app: &App) -> Response<Body> {
+    if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return response::text(StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down\n");
+    }
     match app.delivery.not_ready() {
         Some(why) => response::text(StatusCode::SERVICE_UNAVAILABLE, why),
         None => response::text(StatusCode::OK, "ready\n"),
@@ -180,12 +234,13 @@ fn pixel<B>(
     kind: PixelKind,
 ) -> (Response<Body>, Option<Receipt>) {
     let headers = req.headers();
+    let live = app.live.load();
     let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let query = req.uri().query().unwrap_or("");
     let parsed = Query::parse(query, app.max_query_bytes);
     let mut warnings = Warnings::default();
     let (consent, allowed) = match &parsed {
-        Ok(q) => consent::read(q, app.tcf_vendor, &mut warnings),
+        Ok(q) => consent::read(q, live.tcf_vendor, &mut warnings),
         Err(_) => (None, consent::Allowed::ALL),
     };
     let bounced = parsed.as_ref().is_ok_and(|q| q.raw(Key::Bounced).is_some());
@@ -198,7 +253,7 @@ fn pixel<B>(
         app.cookies.identify(headers)
     };
     if let Identity::Issued(uid) = identity {
-        if app.bounce && kind != PixelKind::Click && req.method() == Method::GET {
+        if live.bounce && kind != PixelKind::Click && req.method() == Method::GET {
             if bounced {
                 warnings.push("cookies_blocked");
                 identity = Identity::Refused;
@@ -217,22 +272,26 @@ fn pixel<B>(
         warnings.push("head_request");
     }
     let ip = client_ip(peer.ip(), headers, &app.trusted_proxies);
-    if app.rate_limit.as_ref().is_some_and(|r| !r.allow(ip, ts_ms)) {
+    if live
+        .rate_limit
+        .as_ref()
+        .is_some_and(|r| !r.allow(ip, ts_ms))
+    {
         warnings.push("rate_limited");
     }
     let user_agent = header(headers, USER_AGENT);
-    let ivt = app.ivt.classify(headers, user_agent.as_deref());
+    let ivt = live.ivt.classify(headers, user_agent.as_deref());
     let common = Common {
         event_id: EventId::new_v7(ts_ms),
         ts_ms,
         uid: identity.uid(),
         // With the bounce, the id was issued by the redirect just before.
         new_uid: matches!(identity, Identity::Issued(_))
-            || (bounced && app.bounce && matches!(identity, Identity::Known(_))),
+            || (bounced && live.bounce && matches!(identity, Identity::Known(_))),
         ip: if identity.is_private() {
             None
         } else {
-            app.ip_policy.apply(ip)
+            live.ip_policy.apply(ip)
         },
         user_agent,
         referer: header(headers, REFERER),
@@ -250,7 +309,7 @@ fn pixel<B>(
     let catalog = app.catalog.load();
     let ctx = Context {
         catalog: &catalog,
-        allow: &app.allow,
+        allow: &live.allow,
         click_ids: &app.click_ids,
     };
     let outcome = pixel::handle(request, &ctx);

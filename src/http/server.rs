@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::no_store::NoStore;
+use super::router::Role;
 use super::App;
 
 /// Connection limits, from `[server]`.
@@ -29,11 +30,12 @@ pub struct Limits {
 }
 
 /// Counts an open connection; the count drops when the connection ends.
-struct Open(Arc<AtomicUsize>);
+struct Open(Arc<AtomicUsize>, &'static str);
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::telemetry::metric::http_connections(self.1, -1.0);
     }
 }
 
@@ -52,7 +54,17 @@ fn refusal(e: &hyper::Error) -> Option<&'static str> {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish (within `limits.shutdown_timeout`).
-pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown: impl Future) {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    role: Role,
+    limits: Limits,
+    shutdown: impl Future,
+) {
+    let name = match role {
+        Role::Public => "public",
+        Role::Admin => "admin",
+    };
     let graceful = GracefulShutdown::new();
     let open = Arc::new(AtomicUsize::new(0));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -89,9 +101,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
-                let guard = Open(open.clone());
+                crate::telemetry::metric::http_connections(name, 1.0);
+                let guard = Open(open.clone(), name);
                 let app = app.clone();
-                let service = service_fn(move |req| super::router::serve(req, peer, app.clone()));
+                let service =
+                    service_fn(move |req| super::router::serve(req, peer, app.clone(), role));
                 let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -107,7 +121,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, limits: Limits, shutdown:
         }
     }
     drop(listener);
-    info!("stopped accepting; finishing in-flight requests");
+    info!(
+        listener = name,
+        "stopped accepting; finishing in-flight requests"
+    );
     if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()

@@ -49,7 +49,9 @@ pub fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         // partition number of every topic, whoever produced them.
         .set("partitioner", "murmur2_random")
         .set("batch.num.messages", "10000")
-        .set("message.timeout.ms", "300000");
+        .set("message.timeout.ms", "300000")
+        // Queue depth, round trips and transmit errors on /metrics.
+        .set("statistics.interval.ms", "10000");
     apply_table(&mut c, cfg);
     c
 }

@@ -127,6 +127,17 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         crate::telemetry::kafka_client_error(&self.error_log, &error, reason);
     }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): the
+    /// producer's queue, and per broker the round trip and transmit errors.
+    fn stats(&self, s: rdkafka::Statistics) {
+        metric::kafka_queue(s.msg_cnt, s.msg_size);
+        for b in s.brokers.values() {
+            // `avg` is in microseconds.
+            let rtt = b.rtt.as_ref().map_or(0.0, |w| w.avg as f64 / 1e6);
+            metric::kafka_broker(&b.name, rtt, b.txerrs);
+        }
+    }
 }
 
 impl ProducerContext for Context {
@@ -134,8 +145,13 @@ impl ProducerContext for Context {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let outcome = match result {
-            Ok(_) => {
+            Ok(m) => {
                 metric::kafka_delivered();
+                // CreateTime, set by the producer when the record was sent.
+                if let Some(sent) = rdkafka::Message::timestamp(m).to_millis() {
+                    let ms = crate::telemetry::now_ms().saturating_sub(sent.max(0) as u64);
+                    metric::kafka_delivery_latency(ms as f64 / 1000.0);
+                }
                 Ok(())
             }
             Err((error, _)) => {

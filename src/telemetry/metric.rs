@@ -38,10 +38,36 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: assignments where the client resumed past the committed offset and was sought back."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
+    (HTTP_REQUESTS, Unit::Count, "Requests answered, by route and status code."),
+    (HTTP_DURATION, Unit::Seconds, "From the handler's entry to the response, the wait for the journal included, by route."),
+    (HTTP_OPEN_CONNECTIONS, Unit::Count, "Open client connections, by listener (public, admin)."),
+    (HTTP_IN_FLIGHT, Unit::Count, "Requests being handled."),
+    (JOURNAL_APPEND_DURATION, Unit::Seconds, "From a request's append to the journal writer having written it (and fsynced, in fsync mode)."),
+    (KAFKA_DELIVERY_LATENCY, Unit::Seconds, "From a record being handed to the Kafka producer to its acknowledgement."),
+    (KAFKA_BROKER_RTT, Unit::Seconds, "Average round-trip time to each broker over the last statistics interval (librdkafka statistics)."),
+    (KAFKA_QUEUE_MESSAGES, Unit::Count, "Messages in the producer's queue, not yet acknowledged (librdkafka statistics)."),
+    (KAFKA_QUEUE_BYTES, Unit::Bytes, "Bytes in the producer's queue (librdkafka statistics)."),
+    (KAFKA_TX_ERRORS, Unit::Count, "Transmission errors per broker since start (librdkafka statistics)."),
+    (BUILD_INFO, Unit::Count, "Always 1; the version and git commit of this build as labels."),
+    (CONFIG_RELOADS, Unit::Count, "Config reloads, by result: ok, invalid (the running config stays), restart_needed (applied except the keys named in the log)."),
+    (CONFIG_LAST_RELOAD, Unit::Seconds, "When the config in force was loaded (Unix seconds)."),
+    (CONFIG_INFO, Unit::Count, "1 for the SHA-256 of the config file in force (label sha256): instances that disagree show on a dashboard."),
 ];
 
 /// The names in [`ALL`] recorded as histograms.
-pub const HISTOGRAMS: &[&str] = &[CLUSTER_DECISION_DELAY];
+pub const HISTOGRAMS: &[&str] = &[
+    CLUSTER_DECISION_DELAY,
+    HTTP_DURATION,
+    JOURNAL_APPEND_DURATION,
+    KAFKA_DELIVERY_LATENCY,
+];
+
+/// Histogram buckets (seconds): 50 µs to 60 s, for request latencies and
+/// broker acknowledgements alike.
+pub const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 pub const EVENTS: &str = "events_total";
 pub const EVENTS_DROPPED: &str = "events_dropped_total";
@@ -74,6 +100,20 @@ pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
 pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
 pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
 pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const HTTP_OPEN_CONNECTIONS: &str = "http_open_connections";
+pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
+pub const JOURNAL_APPEND_DURATION: &str = "journal_append_duration_seconds";
+pub const KAFKA_DELIVERY_LATENCY: &str = "kafka_delivery_latency_seconds";
+pub const KAFKA_BROKER_RTT: &str = "kafka_broker_rtt_seconds";
+pub const KAFKA_QUEUE_MESSAGES: &str = "kafka_producer_queue_messages";
+pub const KAFKA_QUEUE_BYTES: &str = "kafka_producer_queue_bytes";
+pub const KAFKA_TX_ERRORS: &str = "kafka_broker_tx_errors_total";
+pub const BUILD_INFO: &str = "pixeld_build_info";
+pub const CONFIG_RELOADS: &str = "config_reloads_total";
+pub const CONFIG_LAST_RELOAD: &str = "config_last_reload_timestamp_seconds";
+pub const CONFIG_INFO: &str = "config_info";
 
 /// Registers the description and unit of every metric (called once, when
 /// the recorder is installed).
@@ -207,6 +247,75 @@ pub fn cluster_resumed_ahead() {
 
 pub fn cluster_decision_delay(seconds: f64) {
     metrics::histogram!(CLUSTER_DECISION_DELAY).record(seconds);
+}
+
+/// One request answered on `route` with `status`, after `seconds`.
+pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(seconds);
+    let status: &'static str = match status {
+        200 => "200",
+        204 => "204",
+        302 => "302",
+        400 => "400",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        414 => "414",
+        431 => "431",
+        503 => "503",
+        _ => "other",
+    };
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+}
+
+/// Connections opened (+1) or closed (-1) on `listener` (public, admin).
+pub fn http_connections(listener: &'static str, delta: f64) {
+    metrics::gauge!(HTTP_OPEN_CONNECTIONS, "listener" => listener).increment(delta);
+}
+
+pub fn http_in_flight(delta: f64) {
+    metrics::gauge!(HTTP_IN_FLIGHT).increment(delta);
+}
+
+pub fn journal_appended(seconds: f64) {
+    metrics::histogram!(JOURNAL_APPEND_DURATION).record(seconds);
+}
+
+pub fn kafka_delivery_latency(seconds: f64) {
+    metrics::histogram!(KAFKA_DELIVERY_LATENCY).record(seconds);
+}
+
+/// librdkafka's statistics for one broker.
+pub fn kafka_broker(broker: &str, rtt_avg_seconds: f64, tx_errors: u64) {
+    let b = broker.to_string();
+    metrics::gauge!(KAFKA_BROKER_RTT, "broker" => b.clone()).set(rtt_avg_seconds);
+    metrics::counter!(KAFKA_TX_ERRORS, "broker" => b).absolute(tx_errors);
+}
+
+/// librdkafka's statistics for the producer's queue.
+pub fn kafka_queue(messages: u64, bytes: u64) {
+    metrics::gauge!(KAFKA_QUEUE_MESSAGES).set(messages as f64);
+    metrics::gauge!(KAFKA_QUEUE_BYTES).set(bytes as f64);
+}
+
+/// Set once at start.
+pub fn build_info(version: &'static str, commit: &'static str) {
+    metrics::gauge!(BUILD_INFO, "version" => version, "commit" => commit).set(1.0);
+}
+
+/// A reload's result: `ok`, `invalid` or `restart_needed`.
+pub fn config_reload(result: &'static str) {
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
+
+/// The config now in force: its hash (the previous one's series goes to 0)
+/// and when it was loaded.
+pub fn config_in_force(sha256: &str, previous: Option<&str>, at_unix_seconds: f64) {
+    if let Some(p) = previous.filter(|p| *p != sha256) {
+        metrics::gauge!(CONFIG_INFO, "sha256" => p.to_string()).set(0.0);
+    }
+    metrics::gauge!(CONFIG_INFO, "sha256" => sha256.to_string()).set(1.0);
+    metrics::gauge!(CONFIG_LAST_RELOAD).set(at_unix_seconds);
 }
 
 #[cfg(test)]

@@ -79,7 +79,19 @@ pub fn config_text(overrides: &[(&str, String)]) -> String {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let at = lines.iter().position(|l| l == "[cookie]").unwrap();
     lines.insert(at + 1, format!("secret = \"{COOKIE_SECRET}\""));
-    for (key, value) in overrides {
+    // Tests run many pixelds at once, and stop them at once: the admin
+    // listener on a port of the system's choosing, no drain window
+    // (the tests that need either set them).
+    let defaults = [
+        ("admin_listen", q("127.0.0.1:0")),
+        ("drain_ms", "0".to_string()),
+    ];
+    let overrides: Vec<(&str, String)> = defaults
+        .into_iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .chain(overrides.iter().cloned())
+        .collect();
+    for (key, value) in &overrides {
         let line = lines
             .iter_mut()
             .find(|l| l.starts_with(&format!("{key} =")))

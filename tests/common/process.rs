@@ -18,6 +18,9 @@ pub fn signal(pid: u32, sig: &str) {
 pub struct Process {
     pub child: Child,
     pub port: u16,
+    /// The admin listener's port (`server.admin_listen`), 0 when the config
+    /// lets the system choose.
+    pub admin: u16,
     pub config: std::path::PathBuf,
 }
 
@@ -37,9 +40,17 @@ impl Process {
             .stderr(log)
             .spawn()
             .unwrap();
+        let text = std::fs::read_to_string(config).unwrap_or_default();
+        let admin = text
+            .lines()
+            .find_map(|l| l.strip_prefix("admin_listen = \"127.0.0.1:"))
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let p = Process {
             child,
             port,
+            admin,
             config: config.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -18,6 +18,8 @@ use super::config::{example_config, uid_cookie};
 /// pixeld serving in this process; shut down gracefully on drop.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `POST /-/reload`).
+    pub admin: SocketAddr,
     /// Resolves the server's shutdown future.
     stop: Option<oneshot::Sender<()>>,
     /// The serving task, awaited by [`Server::stop`].
@@ -78,9 +80,14 @@ impl Server {
     pub async fn spawn(cfg: Config, outputs: Outputs) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let mut cfg = cfg;
+        // In-process tests stop at once: no drain window.
+        cfg.server.drain_ms = 0;
         let task = tokio::spawn(async move {
-            pixeld::serve::serve(&cfg, listener, &outputs, async {
+            pixeld::serve::serve(&cfg, listener, admin_listener, &outputs, async {
                 let _ = rx.await;
             })
             .await
@@ -89,6 +96,7 @@ impl Server {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Server {
             addr,
+            admin,
             stop: Some(tx),
             task: Some(task),
             client,
@@ -107,6 +115,23 @@ impl Server {
             .request(req.body(Empty::new()).unwrap())
             .await
             .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET on the admin listener (`/metrics`).
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        let req = Request::builder()
+            .uri(format!("http://{}{}", self.admin, path))
+            .body(Empty::new())
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();

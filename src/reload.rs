@@ -1,0 +1,209 @@
+//! Live reload: `SIGHUP`, `POST /-/reload` on the admin listener, or a
+//! change of the file (`server.watch_config`) re-reads the config. A file
+//! that does not validate changes nothing (every problem is logged); a valid
+//! one swaps the catalog (trackers, pixels, line items, segments,
+//! third-party pixels: the attribution engine reads its rules from it) and
+//! the request path's [`Live`] settings (redirect allowlist, IVT list, rate
+//! limit, bounce, consent vendor, address policy) whole, so no request fails
+//! or waits. Keys that only a restart can change (listeners, `data_dir`,
+//! Kafka, the journal, the cookie) are named in the log and keep their
+//! running values.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::{self, Catalog, Config};
+use crate::http::{App, Live, Reload};
+use crate::telemetry::{metric, now_ms};
+
+/// Re-reads one config file into a running [`App`].
+pub struct Reloader {
+    /// The file `pixeld serve` was started with.
+    path: PathBuf,
+    /// The config start-up used: what restart-only keys are compared with.
+    started: Config,
+    /// Weak: the app holds this reloader.
+    app: Weak<App>,
+    /// SHA-256 of the file in force (hex); also serialises reloads.
+    sha256: Mutex<String>,
+    /// SHA-256 of the last file tried, valid or not: a watched file that
+    /// stays invalid is not retried (nor logged) every second.
+    tried: Mutex<String>,
+}
+
+impl Reloader {
+    /// For `app`, started from `path` with `started`; records the file's
+    /// hash as the one in force.
+    pub fn install(app: &Arc<App>, path: &Path, started: &Config) -> Arc<Reloader> {
+        let sha = file_sha256(path).unwrap_or_default();
+        metric::config_in_force(&sha, None, now_ms() as f64 / 1000.0);
+        let r = Arc::new(Reloader {
+            path: path.to_path_buf(),
+            started: started.clone(),
+            app: Arc::downgrade(app),
+            tried: Mutex::new(sha.clone()),
+            sha256: Mutex::new(sha),
+        });
+        let _ = app.reloader.set(r.clone());
+        r
+    }
+}
+
+impl Reload for Reloader {
+    fn reload(&self) -> Result<String, String> {
+        let mut in_force = self.sha256.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(app) = self.app.upgrade() else {
+            return Err("shutting down\n".into());
+        };
+        let sha = file_sha256(&self.path).unwrap_or_default();
+        *self.tried.lock().unwrap_or_else(|e| e.into_inner()) = sha.clone();
+        let cfg = match config::load(&self.path) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                metric::config_reload("invalid");
+                for p in &e.problems {
+                    warn!(key = %p.path, problem = %p.message, "config reload refused; the running config stays");
+                }
+                return Err(e.to_string());
+            }
+        };
+        let catalog = match Catalog::new(&cfg) {
+            Ok(c) => c,
+            Err(p) => {
+                metric::config_reload("invalid");
+                warn!(key = %p.path, problem = %p.message, "config reload refused; the running config stays");
+                return Err(format!("{}: {}\n", p.path, p.message));
+            }
+        };
+        let live = Live::new(&cfg, Some(&app.live.load()));
+        app.catalog.store(catalog);
+        app.live.store(Arc::new(live));
+        metric::config_in_force(&sha, Some(&in_force), now_ms() as f64 / 1000.0);
+        *in_force = sha.clone();
+        let restart = restart_needed(&self.started, &cfg);
+        if restart.is_empty() {
+            metric::config_reload("ok");
+            info!(sha256 = %sha, "config reloaded");
+            Ok(format!("reloaded {sha}\n"))
+        } else {
+            metric::config_reload("restart_needed");
+            let keys = restart.join(", ");
+            warn!(sha256 = %sha, keys = %keys, "config reloaded, except keys that need a restart: they keep their running values");
+            Ok(format!(
+                "reloaded {sha}; these keys need a restart and keep their running values: {keys}\n"
+            ))
+        }
+    }
+
+    fn reload_if_changed(&self) {
+        let on_disk = file_sha256(&self.path).unwrap_or_default();
+        let changed = *self.tried.lock().unwrap_or_else(|e| e.into_inner()) != on_disk;
+        if changed {
+            info!("the config file changed: reloading");
+            let _ = self.reload();
+        }
+    }
+}
+
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The keys whose new value differs from the running one but only takes
+/// effect at start-up.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    macro_rules! keys {
+        ($($name:literal => $($field:ident).+),+ $(,)?) => {
+            $(
+                if format!("{:?}", running.$($field).+) != format!("{:?}", new.$($field).+) {
+                    out.push($name);
+                }
+            )+
+        };
+    }
+    keys!(
+        "server.listen" => server.listen,
+        "server.admin_listen" => server.admin_listen,
+        "server.data_dir" => server.data_dir,
+        "server.trusted_proxies" => server.trusted_proxies,
+        "server.max_query_bytes" => server.max_query_bytes,
+        "server.max_request_line_bytes" => server.max_request_line_bytes,
+        "server.max_header_bytes" => server.max_header_bytes,
+        "server.max_connections" => server.max_connections,
+        "server.header_read_timeout_ms" => server.header_read_timeout_ms,
+        "server.shutdown_timeout_ms" => server.shutdown_timeout_ms,
+        "server.drain_ms" => server.drain_ms,
+        "server.watch_config" => server.watch_config,
+        "cookie.name" => cookie.name,
+        "cookie.domain" => cookie.domain,
+        "cookie.domains" => cookie.domains,
+        "cookie.max_age_days" => cookie.max_age_days,
+        "cookie.secure" => cookie.secure,
+        "cookie.same_site" => cookie.same_site,
+        "redirect.click_id_param" => redirect.click_id_param,
+        "kafka.brokers" => kafka.brokers,
+        "kafka.client_id" => kafka.client_id,
+        "kafka.compression" => kafka.compression,
+        "kafka.linger_ms" => kafka.linger_ms,
+        "kafka.acks" => kafka.acks,
+        "kafka.partitions" => kafka.partitions,
+        "kafka.replication_factor" => kafka.replication_factor,
+        "kafka.flush_timeout_ms" => kafka.flush_timeout_ms,
+        "kafka.queue_max_messages" => kafka.queue_max_messages,
+        "kafka.topics" => kafka.topics,
+        "kafka.librdkafka" => kafka.librdkafka,
+        "journal.durability" => journal.durability,
+        "journal.max_bytes" => journal.max_bytes,
+        "journal.segment_bytes" => journal.segment_bytes,
+        "attribution.enabled" => attribution.enabled,
+        "attribution.mode" => attribution.mode,
+        "attribution.channel_capacity" => attribution.channel_capacity,
+        "attribution.snapshot_interval_secs" => attribution.snapshot_interval_secs,
+        "attribution.sweep_interval_secs" => attribution.sweep_interval_secs,
+        "attribution.max_users" => attribution.max_users,
+    );
+    // Secrets print as `Secret(..)`: compared by value.
+    if running.cookie.secret != new.cookie.secret {
+        out.push("cookie.secret");
+    }
+    if running.cookie.previous_secrets != new.cookie.previous_secrets {
+        out.push("cookie.previous_secrets");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_restart_keys_are_named() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.server.rate_limit_per_ip = 10;
+        b.cookie.bounce = true;
+        b.privacy.ip = crate::config::IpPolicy::Truncate;
+        assert!(restart_needed(&a, &b).is_empty(), "all live");
+        b.kafka.brokers = "k1:9092".into();
+        b.server.listen = "127.0.0.1:1".parse().unwrap();
+        b.journal.durability = crate::config::Durability::Memory;
+        b.cookie.secret = crate::config::Secret::parse("000102030405060708090a0b0c0d0e0f");
+        assert_eq!(
+            restart_needed(&a, &b),
+            [
+                "server.listen",
+                "kafka.brokers",
+                "journal.durability",
+                "cookie.secret"
+            ]
+        );
+    }
+}
