@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's Chromium and its ChromeDriver: tests/browser.rs drives them.
-scripts/deps.sh chromium chromium-driver
+# Debian's Chromium and its ChromeDriver (tests/browser.rs drives them),
+# Prometheus and promtool (tests/deploy.rs), systemd-analyze (the unit).
+scripts/deps.sh chromium chromium-driver prometheus systemd
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 

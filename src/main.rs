@@ -18,6 +18,10 @@ static ALLOC: pixeld::alloc::HugePages = pixeld::alloc::HugePages;
     about = "A high-throughput tracking-pixel server"
 )]
 struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object per line,
+    /// for log collectors); also `PIXELD_LOG_FORMAT`.
+    #[arg(long, global = true, env = "PIXELD_LOG_FORMAT", default_value = "text")]
+    log_format: pixeld::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,8 +137,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", config.display());
+                // Which values the environment set (names only: a value
+                // may be a secret).
+                for (key, var) in &cfg.from_env {
+                    println!("  {key} from the environment ({var})");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -184,7 +193,7 @@ fn main() -> ExitCode {
             to,
             output_topic,
         } => {
-            pixeld::telemetry::init_logs();
+            pixeld::telemetry::init_logs(cli.log_format);
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -209,7 +218,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => {
-            pixeld::telemetry::init_logs();
+            pixeld::telemetry::init_logs(cli.log_format);
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,

@@ -212,6 +212,11 @@ impl Services {
         // Installed first: metrics recorded before the recorder exists are lost.
         prometheus();
         crate::telemetry::metric::build_info(env!("CARGO_PKG_VERSION"), crate::telemetry::COMMIT);
+        crate::telemetry::metric::start_at_zero();
+        crate::telemetry::metric::journal_max_bytes(match cfg.journal.durability {
+            Durability::Memory => 0,
+            _ => cfg.journal.max_bytes,
+        });
         let secret = cookie_secret(cfg)?;
         let catalog = Arc::new(ArcSwap::new(
             Catalog::new(cfg).map_err(StartError::Catalog)?,
@@ -315,6 +320,12 @@ impl Services {
             loop {
                 tick.tick().await;
                 n += 1;
+                crate::telemetry::metric::ready(
+                    !upkeep_app
+                        .draining
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        && upkeep_app.delivery.not_ready().is_none(),
+                );
                 if n % 5 == 0 {
                     prometheus().run_upkeep();
                     if let Some(r) = &upkeep_app.live.load().rate_limit {

@@ -39,14 +39,28 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, target, message, `key=value` fields.
+    Text,
+    /// For log collectors: one JSON object per line with stable field
+    /// names (`timestamp`, `level`, `target`, `fields.message`, and each
+    /// event's own fields under `fields`).
+    Json,
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.
-pub fn init_logs() {
+pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(false).try_init(),
+    };
 }
 
 /// Milliseconds since the Unix epoch.

@@ -338,6 +338,8 @@ impl EngineTask {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
+        // The gauges from the start (then at every sweep).
+        metric::attribution_state(state.users(), state.entries());
         let engine = Engine::new(state.clone(), catalog);
         let (tx, input) = match source {
             Source::Channel(feed) => (Some(feed.tx.clone()), Inputs::Channel(feed.rx.clone())),
@@ -411,6 +413,7 @@ struct Runner {
 
 impl Runner {
     fn publish(&mut self, record: &Attribution) {
+        metric::attribution_record(record.result());
         self.buf.clear();
         record.encode(&mut self.buf);
         let hex = record.conversion.uid.map(|u| u.to_hex());

@@ -19,6 +19,15 @@ pub struct Attribution {
 }
 
 impl Attribution {
+    /// The `result` label of `attribution_records_total`.
+    pub fn result(&self) -> &'static str {
+        match (self.decision.credit, self.decision.reason) {
+            (Some(c), _) => c.kind.as_str(),
+            (None, Some(r)) => r.as_str(),
+            (None, None) => "unknown",
+        }
+    }
+
     /// Deterministic: the same conversion always yields the same record id.
     pub fn event_id(&self) -> EventId {
         EventId::derive(self.conversion.event_id, DERIVE_TAG)

@@ -51,7 +51,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads and validates the file at `path`.
+/// Reads and validates the file at `path`, with this process's
+/// `PIXELD_<SECTION>__<KEY>` overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -61,7 +62,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: format!("cannot read the file: {e}; pass another one with --config PATH"),
         }],
     })?;
-    parse(&text, &source)
+    parse_with_env(&text, &source, std::env::vars())
+}
+
+/// Parses and validates TOML text; `source` names it in the report.
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, source, std::iter::empty())
 }
 
 const SECTIONS: &[&str] = &[
@@ -82,13 +88,18 @@ const SECTIONS: &[&str] = &[
     "privacy",
 ];
 
-/// Parses and validates TOML text; `source` names it in the report.
-pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+/// [`parse`], with `vars` as the environment's overrides applied over the
+/// file and secrets read from their `*_file` keys.
+pub fn parse_with_env(
+    text: &str,
+    source: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let fail = |problems| ConfigError {
         source: source.to_string(),
         problems,
     };
-    let table: toml::Table = match text.parse() {
+    let mut table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
             return Err(fail(vec![Problem {
@@ -97,7 +108,8 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
             }]))
         }
     };
-    let mut problems = Vec::new();
+    let (from_env, mut problems) = super::env::overlay(&mut table, vars);
+    problems.extend(super::env::secret_files(&mut table));
     let mut cfg = Config::default();
     for (key, value) in table {
         let p = &mut problems;
@@ -138,6 +150,13 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         }
     }
     problems.extend(super::validate::validate(&cfg));
+    // A problem with a value the environment set says which variable did.
+    for p in &mut problems {
+        if let Some((_, var)) = from_env.iter().find(|(k, _)| *k == p.path) {
+            p.message.push_str(&format!(" (set by {var})"));
+        }
+    }
+    cfg.from_env = from_env;
     if problems.is_empty() {
         Ok(cfg)
     } else {

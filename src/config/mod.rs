@@ -5,6 +5,7 @@
 //! Every struct denies unknown keys; every default is written next to its field.
 
 mod catalog;
+pub mod env;
 pub mod ivt;
 mod load;
 pub mod redirect;
@@ -16,7 +17,7 @@ pub use catalog::{
     Catalog, ClickTracker, ConversionPixel, FireList, FirePixel, ImpressionTracker, Segment,
 };
 pub use ivt::IvtList;
-pub use load::{load, parse, ConfigError, Problem};
+pub use load::{load, parse, parse_with_env, ConfigError, Problem};
 pub use redirect::AllowList;
 pub use secret::Secret;
 pub use types::{
@@ -55,6 +56,9 @@ pub struct Config {
     pub journal: JournalConfig,
     pub ivt: IvtConfig,
     pub privacy: PrivacyConfig,
+    /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
+    #[serde(skip)]
+    pub from_env: Vec<(String, String)>,
 }
 
 /// `[privacy]`: what pixeld keeps about a person, and consent.

@@ -281,6 +281,9 @@ fn pixel<B>(
     }
     let user_agent = header(headers, USER_AGENT);
     let ivt = live.ivt.classify(headers, user_agent.as_deref());
+    if let Some(flag) = ivt {
+        metric::ivt_request(flag);
+    }
     let common = Common {
         event_id: EventId::new_v7(ts_ms),
         ts_ms,

@@ -52,6 +52,69 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CONFIG_RELOADS, Unit::Count, "Config reloads, by result: ok, invalid (the running config stays), restart_needed (applied except the keys named in the log)."),
     (CONFIG_LAST_RELOAD, Unit::Seconds, "When the config in force was loaded (Unix seconds)."),
     (CONFIG_INFO, Unit::Count, "1 for the SHA-256 of the config file in force (label sha256): instances that disagree show on a dashboard."),
+    (ATTRIBUTION_RECORDS, Unit::Count, "Attribution records published, by result (post_click, post_view, or the reason: no_uid, no_line_items, no_touch, outside_window, repeat)."),
+    (IVT_REQUESTS, Unit::Count, "Pixel requests flagged as invalid traffic, by category (crawler, preview, prefetch, automation, no_user_agent, ...)."),
+    (READY, Unit::Count, "1 while /readyz answers 200, 0 while it answers 503 (checked every second)."),
+    (JOURNAL_MAX_BYTES, Unit::Bytes, "journal.max_bytes: the disk budget journal_bytes is measured against."),
+];
+
+/// The label values each labelled counter starts at 0 with, so that
+/// dashboards and alerts see a series before the first occurrence.
+const KNOWN: &[(&str, &str, &[&str])] = &[
+    (
+        EVENTS_DROPPED,
+        "reason",
+        &[
+            "journal_full",
+            "journal_unavailable",
+            "queue_full",
+            "too_large",
+            "unavailable",
+        ],
+    ),
+    (
+        HTTP_REFUSED,
+        "reason",
+        &[
+            "not_found",
+            "method_not_allowed",
+            "uri_too_long",
+            "head_too_large",
+            "transfer_encoding",
+            "too_many_connections",
+            "header_timeout",
+            "malformed_request",
+        ],
+    ),
+    (
+        CONFIG_RELOADS,
+        "result",
+        &["ok", "invalid", "restart_needed"],
+    ),
+    (
+        ATTRIBUTION_RECORDS,
+        "result",
+        &[
+            "post_click",
+            "post_view",
+            "no_uid",
+            "no_line_items",
+            "no_touch",
+            "outside_window",
+            "repeat",
+        ],
+    ),
+    (
+        IVT_REQUESTS,
+        "category",
+        &[
+            "crawler",
+            "preview",
+            "prefetch",
+            "automation",
+            "no_user_agent",
+        ],
+    ),
 ];
 
 /// The names in [`ALL`] recorded as histograms.
@@ -114,6 +177,10 @@ pub const BUILD_INFO: &str = "pixeld_build_info";
 pub const CONFIG_RELOADS: &str = "config_reloads_total";
 pub const CONFIG_LAST_RELOAD: &str = "config_last_reload_timestamp_seconds";
 pub const CONFIG_INFO: &str = "config_info";
+pub const ATTRIBUTION_RECORDS: &str = "attribution_records_total";
+pub const IVT_REQUESTS: &str = "ivt_requests_total";
+pub const READY: &str = "pixeld_ready";
+pub const JOURNAL_MAX_BYTES: &str = "journal_max_bytes";
 
 /// Registers the description and unit of every metric (called once, when
 /// the recorder is installed).
@@ -127,6 +194,76 @@ pub fn describe() {
             describe_gauge!(name, unit, help);
         }
     }
+}
+
+/// The README's catalog of every metric: name, kind, unit, meaning
+/// (`tests::the_readme_catalog_is_current` fails when it is stale).
+pub fn catalog() -> String {
+    let mut out = String::from("| metric | kind | unit | what it says |\n|---|---|---|---|\n");
+    let mut all: Vec<&(&str, Unit, &str)> = ALL.iter().collect();
+    all.sort_by_key(|(n, ..)| *n);
+    for (name, unit, help) in all {
+        let kind = if HISTOGRAMS.contains(name) {
+            "histogram"
+        } else if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        out.push_str(&format!(
+            "| `{name}` | {kind} | {} | {} |\n",
+            match unit {
+                Unit::Seconds => "seconds",
+                Unit::Bytes => "bytes",
+                _ => "",
+            },
+            help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Every known label value of the labelled counters, and the unlabelled
+/// ones, at 0 (called once by `pixeld serve` at start).
+pub fn start_at_zero() {
+    for (name, label, values) in KNOWN {
+        for v in *values {
+            metrics::counter!(*name, *label => *v).absolute(0);
+        }
+    }
+    for name in [
+        KAFKA_DELIVERY_FAILED,
+        ATTRIBUTION_DROPPED,
+        HANDLER_PANICS,
+        KAFKA_CLIENT_ERRORS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
+/// One attribution record published, by its result.
+pub fn attribution_record(result: &'static str) {
+    metrics::counter!(ATTRIBUTION_RECORDS, "result" => result).increment(1);
+}
+
+/// A pixel request flagged as invalid traffic (`crawler:Googlebot` counts
+/// as `crawler`).
+pub fn ivt_request(flag: &str) {
+    let category = flag.split(':').next().unwrap_or(flag);
+    let category: &'static str = KNOWN
+        .iter()
+        .find(|(n, ..)| *n == IVT_REQUESTS)
+        .and_then(|(_, _, values)| values.iter().find(|v| **v == category).copied())
+        .unwrap_or("other");
+    metrics::counter!(IVT_REQUESTS, "category" => category).increment(1);
+}
+
+pub fn ready(ready: bool) {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn journal_max_bytes(bytes: u64) {
+    metrics::gauge!(JOURNAL_MAX_BYTES).set(bytes as f64);
 }
 
 /// An event was delivered as far as the durability mode promises.
@@ -321,6 +458,26 @@ pub fn config_in_force(sha256: &str, previous: Option<&str>, at_unix_seconds: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_catalog_is_current() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("<!-- metrics-table -->").expect("marked") + 22;
+        let end = readme.find("<!-- /metrics-table -->").expect("marked");
+        let generated = catalog();
+        if std::env::var("PIXELD_WRITE_METRICS_TABLE").is_ok() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+            let text = std::fs::read_to_string(path).unwrap();
+            let text = format!("{}\n{}{}", &text[..start], generated, &text[end..]);
+            std::fs::write(path, text).unwrap();
+            return;
+        }
+        assert_eq!(
+            readme[start..end].trim(),
+            generated.trim(),
+            "README's metrics catalog is stale: run PIXELD_WRITE_METRICS_TABLE=1 cargo test --lib the_readme_catalog_is_current"
+        );
+    }
 
     #[test]
     fn every_metric_is_described_once_and_every_recorded_name_is_listed() {

@@ -252,6 +252,7 @@ impl Work {
         let n = outs.len() as u64;
         for out in outs.drain(..) {
             buf.clear();
+            metric::attribution_record(out.record.result());
             out.record.encode(&mut buf);
             let hex = out.record.conversion.uid.map(|u| u.to_hex());
             let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());

@@ -1,0 +1,397 @@
+//! The operator artifacts in `deploy/`, checked against the real tools: the
+//! alert rules with `promtool`, the dashboard's and the alerts' queries
+//! against a real Prometheus scraping a real pixeld under load, the systemd
+//! unit with `systemd-analyze verify`, and the Kubernetes example against
+//! the example config.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    config_text, encode_component, free_tcp_port, q, raw_exchange, raw_get, raw_get_with, Broker,
+    Process, BROWSER_UA,
+};
+use serde_json::Value;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let text = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(deploy("prometheus/alerts.yml")));
+    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
+    let text = run(Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(deploy("prometheus/alerts_test.yml")));
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// Prometheus on a free port, scraping `target` every second; stopped on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = common::fresh_dir();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: pixeld\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
+                deploy("prometheus/alerts.yml").display()
+            ),
+        )
+        .unwrap();
+        let port = free_tcp_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus (Debian's package, installed by scripts/test.sh)");
+        let p = Prometheus { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while raw_get(port, "/-/ready").is_none_or(|(s, _)| s != 200) {
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// An instant query: the `data.result` array.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        let (status, body) = raw_get(
+            self.port,
+            &format!("/api/v1/query?query={}", encode_component(expr)),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(status, 200, "{expr}: {body}");
+        assert_eq!(v["status"], "success", "{expr}: {body}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The metric names a PromQL expression reads: identifiers outside label
+/// matchers, grouping clauses, ranges and strings that are not functions,
+/// aggregations or keywords.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut cleaned = String::new();
+    let mut depth_brace = 0;
+    let mut depth_bracket = 0;
+    let mut in_string = false;
+    for c in expr.chars() {
+        match c {
+            '"' => in_string = !in_string,
+            _ if in_string => {}
+            '{' => depth_brace += 1,
+            '}' => depth_brace -= 1,
+            '[' => depth_bracket += 1,
+            ']' => depth_bracket -= 1,
+            _ if depth_brace > 0 || depth_bracket > 0 => {}
+            _ => cleaned.push(c),
+        }
+        if matches!(c, '{' | '}' | '[' | ']' | '"') {
+            cleaned.push(' ');
+        }
+    }
+    // Grouping clauses: `by (a, b)`, `without (...)`, `on (...)`.
+    let mut out = BTreeSet::new();
+    let tokens: Vec<(usize, &str)> = cleaned
+        .match_indices(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .scan(0, |start, (i, sep)| {
+            let tok = (*start, &cleaned[*start..i]);
+            *start = i + sep.len();
+            Some(tok)
+        })
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    let mut skip_group = false;
+    for (i, (at, tok)) in tokens.iter().enumerate() {
+        let next = cleaned[at + tok.len()..].trim_start().chars().next();
+        if skip_group {
+            if cleaned[at + tok.len()..].trim_start().starts_with(')') {
+                skip_group = false;
+            }
+            continue;
+        }
+        if matches!(
+            *tok,
+            "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
+        ) {
+            skip_group = true;
+            continue;
+        }
+        let keyword = matches!(
+            *tok,
+            "or" | "and" | "unless" | "bool" | "offset"
+                // Aggregations, which may be followed by a grouping clause.
+                | "sum" | "min" | "max" | "avg" | "count" | "group" | "stddev" | "stdvar"
+                | "topk" | "bottomk" | "quantile" | "count_values"
+        );
+        let number = tok.chars().next().is_some_and(|c| c.is_ascii_digit());
+        if next == Some('(') || keyword || number {
+            continue;
+        }
+        let _ = i;
+        out.insert(tok.to_string());
+    }
+    out
+}
+
+#[test]
+fn promql_names_are_read_as_a_person_would() {
+    let names = metric_names(
+        r#"histogram_quantile(0.99, sum by (route, le) (rate(http_request_duration_seconds_bucket{route=~"imptr|px"}[1m]))) / (journal_max_bytes > 0) or count(count by (sha256) (config_info == 1)) > 1"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "config_info",
+            "http_request_duration_seconds_bucket",
+            "journal_max_bytes"
+        ]
+    );
+}
+
+#[test]
+fn every_panel_and_alert_reads_series_pixeld_exports_under_a_real_load() {
+    let broker = Broker::start();
+    let (port, admin) = (free_tcp_port(), free_tcp_port());
+    let dir = common::fresh_dir();
+    let path = dir.join("pixeld.toml");
+    std::fs::write(
+        &path,
+        config_text(&[
+            ("listen", q(format!("127.0.0.1:{port}"))),
+            ("admin_listen", q(format!("127.0.0.1:{admin}"))),
+            ("brokers", q(&broker.addr)),
+            ("data_dir", q(dir.join("data").display().to_string())),
+            ("partitions", "1".into()),
+            ("linger_ms", "1".into()),
+        ]),
+    )
+    .unwrap();
+    let mut px = Process::start(&path, port, &dir.join("pixeld.log"));
+    assert!(px.wait_ready(200, Duration::from_secs(30)));
+    let prometheus = Prometheus::start(admin);
+    // A short real load: every pixel type, a crawler, a refusal, a
+    // conversion that gets a record, a reload.
+    let ua = format!("User-Agent: {BROWSER_UA}");
+    let cookie = format!(
+        "Cookie: {}",
+        common::uid_cookie("0123456789abcdef0123456789abcdef")
+    );
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut n = 0;
+    while Instant::now() < until {
+        for target in [
+            "/imptr?id=2766&cachebuster=1",
+            "/clktr?id=21378",
+            "/px?id=7313&value=1.5",
+            "/seg?add=12192",
+        ] {
+            raw_get_with(port, target, &[&ua, &cookie]);
+        }
+        raw_get_with(port, "/imptr?id=2766", &["User-Agent: Googlebot/2.1"]);
+        raw_get_with(port, "/nope", &[]);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(n > 10);
+    let reload = raw_exchange(
+        admin,
+        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(reload.starts_with("HTTP/1.1 200"), "{reload}");
+    // Long enough for every rate() to have two samples after the reload,
+    // and librdkafka's 10 s statistics to arrive.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        prometheus.query("up{job=\"pixeld\"}")[0]["value"][1],
+        "1",
+        "Prometheus scrapes pixeld's admin listener"
+    );
+
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/pixeld.json")).unwrap())
+            .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 15);
+    let mut missing = Vec::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            if prometheus.query(expr).is_empty() {
+                missing.push(format!("panel {:?}: {expr}", panel["title"]));
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .collect();
+    assert_eq!(exprs.len(), 7);
+    for expr in exprs {
+        // The alert itself is (rightly) not firing: it must parse, and
+        // every metric it names must have series.
+        prometheus.query(expr);
+        for name in metric_names(expr) {
+            if prometheus
+                .query(&format!("count({{__name__=\"{name}\"}})"))
+                .is_empty()
+            {
+                missing.push(format!("alert {expr}: no series of {name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "queries without series:\n{}",
+        missing.join("\n")
+    );
+    assert_eq!(px.stop(), 0);
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_sends_sighup_on_reload() {
+    let unit = std::fs::read_to_string(deploy("systemd/pixeld.service")).unwrap();
+    for line in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "StateDirectory=pixeld",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "LimitNOFILE=65536",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    // verify checks that ExecStart's binary exists: point it at this build.
+    let dir = common::fresh_dir();
+    let copy = dir.join("pixeld.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/pixeld", env!("CARGO_BIN_EXE_pixeld")),
+    )
+    .unwrap();
+    run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(&copy));
+}
+
+#[test]
+fn the_kubernetes_example_probes_and_mounts_what_the_config_serves() {
+    // The Secret's file, where the pod would have it mounted.
+    let secret = common::fresh_dir().join("cookie-secret");
+    std::fs::write(&secret, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+    let text = std::fs::read_to_string(deploy("kubernetes/pixeld-config.toml")).unwrap();
+    assert!(text.contains("secret_file = \"/etc/pixeld/secrets/cookie-secret\""));
+    let cfg = pixeld::config::parse(
+        &text.replace(
+            "/etc/pixeld/secrets/cookie-secret",
+            &secret.display().to_string(),
+        ),
+        "pixeld-config.toml",
+    )
+    .expect("the example's config is valid");
+    let text = std::fs::read_to_string(deploy("kubernetes/pixeld.yaml")).unwrap();
+    let docs: Vec<Value> = text
+        .split("\n---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let sts = kind("StatefulSet");
+    kind("PodDisruptionBudget");
+    kind("Service");
+    let container = &sts["spec"]["template"]["spec"]["containers"][0];
+    let port_named = |name: &str| -> u64 {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(port_named("http"), cfg.server.listen.port() as u64);
+    assert_eq!(port_named("admin"), cfg.server.admin_listen.port() as u64);
+    assert!(
+        cfg.server.admin_listen.ip().is_unspecified(),
+        "reachable by the kubelet"
+    );
+    let readiness = &container["readinessProbe"]["httpGet"];
+    assert_eq!(readiness["path"], "/readyz");
+    assert_eq!(readiness["port"], "admin");
+    let liveness = &container["livenessProbe"]["httpGet"];
+    assert_eq!(liveness["path"], "/healthz");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "data")
+        .expect("the data volume is mounted");
+    assert_eq!(
+        mount["mountPath"],
+        cfg.server.data_dir.display().to_string()
+    );
+    assert!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data");
+    let pre_stop = container["lifecycle"]["preStop"]["exec"]["command"].to_string();
+    assert!(pre_stop.contains("sleep"), "{pre_stop}");
+    let grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace * 1000
+            > cfg.server.drain_ms + cfg.server.shutdown_timeout_ms + cfg.kafka.flush_timeout_ms,
+        "Kubernetes must not kill pixeld before drain, shutdown and flush are done"
+    );
+}
