@@ -84,6 +84,39 @@ click_url = "ftp://files.example/"
 }
 
 #[test]
+fn check_config_says_which_keys_the_environment_set_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cookie.secret");
+    std::fs::write(&secret, "7e57c00c1e5ec7e77e57c00c1e5ec7e7\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", EXAMPLE])
+        .env("PIXELD_KAFKA__BROKERS", "k1:9092,k2:9092")
+        .env("PIXELD_COOKIE__SECRET_FILE", &secret)
+        .env("PIXELD_KAFKA__LIBRDKAFKA__SASL.PASSWORD", "hunter2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("kafka.brokers from the environment (PIXELD_KAFKA__BROKERS)"), "{text}");
+    assert!(text.contains("cookie.secret_file from the environment"), "{text}");
+    for secret in ["7e57c00c1e5ec7e77e57c00c1e5ec7e7", "hunter2", "k1:9092"] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+    // A bad value names its key and the variable.
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", EXAMPLE])
+        .env("PIXELD_SERVER__MAX_QUERY_BYTES", "lots")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text.contains("server.max_query_bytes") && text.contains("PIXELD_SERVER__MAX_QUERY_BYTES"),
+        "{text}"
+    );
+}
+
+#[test]
 fn tags_prints_the_exportable_tag_on_the_public_url() {
     let out = Command::new(BIN)
         .args(["tags", "--config", EXAMPLE, "--tracker", "2766"])
@@ -118,6 +151,8 @@ fn tags_prints_the_exportable_tag_on_the_public_url() {
 
 /// `pixeld serve` on the embedded default: it logs a kcat command, serves,
 /// and exits 0 on SIGTERM after flushing.
+/// Also: the environment overrides the file, and `--log-format json`
+/// (through `PIXELD_LOG_FORMAT`) writes one JSON object per line.
 #[test]
 fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,6 +161,7 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
         .local_addr()
         .unwrap()
         .port();
+    let admin = common::free_tcp_port();
     let text = std::fs::read_to_string(EXAMPLE).unwrap().replace(
         "listen = \"0.0.0.0:8080\"",
         &format!("listen = \"127.0.0.1:{port}\""),
@@ -137,6 +173,9 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
         .arg(&path)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .env("PIXELD_LOG_FORMAT", "json")
+        .env("PIXELD_SERVER__ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+        .env("PIXELD_SERVER__DRAIN_MS", "0")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -149,8 +188,8 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
     });
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !log.iter().any(|l: &String| l.contains("listening")) {
-        assert!(Instant::now() < deadline, "no 'listening' line: {log:?}");
+    while !log.iter().any(|l: &String| l.contains("admin listening")) {
+        assert!(Instant::now() < deadline, "no 'admin listening' line: {log:?}");
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             log.push(line);
         }
@@ -159,6 +198,19 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
         log.iter().any(|l| l.contains("kcat -b 127.0.0.1:")),
         "{log:?}"
     );
+    for line in &log {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    let listening = log
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("admin listening")))
+        .expect("the admin listener's line");
+    assert_eq!(listening["fields"]["addr"], format!("127.0.0.1:{admin}"), "from the environment");
+    assert_eq!(common::raw_get(admin, "/metrics").map(|r| r.0), Some(200));
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     use std::io::{Read, Write};
     s.write_all(b"GET /imptr?id=2766 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
