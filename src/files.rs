@@ -55,6 +55,28 @@ pub fn check_writable(dir: &Path) -> std::io::Result<()> {
     fs::remove_file(&probe)
 }
 
+/// For the tests that keep a generated README section current: the text
+/// between `<!-- MARKER -->` and `<!-- /MARKER -->` must be `generated`; with
+/// `write_var` set in the environment the README is rewritten instead.
+#[cfg(test)]
+pub(crate) fn check_readme_section(marker: &str, generated: &str, write_var: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (open, close) = (format!("<!-- {marker} -->"), format!("<!-- /{marker} -->"));
+    let start = text.find(&open).expect("the README marks the section") + open.len();
+    let end = text.find(&close).expect("the README marks the section");
+    if std::env::var_os(write_var).is_some() {
+        let text = format!("{}\n{}{}", &text[..start], generated, &text[end..]);
+        std::fs::write(path, text).unwrap();
+        return;
+    }
+    assert_eq!(
+        text[start..end].trim(),
+        generated.trim(),
+        "README's {marker} is stale: run {write_var}=1 cargo test --lib"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,10 +95,17 @@ fn check_config_says_which_keys_the_environment_set_and_never_a_secret() {
         .env("PIXELD_KAFKA__LIBRDKAFKA__SASL.PASSWORD", "hunter2")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("kafka.brokers from the environment (PIXELD_KAFKA__BROKERS)"), "{text}");
-    assert!(text.contains("cookie.secret_file from the environment"), "{text}");
+    assert!(
+        text.contains("kafka.brokers from the environment (PIXELD_KAFKA__BROKERS)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cookie.secret_file from the environment"),
+        "{text}"
+    );
     for secret in ["7e57c00c1e5ec7e77e57c00c1e5ec7e7", "hunter2", "k1:9092"] {
         assert!(!text.contains(secret), "{secret} printed: {text}");
     }
@@ -189,7 +196,10 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !log.iter().any(|l: &String| l.contains("admin listening")) {
-        assert!(Instant::now() < deadline, "no 'admin listening' line: {log:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no 'admin listening' line: {log:?}"
+        );
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             log.push(line);
         }
@@ -201,15 +211,26 @@ fn serve_on_the_embedded_default_then_sigterm_exits_zero() {
     for line in &log {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{line}");
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
         assert!(v["fields"]["message"].is_string(), "{line}");
     }
     let listening = log
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("admin listening")))
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin listening"))
+        })
         .expect("the admin listener's line");
-    assert_eq!(listening["fields"]["addr"], format!("127.0.0.1:{admin}"), "from the environment");
+    assert_eq!(
+        listening["fields"]["addr"],
+        format!("127.0.0.1:{admin}"),
+        "from the environment"
+    );
     assert_eq!(common::raw_get(admin, "/metrics").map(|r| r.0), Some(200));
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     use std::io::{Read, Write};

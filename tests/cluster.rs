@@ -117,6 +117,7 @@ fn get(port: u16, target: &str, uid: &str) {
 
 #[test]
 fn two_serve_instances_and_two_members_credit_like_one_engine_in_time_order() {
+    let _turn = turn();
     let broker = Broker::start();
     let (pa, pb) = (free_tcp_port(), free_tcp_port());
     let (s1, s2) = (free_tcp_port(), free_tcp_port());
@@ -217,6 +218,7 @@ fn event(kind: EventType, ts: u64, uid: &str, n: u64) -> Value {
 #[test]
 fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_event_is_flagged_late(
 ) {
+    let _turn = turn();
     let broker = Broker::start();
     create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
     let status = free_tcp_port();
@@ -297,6 +299,7 @@ fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_
 
 #[test]
 fn a_killed_member_s_partitions_move_and_a_joining_member_takes_some_without_a_different_answer() {
+    let _turn = turn();
     let broker = Broker::start();
     let port = free_tcp_port();
     let (s1, s2, s3) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
@@ -455,6 +458,7 @@ fn a_killed_member_s_partitions_move_and_a_joining_member_takes_some_without_a_d
 #[test]
 fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_become_tombstones()
 {
+    let _turn = turn();
     let broker = Broker::start();
     create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
     // One-minute windows, swept every second: an old touch expires at once.
@@ -551,6 +555,7 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
 
 #[test]
 fn topics_with_different_partition_counts_stop_the_member_with_the_counts() {
+    let _turn = turn();
     let broker = Broker::start();
     create_topics(
         &broker.addr,
@@ -640,6 +645,7 @@ fn iso(ms: u64) -> String {
 
 #[test]
 fn a_what_if_replay_with_a_longer_window_credits_exactly_the_conversions_the_reference_says() {
+    let _turn = turn();
     let broker = Broker::start();
     create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
     let base = cluster_config(&broker.addr, free_tcp_port(), free_tcp_port(), &[]);

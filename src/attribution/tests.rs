@@ -101,8 +101,18 @@ fn touch(e: &Engine, kind: TouchKind, line_item: u32, ts: u64) -> EventId {
 }
 
 fn convert_as(e: &Engine, uid: Option<UserId>, pixel: u32, ts: u64) -> Attribution {
+    convert_full(e, uid, None, pixel, ts)
+}
+
+fn convert_full(
+    e: &Engine,
+    uid: Option<UserId>,
+    click: Option<crate::event::ClickRef>,
+    pixel: u32,
+    ts: u64,
+) -> Attribution {
     let input = ConversionInput {
-        click: None,
+        click,
         uid,
         event_id: EventId::new_v7(ts),
         ts_ms: ts,
@@ -494,17 +504,7 @@ fn convert_with_click(
     pixel: u32,
     ts: u64,
 ) -> Attribution {
-    let input = ConversionInput {
-        click: Some(click),
-        uid,
-        event_id: EventId::new_v7(ts),
-        ts_ms: ts,
-        pixel: PixelId(pixel),
-        advertiser: AdvertiserId(1),
-        order_id: None,
-        value_micros: None,
-    };
-    e.apply(Input::Conversion(input)).unwrap()
+    convert_full(e, uid, Some(click), pixel, ts)
 }
 
 fn named_click(line_item: u32, ts: u64) -> crate::event::ClickRef {

@@ -323,28 +323,8 @@ mod tests {
 
     #[test]
     fn the_readme_table_is_current() {
-        let readme = include_str!("../../README.md");
-        let start = readme
-            .find("<!-- env-table -->")
-            .expect("the README marks the table")
-            + 18;
-        let end = readme
-            .find("<!-- /env-table -->")
-            .expect("the README marks the table");
-        let current = readme[start..end].trim();
         let generated = table();
-        if std::env::var("PIXELD_WRITE_ENV_TABLE").is_ok() {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-            let text = std::fs::read_to_string(path).unwrap();
-            let text = format!("{}\n{}{}", &text[..start], generated, &text[end..]);
-            std::fs::write(path, text).unwrap();
-            return;
-        }
-        assert_eq!(
-            current,
-            generated.trim(),
-            "README's environment table is stale: run PIXELD_WRITE_ENV_TABLE=1 cargo test --lib the_readme_table_is_current"
-        );
+        crate::files::check_readme_section("env-table", &generated, "PIXELD_WRITE_ENV_TABLE");
         assert!(generated.contains("`PIXELD_KAFKA__BROKERS`"));
         assert!(generated.contains("`PIXELD_SERVER__LISTEN`"));
         assert!(generated.contains("`PIXELD_KAFKA__TOPICS__IMPRESSIONS`"));

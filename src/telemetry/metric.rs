@@ -36,7 +36,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_LATE, Unit::Count, "pixeld attribute: inputs that arrived after the grace period, applied and flagged late, by type."),
     (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone)."),
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
-    (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: assignments where the client resumed past the committed offset and was sought back."),
+    (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
     (HTTP_REQUESTS, Unit::Count, "Requests answered, by route and status code."),
     (HTTP_DURATION, Unit::Seconds, "From the handler's entry to the response, the wait for the journal included, by route."),
@@ -461,21 +461,10 @@ mod tests {
 
     #[test]
     fn the_readme_catalog_is_current() {
-        let readme = include_str!("../../README.md");
-        let start = readme.find("<!-- metrics-table -->").expect("marked") + 22;
-        let end = readme.find("<!-- /metrics-table -->").expect("marked");
-        let generated = catalog();
-        if std::env::var("PIXELD_WRITE_METRICS_TABLE").is_ok() {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-            let text = std::fs::read_to_string(path).unwrap();
-            let text = format!("{}\n{}{}", &text[..start], generated, &text[end..]);
-            std::fs::write(path, text).unwrap();
-            return;
-        }
-        assert_eq!(
-            readme[start..end].trim(),
-            generated.trim(),
-            "README's metrics catalog is stale: run PIXELD_WRITE_METRICS_TABLE=1 cargo test --lib the_readme_catalog_is_current"
+        crate::files::check_readme_section(
+            "metrics-table",
+            &catalog(),
+            "PIXELD_WRITE_METRICS_TABLE",
         );
     }
 

@@ -27,6 +27,14 @@ use super::process::{raw_get, Process};
 
 pub const PARTITIONS: i32 = 6;
 
+/// One fleet at a time: each test runs a broker, two or three members and
+/// serve instances; six of them at once on a 2-core machine starve the
+/// members' heartbeats into rebalance storms that no deployment sees.
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The example config for a fleet on `brokers`: serve on `port`, in cluster
 /// mode, 6 partitions; a member's listener on `status_port`; `attribution`
 /// holds further `[attribution]` lines (`key = value`).

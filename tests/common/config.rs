@@ -61,6 +61,10 @@ fn tests_dir() -> &'static PathBuf {
         let dir = std::env::temp_dir().join(format!("pixeld-tests-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         extern "C" fn remove() {
+            // PIXELD_KEEP_TEST_DIRS=1 keeps logs and data for a post-mortem.
+            if std::env::var_os("PIXELD_KEEP_TEST_DIRS").is_some() {
+                return;
+            }
             let dir = std::env::temp_dir().join(format!("pixeld-tests-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(dir);
         }

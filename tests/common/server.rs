@@ -104,9 +104,24 @@ impl Server {
     }
 
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request_to(self.addr, method, path, headers).await
+    }
+
+    /// GET on the admin listener (`/metrics`).
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.request_to(self.admin, Method::GET, path, &[]).await
+    }
+
+    async fn request_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path));
+            .uri(format!("http://{addr}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -115,23 +130,6 @@ impl Server {
             .request(req.body(Empty::new()).unwrap())
             .await
             .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// GET on the admin listener (`/metrics`).
-    pub async fn admin_get(&self, path: &str) -> Reply {
-        let req = Request::builder()
-            .uri(format!("http://{}{}", self.admin, path))
-            .body(Empty::new())
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();

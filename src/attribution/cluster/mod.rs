@@ -731,23 +731,38 @@ impl Runner {
                             );
                             continue;
                         };
-                        if !work.started[source] {
-                            work.started[source] = true;
-                            // The first message after an assignment must be
-                            // the one the state expects: inputs read before
-                            // a rebalance and discarded with the buffer come
-                            // again only if the client resumes there, which
-                            // librdkafka does not always do on tansu.
-                            if let Some(expected) =
-                                work.position[source].filter(|e| m.offset() > *e)
-                            {
+                        let first = !work.started[source];
+                        work.started[source] = true;
+                        // Every message must be the one the state expects
+                        // next: the input topics are neither compacted nor
+                        // transactional, so their offsets have no gaps.
+                        // Inputs read before a rebalance and discarded with
+                        // the buffer come again only if the client resumes
+                        // there, which librdkafka does not always do on
+                        // tansu; a record skipped mid-stream would be a
+                        // touch or a conversion lost. Either is sought back
+                        // to, once per offset (a real gap, should a broker
+                        // make one, is then read past).
+                        let expected = work.position[source].filter(|e| m.offset() > *e);
+                        if let Some(expected) = expected {
+                            if work.sought[source] == Some(expected) {
+                                warn!(
+                                    topic = m.topic(),
+                                    partition = m.partition(),
+                                    offset = m.offset(),
+                                    expected,
+                                    "the offsets have a gap even after seeking back; reading on"
+                                );
+                            } else {
+                                work.sought[source] = Some(expected);
                                 metric::cluster_resumed_ahead();
                                 warn!(
                                     topic = m.topic(),
                                     partition = m.partition(),
                                     offset = m.offset(),
                                     expected,
-                                    "the client resumed past the committed offset; seeking back"
+                                    first,
+                                    "the client skipped past the expected offset; seeking back"
                                 );
                                 let topic = m.topic().to_string();
                                 let p = m.partition();

@@ -48,9 +48,11 @@ pub struct PartitionWork {
     pub position: [Option<i64>; SOURCES],
     /// When each source last gave a message (ms).
     pub last_read_ms: [u64; SOURCES],
-    /// Whether each source gave a message since the assignment (the first
-    /// one is checked against the position).
+    /// Whether each source gave a message since the assignment.
     pub started: [bool; SOURCES],
+    /// The offset each source was last sought back to after the client
+    /// skipped past it: sought once, read past if the gap is real.
+    pub sought: [Option<i64>; SOURCES],
 }
 
 impl PartitionWork {
@@ -71,6 +73,7 @@ impl PartitionWork {
             position: [None; SOURCES],
             last_read_ms: [0; SOURCES],
             started: [false; SOURCES],
+            sought: [None; SOURCES],
         }
     }
 
@@ -81,6 +84,7 @@ impl PartitionWork {
         self.arrivals.clear();
         self.position = [None; SOURCES];
         self.started = [false; SOURCES];
+        self.sought = [None; SOURCES];
         self
     }
 
