@@ -46,9 +46,14 @@ impl Identity {
         }
     }
 
-    /// Opted-out and GPC requests keep neither id nor address.
+    /// Opted-out, GPC and unconsented requests keep neither id nor
+    /// address (without consent the opt-out cookie is not even read, so the
+    /// address goes too: an opted-out browser must never be recorded by it).
     pub fn is_private(self) -> bool {
-        matches!(self, Identity::OptedOut | Identity::Private)
+        matches!(
+            self,
+            Identity::OptedOut | Identity::Private | Identity::Unconsented
+        )
     }
 }
 
