@@ -97,7 +97,11 @@ async fn consent_decides_the_cookie_and_attribution_and_is_recorded() {
             .collect()
     };
     assert_eq!(imps[0].json["uid"], Value::Null);
-    assert_eq!(imps[0].json["ip"], Value::Null, "anonymous: no address either");
+    assert_eq!(
+        imps[0].json["ip"],
+        Value::Null,
+        "anonymous: no address either"
+    );
     assert!(warnings(&imps[0].json).contains(&"no_storage_consent".into()));
     let c = &imps[0].json["consent"];
     assert_eq!(c["gdpr"], true);
