@@ -182,7 +182,7 @@ fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "not in the consumer group yet\n".into(),
         ),
-        "/metrics" => (StatusCode::OK, prometheus().render()),
+        "/metrics" => (StatusCode::OK, crate::telemetry::render()),
         _ => (StatusCode::NOT_FOUND, "not found\n".into()),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::event::{encode, AttributionInput, Event, EventType};
-use crate::journal::{AppendError, Journal};
+use crate::journal::{AppendError, Journal, TryAppend};
 use crate::sink::{Message, Sink, SinkError, Topic};
 use crate::telemetry::metric;
 
@@ -139,10 +139,19 @@ impl Delivery {
         let state = match &self.journal {
             Some(journal) => {
                 let headers: [(&str, &[u8]); 1] = [("type", kind.as_str().as_bytes())];
-                State::Unsent {
-                    journal: journal.clone(),
-                    body: Journal::body(topic, &headers, key, payload, aux),
-                    ts_ms,
+                let body = Journal::body(topic, &headers, key, payload, aux);
+                // Queued at once when the writer's queue has room, so the
+                // receipt holds no reference on the shared journal.
+                match journal.try_append(body, ts_ms) {
+                    Ok(rx) => State::Queued(rx, std::time::Instant::now()),
+                    Err(TryAppend::Busy(body)) => State::Unsent {
+                        journal: journal.clone(),
+                        body,
+                        ts_ms,
+                    },
+                    Err(TryAppend::Closed) => {
+                        State::Done(Err(Dropped::Journal(AppendError::Unavailable)))
+                    }
                 }
             }
             None => {
@@ -195,8 +204,12 @@ enum State {
         body: Vec<u8>,
         ts_ms: u64,
     },
-    /// Queued to the journal's writer; answered when its group is written.
-    Queued(oneshot::Receiver<Result<u64, AppendError>>),
+    /// Queued to the journal's writer (at that instant); answered when its
+    /// group is written.
+    Queued(
+        oneshot::Receiver<Result<u64, AppendError>>,
+        std::time::Instant,
+    ),
     /// Counted.
     Settled,
 }
@@ -216,7 +229,11 @@ impl Receipt {
                 metric::journal_appended(started.elapsed().as_secs_f64());
                 r
             }
-            State::Queued(rx) => appended(rx.await),
+            State::Queued(rx, since) => {
+                let r = appended(rx.await);
+                metric::journal_appended(since.elapsed().as_secs_f64());
+                r
+            }
             State::Settled => return Ok(()),
         };
         count(self.kind, outcome);
@@ -243,7 +260,7 @@ impl Receipt {
         } = std::mem::replace(&mut self.state, State::Settled)
         {
             self.state = match journal.append_queued(body, ts_ms) {
-                Ok(rx) => State::Queued(rx),
+                Ok(rx) => State::Queued(rx, std::time::Instant::now()),
                 Err(e) => State::Done(Err(Dropped::Journal(e))),
             };
         }
@@ -254,7 +271,7 @@ impl Receipt {
         self.enqueue();
         let outcome = match &mut self.state {
             State::Done(r) => *r,
-            State::Queued(rx) => match rx.try_recv() {
+            State::Queued(rx, _) => match rx.try_recv() {
                 Err(TryRecvError::Empty) => return false,
                 answer => appended(answer),
             },
@@ -271,7 +288,7 @@ impl Receipt {
         self.enqueue();
         let outcome = match std::mem::replace(&mut self.state, State::Settled) {
             State::Done(r) => r,
-            State::Queued(rx) => appended(rx.blocking_recv()),
+            State::Queued(rx, _) => appended(rx.blocking_recv()),
             State::Unsent { .. } | State::Settled => return Ok(()),
         };
         count(self.kind, outcome);

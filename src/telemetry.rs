@@ -1,6 +1,7 @@
 //! Metrics and logs: the Prometheus recorder behind `/metrics`, log set-up,
 //! and a rate limiter that keeps a failing broker from flooding the log.
 
+pub mod local;
 pub mod metric;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
         metric::describe();
         handle
     })
+}
+
+/// The text `/metrics` answers: the registry, with the request path's
+/// per-thread figures summed into it.
+pub fn render() -> String {
+    let histograms = local::flush();
+    let mut text = prometheus().render();
+    text.push_str(&histograms);
+    text
 }
 
 /// How log lines look.

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use hyper::header::{
     HeaderMap, HeaderName, HOST, REFERER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT,
@@ -20,7 +19,7 @@ use crate::event::{Common, Warnings};
 use crate::ids::EventId;
 use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
-use crate::telemetry::{metric, now_ms, prometheus};
+use crate::telemetry::{metric, now_ms};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,41 +78,54 @@ fn route(path: &str, role: Role) -> Option<Route> {
     })
 }
 
-/// The hyper service function.
-pub async fn serve<B>(
+/// The hyper service function. The pixel is handled before the future is
+/// made, borrowing the connection's `App`: the future owns only what it
+/// waits for, so no request takes a reference on state every worker shares.
+pub fn serve<B>(
     req: Request<B>,
     peer: SocketAddr,
-    app: Arc<App>,
+    app: &App,
     role: Role,
-) -> Result<Response<Body>, Infallible> {
+) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     let started = std::time::Instant::now();
-    metric::http_in_flight(1.0);
-    let (resp, receipt) = guarded(|| respond(&req, peer, &app, role));
-    if let Some(receipt) = receipt {
-        // The response waits until the event is as safe as the durability
-        // mode promises: an answered pixel is never lost. A refusal is
-        // counted by the receipt, never shown to the browser.
-        let _ = receipt.settled().await;
+    metric::http_in_flight(1);
+    let (resp, receipt, label) = guarded(|| answer(&req, peer, app, role));
+    async move {
+        if let Some(receipt) = receipt {
+            // The response waits until the event is as safe as the durability
+            // mode promises: an answered pixel is never lost. A refusal is
+            // counted by the receipt, never shown to the browser.
+            let _ = receipt.settled().await;
+        }
+        metric::http_in_flight(-1);
+        metric::http_request(
+            label,
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(resp)
     }
-    metric::http_in_flight(-1.0);
-    let label = route(req.uri().path(), role).map_or("not_found", |r| r.label());
-    metric::http_request(
-        label,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    Ok(resp)
 }
 
 /// A bug must never show: a panicking handler still answers the GIF (and is
 /// counted in `handler_panics_total`).
-fn guarded(
-    answer: impl FnOnce() -> (Response<Body>, Option<Receipt>),
-) -> (Response<Body>, Option<Receipt>) {
+fn guarded(answer: impl FnOnce() -> Answer) -> Answer {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
         metric::handler_panicked();
-        (response::gif(), None)
+        (response::gif(), None, "not_found")
     })
+}
+
+/// A response, the receipt of its event if it made one, and the `route`
+/// label of the request metrics.
+type Answer = (Response<Body>, Option<Receipt>, &'static str);
+
+/// [`respond`] with the route's label, looked up once.
+fn answer<B>(req: &Request<B>, peer: SocketAddr, app: &App, role: Role) -> Answer {
+    let found = route(req.uri().path(), role);
+    let label = found.as_ref().map_or("not_found", Route::label);
+    let (resp, receipt) = respond_to(req, peer, app, found);
+    (resp, receipt, label)
 }
 
 /// Answers one request; the body, if any, is never read. A pixel also
@@ -123,6 +135,15 @@ pub fn respond<B>(
     peer: SocketAddr,
     app: &App,
     role: Role,
+) -> (Response<Body>, Option<Receipt>) {
+    respond_to(req, peer, app, route(req.uri().path(), role))
+}
+
+fn respond_to<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    app: &App,
+    route: Option<Route>,
 ) -> (Response<Body>, Option<Receipt>) {
     let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
@@ -151,7 +172,7 @@ pub fn respond<B>(
         let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
         return (counted(resp, "transfer_encoding"), None);
     }
-    let Some(route) = route(req.uri().path(), role) else {
+    let Some(route) = route else {
         return (counted(response::not_found(), "not_found"), None);
     };
     let post_ok = matches!(route, Route::OptOut | Route::Reload) && req.method() == Method::POST;
@@ -173,7 +194,7 @@ pub fn respond<B>(
         }
         Route::Health => response::text(StatusCode::OK, "ok\n"),
         Route::Ready => ready(app),
-        Route::Metrics => response::metrics(prometheus().render()),
+        Route::Metrics => response::metrics(crate::telemetry::render()),
         Route::Reload => match app.reloader.get().map(|r| r.reload()) {
             Some(Ok(said)) => response::owned_text(StatusCode::OK, said),
             Some(Err(said)) => response::owned_text(StatusCode::BAD_REQUEST, said),
@@ -349,11 +370,11 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_answers_the_gif() {
-        let (resp, receipt) = guarded(|| panic!("a bug in a handler"));
+        let (resp, receipt, _) = guarded(|| panic!("a bug in a handler"));
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[hyper::header::CONTENT_TYPE], "image/gif");
         assert!(receipt.is_none());
-        let (resp, _) = guarded(|| (response::not_found(), None));
+        let (resp, ..) = guarded(|| (response::not_found(), None, "not_found"));
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no panic, no change");
     }
 }

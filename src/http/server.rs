@@ -105,7 +105,7 @@ pub async fn run(
                 let guard = Open(open.clone(), name);
                 let app = app.clone();
                 let service =
-                    service_fn(move |req| super::router::serve(req, peer, app.clone(), role));
+                    service_fn(move |req| super::router::serve(req, peer, &app, role));
                 let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -149,11 +149,29 @@ struct Append {
     done: oneshot::Sender<Result<u64, AppendError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Job {
+    Append(Append),
+    /// Write what was queued before this, then stop.
+    Stop,
+}
+
+/// Why [`Journal::try_append`] did not queue a record.
+pub enum TryAppend {
+    /// The queue is full: wait with [`Journal::append`] (the body is back).
+    Busy(Vec<u8>),
+    /// The writer has stopped.
+    Closed,
+}
+
 /// The handlers' handle on the journal.
 pub struct Journal {
     /// To the writer thread; bounded, so a stalled disk slows handlers
-    /// rather than filling memory.
-    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    /// rather than filling memory. Used in place by every handler (no lock,
+    /// no clone of the sender per record: both wrote lines all workers share).
+    tx: mpsc::Sender<Job>,
+    /// Set by [`Journal::stop`]: appends after it are refused.
+    stopped: std::sync::atomic::AtomicBool,
     pub shared: Arc<Shared>,
     /// The writer thread, joined on [`Journal::stop`].
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -230,22 +248,43 @@ impl Journal {
         };
         let thread = crate::background::spawn("journal-writer", move || writer.run())?;
         Ok(Journal {
-            tx: Mutex::new(Some(tx)),
+            tx,
+            stopped: std::sync::atomic::AtomicBool::new(false),
             shared,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<Append>> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn sender(&self) -> Result<&mpsc::Sender<Job>, AppendError> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(AppendError::Unavailable);
+        }
+        Ok(&self.tx)
+    }
+
+    /// Queues one record body if the queue has room, without waiting: the
+    /// receiver tells its sequence number once its group is written. The
+    /// request path's way in; it falls back to [`Journal::append`] when busy.
+    pub fn try_append(
+        &self,
+        body: Vec<u8>,
+        ts_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, TryAppend> {
+        let tx = self.sender().map_err(|_| TryAppend::Closed)?;
+        let (done, wait) = oneshot::channel();
+        match tx.try_send(Job::Append(Append { body, ts_ms, done })) {
+            Ok(()) => Ok(wait),
+            Err(mpsc::error::TrySendError::Full(Job::Append(a))) => Err(TryAppend::Busy(a.body)),
+            Err(_) => Err(TryAppend::Closed),
+        }
     }
 
     /// Appends one record body; resolves once its group is written (and
     /// fsynced in `fsync` mode).
     pub async fn append(&self, body: Vec<u8>, ts_ms: u64) -> Result<u64, AppendError> {
-        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let tx = self.sender()?;
         let (done, wait) = oneshot::channel();
-        tx.send(Append { body, ts_ms, done })
+        tx.send(Job::Append(Append { body, ts_ms, done }))
             .await
             .map_err(|_| AppendError::Unavailable)?;
         wait.await.unwrap_or(Err(AppendError::Unavailable))
@@ -259,9 +298,9 @@ impl Journal {
         body: Vec<u8>,
         ts_ms: u64,
     ) -> Result<oneshot::Receiver<Result<u64, AppendError>>, AppendError> {
-        let tx = self.sender().ok_or(AppendError::Unavailable)?;
+        let tx = self.sender()?;
         let (done, wait) = oneshot::channel();
-        tx.blocking_send(Append { body, ts_ms, done })
+        tx.blocking_send(Job::Append(Append { body, ts_ms, done }))
             .map_err(|_| AppendError::Unavailable)?;
         Ok(wait)
     }
@@ -277,7 +316,11 @@ impl Journal {
 
     /// Writes what was appended so far and stops the writer.
     pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if !self.stopped.swap(true, Ordering::Relaxed) {
+            // Queued behind every append sent before it; a full queue is
+            // waited out (the writer is draining it).
+            let _ = self.tx.blocking_send(Job::Stop);
+        }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
@@ -324,7 +367,7 @@ fn scan(path: &Path, first_seq: u64) -> std::io::Result<(u64, u64, Option<&'stat
 }
 
 struct Writer {
-    rx: mpsc::Receiver<Append>,
+    rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     /// The segment being appended to.
     file: File,
@@ -340,15 +383,24 @@ impl Writer {
     fn run(mut self) {
         let mut batch: Vec<Append> = Vec::with_capacity(4096);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut stopping = false;
         while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < 4096 {
-                match self.rx.try_recv() {
-                    Ok(a) => batch.push(a),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(a) => batch.push(a),
+                    Job::Stop => stopping = true,
+                }
+                if batch.len() < 4096 {
+                    next = self.rx.try_recv().ok();
                 }
             }
             self.write_group(&mut batch, &mut buf);
+            if stopping {
+                // Appends that raced the stop are dropped with the channel:
+                // their callers are told the journal was unavailable.
+                break;
+            }
         }
         if self.fsync {
             let _ = self.file.sync_data();

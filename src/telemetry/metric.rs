@@ -268,7 +268,7 @@ pub fn journal_max_bytes(bytes: u64) {
 
 /// An event was delivered as far as the durability mode promises.
 pub fn event_delivered(kind: &'static str) {
-    metrics::counter!(EVENTS, "type" => kind).increment(1);
+    super::local::event_delivered(kind);
 }
 
 /// An answered event was not kept.
@@ -386,23 +386,21 @@ pub fn cluster_decision_delay(seconds: f64) {
     metrics::histogram!(CLUSTER_DECISION_DELAY).record(seconds);
 }
 
-/// One request answered on `route` with `status`, after `seconds`.
+/// One request answered on `route` with `status`, after `seconds`
+/// (recorded per thread: [`super::local`]).
 pub fn http_request(route: &'static str, status: u16, seconds: f64) {
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(seconds);
-    let status: &'static str = match status {
-        200 => "200",
-        204 => "204",
-        302 => "302",
-        400 => "400",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        414 => "414",
-        431 => "431",
-        503 => "503",
-        _ => "other",
-    };
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    super::local::http_request(route, status, seconds);
+}
+
+/// The per-thread totals of `http_requests_total`, put in the registry
+/// when `/metrics` is scraped.
+pub(super) fn http_requests_total(route: &'static str, status: &'static str, total: u64) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status).absolute(total);
+}
+
+/// The per-thread totals of `events_total`, as above.
+pub(super) fn events_total(kind: &'static str, total: u64) {
+    metrics::counter!(EVENTS, "type" => kind).absolute(total);
 }
 
 /// Connections opened (+1) or closed (-1) on `listener` (public, admin).
@@ -410,12 +408,19 @@ pub fn http_connections(listener: &'static str, delta: f64) {
     metrics::gauge!(HTTP_OPEN_CONNECTIONS, "listener" => listener).increment(delta);
 }
 
-pub fn http_in_flight(delta: f64) {
-    metrics::gauge!(HTTP_IN_FLIGHT).increment(delta);
+/// A request started (+1) or ended (-1), recorded per thread.
+pub fn http_in_flight(delta: i64) {
+    super::local::in_flight(delta);
 }
 
+/// The per-thread sum of [`http_in_flight`], when `/metrics` is scraped.
+pub(super) fn http_in_flight_total(requests: f64) {
+    metrics::gauge!(HTTP_IN_FLIGHT).set(requests);
+}
+
+/// Recorded per thread and written out by [`super::local::flush`].
 pub fn journal_appended(seconds: f64) {
-    metrics::histogram!(JOURNAL_APPEND_DURATION).record(seconds);
+    super::local::journal_appended(seconds);
 }
 
 pub fn kafka_delivery_latency(seconds: f64) {
