@@ -11,6 +11,11 @@
 //!                                     hour old; print the counts
 //!   load-tool changelog BROKERS TOPIC consume a changelog and print messages,
 //!                                     bytes (keys and values), distinct keys
+//!   load-tool ship BROKERS N [COMPRESSION]
+//!                                     journal N impressions, then ship them with
+//!                                     pixeld's shipper and producer; print the
+//!                                     CPU per event of the process and of each
+//!                                     thread (Kafka delivery's own cost)
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -28,8 +33,13 @@ fn main() {
         Some("count") if args.len() >= 3 => count(&args[1], &args[2..]),
         Some("inputs") if args.len() == 3 => inputs(&args[1], args[2].parse().expect("USERS")),
         Some("changelog") if args.len() == 3 => changelog(&args[1], &args[2]),
+        Some("ship") if args.len() >= 3 => ship(
+            &args[1],
+            args[2].parse().expect("N"),
+            args.get(3).map_or("lz4", String::as_str),
+        ),
         _ => {
-            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC");
+            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC | ship BROKERS N [COMPRESSION]");
             std::process::exit(2);
         }
     }
@@ -204,4 +214,144 @@ fn changelog(brokers: &str, topic: &str) {
         r#"{{"messages":{messages},"bytes":{bytes},"keys":{}}}"#,
         keys.len()
     );
+}
+
+/// CPU ticks (user + system) of each thread of this process, by name.
+fn thread_ticks() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name.trim().to_string()).or_insert(0) += ticks;
+    }
+    out
+}
+
+/// Kafka delivery's cost per event, without HTTP: `n` impressions (the
+/// size and shape pixeld journals) are written to a journal first, then the
+/// shipper produces them all; the CPU the process spends meanwhile (shipper,
+/// librdkafka's threads, delivery reports) divided by `n`.
+fn ship(brokers: &str, n: u64, compression: &str) {
+    use pixeld::config::{KafkaCompression, KafkaConfig};
+    use pixeld::event::EventType;
+    use pixeld::journal::ship::{ShipSettings, Shipper};
+    use pixeld::journal::{Journal, Settings};
+    use pixeld::sink::producer::Topics;
+    use pixeld::sink::Topic;
+    let cfg = KafkaConfig {
+        compression: match compression {
+            "none" => KafkaCompression::None,
+            "zstd" => KafkaCompression::Zstd,
+            _ => KafkaCompression::Lz4,
+        },
+        ..KafkaConfig::default()
+    };
+    let client = pixeld::sink::kafka::client_config(&cfg, brokers);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client.create().expect("admin");
+    let topic = cfg.topics.impressions.clone();
+    let new = [rdkafka::admin::NewTopic::new(
+        &topic,
+        cfg.partitions,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )];
+    pixeld::sink::kafka::create_topics(&admin, &new).expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&Settings {
+        dir: dir.path().join("journal"),
+        fsync: false,
+        max_bytes: u64::MAX,
+        segment_bytes: 64 << 20,
+    })
+    .expect("journal");
+    let mut waits = Vec::new();
+    for i in 0..n {
+        let uid = UserId::generate().to_hex();
+        let payload = format!(
+            r#"{{"schema":1,"type":"impression","event_id":"0190f3a2-7c1e-7b3a-9d2f-{i:012x}","ts_ms":1764201600000,"uid":"{}","new_uid":false,"ip":"203.0.113.0","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","referer":"https://news.example.com/","warnings":[],"tracker_id":2766,"line_item_id":88,"creative_id":512,"publisher_id":7,"placement_id":31,"cachebuster":"{i}","ancost":{{"micros":420000,"currency":"USD"}},"consent":null,"ivt":null}}"#,
+            uid.as_str()
+        );
+        let body = Journal::body(
+            Topic::Impressions,
+            &[("type", EventType::Impression.as_str().as_bytes())],
+            uid.as_str().as_bytes(),
+            payload.as_bytes(),
+            &[],
+        );
+        waits.push(
+            journal
+                .append_queued(body, 1_764_201_600_000)
+                .expect("append"),
+        );
+        if waits.len() == 4096 {
+            for w in waits.drain(..) {
+                let _ = w.blocking_recv();
+            }
+        }
+    }
+    for w in waits.drain(..) {
+        let _ = w.blocking_recv();
+    }
+    let ticks = thread_ticks();
+    let started = Instant::now();
+    let shipper = Shipper::start(
+        journal.shared.clone(),
+        &client,
+        Duration::from_secs(300),
+        ShipSettings {
+            topics: Topics::from_config(&cfg.topics),
+            dead_letter: dir.path().join("dead-letter.jsonl"),
+            drain_timeout: Duration::from_secs(30),
+        },
+    )
+    .expect("shipper");
+    while journal
+        .shared
+        .shipped
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < n
+    {
+        if started.elapsed() > Duration::from_secs(300) {
+            eprintln!("not shipped within 300 s");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let after = thread_ticks();
+    let left = shipper.stop();
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let per: BTreeMap<String, f64> = after
+        .iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(*ticks.get(k).unwrap_or(&0)) as f64;
+            (
+                k.clone(),
+                (d / tck * 1e6 / n as f64 * 100.0).round() / 100.0,
+            )
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let total: f64 = per.values().sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": n, "compression": compression, "seconds": seconds,
+            "events_per_second": n as f64 / seconds,
+            "cpu_us_per_event": (total * 100.0).round() / 100.0,
+            "threads": per, "unshipped_at_stop": left,
+        })
+    );
+    journal.stop();
 }

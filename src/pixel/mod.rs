@@ -239,12 +239,31 @@ pub fn expand(url: &str, uid: Option<UserId>) -> String {
     }
     let hex = uid.map(|u| u.to_hex());
     let uid = hex.as_ref().map_or("", |h| h.as_str());
-    url.replace("${UID}", uid)
-        .replace("${USER_ID}", uid)
-        .replace(
-            "${CACHEBUSTER}",
-            itoa::Buffer::new().format(rand::random::<u32>()),
-        )
+    // One value per URL, as every occurrence is the same request.
+    let mut buffer = itoa::Buffer::new();
+    let cachebuster = buffer.format(rand::random::<u32>());
+    // One pass, one allocation: this runs for every piggybacked pixel.
+    let mut out = String::with_capacity(url.len() + uid.len());
+    let mut rest = url;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let mut fill = |name: &str, value: &str| match rest.strip_prefix(name) {
+            Some(after) => {
+                out.push_str(value);
+                rest = after;
+                true
+            }
+            None => false,
+        };
+        if !(fill("${UID}", uid) || fill("${USER_ID}", uid) || fill("${CACHEBUSTER}", cachebuster))
+        {
+            out.push_str("${");
+            rest = &rest[2..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The image reply: `redir` first, else the one image piggyback, else the
@@ -280,4 +299,37 @@ pub fn reply_in(form: Form, redir: Target, pixels: &FireList, uid: Option<UserId
 /// response in the form asked for, following a valid `redir`.
 pub fn fallback_reply(form: Form, redir: Target) -> Reply {
     reply_in(form, redir, &FireList::default(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+    use crate::ids::UserId;
+
+    #[test]
+    fn expand_fills_every_macro_in_one_pass() {
+        let uid = UserId::generate();
+        let hex = uid.to_hex();
+        let got = expand(
+            "https://x.test/p?u=${UID}&v=${USER_ID}&cb=${CACHEBUSTER}&again=${CACHEBUSTER}&k=${OTHER}&end=${",
+            Some(uid),
+        );
+        let (head, tail) = got.split_once("&cb=").unwrap();
+        assert_eq!(
+            head,
+            format!("https://x.test/p?u={}&v={}", hex.as_str(), hex.as_str())
+        );
+        let (cb, tail) = tail.split_once("&again=").unwrap();
+        assert!(
+            !cb.is_empty() && cb.bytes().all(|b| b.is_ascii_digit()),
+            "{cb}"
+        );
+        assert_eq!(
+            tail,
+            format!("{cb}&k=${{OTHER}}&end=${{"),
+            "one value per URL; others kept"
+        );
+        assert_eq!(expand("https://x.test/${UID}/", None), "https://x.test//");
+        assert_eq!(expand("https://x.test/plain", None), "https://x.test/plain");
+    }
 }

@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use tracing::warn;
 
 use super::Topic;
@@ -95,18 +96,6 @@ impl Topics {
     }
 }
 
-/// The Kafka headers of a message.
-fn headers(list: &[(&str, &[u8])]) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new_with_capacity(list.len());
-    for (key, value) in list {
-        h = h.insert(Header {
-            key,
-            value: Some(*value),
-        });
-    }
-    h
-}
-
 /// Logs without flooding, counts deliveries, forwards reports.
 pub struct Context {
     /// Where delivery reports go (the shipper); None when nobody waits.
@@ -146,12 +135,12 @@ impl ProducerContext for Context {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let outcome = match result {
             Ok(m) => {
-                metric::kafka_delivered();
                 // CreateTime, set by the producer when the record was sent.
-                if let Some(sent) = rdkafka::Message::timestamp(m).to_millis() {
+                let latency = rdkafka::Message::timestamp(m).to_millis().map(|sent| {
                     let ms = crate::telemetry::now_ms().saturating_sub(sent.max(0) as u64);
-                    metric::kafka_delivery_latency(ms as f64 / 1000.0);
-                }
+                    ms as f64 / 1000.0
+                });
+                metric::kafka_delivered(latency);
                 Ok(())
             }
             Err((error, _)) => {
@@ -170,10 +159,29 @@ impl ProducerContext for Context {
     }
 }
 
+/// librdkafka's handle on one topic, made once. Producing by name (what
+/// `BaseProducer::send` does) costs every message a C string and a lookup
+/// under the client's lock.
+struct TopicHandle(*mut rdsys::rd_kafka_topic_t);
+
+// SAFETY: librdkafka's topic handles are reference-counted and safe to use
+// from any thread; this one is only destroyed on drop.
+unsafe impl Send for TopicHandle {}
+unsafe impl Sync for TopicHandle {}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: made by `rd_kafka_topic_new`, destroyed once, here.
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0) }
+    }
+}
+
 /// A librdkafka producer behind [`Produce`].
 pub struct KafkaProducer {
+    /// Per [`Topic`], in `Topic::ALL` order. Declared before `producer` so
+    /// they are released before the client is.
+    handles: Vec<TopicHandle>,
     producer: ThreadedProducer<Context>,
-    topics: Topics,
 }
 
 impl KafkaProducer {
@@ -189,20 +197,81 @@ impl KafkaProducer {
             error_log: RateLimit::new(10_000),
             librdkafka_log: RateLimit::new(10_000),
         };
-        let producer = client.create_with_context(context)?;
-        Ok(KafkaProducer { producer, topics })
+        let producer: ThreadedProducer<Context> = client.create_with_context(context)?;
+        let rk = producer.client().native_ptr();
+        let mut handles = Vec::with_capacity(topics.0.len());
+        for name in &topics.0 {
+            let c_name = std::ffi::CString::new(name.as_str()).map_err(|_| {
+                KafkaError::ClientCreation(format!("topic name {name:?} has a NUL"))
+            })?;
+            // SAFETY: `rk` is the live client; a null conf takes the defaults.
+            let rkt =
+                unsafe { rdsys::rd_kafka_topic_new(rk, c_name.as_ptr(), std::ptr::null_mut()) };
+            if rkt.is_null() {
+                return Err(KafkaError::ClientCreation(format!(
+                    "librdkafka refused a handle for topic {name:?}"
+                )));
+            }
+            handles.push(TopicHandle(rkt));
+        }
+        Ok(KafkaProducer { handles, producer })
     }
 }
 
 impl Produce for KafkaProducer {
     fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError> {
-        let record = BaseRecord::with_opaque_to(self.topics.name(msg.topic), opaque as usize)
-            .key(msg.key)
-            .payload(msg.payload)
-            .headers(headers(msg.headers));
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| ProduceError::from_kafka(&e))
+        use rdsys::rd_kafka_vtype_t::*;
+        let i = Topic::ALL.iter().position(|t| *t == msg.topic).unwrap_or(0);
+        let rkt = self.handles[i].0;
+        let rk = self.producer.client().native_ptr();
+        // SAFETY: every pointer is valid for the call; with F_COPY librdkafka
+        // copies key and payload before returning, and on success it owns
+        // the headers (freed here when it refuses the message). The opaque
+        // is a number, read back as `usize` by the delivery callback.
+        let err = unsafe {
+            let hdrs = rdsys::rd_kafka_headers_new(msg.headers.len());
+            for (name, value) in msg.headers {
+                rdsys::rd_kafka_header_add(
+                    hdrs,
+                    name.as_ptr().cast(),
+                    name.len() as isize,
+                    value.as_ptr().cast(),
+                    value.len() as isize,
+                );
+            }
+            let err = rdsys::rd_kafka_producev(
+                rk,
+                RD_KAFKA_VTYPE_RKT,
+                rkt,
+                RD_KAFKA_VTYPE_PARTITION,
+                -1i32,
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::RD_KAFKA_MSG_F_COPY,
+                RD_KAFKA_VTYPE_VALUE,
+                msg.payload.as_ptr() as *mut std::ffi::c_void,
+                msg.payload.len(),
+                RD_KAFKA_VTYPE_KEY,
+                msg.key.as_ptr() as *const std::ffi::c_void,
+                msg.key.len(),
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque as usize as *mut std::ffi::c_void,
+                RD_KAFKA_VTYPE_HEADERS,
+                hdrs,
+                RD_KAFKA_VTYPE_END,
+            );
+            if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                rdsys::rd_kafka_headers_destroy(hdrs);
+            }
+            err
+        };
+        if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            let code = rdkafka::types::RDKafkaErrorCode::from(err);
+            Err(ProduceError::from_kafka(&KafkaError::MessageProduction(
+                code,
+            )))
+        }
     }
 
     fn flush(&self, timeout: Duration) -> usize {

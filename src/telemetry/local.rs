@@ -56,7 +56,9 @@ const DURATION: usize = REQUESTS + ROUTES.len() * STATUSES.len();
 const APPEND: usize = DURATION + ROUTES.len() * HIST;
 const EVENTS: usize = APPEND + HIST;
 const IN_FLIGHT: usize = EVENTS + EVENT_TYPES.len();
-const SLOTS: usize = IN_FLIGHT + 1;
+const KAFKA_LATENCY: usize = IN_FLIGHT + 1;
+const KAFKA_DELIVERED: usize = KAFKA_LATENCY + HIST;
+const SLOTS: usize = KAFKA_DELIVERED + 1;
 
 /// One thread's figures. Written by its own thread only; read by the
 /// scrape. Aligned so that two shards never share a cache line.
@@ -152,6 +154,7 @@ fn is_sum(slot: usize) -> bool {
     let hist_end = |base: usize| (slot + 1 - base) % HIST == 0;
     (DURATION..APPEND).contains(&slot) && hist_end(DURATION)
         || (APPEND..EVENTS).contains(&slot) && hist_end(APPEND)
+        || (KAFKA_LATENCY..KAFKA_DELIVERED).contains(&slot) && hist_end(KAFKA_LATENCY)
 }
 
 fn index(values: &[&str], value: &str) -> usize {
@@ -190,6 +193,17 @@ pub fn in_flight(delta: i64) {
 
 pub fn journal_appended(seconds: f64) {
     with(|s| s.observe(APPEND, seconds));
+}
+
+/// A message acknowledged by Kafka, `seconds` after it was created (the
+/// delivery-report thread records one per message).
+pub fn kafka_delivered(seconds: Option<f64>) {
+    with(|s| {
+        s.add(KAFKA_DELIVERED, 1);
+        if let Some(seconds) = seconds {
+            s.observe(KAFKA_LATENCY, seconds);
+        }
+    });
 }
 
 pub fn event_delivered(kind: &str) {
@@ -232,6 +246,7 @@ pub fn flush() -> String {
         }
     }
     metric::http_in_flight_total(t[IN_FLIGHT] as i64 as f64);
+    metric::kafka_delivered_total(t[KAFKA_DELIVERED]);
     let mut out = String::new();
     let routes: Vec<(&str, &[u64])> = ROUTES
         .iter()
@@ -339,5 +354,6 @@ mod tests {
         assert_eq!(index(STATUSES, "999"), STATUSES.len() - 1);
         assert!(is_sum(DURATION + HIST - 1) && !is_sum(DURATION + HIST - 2));
         assert!(is_sum(APPEND + HIST - 1) && !is_sum(EVENTS));
+        assert!(is_sum(KAFKA_DELIVERED - 1) && !is_sum(KAFKA_DELIVERED));
     }
 }

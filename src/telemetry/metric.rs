@@ -334,8 +334,15 @@ pub fn journal_corrupt(records: u64) {
     metrics::counter!(JOURNAL_CORRUPT_RECORDS).increment(records);
 }
 
-pub fn kafka_delivered() {
-    metrics::counter!(KAFKA_DELIVERED).increment(1);
+/// A message acknowledged, `seconds` after its CreateTime (recorded per
+/// thread: one per message on the delivery-report thread).
+pub fn kafka_delivered(seconds: Option<f64>) {
+    super::local::kafka_delivered(seconds);
+}
+
+/// The per-thread total of [`kafka_delivered`], when `/metrics` is scraped.
+pub(super) fn kafka_delivered_total(total: u64) {
+    metrics::counter!(KAFKA_DELIVERED).absolute(total);
 }
 
 pub fn kafka_delivery_failed() {
@@ -421,10 +428,6 @@ pub(super) fn http_in_flight_total(requests: f64) {
 /// Recorded per thread and written out by [`super::local::flush`].
 pub fn journal_appended(seconds: f64) {
     super::local::journal_appended(seconds);
-}
-
-pub fn kafka_delivery_latency(seconds: f64) {
-    metrics::histogram!(KAFKA_DELIVERY_LATENCY).record(seconds);
 }
 
 /// librdkafka's statistics for one broker.

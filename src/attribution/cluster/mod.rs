@@ -126,7 +126,7 @@ impl ProducerContext for ProduceCtx {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => metric::kafka_delivered(),
+            Ok(_) => metric::kafka_delivered(None),
             Err((e, _)) => {
                 metric::kafka_delivery_failed();
                 self.failed.fetch_add(1, Ordering::Relaxed);
