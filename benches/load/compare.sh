@@ -14,8 +14,13 @@
 # nginx's measured maximum gives p50/p99/p99.9 for pixeld and nginx.
 # Prints a table and writes benches/results/compare-DATE.json.
 #
+# PIXELD_BEFORE=path/to/an/older/pixeld runs it too, in the same rounds and
+# at the same fixed rate ("pixeld-before"): a before/after side by side.
+#
 #   benches/load/compare.sh [ROUNDS] [SECONDS]
 #   CONNECTIONS=64 FIXED_SECONDS=20 benches/load/compare.sh 3 10
+# FIXED_RATE=N sets the fixed rate instead (when half of nginx's maximum is
+# more than pixeld's own, its p99 measures a queue, not the server).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/load/common.sh
@@ -56,10 +61,11 @@ start() {
   local dir="$work/$1-$2"
   mkdir -p "$dir"
   case $1 in
-    pixeld)
+    pixeld|pixeld-before)
+      local bin=target/release/pixeld; [ "$1" = pixeld-before ] && bin=$PIXELD_BEFORE
       start_broker
       pixeld_config "$dir/pixeld.toml" "$PORT" "$BROKER_PORT" "$dir/data" journal
-      taskset -c 0 target/release/pixeld serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
+      taskset -c 0 "$bin" serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
       SERVER=$!
       wait_up /readyz ;;
     nginx)
@@ -98,7 +104,7 @@ stop() {
   kill -TERM "$SERVER"
   wait "$SERVER" 2>/dev/null || true
   SERVER=""
-  if [ "$1" = pixeld ]; then
+  if [ "$1" = pixeld ] || [ "$1" = pixeld-before ]; then
     local counts
     counts=$(target/release/examples/load-tool count "127.0.0.1:$BROKER_PORT" \
       pixel.impressions pixel.clicks pixel.conversions pixel.segments pixel.invalid pixel.attributions)
@@ -122,7 +128,7 @@ drive() { # $1 = seconds; prints wrk's RESULT json
 results="$work/results.tsv"
 : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
-  for server in pixeld nginx hyper; do
+  for server in ${PIXELD_BEFORE:+pixeld-before} pixeld nginx hyper; do
     start "$server" "$round"
     drive 2 >/dev/null # warm-up, not counted
     threads >"$work/cpu-before"
@@ -149,14 +155,14 @@ done
 # Fixed rate: half of nginx's median maximum, the same /imptr for both.
 fixed="$work/fixed.tsv"
 : >"$fixed"
-rate=$(python3 - "$results" <<'PY'
+rate=${FIXED_RATE:-$(python3 - "$results" <<'PY'
 import json, statistics, sys
 rps = [json.loads(l.split("\t")[2])["requests"] / json.loads(l.split("\t")[2])["seconds"]
        for l in open(sys.argv[1]) if l.startswith("nginx\t")]
 print(int(statistics.median(rps) / 2))
 PY
-)
-for server in pixeld nginx; do
+)}
+for server in ${PIXELD_BEFORE:+pixeld-before} pixeld nginx; do
   start "$server" fixed
   taskset -c 1 oha --worker-threads 1 -z 2s -q "$rate" -c "$CONNECTIONS" --no-tui -H "Cookie: $COOKIE" -H "User-Agent: $UA" \
     "http://127.0.0.1:$PORT/imptr?id=2766&cachebuster=1&ancost=0.42&t=2" >/dev/null
@@ -179,7 +185,7 @@ for line in open(results):
     w = json.loads(wrk)
     c = json.loads(counts)
     run = {"round": int(rnd), "rps": w["requests"] / w["seconds"], **w}
-    if server == "pixeld":
+    if server.startswith("pixeld"):
         events = {t: v[0] for t, v in c.items()}
         distinct = sum(v[1] for t, v in c.items() if t != "pixel.attributions")
         answered = w["requests"] + 0
@@ -214,24 +220,28 @@ doc = {
 json.dump(doc, open(out, "w"), indent=2)
 print(f"\n{doc['date']}, {doc['cores']} cores, wrk -t1 -c{conns}, {rounds} rounds of {secs} s (median)")
 print(f"{'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-for s in ("pixeld", "nginx", "hyper"):
+servers = [s for s in ("pixeld-before", "pixeld", "nginx", "hyper") if s in med]
+for s in servers:
     m = med[s]
-    print(f"{s:<8} {m['rps']:>9,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
+    print(f"{s:<14} {m['rps']:>9,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}")
 print(f"pixeld/nginx {doc['ratios']['pixeld/nginx']:.2f}x   pixeld/hyper {doc['ratios']['pixeld/hyper']:.2f}x")
+if "pixeld-before" in med:
+    doc["ratios"]["pixeld-before/nginx"] = med["pixeld-before"]["rps"] / med["nginx"]["rps"]
+    print(f"pixeld-before/nginx {doc['ratios']['pixeld-before/nginx']:.2f}x")
 print(f"\nfixed rate {rate} req/s for {doc['fixed_rate']['seconds']} s (oha, latency-corrected)")
 print(f"{'server':<8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}")
-for s in ("pixeld", "nginx"):
+for s in [s for s in ("pixeld-before", "pixeld", "nginx") if s in fixed_rate]:
     f = fixed_rate[s]
-    print(f"{s:<8} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['p999_ms']:>9.2f}")
+    print(f"{s:<14} {f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['p999_ms']:>9.2f}")
 print("\nCPU per request by thread (µs, median over rounds)")
-for s in ("pixeld", "nginx", "hyper"):
+for s in servers:
     names = sorted({k for r in runs[s] for k in r.get("cpu_us_per_request", {})})
     cells = {k: statistics.median(r.get("cpu_us_per_request", {}).get(k, 0) for r in runs[s]) for k in names}
     total = sum(cells.values())
     doc.setdefault("cpu_us_per_request", {})[s] = cells
-    print(f"{s:<8} total {total:5.1f}  " + "  ".join(f"{k} {v:.1f}" for k, v in sorted(cells.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+    print(f"{s:<14} total {total:5.1f}  " + "  ".join(f"{k} {v:.1f}" for k, v in sorted(cells.items(), key=lambda kv: -kv[1]) if v >= 0.05))
 json.dump(doc, open(out, "w"), indent=2)
-for r in runs["pixeld"]:
+for r in runs["pixeld"] + runs.get("pixeld-before", []):
     print(f"pixeld round {r['round']}: {r['requests']} answered, {r['distinct_pixel_events']} distinct pixel events in Kafka, events {r['events']}")
 print(f"written to {out}")
 if lost:

@@ -20,6 +20,8 @@
 # in dir/bin and dir/lib, no network, no Rust toolchain).
 #
 #   benches/load/scale.sh [CORES] [ROUNDS] [SECONDS]     e.g. "1 2 4 8" 3 8
+# PIXELD_BEFORE=path/to/an/older/pixeld adds it as a fourth server, in the
+# same rounds (a before/after measured side by side).
 # Writes benches/results/scale-DATE.json (or ./scale-DATE.json in a bundle).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -81,7 +83,8 @@ up() { # waits until $1 answers
 start() { # $1 server, $2 N, $3 dir
   local dir=$3; mkdir -p "$dir"; PORT=$(port)
   case $1 in
-    pixeld)
+    pixeld|pixeld-before)
+      local bin=$PIXELD; [ "$1" = pixeld-before ] && bin=$PIXELD_BEFORE
       BPORT=$(port)
       nice -n 19 taskset -c "$BROKER_CORE" "$TANSU" broker --listener-url "tcp://127.0.0.1:$BPORT" \
         --advertised-listener-url "tcp://127.0.0.1:$BPORT" --storage-engine memory://tansu/ >"$dir/tansu.log" 2>&1 &
@@ -89,7 +92,7 @@ start() { # $1 server, $2 N, $3 dir
       sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$(port)\"|" \
           -e "s|^brokers = .*|brokers = \"127.0.0.1:$BPORT\"|" -e "s|^data_dir = .*|data_dir = \"$dir/data\"|" \
           -e "s|^drain_ms = .*|drain_ms = 0|" -e "s|^\[cookie\]\$|[cookie]\nsecret = \"$SECRET\"|" "$CONFIG" >"$dir/pixeld.toml"
-      taskset -c "$SERVER_CORES" "$PIXELD" serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
+      taskset -c "$SERVER_CORES" "$bin" serve --config "$dir/pixeld.toml" 2>"$dir/pixeld.log" &
       SERVER=$!
       up "http://127.0.0.1:$PORT/readyz" ;;
     nginx)
@@ -139,7 +142,7 @@ for n in $CORES; do
   [ "$n" -le "$NPROC" ] || { echo "skip N=$n: this machine has $NPROC cores" >&2; continue; }
   layout "$n"
   for round in $(seq 1 "$ROUNDS"); do
-    for server in pixeld nginx hyper; do
+    for server in ${PIXELD_BEFORE:+pixeld-before} pixeld nginx hyper; do
       dir="$work/$server-$n-$round"
       start "$server" "$n" "$dir"
       conns=$((64 * n))
@@ -147,7 +150,7 @@ for n in $CORES; do
       t0=$(ticks); out=$(drive "$SECONDS_PER_RUN" "$conns"); t1=$(ticks)
       kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
       shipped=0
-      if [ "$server" = pixeld ]; then
+      if [ "$server" = pixeld ] || [ "$server" = pixeld-before ]; then
         shipped=$("$TOOL" count "127.0.0.1:$BPORT" pixel.impressions pixel.clicks pixel.conversions pixel.segments pixel.invalid \
           | python3 -c 'import json,sys; print(sum(v[1] for v in json.load(sys.stdin).values()))')
         kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true; BROKER=""
@@ -170,7 +173,7 @@ for line in open(path):
     cpu_us = int(ticks) / int(tck) * 1e6 / max(w["requests"], 1)
     r = {"round": int(rnd), "rps": w["requests"] / w["seconds"], "cpu_us_per_request": cpu_us,
          "p99_ms": w["p99_ms"], "requests": w["requests"], "shared_cores": shared == "true"}
-    if server == "pixeld":
+    if server.startswith("pixeld"):
         r["events_in_kafka"] = int(shipped)
         # The warm-up's events are in Kafka too: at least every measured answer.
         if int(shipped) < w["requests"]:
@@ -191,10 +194,13 @@ for n, t in table.items():
     p, ng, h = t["pixeld"], t["nginx"], t["hyper"]
     mark = " (wrk shares the cores: not a capacity figure)" if p["shared_cores"] else ""
     print(f"{n:>3} {p['rps']:>13,.0f} {ng['rps']:>9,.0f} {h['rps']:>9,.0f} {p['rps']/ng['rps']:>8.2f}x {p['cpu_us_per_request']:>19.1f} {ng['cpu_us_per_request']:>6.1f} {h['cpu_us_per_request']:>6.1f}{mark}")
+    if "pixeld-before" in t:
+        b = t["pixeld-before"]
+        print(f"    before: {b['rps']:>10,.0f} req/s {b['rps']/ng['rps']:>22.2f}x {b['cpu_us_per_request']:>19.1f} µs/req")
 ns = sorted(table)
 if len(ns) > 1:
     a, b = ns[0], ns[-1]
-    for s in ("pixeld", "nginx", "hyper"):
+    for s in [s for s in ("pixeld-before", "pixeld", "nginx", "hyper") if s in table[a]]:
         g = table[b][s]["cpu_us_per_request"] / table[a][s]["cpu_us_per_request"] - 1
         print(f"{s}: CPU per request {a} -> {b} cores: {g:+.1%}")
 print(f"written to {name}")

@@ -24,6 +24,11 @@ const CHECKPOINT: &str = "journal.checkpoint";
 /// Records handed to librdkafka and not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 100_000;
 
+/// A round that produced fewer records than this waits [`ROUND_PAUSE`]
+/// before the next (a busy journal ships in rounds of thousands).
+const WORTH_A_ROUND: usize = 1024;
+const ROUND_PAUSE: Duration = Duration::from_millis(5);
+
 /// The shipped watermark saved on disk (0 when none or unreadable).
 pub fn load_checkpoint(dir: &Path) -> u64 {
     let Ok(bytes) = fs::read(dir.join(CHECKPOINT)) else {
@@ -217,14 +222,21 @@ impl Ship {
                     return self.shared.written().saturating_sub(watermark);
                 }
             }
-            if produced == 0 {
-                // Nothing new: wait for acknowledgements or for the writer.
+            if produced < WORTH_A_ROUND && draining_since.is_none() {
+                // Little new: wait a few milliseconds for more rather than
+                // waking for every group the writer writes or every report
+                // librdkafka sends. Per round, the shipper's and librdkafka's
+                // costs are per batch; shipping 5 ms later costs nothing
+                // (librdkafka lingers `linger_ms` anyway).
                 if self.in_flight.is_empty() {
                     self.shared
                         .wait_for(self.cursor.next_seq, Duration::from_millis(50));
                 } else {
-                    self.take_acks(Duration::from_millis(20));
+                    std::thread::sleep(ROUND_PAUSE);
                 }
+            } else if produced == 0 {
+                // Draining: wait only for acknowledgements.
+                self.take_acks(Duration::from_millis(20));
             }
         }
     }
