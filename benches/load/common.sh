@@ -46,7 +46,9 @@ cookies() {
 
 # setup_run: a scratch directory ($work), a free port for the server
 # ($PORT), and a trap that stops the server ($SERVER) and the broker
-# ($TANSU) however the script ends.
+# ($TANSU) however the script ends, and removes $work when it succeeded
+# (nginx's access logs and the journals take gigabytes a run; a failed run
+# keeps them to look at, and KEEP_WORK=1 keeps them always).
 setup_run() {
   work=$(mktemp -d)
   PORT=$(free_port)
@@ -56,7 +58,18 @@ setup_run() {
 }
 
 stop_all() {
+  local status=$?
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
   [ -n "$TANSU" ] && kill "$TANSU" 2>/dev/null
   wait 2>/dev/null || true
+  remove_work "$status" "$work"
+}
+
+# remove_work STATUS DIR: removes DIR after a successful run.
+remove_work() {
+  if [ "$1" -eq 0 ] && [ "${KEEP_WORK:-}" != 1 ]; then
+    rm -rf "$2"
+  else
+    echo "scratch files kept in $2" >&2
+  fi
 }

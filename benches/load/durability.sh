@@ -22,7 +22,13 @@ BROKER_PORT=$(free_port)
 PORT=$(free_port)
 start_tansu "$BROKER_PORT" "$work/tansu.log"
 PIXELD=""
-cleanup() { [ -n "$PIXELD" ] && kill "$PIXELD" 2>/dev/null; kill "$TANSU" 2>/dev/null; wait 2>/dev/null || true; }
+cleanup() {
+  local status=$?
+  [ -n "$PIXELD" ] && kill "$PIXELD" 2>/dev/null
+  kill "$TANSU" 2>/dev/null
+  wait 2>/dev/null || true
+  remove_work "$status" "$work"
+}
 trap cleanup EXIT
 
 results="$work/results.tsv"

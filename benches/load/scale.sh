@@ -52,10 +52,14 @@ fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
 SERVER="" BROKER=""
+# Removes the scratch directory after a successful run (nginx's access logs
+# alone take gigabytes); a failed run, or KEEP_WORK=1, keeps it.
 cleanup() {
+  local status=$?
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
   [ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null
   wait 2>/dev/null || true
+  if [ "$status" -eq 0 ] && [ "${KEEP_WORK:-}" != 1 ]; then rm -rf "$work"; else echo "scratch files kept in $work" >&2; fi
 }
 trap cleanup EXIT
 "$TOOL" cookies "$SECRET" 1000 >"$work/cookies.txt"
