@@ -255,14 +255,14 @@ pub fn flush() -> String {
         .filter(|(_, h)| h[..HIST - 1].iter().any(|n| *n > 0))
         .collect();
     histogram(&mut out, metric::HTTP_DURATION, "route", &routes);
-    let append = &t[APPEND..APPEND + HIST];
-    if append[..HIST - 1].iter().any(|n| *n > 0) {
-        histogram(
-            &mut out,
-            metric::JOURNAL_APPEND_DURATION,
-            "",
-            &[("", append)],
-        );
+    for (name, base) in [
+        (metric::JOURNAL_APPEND_DURATION, APPEND),
+        (metric::KAFKA_DELIVERY_LATENCY, KAFKA_LATENCY),
+    ] {
+        let h = &t[base..base + HIST];
+        if h[..HIST - 1].iter().any(|n| *n > 0) {
+            histogram(&mut out, name, "", &[("", h)]);
+        }
     }
     out
 }
@@ -346,6 +346,30 @@ mod tests {
         assert!(at("0.0005") - at("0.00025") >= 3000.0);
         assert_eq!(at("+Inf"), count);
         assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn every_per_thread_histogram_is_written_out() {
+        journal_appended(0.001);
+        kafka_delivered(Some(0.05));
+        kafka_delivered(None);
+        http_request("px", 200, 0.001);
+        let text = flush();
+        for name in [
+            "http_request_duration_seconds",
+            "journal_append_duration_seconds",
+            "kafka_delivery_latency_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram")),
+                "{name} missing from:\n{text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}_count"))),
+                "{name} has no count"
+            );
+        }
     }
 
     #[test]
