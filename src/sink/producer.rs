@@ -90,9 +90,13 @@ impl Topics {
         Topics(cfg.names().map(String::from))
     }
 
+    /// Where `topic` is in `Topic::ALL` (and so in the names and handles).
+    fn index(topic: Topic) -> usize {
+        Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0)
+    }
+
     pub fn name(&self, topic: Topic) -> &str {
-        let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
-        &self.0[i]
+        &self.0[Topics::index(topic)]
     }
 }
 
@@ -221,8 +225,7 @@ impl KafkaProducer {
 impl Produce for KafkaProducer {
     fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError> {
         use rdsys::rd_kafka_vtype_t::*;
-        let i = Topic::ALL.iter().position(|t| *t == msg.topic).unwrap_or(0);
-        let rkt = self.handles[i].0;
+        let rkt = self.handles[Topics::index(msg.topic)].0;
         let rk = self.producer.client().native_ptr();
         // SAFETY: every pointer is valid for the call; with F_COPY librdkafka
         // copies key and payload before returning, and on success it owns

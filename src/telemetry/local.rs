@@ -120,13 +120,7 @@ struct Owned(Arc<Shard>);
 impl Drop for Owned {
     fn drop(&mut self) {
         let mut all = shards().lock().unwrap_or_else(|e| e.into_inner());
-        for (i, r) in all.retired.iter_mut().enumerate() {
-            *r = if is_sum(i) {
-                (f64::from_bits(*r) + f64::from_bits(self.0.get(i))).to_bits()
-            } else {
-                r.wrapping_add(self.0.get(i))
-            };
-        }
+        add_into(&mut all.retired, &self.0);
         all.live.retain(|s| !Arc::ptr_eq(s, &self.0));
     }
 }
@@ -148,6 +142,17 @@ fn with(f: impl FnOnce(&Shard)) {
         });
         f(&owned.0)
     });
+}
+
+/// Adds `shard`'s figures to `totals`, slot by slot (sums as `f64`).
+fn add_into(totals: &mut [u64; SLOTS], shard: &Shard) {
+    for (i, v) in totals.iter_mut().enumerate() {
+        *v = if is_sum(i) {
+            (f64::from_bits(*v) + f64::from_bits(shard.get(i))).to_bits()
+        } else {
+            v.wrapping_add(shard.get(i))
+        };
+    }
 }
 
 fn is_sum(slot: usize) -> bool {
@@ -216,13 +221,7 @@ fn totals() -> [u64; SLOTS] {
     let all = shards().lock().unwrap_or_else(|e| e.into_inner());
     let mut t = all.retired;
     for shard in &all.live {
-        for (i, v) in t.iter_mut().enumerate() {
-            *v = if is_sum(i) {
-                (f64::from_bits(*v) + f64::from_bits(shard.get(i))).to_bits()
-            } else {
-                v.wrapping_add(shard.get(i))
-            };
-        }
+        add_into(&mut t, shard);
     }
     t
 }
