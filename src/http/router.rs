@@ -89,7 +89,11 @@ pub fn serve<B>(
 ) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     let started = std::time::Instant::now();
     metric::http_in_flight(1);
-    let (resp, receipt, label) = guarded(|| answer(&req, peer, app, role));
+    // Looked up once, outside the guard: a panicking handler's request is
+    // still counted under its own route.
+    let found = route(req.uri().path(), role);
+    let label = found.as_ref().map_or("not_found", Route::label);
+    let (resp, receipt) = guarded(|| respond_to(&req, peer, app, found));
     async move {
         if let Some(receipt) = receipt {
             // The response waits until the event is as safe as the durability
@@ -109,23 +113,13 @@ pub fn serve<B>(
 
 /// A bug must never show: a panicking handler still answers the GIF (and is
 /// counted in `handler_panics_total`).
-fn guarded(answer: impl FnOnce() -> Answer) -> Answer {
+fn guarded(
+    answer: impl FnOnce() -> (Response<Body>, Option<Receipt>),
+) -> (Response<Body>, Option<Receipt>) {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
         metric::handler_panicked();
-        (response::gif(), None, "not_found")
+        (response::gif(), None)
     })
-}
-
-/// A response, the receipt of its event if it made one, and the `route`
-/// label of the request metrics.
-type Answer = (Response<Body>, Option<Receipt>, &'static str);
-
-/// [`respond`] with the route's label, looked up once.
-fn answer<B>(req: &Request<B>, peer: SocketAddr, app: &App, role: Role) -> Answer {
-    let found = route(req.uri().path(), role);
-    let label = found.as_ref().map_or("not_found", Route::label);
-    let (resp, receipt) = respond_to(req, peer, app, found);
-    (resp, receipt, label)
 }
 
 /// Answers one request; the body, if any, is never read. A pixel also
@@ -370,11 +364,11 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_answers_the_gif() {
-        let (resp, receipt, _) = guarded(|| panic!("a bug in a handler"));
+        let (resp, receipt) = guarded(|| panic!("a bug in a handler"));
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[hyper::header::CONTENT_TYPE], "image/gif");
         assert!(receipt.is_none());
-        let (resp, ..) = guarded(|| (response::not_found(), None, "not_found"));
+        let (resp, _) = guarded(|| (response::not_found(), None));
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no panic, no change");
     }
 }
