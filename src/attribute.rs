@@ -18,7 +18,9 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::attribution::cluster::{ClusterError, ClusterTopics, Member, Settings, Status};
+use crate::attribution::cluster::{
+    ClusterError, ClusterTopics, InputTopic, Member, PerInput, Settings, Status,
+};
 use crate::config::{Catalog, Config, Problem};
 use crate::sink::kafka::{client_config, consumer_config};
 use crate::telemetry::prometheus;
@@ -44,7 +46,7 @@ impl AttributeError {
     /// 2 for anything the operator must fix before starting again.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AttributeError::Cluster(ClusterError::Delivery(_)) => 1,
+            AttributeError::Cluster(e) => e.exit_code(),
             _ => 2,
         }
     }
@@ -95,11 +97,15 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
         consumer: consumer_config(&cfg.kafka, &cfg.kafka.brokers),
         group_id: a.group_id.clone(),
         topics: ClusterTopics {
-            inputs: [
-                t.impressions.clone(),
-                t.clicks.clone(),
-                t.conversions.clone(),
-            ],
+            inputs: PerInput::from_fn(|topic| {
+                match topic {
+                    InputTopic::Impressions => &t.impressions,
+                    InputTopic::Clicks => &t.clicks,
+                    InputTopic::Conversions => &t.conversions,
+                    InputTopic::Segments => &t.segments,
+                }
+                .clone()
+            }),
             changelog: t.attribution_state.clone(),
             attributions: t.attributions.clone(),
         },
@@ -128,7 +134,7 @@ pub async fn run(
     let replication = cfg.kafka.replication_factor;
     let member = tokio::task::spawn_blocking(move || Member::start(settings, catalog, replication))
         .await
-        .map_err(|e| AttributeError::Cluster(ClusterError::Kafka(e.to_string())))?
+        .map_err(|e| AttributeError::Cluster(ClusterError::Thread(e.to_string())))?
         .map_err(AttributeError::Cluster)?;
     info!(listen = %addr, "pixeld attribute: /readyz and /metrics");
     let status = member.status.clone();
@@ -147,7 +153,7 @@ pub async fn run(
     info!("stopping: finishing the batch in hand, committing, leaving the group");
     let result = tokio::task::spawn_blocking(move || member.stop())
         .await
-        .map_err(|e| AttributeError::Cluster(ClusterError::Kafka(e.to_string())))?;
+        .map_err(|e| AttributeError::Cluster(ClusterError::Thread(e.to_string())))?;
     http.abort();
     result.map_err(AttributeError::Cluster)
 }
@@ -174,6 +180,13 @@ async fn serve_status(listener: TcpListener, status: Arc<Status>) {
 fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
     let (code, body) = match path {
         "/readyz" if status.ready() => (StatusCode::OK, "ready\n".to_string()),
+        "/readyz" if status.orphaned.load(std::sync::atomic::Ordering::Relaxed) > 0 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} partition(s) owned by no live member; rejoining the group\n",
+                status.orphaned.load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        ),
         "/readyz" if status.restoring.load(std::sync::atomic::Ordering::Relaxed) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "restoring partitions from the changelog\n".into(),
@@ -212,7 +225,7 @@ pub fn replay(
     let catalog = Catalog::new(cfg).map_err(AttributeError::Catalog)?;
     crate::attribution::cluster::topics::ensure_output(
         &settings.consumer,
-        &settings.topics.inputs[0],
+        &settings.topics.inputs[InputTopic::Impressions],
         output_topic,
         cfg.kafka.replication_factor,
     )

@@ -24,6 +24,14 @@ const TOPICS: [(&str, EventType); 3] = [
     ("pixel.conversions", EventType::Conversion),
 ];
 
+/// The members' input topics: the three event topics and the segments
+/// topic (opt-outs), co-partitioned.
+fn create_inputs(brokers: &str) {
+    let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|(t, _)| (*t, PARTITIONS)).collect();
+    topics.push(("pixel.segments", PARTITIONS));
+    create_topics(brokers, &topics);
+}
+
 /// Every event of the three input topics, with its type; waits for `n`.
 fn input_events(brokers: &str, n: usize) -> Vec<(EventType, Value)> {
     let read = read_topics(
@@ -118,7 +126,7 @@ fn get(port: u16, target: &str, uid: &str) {
 #[test]
 fn two_serve_instances_and_two_members_credit_like_one_engine_in_time_order() {
     let _turn = turn();
-    let broker = Broker::start();
+    let broker = Broker::start_sqlite();
     let (pa, pb) = (free_tcp_port(), free_tcp_port());
     let (s1, s2) = (free_tcp_port(), free_tcp_port());
     // The default grace (10 s): this 2-core machine runs two debug-built
@@ -219,8 +227,8 @@ fn event(kind: EventType, ts: u64, uid: &str, n: u64) -> Value {
 fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_event_is_flagged_late(
 ) {
     let _turn = turn();
-    let broker = Broker::start();
-    create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
     let status = free_tcp_port();
     let text = cluster_config(
         &broker.addr,
@@ -300,7 +308,7 @@ fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_
 #[test]
 fn a_killed_member_s_partitions_move_and_a_joining_member_takes_some_without_a_different_answer() {
     let _turn = turn();
-    let broker = Broker::start();
+    let broker = Broker::start_sqlite();
     let port = free_tcp_port();
     let (s1, s2, s3) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let grace: [(&str, String); 0] = [];
@@ -459,8 +467,8 @@ fn a_killed_member_s_partitions_move_and_a_joining_member_takes_some_without_a_d
 fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_become_tombstones()
 {
     let _turn = turn();
-    let broker = Broker::start();
-    create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
     // One-minute windows, swept every second: an old touch expires at once.
     let text = cluster_config(
         &broker.addr,
@@ -556,13 +564,14 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
 #[test]
 fn topics_with_different_partition_counts_stop_the_member_with_the_counts() {
     let _turn = turn();
-    let broker = Broker::start();
+    let broker = Broker::start_sqlite();
     create_topics(
         &broker.addr,
         &[
             ("pixel.impressions", 6),
             ("pixel.clicks", 3),
             ("pixel.conversions", 6),
+            ("pixel.segments", 6),
         ],
     );
     let status = free_tcp_port();
@@ -646,8 +655,8 @@ fn iso(ms: u64) -> String {
 #[test]
 fn a_what_if_replay_with_a_longer_window_credits_exactly_the_conversions_the_reference_says() {
     let _turn = turn();
-    let broker = Broker::start();
-    create_topics(&broker.addr, &TOPICS.map(|(t, _)| (t, PARTITIONS)));
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
     let base = cluster_config(&broker.addr, free_tcp_port(), free_tcp_port(), &[]);
     // Pixel 7313 (hybrid): a 1-day post-view window, and the what-if's 7 days.
     let week = base.replace("post_view_minutes = 1440", "post_view_minutes = 10080");

@@ -116,8 +116,10 @@ fn inputs(brokers: &str, users: u64) {
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin");
+    // The members read the segments topic too (opt-outs).
     let new: Vec<NewTopic<'_>> = INPUTS
         .iter()
+        .chain(&["pixel.segments"])
         .map(|t| NewTopic::new(t, 6, TopicReplication::Fixed(1)))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()

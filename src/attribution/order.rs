@@ -2,18 +2,26 @@
 //! be applied in `ts` order (ties by event id), the order the single-node
 //! engine would have seen them in had they arrived sorted.
 //!
-//! Inputs come from several sources (the impression, click and conversion
-//! topic-partitions of one partition number), each roughly in time order
-//! but arriving interleaved and late. The partition's watermark is the
-//! lowest latest-seen time over its sources, less the grace; a source that
-//! is caught up (nothing more to read) advances with the clock instead of
-//! holding everything back. Inputs at or below the watermark are released in
-//! order. An input older than what was already released is late: it is
-//! applied at once and flagged.
+//! Inputs come from several sources (the input topic-partitions of one
+//! partition number), each roughly in time order but arriving interleaved
+//! and late. A source's frontier is the latest `ts` read from it, or, if
+//! later, the time up to which it is known to have been read through (a
+//! fresh end-offset check found the reader at its end: everything appended
+//! before that time was read). The partition's watermark is the lowest
+//! frontier less the grace. Held inputs are released in (ts, event id)
+//! order while the watermark has passed them.
+//!
+//! **The late rule.** An input whose `ts` is at or below what was already
+//! released is late. It is not applied at once: it waits like any input,
+//! until the watermark has passed the frontier of the moment it was read
+//! (one grace, in the sources' own progress), and it holds back every input
+//! after it in time order meanwhile. So late inputs that arrive within the
+//! grace of each other are applied in event-time order, whichever topic was
+//! polled first; a late conversion's record says `late`.
 //!
 //! This is the building block of the cluster engine (`pixeld attribute`,
-//! partitioned over Kafka); it keeps no clock of its own (`now_ms` is
-//! passed in) so it is tested with explicit times.
+//! partitioned over Kafka); it keeps no clock of its own (times are passed
+//! in) so it is tested with explicit times.
 
 use std::collections::BTreeMap;
 
@@ -30,15 +38,35 @@ pub struct Held {
     pub source: usize,
     /// Its offset in that source (what to commit once it is applied).
     pub offset: i64,
+    /// Late: its `ts` was at or below what was released when it was read.
+    pub late: bool,
+    /// Not released before the watermark reaches this (its `ts`, or for a
+    /// late input the frontier when it was read).
+    pub not_before: u64,
+}
+
+impl Held {
+    /// An input as read; [`Reorder::push`] decides whether it is late.
+    pub fn new(input: AttributionInput, source: usize, offset: i64) -> Held {
+        Held {
+            ts_ms: input.ts_ms(),
+            event_id: input.event_id(),
+            input,
+            source,
+            offset,
+            late: false,
+            not_before: 0,
+        }
+    }
 }
 
 /// What [`Reorder::push`] decided.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     /// Held until the watermark passes it.
-    Held,
-    /// Older than what was already released: apply it now, flagged late.
-    Late(Box<Held>),
+    OnTime,
+    /// Older than what was already released: held one grace, flagged late.
+    Late,
 }
 
 /// Per source: how far it has been read.
@@ -46,8 +74,8 @@ pub enum Pushed {
 struct Source {
     /// The latest `ts` seen from it (None before its first input).
     latest_ms: Option<u64>,
-    /// Nothing more to read right now (the consumer hit its end).
-    caught_up: bool,
+    /// Everything appended to the source before this time (ms) was read.
+    read_through_ms: Option<u64>,
     /// The next offset to read, once everything before it is applied.
     next_offset: Option<i64>,
 }
@@ -74,49 +102,71 @@ impl Reorder {
     }
 
     /// An input read from `held.source` at `held.offset`.
-    pub fn push(&mut self, held: Held) -> Pushed {
+    pub fn push(&mut self, mut held: Held) -> Pushed {
         let s = &mut self.sources[held.source];
         s.latest_ms = Some(s.latest_ms.map_or(held.ts_ms, |l| l.max(held.ts_ms)));
-        s.caught_up = false;
         self.skip(held.source, held.offset);
-        if self.released_ms.is_some_and(|r| held.ts_ms <= r) {
-            return Pushed::Late(Box::new(held));
-        }
+        let late = self.released_ms.is_some_and(|r| held.ts_ms <= r);
+        held.late = late;
+        held.not_before = match (late, self.frontier()) {
+            (true, Some(f)) => f,
+            _ => held.ts_ms,
+        };
         self.held.insert((held.ts_ms, held.event_id.0), held);
-        Pushed::Held
+        if late {
+            Pushed::Late
+        } else {
+            Pushed::OnTime
+        }
     }
 
-    /// `source` has nothing more to read for now: it no longer holds the
-    /// watermark back.
-    pub fn caught_up(&mut self, source: usize) {
-        self.sources[source].caught_up = true;
+    /// Everything appended to `source` before `at_ms` has been read: it
+    /// holds the watermark back no further than that.
+    pub fn read_through(&mut self, source: usize, at_ms: u64) {
+        let s = &mut self.sources[source];
+        s.read_through_ms = Some(s.read_through_ms.map_or(at_ms, |r| r.max(at_ms)));
     }
 
-    /// The time at or below which every input may be released.
-    pub fn watermark(&self, now_ms: u64) -> Option<u64> {
+    /// The lowest source frontier; None while a source has said nothing and
+    /// was never found at its end.
+    fn frontier(&self) -> Option<u64> {
         let mut low: Option<u64> = None;
         for s in &self.sources {
-            let at = match (s.caught_up, s.latest_ms) {
-                (true, l) => now_ms.max(l.unwrap_or(0)),
-                (false, Some(l)) => l,
-                // A source that has said nothing yet holds everything back.
-                (false, None) => return None,
+            let at = match (s.latest_ms, s.read_through_ms) {
+                (Some(l), Some(r)) => l.max(r),
+                (Some(t), None) | (None, Some(t)) => t,
+                (None, None) => return None,
             };
             low = Some(low.map_or(at, |x| x.min(at)));
         }
-        low.map(|l| l.saturating_sub(self.grace_ms))
+        low
     }
 
-    /// Every held input at or below the watermark, in (ts, event id) order.
-    pub fn release(&mut self, now_ms: u64) -> Vec<Held> {
-        let Some(mark) = self.watermark(now_ms) else {
+    /// The time at or below which every input may be released.
+    pub fn watermark(&self) -> Option<u64> {
+        self.frontier().map(|f| f.saturating_sub(self.grace_ms))
+    }
+
+    /// Held inputs in (ts, event id) order while the watermark has passed
+    /// them; a late input not due yet holds back everything after it.
+    pub fn release(&mut self) -> Vec<Held> {
+        let Some(mark) = self.watermark() else {
             return Vec::new();
         };
-        let rest = self.held.split_off(&(mark + 1, 0));
-        let out: Vec<Held> = std::mem::replace(&mut self.held, rest)
-            .into_values()
-            .collect();
-        self.released_ms = Some(self.released_ms.map_or(mark, |r| r.max(mark)));
+        let mut out = Vec::new();
+        let mut blocked_at = None;
+        while let Some(entry) = self.held.first_entry() {
+            let h = entry.get();
+            if h.ts_ms.max(h.not_before) > mark {
+                blocked_at = Some(h.ts_ms);
+                break;
+            }
+            out.push(entry.remove());
+        }
+        // What was released up to: the mark, or short of the input that
+        // holds the rest back.
+        let through = blocked_at.map_or(mark, |b| b.saturating_sub(1).min(mark));
+        self.released_ms = Some(self.released_ms.map_or(through, |r| r.max(through)));
         out
     }
 
@@ -180,59 +230,124 @@ mod tests {
     }
 
     fn held(source: usize, offset: i64, ts: u64, input: AttributionInput) -> Held {
-        let event_id = input.event_id();
         Held {
             ts_ms: ts,
-            event_id,
-            input,
-            source,
-            offset,
+            ..Held::new(input, source, offset)
         }
+    }
+
+    fn times(out: &[Held]) -> Vec<u64> {
+        out.iter().map(|h| h.ts_ms).collect()
     }
 
     #[test]
     fn inputs_are_released_in_event_time_once_every_source_has_passed_them() {
         let mut r = Reorder::new(3, 100);
         // A conversion arrives before the view it should be credited to.
-        assert_eq!(r.push(held(2, 0, 1_000, conversion(1_000))), Pushed::Held);
-        assert!(r.release(0).is_empty(), "sources 0 and 1 said nothing yet");
-        assert_eq!(r.push(held(0, 0, 900, touch(900))), Pushed::Held);
-        assert_eq!(r.push(held(1, 0, 1_500, touch(1_500))), Pushed::Held);
+        assert_eq!(r.push(held(2, 0, 1_000, conversion(1_000))), Pushed::OnTime);
+        assert!(r.release().is_empty(), "sources 0 and 1 said nothing yet");
+        assert_eq!(r.push(held(0, 0, 900, touch(900))), Pushed::OnTime);
+        assert_eq!(r.push(held(1, 0, 1_500, touch(1_500))), Pushed::OnTime);
         // Watermark: min(900, 1500, 1000) - 100 = 800: nothing yet.
-        assert!(r.release(0).is_empty());
+        assert!(r.release().is_empty());
         r.push(held(0, 1, 1_200, touch(1_200)));
         // min(1200, 1500, 1000) - 100 = 900: the view at 900.
-        let out = r.release(0);
-        assert_eq!(out.iter().map(|h| h.ts_ms).collect::<Vec<_>>(), [900]);
+        assert_eq!(times(&r.release()), [900]);
         r.push(held(2, 1, 2_000, conversion(2_000)));
         // min(1200, 1500, 2000) - 100 = 1100: the conversion at 1000 after the view.
-        let out = r.release(0);
-        assert_eq!(out.iter().map(|h| h.ts_ms).collect::<Vec<_>>(), [1_000]);
+        assert_eq!(times(&r.release()), [1_000]);
         assert_eq!(r.len(), 3);
     }
 
     #[test]
-    fn a_caught_up_source_advances_with_the_clock() {
+    fn a_source_read_through_a_time_holds_nothing_back_before_it() {
         let mut r = Reorder::new(2, 100);
         r.push(held(0, 5, 1_000, touch(1_000)));
-        assert!(r.release(5_000).is_empty(), "source 1 never spoke");
-        r.caught_up(1);
-        // Source 1 idles at the clock (5000); source 0 is at 1000.
-        assert!(r.release(5_000).is_empty(), "1000 - 100 < 1000");
-        r.caught_up(0);
-        assert_eq!(r.release(5_000).len(), 1);
+        assert!(r.release().is_empty(), "source 1 never spoke");
+        r.read_through(1, 5_000);
+        // Source 1 is read through 5000; source 0 is at 1000.
+        assert!(r.release().is_empty(), "1000 - 100 < 1000");
+        r.read_through(0, 5_000);
+        assert_eq!(r.release().len(), 1);
+        // An older check does not move a source back.
+        r.read_through(0, 10);
+        assert_eq!(r.watermark(), Some(4_900));
     }
 
     #[test]
-    fn an_input_older_than_what_was_released_is_late() {
-        let mut r = Reorder::new(1, 0);
+    fn an_input_older_than_what_was_released_is_late_and_waits_one_grace() {
+        let mut r = Reorder::new(1, 100);
         r.push(held(0, 0, 1_000, touch(1_000)));
-        assert_eq!(r.release(0).len(), 1);
-        match r.push(held(0, 1, 999, touch(999))) {
-            Pushed::Late(h) => assert_eq!(h.ts_ms, 999),
-            other => panic!("{other:?}"),
+        r.read_through(0, 1_100);
+        assert_eq!(r.release().len(), 1);
+        assert_eq!(r.push(held(0, 1, 999, touch(999))), Pushed::Late);
+        assert!(
+            r.release().is_empty(),
+            "waits until the frontier moved a grace"
+        );
+        // Above what was released: on time, yet behind the late one.
+        assert_eq!(r.push(held(0, 2, 1_050, touch(1_050))), Pushed::OnTime);
+        r.read_through(0, 1_199);
+        assert!(r.release().is_empty());
+        r.read_through(0, 1_200);
+        let out = r.release();
+        assert_eq!(times(&out), [999, 1_050]);
+        assert_eq!(
+            out.iter().map(|h| h.late).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert_eq!(r.push(held(0, 3, 1_300, touch(1_300))), Pushed::OnTime);
+    }
+
+    /// The rule that makes the answer independent of which topic was polled
+    /// first: a late touch and a late conversion read within one grace of
+    /// each other are applied in event-time order, in either arrival order.
+    #[test]
+    fn late_inputs_of_two_topics_are_applied_in_event_time_whichever_came_first() {
+        for conversion_first in [false, true] {
+            let mut r = Reorder::new(2, 2_000);
+            r.read_through(0, 100_000);
+            r.read_through(1, 100_000);
+            assert!(r.release().is_empty());
+            let view = held(0, 0, 40_000, touch(40_000));
+            let buy = held(1, 0, 40_010, conversion(40_010));
+            let (a, b) = if conversion_first {
+                (buy, view)
+            } else {
+                (view, buy)
+            };
+            assert_eq!(r.push(a), Pushed::Late);
+            // The other arrives after a release round, a moment later.
+            r.read_through(0, 100_500);
+            r.read_through(1, 100_500);
+            assert!(r.release().is_empty());
+            assert_eq!(r.push(b), Pushed::Late);
+            r.read_through(0, 102_600);
+            r.read_through(1, 102_600);
+            let out = r.release();
+            assert_eq!(
+                times(&out),
+                [40_000, 40_010],
+                "conversion first: {conversion_first}"
+            );
         }
-        assert_eq!(r.push(held(0, 2, 1_001, touch(1_001))), Pushed::Held);
+    }
+
+    #[test]
+    fn a_late_input_holds_back_the_inputs_after_it_in_time() {
+        let mut r = Reorder::new(1, 100);
+        r.push(held(0, 0, 1_000, touch(1_000)));
+        r.read_through(0, 1_100);
+        assert_eq!(r.release().len(), 1);
+        // Late, read at the frontier 1100: due once the watermark is 1100.
+        r.push(held(0, 1, 900, touch(900)));
+        r.push(held(0, 2, 1_050, touch(1_050)));
+        r.read_through(0, 1_160);
+        // 1050 is due (1160 - 100 >= 1050) but the late 900 is not: neither
+        // goes, so 900 still comes first.
+        assert!(r.release().is_empty());
+        r.read_through(0, 1_200);
+        assert_eq!(times(&r.release()), [900, 1_050]);
     }
 
     #[test]
@@ -246,7 +361,7 @@ mod tests {
         assert_eq!(r.committable(), [Some(10), Some(20)]);
         r.push(held(0, 11, 3_000, touch(3_000)));
         r.push(held(1, 21, 3_000, touch(3_000)));
-        let out = r.release(0);
+        let out = r.release();
         let ids: Vec<u128> = out.iter().map(|h| h.event_id.0).collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();

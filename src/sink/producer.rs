@@ -22,7 +22,8 @@ use crate::telemetry::{metric, RateLimit};
 #[derive(Clone, Copy, Debug)]
 pub struct Outgoing<'a> {
     pub topic: Topic,
-    /// The partitioning key: the user id, empty for anonymous events.
+    /// The partitioning key: the user id; empty for anonymous events,
+    /// produced with a NULL key.
     pub key: &'a [u8],
     pub headers: &'a [(&'a str, &'a [u8])],
     pub payload: &'a [u8],
@@ -227,6 +228,14 @@ impl Produce for KafkaProducer {
         use rdsys::rd_kafka_vtype_t::*;
         let rkt = self.handles[Topics::index(msg.topic)].0;
         let rk = self.producer.client().native_ptr();
+        // An anonymous event (no user id) goes with a NULL key, which the
+        // partitioner spreads; an empty key would hash every anonymous
+        // event of the fleet to one fixed partition.
+        let key_ptr = if msg.key.is_empty() {
+            std::ptr::null()
+        } else {
+            msg.key.as_ptr() as *const std::ffi::c_void
+        };
         // SAFETY: every pointer is valid for the call; with F_COPY librdkafka
         // copies key and payload before returning, and on success it owns
         // the headers (freed here when it refuses the message). The opaque
@@ -254,7 +263,7 @@ impl Produce for KafkaProducer {
                 msg.payload.as_ptr() as *mut std::ffi::c_void,
                 msg.payload.len(),
                 RD_KAFKA_VTYPE_KEY,
-                msg.key.as_ptr() as *const std::ffi::c_void,
+                key_ptr,
                 msg.key.len(),
                 RD_KAFKA_VTYPE_OPAQUE,
                 opaque as usize as *mut std::ffi::c_void,

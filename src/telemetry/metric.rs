@@ -37,6 +37,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone)."),
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
+    (CLUSTER_ORPHANED, Unit::Count, "pixeld attribute: partitions whose committed offset stalled behind their log for several session timeouts while this member does not own them: owned by no live member (the member rejoins the group)."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
     (HTTP_REQUESTS, Unit::Count, "Requests answered, by route and status code."),
     (HTTP_DURATION, Unit::Seconds, "From the handler's entry to the response, the wait for the journal included, by route."),
@@ -162,6 +163,7 @@ pub const CLUSTER_LATE: &str = "attribution_late_events_total";
 pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
 pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
 pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
+pub const CLUSTER_ORPHANED: &str = "attribution_orphaned_partitions";
 pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -387,6 +389,10 @@ pub fn cluster_commit(ok: bool) {
 
 pub fn cluster_resumed_ahead() {
     metrics::counter!(CLUSTER_RESUMED_AHEAD).increment(1);
+}
+
+pub fn cluster_orphaned(partitions: usize) {
+    metrics::gauge!(CLUSTER_ORPHANED).set(partitions as f64);
 }
 
 pub fn cluster_decision_delay(seconds: f64) {

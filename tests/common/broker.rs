@@ -33,6 +33,17 @@ impl Broker {
         )
     }
 
+    /// A broker on tansu's sqlite engine in a fresh directory. The cluster
+    /// tests use it: tansu 0.6.0's memory engine can skip the rest of a
+    /// record batch when a fetch starts inside it, or return a later batch
+    /// before an earlier one is written (see
+    /// `pixeld::attribution::cluster::broker_quirks`), which loses messages
+    /// for every reader, the tests' own included; the sqlite engine stores
+    /// records one by one and has neither problem.
+    pub fn start_sqlite() -> Broker {
+        Self::start_persistent(&super::config::fresh_dir(), 0)
+    }
+
     /// A broker that keeps its data in sqlite under `dir` (it survives a
     /// restart), on `port` (0: a free one).
     pub fn start_persistent(dir: &std::path::Path, port: u16) -> Broker {

@@ -1,5 +1,5 @@
 //! One assigned partition number: its state (the same [`Engine`] and rules
-//! as `pixeld serve`), its event-time buffer over the three input
+//! as `pixeld serve`), its event-time buffer over the input
 //! topic-partitions, the decisions not yet safe to forget, and the users
 //! whose changelog value is stale.
 
@@ -9,17 +9,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::changelog::{Decided, UserState};
+use super::inputs::{InputTopic, PerInput};
 use crate::attribution::order::{Held, Pushed, Reorder};
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::ids::UserId;
 use crate::telemetry::metric;
-
-/// The inputs of one partition number, by source index.
-pub const IMPRESSIONS: usize = 0;
-pub const CLICKS: usize = 1;
-pub const CONVERSIONS: usize = 2;
-pub const SOURCES: usize = 3;
 
 /// A record ready to publish, with when its conversion arrived (for the
 /// decision-delay histogram).
@@ -43,16 +38,12 @@ pub struct PartitionWork {
     decided_order: VecDeque<(i64, UserId)>,
     /// Users whose state changed since the last changelog write.
     dirty: HashSet<UserId, ahash::RandomState>,
-    /// Next offset to read per source, once known (from the group's
+    /// Next offset to read per input, once known (from the group's
     /// committed offset, then from each message read).
-    pub position: [Option<i64>; SOURCES],
-    /// When each source last gave a message (ms).
-    pub last_read_ms: [u64; SOURCES],
-    /// Whether each source gave a message since the assignment.
-    pub started: [bool; SOURCES],
-    /// The offset each source was last sought back to after the client
-    /// skipped past it: sought once, read past if the gap is real.
-    pub sought: [Option<i64>; SOURCES],
+    position: PerInput<Option<i64>>,
+    /// The offset each input was last sought back to after the client
+    /// skipped past it ([`super::broker_quirks`]).
+    sought: PerInput<Option<i64>>,
 }
 
 impl PartitionWork {
@@ -65,26 +56,23 @@ impl PartitionWork {
         PartitionWork {
             partition,
             engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog),
-            reorder: Reorder::new(SOURCES, grace_ms),
+            reorder: Reorder::new(InputTopic::COUNT, grace_ms),
             arrivals: HashMap::default(),
             decided: HashMap::default(),
             decided_order: VecDeque::new(),
             dirty: HashSet::default(),
-            position: [None; SOURCES],
-            last_read_ms: [0; SOURCES],
-            started: [false; SOURCES],
-            sought: [None; SOURCES],
+            position: PerInput::default(),
+            sought: PerInput::default(),
         }
     }
 
     /// The same state for a new assignment: the buffer starts over (its
     /// inputs were not committed and are read again).
     pub fn reset(mut self, grace_ms: u64) -> PartitionWork {
-        self.reorder = Reorder::new(SOURCES, grace_ms);
+        self.reorder = Reorder::new(InputTopic::COUNT, grace_ms);
         self.arrivals.clear();
-        self.position = [None; SOURCES];
-        self.started = [false; SOURCES];
-        self.sought = [None; SOURCES];
+        self.position = PerInput::default();
+        self.sought = PerInput::default();
         self
     }
 
@@ -110,91 +98,91 @@ impl PartitionWork {
         Ok(())
     }
 
-    /// After a restore: decisions the group has committed past are final.
-    pub fn restored(&mut self) {
+    /// After a restore, from the group's committed offsets: reading resumes
+    /// there, and decisions the group has committed past are final.
+    pub fn restored(&mut self, committed: PerInput<Option<i64>>) {
+        self.position = committed;
         let mut order: Vec<(i64, UserId)> = self.decided_order.drain(..).collect();
         order.sort_unstable();
         order.dedup();
         self.decided_order = order.into();
-        if let Some(committed) = self.position[CONVERSIONS] {
+        if let Some(committed) = self.position[InputTopic::Conversions] {
             self.forget_decided(committed);
         }
     }
 
-    /// An input read from `source` at `offset`; a late conversion's record
-    /// comes back at once.
-    pub fn push(&mut self, source: usize, offset: i64, input: Input, now_ms: u64) -> Option<Out> {
-        self.read(source, offset, now_ms);
-        let (ts_ms, event_id) = (input.ts_ms(), input.event_id());
-        let held = Held {
-            ts_ms,
-            event_id,
-            input,
-            source,
-            offset,
-        };
-        if source == CONVERSIONS {
-            tracing::trace!(partition = self.partition, offset, "conversion read");
+    /// The next offset this partition expects from `topic`, once known.
+    pub fn position(&self, topic: InputTopic) -> Option<i64> {
+        self.position[topic]
+    }
+
+    /// Whether `topic` was already sought back to `offset` (see
+    /// [`super::broker_quirks::check_gap`]); marks it sought.
+    pub fn seek_once(&mut self, topic: InputTopic, offset: i64) -> bool {
+        let first = self.sought[topic] != Some(offset);
+        self.sought[topic] = Some(offset);
+        first
+    }
+
+    /// An input read from `topic` at `offset`; it waits for the watermark
+    /// (a late one too: [`crate::attribution::order`]'s late rule).
+    pub fn push(&mut self, topic: InputTopic, offset: i64, input: Input, now_ms: u64) {
+        self.read(topic, offset);
+        let held = Held::new(input, topic.index(), offset);
+        let (event_id, is_conversion) = (held.event_id, matches!(input, Input::Conversion(_)));
+        if self.reorder.push(held) == Pushed::Late {
+            metric::cluster_late(match input {
+                Input::Touch(_) => "touch",
+                Input::Conversion(_) => "conversion",
+                Input::Forget(_) => "optout",
+            });
         }
-        match self.reorder.push(held) {
-            Pushed::Held => {
-                if source == CONVERSIONS {
-                    self.arrivals.insert(event_id.0, now_ms);
-                }
-                None
-            }
-            Pushed::Late(held) => {
-                metric::cluster_late(match held.input {
-                    Input::Touch(_) => "touch",
-                    Input::Conversion(_) => "conversion",
-                    Input::Forget(_) => "optout",
-                });
-                self.apply(*held, true).map(|record| Out {
-                    record,
-                    arrived_ms: now_ms,
-                })
-            }
+        if is_conversion {
+            self.arrivals.insert(event_id.0, now_ms);
         }
     }
 
     /// A message that is no input of the engine (an anonymous touch, a
-    /// HEAD request): only the position moves.
-    pub fn skip(&mut self, source: usize, offset: i64, now_ms: u64) {
-        self.read(source, offset, now_ms);
-        self.reorder.skip(source, offset);
+    /// segment event): only the position moves.
+    pub fn skip(&mut self, topic: InputTopic, offset: i64) {
+        self.read(topic, offset);
+        self.reorder.skip(topic.index(), offset);
     }
 
-    /// `source` gave the message at `offset`.
-    fn read(&mut self, source: usize, offset: i64, now_ms: u64) {
-        self.last_read_ms[source] = now_ms;
-        self.position[source] =
-            Some(self.position[source].map_or(offset + 1, |p| p.max(offset + 1)));
+    fn read(&mut self, topic: InputTopic, offset: i64) {
+        let p = &mut self.position[topic];
+        *p = Some(p.map_or(offset + 1, |p| p.max(offset + 1)));
     }
 
-    /// `source` has nothing more to read for now.
-    pub fn caught_up(&mut self, source: usize) {
-        self.reorder.caught_up(source);
+    /// Everything appended to `topic` before `at_ms` has been read.
+    pub fn read_through(&mut self, topic: InputTopic, at_ms: u64) {
+        self.reorder.read_through(topic.index(), at_ms);
     }
 
     /// Applies, in event-time order, everything the watermark has passed.
     pub fn release(&mut self, now_ms: u64, out: &mut Vec<Out>) {
-        for held in self.reorder.release(now_ms) {
+        for held in self.reorder.release() {
             let arrived_ms = self.arrivals.remove(&held.event_id.0).unwrap_or(now_ms);
-            if let Some(record) = self.apply(held, false) {
+            if let Some(record) = self.apply(held) {
                 out.push(Out { record, arrived_ms });
             }
         }
         let age = self
             .reorder
-            .watermark(now_ms)
+            .watermark()
             .map_or(0.0, |w| now_ms.saturating_sub(w) as f64 / 1000.0);
         metric::cluster_partition(self.partition, self.reorder.len(), age);
     }
 
-    fn apply(&mut self, held: Held, late: bool) -> Option<Attribution> {
+    fn apply(&mut self, held: Held) -> Option<Attribution> {
+        let late = held.late;
         match held.input {
             Input::Forget(f) => {
+                // Erasure: the touches and marks go with the engine's
+                // forget, the memos of decisions here; the user's changelog
+                // value becomes a tombstone at the next commit.
                 self.engine.apply(held.input);
+                self.decided.remove(&f.uid);
                 self.dirty.insert(f.uid);
                 None
             }
@@ -249,11 +237,11 @@ impl PartitionWork {
 
     /// Per source, the offset it is safe to commit once what was produced
     /// so far is acknowledged.
-    pub fn committable(&self) -> [Option<i64>; SOURCES] {
+    pub fn committable(&self) -> PerInput<Option<i64>> {
         // The buffer knows every message read since the assignment; before
         // the first, the group's committed offset stands.
         let read = self.reorder.committable();
-        std::array::from_fn(|i| read[i].or(self.position[i]))
+        PerInput::from_fn(|t| read[t.index()].or(self.position[t]))
     }
 
     /// The group committed `offset` on the conversions: decisions before it
@@ -378,18 +366,24 @@ mod tests {
     }
 
     /// Pushes, then releases everything (every source caught up).
-    fn run(w: &mut PartitionWork, inputs: &[(usize, i64, Input)]) -> Vec<Attribution> {
-        let mut out = Vec::new();
-        for (source, offset, input) in inputs {
-            out.extend(w.push(*source, *offset, *input, T0).map(|o| o.record));
+    /// Pushes, then reads every source through a time far enough ahead
+    /// that everything is due (later each call: a late input waits a grace
+    /// past the time it was read).
+    fn run(w: &mut PartitionWork, inputs: &[(InputTopic, i64, Input)]) -> Vec<Attribution> {
+        thread_local!(static CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(T0) });
+        let now = CLOCK.with(|c| {
+            c.set(c.get() + 1_000_000);
+            c.get()
+        });
+        for (topic, offset, input) in inputs {
+            w.push(*topic, *offset, *input, now);
         }
-        for s in 0..SOURCES {
-            w.caught_up(s);
+        for t in InputTopic::ALL {
+            w.read_through(t, now);
         }
         let mut outs = Vec::new();
-        w.release(T0 + 1_000_000, &mut outs);
-        out.extend(outs.into_iter().map(|o| o.record));
-        out
+        w.release(now, &mut outs);
+        outs.into_iter().map(|o| o.record).collect()
     }
 
     /// The changelog round trip: what a new owner restores.
@@ -412,7 +406,10 @@ mod tests {
         // One per user (pixel 103, hybrid): counted and credited the first time.
         let first = run(
             &mut w,
-            &[(0, 0, view(T0)), (2, 0, conversion(103, T0 + 10, id))],
+            &[
+                (InputTopic::Impressions, 0, view(T0)),
+                (InputTopic::Conversions, 0, conversion(103, T0 + 10, id)),
+            ],
         );
         assert_eq!(first.len(), 1);
         assert!(first[0].decision.counted);
@@ -422,30 +419,36 @@ mod tests {
         // reads the conversion again. The state now says "already counted",
         // yet the answer is the first one.
         let mut next = restored_from(&mut w);
-        let again = run(&mut next, &[(2, 0, conversion(103, T0 + 10, id))]);
+        let again = run(
+            &mut next,
+            &[(InputTopic::Conversions, 0, conversion(103, T0 + 10, id))],
+        );
         assert_eq!(again, first);
 
         // Once the group committed past it, it is forgotten: the rules
         // alone then call a new read a repeat (which is why it is kept).
         next.forget_decided(1);
-        let third = run(&mut next, &[(2, 0, conversion(103, T0 + 10, id))]);
+        let third = run(
+            &mut next,
+            &[(InputTopic::Conversions, 0, conversion(103, T0 + 10, id))],
+        );
         assert_eq!(third[0].decision.reason, Some(Reason::Repeat));
     }
 
     #[test]
     fn commits_never_pass_a_held_input_and_skips_move_the_position() {
         let mut w = work();
-        w.push(0, 5, view(T0 + 50), T0);
-        w.skip(1, 7, T0);
-        assert_eq!(w.committable(), [Some(5), Some(8), None]);
+        w.push(InputTopic::Impressions, 5, view(T0 + 50), T0);
+        w.skip(InputTopic::Clicks, 7);
+        assert_eq!(w.committable().0, [Some(5), Some(8), None, None]);
         run(&mut w, &[]);
-        assert_eq!(w.committable(), [Some(6), Some(8), None]);
+        assert_eq!(w.committable().0, [Some(6), Some(8), None, None]);
     }
 
     #[test]
     fn an_expired_user_is_written_as_a_tombstone() {
         let mut w = work();
-        run(&mut w, &[(0, 0, view(T0))]);
+        run(&mut w, &[(InputTopic::Impressions, 0, view(T0))]);
         let mut first = Vec::new();
         w.drain_dirty(&mut Vec::new(), |uid, v| first.push((uid, v.is_some())));
         assert_eq!(first, [(U, true)]);
@@ -453,5 +456,30 @@ mod tests {
         let mut second = Vec::new();
         w.drain_dirty(&mut Vec::new(), |uid, v| second.push((uid, v.is_some())));
         assert_eq!(second, [(U, false)]);
+    }
+
+    #[test]
+    fn an_opt_out_erases_touches_marks_and_memos_and_becomes_a_tombstone() {
+        let mut w = work();
+        let id = EventId::new_v7(T0 + 10);
+        run(
+            &mut w,
+            &[
+                (InputTopic::Impressions, 0, view(T0)),
+                (InputTopic::Conversions, 0, conversion(103, T0 + 10, id)),
+            ],
+        );
+        let mut first = Vec::new();
+        w.drain_dirty(&mut Vec::new(), |uid, v| first.push((uid, v.is_some())));
+        assert_eq!(first, [(U, true)]);
+        let forget = Input::Forget(crate::event::ForgetInput {
+            uid: U,
+            event_id: EventId::new_v7(T0 + 20),
+        });
+        run(&mut w, &[(InputTopic::Segments, 0, forget)]);
+        assert!(w.dump().is_empty(), "nothing of the user is kept");
+        let mut second = Vec::new();
+        w.drain_dirty(&mut Vec::new(), |uid, v| second.push((uid, v.is_some())));
+        assert_eq!(second, [(U, false)], "a tombstone");
     }
 }

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::{ClusterError, ClusterTopics};
+use super::{ClusterError, ClusterTopics, InputTopic};
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::event::EventType;
@@ -81,14 +81,17 @@ impl Replay {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .create()
-            .map_err(|e| ClusterError::Kafka(format!("replay reader: {e}")))?;
+            .map_err(|e| ClusterError::kafka("replay reader", e))?;
         let producer: ThreadedProducer<DefaultProducerContext> = self
             .producer
             .create()
-            .map_err(|e| ClusterError::Kafka(format!("replay producer: {e}")))?;
+            .map_err(|e| ClusterError::kafka("replay producer", e))?;
         let meta = reader
-            .fetch_metadata(Some(&self.topics.inputs[0]), Duration::from_secs(10))
-            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+            .fetch_metadata(
+                Some(&self.topics.inputs[InputTopic::Impressions]),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| ClusterError::kafka("metadata", e))?;
         let partitions = meta
             .topics()
             .first()
@@ -112,35 +115,46 @@ impl Replay {
                 buf.clear();
                 record.encode(&mut buf);
                 let hex = record.conversion.uid.map(|u| u.to_hex());
-                let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+                // No user: a NULL key, spread by the partitioner.
+                let key = hex.as_ref().map(|h| h.as_str().as_bytes());
                 let headers = OwnedHeaders::new().insert(Header {
                     key: "type",
                     value: Some(EventType::Attribution.as_str()),
                 });
-                let mut out = BaseRecord::to(&self.output_topic)
-                    .key(key)
-                    .payload(&buf)
+                let mut out: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.output_topic)
+                    .payload(&buf[..])
                     .headers(headers);
+                out.key = key;
                 loop {
                     match producer.send(out) {
                         Ok(()) => break,
-                        Err((KafkaError::MessageProduction(_), r)) => {
+                        // Only a full queue is worth waiting on: any other
+                        // refusal (a record too large) would loop forever.
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             out = r;
                             std::thread::sleep(Duration::from_millis(1));
                         }
-                        Err((e, _)) => return Err(ClusterError::Delivery(e.to_string())),
+                        Err((e, _)) => {
+                            return Err(ClusterError::Delivery {
+                                what: format!("producing to {}", self.output_topic),
+                                source: Some(e),
+                            })
+                        }
                     }
                 }
             }
         }
         producer
             .flush(Duration::from_secs(60))
-            .map_err(|e| ClusterError::Delivery(format!("flush: {e}")))?;
+            .map_err(|e| ClusterError::Delivery {
+                what: "flush".into(),
+                source: Some(e),
+            })?;
         summary.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
         Ok(summary)
     }
 
-    /// Partition `p` of the three inputs from `from_ms` on (events up to
+    /// Partition `p` of the inputs from `from_ms` on (events up to
     /// `to_ms`), sorted by time then event id.
     fn read_partition(
         &self,
@@ -149,21 +163,21 @@ impl Replay {
         from_ms: u64,
     ) -> Result<Vec<Input>, ClusterError> {
         let mut query = TopicPartitionList::new();
-        for topic in &self.topics.inputs {
+        for topic in self.topics.inputs.values() {
             query
                 .add_partition_offset(topic, p, Offset::Offset(from_ms as i64))
-                .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+                .map_err(|e| ClusterError::kafka("offsets for times", e))?;
         }
         let start = reader
             .offsets_for_times(query, Duration::from_secs(10))
-            .map_err(|e| ClusterError::Kafka(format!("offsets for times: {e}")))?;
+            .map_err(|e| ClusterError::kafka("offsets for times", e))?;
         let mut tpl = TopicPartitionList::new();
         let mut open = 0;
         for e in start.elements() {
             // No message at or after the time: nothing to read there.
             if let Offset::Offset(o) = e.offset() {
                 tpl.add_partition_offset(e.topic(), p, Offset::Offset(o))
-                    .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+                    .map_err(|e| ClusterError::kafka("replay assignment", e))?;
                 open += 1;
             }
         }
@@ -173,28 +187,24 @@ impl Replay {
         }
         reader
             .assign(&tpl)
-            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
-        let kinds = [
-            EventType::Impression,
-            EventType::Click,
-            EventType::Conversion,
-        ];
+            .map_err(|e| ClusterError::kafka("replay assignment", e))?;
         let mut quiet = Instant::now();
         while open > 0 && quiet.elapsed() < Duration::from_secs(5) {
             match reader.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     quiet = Instant::now();
-                    let Some(source) = self.topics.inputs.iter().position(|t| t == m.topic())
-                    else {
+                    let Some(topic) = self.topics.inputs.position(m.topic()) else {
                         continue;
                     };
-                    let input = m.payload().and_then(|b| Input::from_json(kinds[source], b));
+                    let input = topic
+                        .event_type(&m)
+                        .and_then(|kind| m.payload().and_then(|b| Input::from_json(kind, b)));
                     if let Some(input) = input.filter(|i| i.ts_ms() < self.to_ms) {
                         inputs.push(input);
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(e)) => return Err(ClusterError::Kafka(e.to_string())),
+                Some(Err(e)) => return Err(ClusterError::kafka("reading the inputs", e)),
                 None => {}
             }
         }

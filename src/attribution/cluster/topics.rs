@@ -1,6 +1,6 @@
-//! Co-partitioning, checked before a member joins: the impression, click
-//! and conversion topics and the changelog must have the same partition
-//! count, or a user's events and state would meet on different members. A
+//! Co-partitioning, checked before a member joins: the impression, click,
+//! conversion and segment topics and the changelog must have the same
+//! partition count, or a user's events and state would meet on different members. A
 //! missing changelog is created (compacted) with the inputs' count, as
 //! Kafka Streams creates its internal topics.
 
@@ -11,13 +11,14 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
+use super::inputs::PerInput;
 use super::ClusterError;
 
 /// Which topics a member reads and writes.
 #[derive(Clone, Debug)]
 pub struct ClusterTopics {
-    /// Impressions, clicks, conversions: the order of the sources.
-    pub inputs: [String; 3],
+    /// The input topics' names.
+    pub inputs: PerInput<String>,
     pub changelog: String,
     pub attributions: String,
 }
@@ -32,12 +33,12 @@ pub fn check(
 ) -> Result<i32, ClusterError> {
     let admin: AdminClient<DefaultClientContext> = client
         .create()
-        .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
+        .map_err(|e| ClusterError::kafka("admin client", e))?;
     let deadline = Instant::now() + wait;
     let counts = loop {
         let wanted: Vec<&String> = topics
             .inputs
-            .iter()
+            .values()
             .chain([&topics.changelog, &topics.attributions])
             .collect();
         match counts(&admin, &wanted) {
@@ -46,12 +47,12 @@ pub fn check(
                 warn!(error = %e, "kafka not reachable yet; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => return Err(ClusterError::Kafka(e)),
+            Err(e) => return Err(ClusterError::Unreachable(e)),
         }
     };
     let missing: Vec<&String> = topics
         .inputs
-        .iter()
+        .values()
         .filter(|t| !counts.iter().any(|(n, _)| n == *t))
         .collect();
     if !missing.is_empty() {
@@ -62,7 +63,7 @@ pub fn check(
     let count_of = |t: &str| counts.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
     let inputs: Vec<(String, i32)> = topics
         .inputs
-        .iter()
+        .values()
         .map(|t| (t.clone(), count_of(t).unwrap_or(0)))
         .collect();
     let n = inputs[0].1;
@@ -119,7 +120,7 @@ fn create(
     if compacted {
         new = new.set("cleanup.policy", "compact");
     }
-    crate::sink::kafka::create_topics(admin, &[new]).map_err(ClusterError::Kafka)
+    crate::sink::kafka::create_topics(admin, &[new]).map_err(ClusterError::Topics)
 }
 
 /// Creates `topic` (not compacted) with the inputs' partition count unless
@@ -132,9 +133,9 @@ pub fn ensure_output(
 ) -> Result<(), ClusterError> {
     let admin: AdminClient<DefaultClientContext> = client
         .create()
-        .map_err(|e| ClusterError::Kafka(format!("kafka admin client: {e}")))?;
+        .map_err(|e| ClusterError::kafka("admin client", e))?;
     let (inputs, topic) = (inputs.to_string(), topic.to_string());
-    let found = counts(&admin, &[&inputs, &topic]).map_err(ClusterError::Kafka)?;
+    let found = counts(&admin, &[&inputs, &topic]).map_err(ClusterError::Unreachable)?;
     let count = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
     let Some(n) = count(&inputs) else {
         return Err(ClusterError::Topics(format!(

@@ -1,0 +1,54 @@
+//! Why a member could not start or had to stop. Each variant keeps its
+//! source; what is not fatal (a commit the next interval retries) is not an
+//! error at all but an outcome ([`super::commit::Committed`]).
+
+use rdkafka::error::KafkaError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A Kafka client could not be created or a call it needs failed.
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// The brokers did not answer in time (`kafka.brokers`).
+    #[error("kafka: {0}; check kafka.brokers and that the brokers are up")]
+    Unreachable(String),
+    /// The topics are not co-partitioned, or missing: the fix is named.
+    #[error("{0}")]
+    Topics(String),
+    /// Kafka gave up on a record or changelog write: the inputs behind it
+    /// are not committed; restarting replays them.
+    #[error("kafka did not acknowledge attribution output ({what}); stopping without committing, a restart replays the inputs")]
+    Delivery {
+        what: String,
+        #[source]
+        source: Option<KafkaError>,
+    },
+    /// A changelog value this pixeld cannot read.
+    #[error("attribution changelog {at}: {reason}")]
+    Changelog { at: String, reason: String },
+    /// The member's thread could not start, or panicked.
+    #[error("the attribution member thread {0}")]
+    Thread(String),
+}
+
+impl ClusterError {
+    pub fn kafka(what: impl Into<String>, source: KafkaError) -> ClusterError {
+        ClusterError::Kafka {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// 1 for a failure a restart redoes (delivery), 2 for what the operator
+    /// must fix first.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClusterError::Delivery { .. } | ClusterError::Thread(_) => 1,
+            _ => 2,
+        }
+    }
+}

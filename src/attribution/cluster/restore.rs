@@ -1,0 +1,160 @@
+//! An assignment's restore: each partition from the state parked at a clean
+//! revoke when this member owned it just before, else from the changelog;
+//! then reading resumes at the group's committed offsets.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::broker_quirks;
+use super::inputs::PerInput;
+use super::partition::PartitionWork;
+use super::work::Work;
+use super::{ClusterError, Settings};
+use crate::ids::UserId;
+use crate::telemetry::metric;
+
+impl Work {
+    /// Restores the pending partitions.
+    pub fn restore_pending<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), ClusterError> {
+        let Some(parts) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut parked = std::mem::take(&mut self.parked);
+        let committed = committed_offsets(consumer, &self.settings, &parts);
+        for p in parts {
+            let started = Instant::now();
+            let (mut work, how) = match parked.remove(&p) {
+                Some(w) => (w.reset(self.settings.grace_ms), "kept"),
+                None => {
+                    let mut w = PartitionWork::new(
+                        p,
+                        self.catalog.clone(),
+                        self.settings.grace_ms,
+                        self.settings.max_users,
+                    );
+                    restore(&self.settings, p, &mut w)?;
+                    (w, "changelog")
+                }
+            };
+            let topics = &self.settings.topics.inputs;
+            work.restored(PerInput::from_fn(|t| {
+                committed
+                    .find_partition(&topics[t], p)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+            }));
+            let secs = started.elapsed().as_secs_f64();
+            metric::cluster_restored(p, secs);
+            info!(
+                partition = p,
+                users = work.state().users(),
+                from = how,
+                ms = (secs * 1000.0) as u64,
+                "attribution partition restored"
+            );
+            self.partitions.insert(p, work);
+        }
+        self.status.restoring.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The group's committed offsets of `parts` of every input (retried until
+/// the coordinator answers: resuming anywhere else would skip or redo).
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    settings: &Settings,
+    parts: &[i32],
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        for topic in settings.topics.inputs.values() {
+            let _ = tpl.add_partition(topic, *p);
+        }
+    }
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => return c,
+            Err(e) => {
+                warn!(error = %e, "reading the group's committed offsets failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Reads changelog partition `p` from the beginning to its end into `work`.
+fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), ClusterError> {
+    let mut config = settings.consumer.clone();
+    config
+        .set("group.id", format!("{}-restore", settings.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        // A restore reads one partition start to end: large fetches.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .set("queued.min.messages", "1000000");
+    let reader: BaseConsumer = config
+        .create()
+        .map_err(|e| ClusterError::kafka("changelog reader", e))?;
+    let topic = &settings.topics.changelog;
+    let (low, high) = loop {
+        match reader.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+            Ok(w) => break w,
+            Err(e) => {
+                warn!(error = %e, topic, partition = p, "reading the changelog's extent failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    if high <= low {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)
+        .map_err(|e| ClusterError::kafka("changelog assignment", e))?;
+    reader
+        .assign(&tpl)
+        .map_err(|e| ClusterError::kafka("changelog assignment", e))?;
+    let mut end = broker_quirks::ChangelogEnd::new(low, high);
+    loop {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let uid = std::str::from_utf8(m.key().unwrap_or_default())
+                    .ok()
+                    .and_then(UserId::parse);
+                match uid {
+                    Some(uid) => work.restore(uid, m.payload()).map_err(|reason| {
+                        ClusterError::Changelog {
+                            at: format!("{topic}/{p}@{}", m.offset()),
+                            reason,
+                        }
+                    })?,
+                    None => warn!(
+                        topic,
+                        partition = p,
+                        offset = m.offset(),
+                        "changelog message without a user id key; skipped"
+                    ),
+                }
+                end.read(m.offset());
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
+            Some(Err(e)) => warn!(error = %e, topic, partition = p, "reading the changelog"),
+            None if end.reached() => return Ok(()),
+            None => {}
+        }
+    }
+}
