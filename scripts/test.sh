@@ -19,4 +19,5 @@ cargo clippy --all-targets --locked -- -D warnings
 # Each fuzz target runs briefly as a smoke test (properties included).
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
-cargo test --all-targets --locked
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --all-targets --locked --no-fail-fast

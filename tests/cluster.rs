@@ -737,3 +737,107 @@ fn a_what_if_replay_with_a_longer_window_credits_exactly_the_conversions_the_ref
     );
     assert!(live.is_empty());
 }
+
+/// Erasure in the fleet: an `optout` event on the segments topic (as
+/// `/optout` publishes it) removes the user from the member's memory and
+/// writes a tombstone for the id to the changelog within a commit interval.
+#[test]
+fn an_opt_out_erases_the_user_in_the_member_and_tombstones_the_changelog() {
+    let _turn = turn();
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
+    let text = cluster_config(
+        &broker.addr,
+        free_tcp_port(),
+        free_tcp_port(),
+        &[("grace_ms", "500".into())],
+    );
+    let cfg = parsed(&text);
+    let settings = pixeld::attribute::settings(&cfg).unwrap();
+    let catalog = Arc::new(ArcSwap::new(Catalog::new(&cfg).unwrap()));
+    let m = pixeld::attribution::cluster::Member::start(settings, catalog, 1).unwrap();
+    let uid = UserId::generate().to_hex().as_str().to_string();
+    let other = UserId::generate().to_hex().as_str().to_string();
+    let now = pixeld::telemetry::now_ms();
+    let touches = vec![
+        (
+            EventType::Impression,
+            event(EventType::Impression, now, &uid, 0),
+        ),
+        (EventType::Click, event(EventType::Click, now, &uid, 1)),
+        (
+            EventType::Impression,
+            event(EventType::Impression, now, &other, 2),
+        ),
+    ];
+    let producer = producer(&broker.addr);
+    publish(&producer, &cfg.kafka.topics, &touches);
+    let has_value = |r: &[Read]| r.iter().any(|m| m.key == uid && m.payload.is_some());
+    let limit = Duration::from_secs(60);
+    let state = read_all(
+        &broker.addr,
+        "pixel.attribution-state",
+        has_value,
+        limit,
+        Duration::ZERO,
+    );
+    assert!(has_value(&state), "the user's state reached the changelog");
+
+    let optout_ts = pixeld::telemetry::now_ms();
+    let id = EventId::new_v7(optout_ts)
+        .to_hyphenated()
+        .as_str()
+        .to_string();
+    let payload =
+        json!({"event_id": id, "type": "optout", "ts": optout_ts, "uid": uid}).to_string();
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "type",
+        value: Some("optout"),
+    });
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to("pixel.segments")
+                .key(&uid)
+                .payload(&payload)
+                .headers(headers)
+                .timestamp(optout_ts as i64),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+
+    let tombstoned = |r: &[Read]| r.iter().any(|m| m.key == uid && m.payload.is_none());
+    let changelog = read_all(
+        &broker.addr,
+        "pixel.attribution-state",
+        tombstoned,
+        limit,
+        Duration::ZERO,
+    );
+    let of_user: Vec<&Read> = changelog.iter().filter(|m| m.key == uid).collect();
+    assert!(
+        of_user.last().is_some_and(|m| m.payload.is_none()),
+        "the opted-out user's last changelog message is a tombstone: {of_user:?}"
+    );
+    assert!(
+        changelog
+            .iter()
+            .any(|m| m.key == other && m.payload.is_some()),
+        "another user's state stays"
+    );
+    let kept: Vec<String> = m
+        .dump()
+        .into_iter()
+        .flat_map(|(_, users)| {
+            users
+                .into_iter()
+                .map(|(u, _)| u.to_hex().as_str().to_string())
+        })
+        .collect();
+    assert!(
+        !kept.contains(&uid),
+        "nothing of the user in the member's memory"
+    );
+    assert!(kept.contains(&other));
+    m.stop().unwrap();
+}

@@ -46,6 +46,17 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         .arg("rules")
         .arg(deploy("prometheus/alerts_test.yml")));
     assert!(text.contains("SUCCESS"), "{text}");
+    // The members' own rules (a partition no live member owns).
+    let text = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(deploy("prometheus/attribute_alerts.yml")));
+    assert!(text.contains("SUCCESS: 1 rules found"), "{text}");
+    let text = run(Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(deploy("prometheus/attribute_alerts_test.yml")));
+    assert!(text.contains("SUCCESS"), "{text}");
 }
 
 /// Prometheus on a free port, scraping `target` every second; stopped on drop.

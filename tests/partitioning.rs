@@ -49,3 +49,42 @@ async fn events_are_partitioned_by_user_as_the_java_client_would() {
         "24 users spread over the partitions: {used:?}"
     );
 }
+
+/// Anonymous events (no user id: here `Sec-GPC`, which keeps no id) go with
+/// a NULL key, which the partitioner spreads; an empty key would put every
+/// anonymous event of the fleet on one partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_events_are_spread_over_the_partitions_with_a_null_key() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.kafka.partitions = 6;
+    let server = Server::start(cfg).await;
+    let n = 60;
+    for _ in 0..n {
+        let r = server.get("/imptr?id=2766", &[("sec-gpc", "1")]).await;
+        assert_eq!(r.status, 302);
+    }
+    let uid = "0123456789abcdef0123456789abcdef";
+    let r = server
+        .get("/imptr?id=2766", &[("cookie", &uid_cookie(uid))])
+        .await;
+    assert_eq!(r.status, 302);
+    server.stop().await;
+    let got = keys_by_partition(&broker.addr, "pixel.impressions", 6, n + 1);
+    assert_eq!(got.len(), n + 1);
+    let anonymous: std::collections::HashSet<i32> = got
+        .iter()
+        .filter(|(_, key)| key.is_empty())
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(
+        anonymous.len() >= 3,
+        "{n} anonymous events on partitions {anonymous:?}"
+    );
+    let keyed: Vec<i32> = got
+        .iter()
+        .filter(|(_, key)| key == uid)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(keyed, [pixeld::sink::partition::for_key(uid.as_bytes(), 6)]);
+}

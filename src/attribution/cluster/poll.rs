@@ -105,9 +105,9 @@ impl Runner {
                 self.fence()?;
             }
             let drained = self.poll_batch()?;
-            if self.after_batch(drained, &mut timers)? {
+            if let Some(why) = self.after_batch(drained, &mut timers)? {
                 self.coverage.reset();
-                self.rejoin("a partition's commit stalled behind its log: no live member owns it")?;
+                self.rejoin(why)?;
             }
             self.liveness.touch();
         }
@@ -188,9 +188,13 @@ impl Runner {
         Ok(false)
     }
 
-    /// Release, produce, and the timed work; true when a partition is
-    /// orphaned and the member should rejoin.
-    fn after_batch(&mut self, drained: bool, timers: &mut Timers) -> Result<bool, ClusterError> {
+    /// Release, produce, and the timed work; why the member should rejoin
+    /// the group, if it should.
+    fn after_batch(
+        &mut self,
+        drained: bool,
+        timers: &mut Timers,
+    ) -> Result<Option<&'static str>, ClusterError> {
         let (commit_every, sweep_every, session_ms) = self.settings();
         let work = self.work.clone();
         let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,16 +218,21 @@ impl Runner {
             timers.sweep = now_i + sweep_every;
         }
         if now_i >= timers.commit {
+            timers.commit = Instant::now() + commit_every;
             if let Committed::NotOwner = w.commit(&self.consumer, self.liveness.owner())? {
                 w.revoke(false);
+                return Ok(Some("this member no longer owns its partitions"));
             }
-            timers.commit = Instant::now() + commit_every;
         }
         if now_i >= timers.coverage {
             timers.coverage = now_i + Duration::from_millis(session_ms);
-            return Ok(self.orphans(&w));
+            if self.orphans(&w) {
+                return Ok(Some(
+                    "a partition's commit stalled behind its log: no live member owns it",
+                ));
+            }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Asks Kafka where each owned input ends; those the member has read to
