@@ -123,3 +123,139 @@ fn listed(offsets: &TopicPartitionList) -> Vec<(String, i32, i64)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! On librdkafka's mock cluster (an in-process broker that keeps
+    //! Kafka's rules).
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::attribution::cluster::output::Output;
+    use crate::attribution::cluster::partition::PartitionWork;
+    use crate::attribution::cluster::{ClusterTopics, PerInput, Settings, Status};
+    use crate::attribution::tests::{catalog, RULES};
+    use crate::attribution::Input;
+    use crate::event::ConversionInput;
+    use crate::ids::{AdvertiserId, EventId, PixelId};
+
+    const NAMES: [&str; 4] = ["imp", "clk", "conv", "seg"];
+
+    fn settings(brokers: &str) -> Settings {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", brokers);
+        Settings {
+            producer: client.clone(),
+            consumer: client,
+            group_id: "members".into(),
+            topics: ClusterTopics {
+                inputs: PerInput::from_fn(|t| NAMES[t.index()].to_string()),
+                changelog: "state".into(),
+                attributions: "records".into(),
+            },
+            grace_ms: 0,
+            commit_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(60),
+            session_timeout_ms: 10_000,
+            max_users: usize::MAX,
+        }
+    }
+
+    /// A revoke in the middle of a batch commits with records in hand
+    /// (decided, not produced yet): before 2026-12-04 the commit passed
+    /// their conversions' offsets without producing them, so a member that
+    /// died then left those conversions without any record.
+    #[test]
+    fn a_commit_produces_the_records_in_hand_before_it_commits_their_offsets() {
+        let mock = MockCluster::new(1).unwrap();
+        for topic in NAMES.iter().chain(&["state", "records"]) {
+            mock.create_topic(topic, 1, 1).unwrap();
+        }
+        let settings = settings(&mock.bootstrap_servers());
+        let rules = Arc::new(ArcSwap::new(catalog(RULES)));
+        let output = Output::new(&settings.producer).unwrap();
+        let status = Arc::new(Status::default());
+        let mut work = Work::new(settings.clone(), rules.clone(), status, output);
+        let mut partition = PartitionWork::new(0, rules, 0, usize::MAX);
+        let ts = crate::telemetry::now_ms();
+        let conversion = Input::Conversion(ConversionInput {
+            click: None,
+            uid: Some(crate::ids::UserId(7)),
+            event_id: EventId::new_v7(ts),
+            ts_ms: ts,
+            pixel: PixelId(101),
+            advertiser: AdvertiserId(1),
+            order_id: None,
+            value_micros: None,
+        });
+        partition.push(InputTopic::Conversions, 0, conversion, ts);
+        for t in InputTopic::ALL {
+            partition.read_through(t, ts + 1);
+        }
+        partition.release(ts + 1, &mut work.outs);
+        work.partitions.insert(0, partition);
+        assert_eq!(work.outs.len(), 1, "one record in hand");
+
+        let consumer: BaseConsumer = settings
+            .consumer
+            .clone()
+            .set("group.id", "members")
+            .create()
+            .unwrap();
+        let done = work.commit(&consumer, true).unwrap();
+        assert!(matches!(done, Committed::Done), "{done:?}");
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("conv", 0);
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        let at = committed.find_partition("conv", 0).unwrap().offset();
+        assert_eq!(
+            at,
+            Offset::Offset(1),
+            "the conversion's offset is committed"
+        );
+        let reader: BaseConsumer = settings
+            .consumer
+            .clone()
+            .set("group.id", "reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        reader.subscribe(&["records"]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let record = loop {
+            assert!(std::time::Instant::now() < deadline, "no record in Kafka");
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                break m.detach();
+            }
+        };
+        let json: serde_json::Value = serde_json::from_slice(record.payload().unwrap()).unwrap();
+        assert_eq!(json["uid"], crate::ids::UserId(7).to_hex().as_str());
+    }
+
+    #[test]
+    fn a_member_that_is_not_the_owner_produces_and_commits_nothing() {
+        let mock = MockCluster::new(1).unwrap();
+        let settings = settings(&mock.bootstrap_servers());
+        let rules = Arc::new(ArcSwap::new(catalog(RULES)));
+        let output = Output::new(&settings.producer).unwrap();
+        let mut work = Work::new(settings.clone(), rules, Arc::new(Status::default()), output);
+        let consumer: BaseConsumer = settings
+            .consumer
+            .clone()
+            .set("group.id", "members")
+            .create()
+            .unwrap();
+        let done = work.commit(&consumer, false).unwrap();
+        assert!(matches!(done, Committed::NotOwner), "{done:?}");
+    }
+}
