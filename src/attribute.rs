@@ -110,6 +110,7 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
             attributions: t.attributions.clone(),
         },
         grace_ms: a.grace_ms,
+        max_future_ms: a.max_future_ms,
         commit_interval: Duration::from_millis(a.commit_interval_ms),
         sweep_interval: Duration::from_secs(a.sweep_interval_secs),
         session_timeout_ms: a.session_timeout_ms,
@@ -207,6 +208,32 @@ fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
     r
 }
 
+/// A replay writes only to a topic of its own: the names this config reads
+/// or writes, and the default names (a what-if config may rename its topics
+/// while the live fleet keeps the defaults), are refused. Writing JSON
+/// records into the changelog stopped every member; into an input topic, it
+/// fed the records back as conversions.
+fn refuse_live_topic(cfg: &Config, output_topic: &str) -> Result<(), AttributeError> {
+    let default = crate::config::TopicsConfig::default();
+    let live = |t: &crate::config::TopicsConfig| {
+        let mut names = t.names().map(str::to_string).to_vec();
+        names.push(t.attribution_state.clone());
+        names
+    };
+    let names = live(&cfg.kafka.topics);
+    if names
+        .iter()
+        .chain(&live(&default))
+        .any(|n| n == output_topic)
+    {
+        return Err(AttributeError::Config {
+            key: "--output-topic",
+            fix: format!("{output_topic} is a topic pixeld reads or writes ({}); name a topic of the replay's own", names.join(", ")),
+        });
+    }
+    Ok(())
+}
+
 /// `pixeld attribute --replay`: the config's rules over the inputs of
 /// `[from_ms, to_ms)`, records to `output_topic`; the summary for stdout.
 pub fn replay(
@@ -216,6 +243,7 @@ pub fn replay(
     output_topic: &str,
 ) -> Result<crate::attribution::cluster::replay::Summary, AttributeError> {
     let settings = settings(cfg)?;
+    refuse_live_topic(cfg, output_topic)?;
     if to_ms <= from_ms {
         return Err(AttributeError::Config {
             key: "--to",
@@ -239,4 +267,29 @@ pub fn replay(
         output_topic: output_topic.to_string(),
     };
     run.run(catalog).map_err(AttributeError::Cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_refuses_every_topic_pixeld_reads_or_writes_after_renames_too() {
+        let mut cfg = Config::default();
+        cfg.kafka.topics.attributions = "whatif.attributions".into();
+        for name in [
+            "pixel.attribution-state",
+            "pixel.conversions",
+            "pixel.impressions",
+            "pixel.segments",
+            "pixel.invalid",
+            "whatif.attributions",
+            // The live fleet's default, though this config renamed it.
+            "pixel.attributions",
+        ] {
+            let e = refuse_live_topic(&cfg, name).unwrap_err().to_string();
+            assert!(e.starts_with("--output-topic: "), "{e}");
+        }
+        assert!(refuse_live_topic(&cfg, "pixel.attributions.whatif").is_ok());
+    }
 }

@@ -117,10 +117,6 @@ fn run_replay(
         (Err(c), _) | (_, Err(c)) => return c,
     };
     let output = output_topic.unwrap_or_default();
-    if output == cfg.kafka.topics.attributions {
-        eprintln!("--output-topic: {output} is the live attributions topic; name another");
-        return ExitCode::from(2);
-    }
     match pixeld::attribute::replay(cfg, from, to, &output) {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());

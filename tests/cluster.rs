@@ -841,3 +841,42 @@ fn an_opt_out_erases_the_user_in_the_member_and_tombstones_the_changelog() {
     assert!(kept.contains(&other));
     m.stop().unwrap();
 }
+
+/// A changelog value no pixeld wrote (three hostile bytes) once stopped
+/// every member with exit code 2, which systemd does not restart: now that
+/// user starts with an empty state, counted, and the member serves.
+#[test]
+fn an_unreadable_changelog_value_is_skipped_and_counted_and_the_member_serves() {
+    let _turn = turn();
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
+    create_topics(&broker.addr, &[("pixel.attribution-state", PARTITIONS)]);
+    let uid = UserId::generate().to_hex().as_str().to_string();
+    let partition = pixeld::sink::partition::for_key(uid.as_bytes(), PARTITIONS);
+    let producer = producer(&broker.addr);
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to("pixel.attribution-state")
+                .key(&uid)
+                .payload(&b"{1}"[..])
+                .partition(partition),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let status = free_tcp_port();
+    let config = write_config(&cluster_config(&broker.addr, free_tcp_port(), status, &[]));
+    let m = Member::start(&config, status);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(&m.metrics(), "attribution_changelog_invalid_total") < 1.0 {
+        assert!(Instant::now() < deadline, "{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(m.log_text().contains("changelog value unreadable"));
+    assert_eq!(
+        raw_get(status, "/readyz").map(|(code, _)| code),
+        Some(200),
+        "the member serves: {}",
+        m.log_text()
+    );
+}

@@ -129,6 +129,12 @@ pub struct AttributionConfig {
     /// in time order by `pixeld attribute`; later ones are applied and flagged
     /// `late`. Default 10000.
     pub grace_ms: u64,
+    /// An input of `pixeld attribute` dated further ahead of the member's
+    /// clock than this is applied as it arrives and counted
+    /// (`attribution_future_inputs_total`), never held for the watermark:
+    /// one far-future `ts` would otherwise pin its partition's commit for
+    /// good. Default 300000 (5 minutes).
+    pub max_future_ms: u64,
     /// `/readyz` and `/metrics` of `pixeld attribute`. Default `127.0.0.1:9465`.
     #[serde(deserialize_with = "types::socket_addr")]
     pub listen: SocketAddr,
@@ -158,6 +164,7 @@ impl Default for AttributionConfig {
             mode: AttributionMode::InProcess,
             group_id: "pixeld-attribution".into(),
             grace_ms: 10_000,
+            max_future_ms: 300_000,
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             commit_interval_ms: 1_000,
             session_timeout_ms: 10_000,

@@ -77,6 +77,15 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ),
         );
     }
+    if a.max_future_ms == 0 || a.max_future_ms > 24 * 3_600_000 {
+        r.add(
+            "attribution.max_future_ms",
+            format!(
+                "{} is outside 1..=86400000; clocks disagree by seconds, not days",
+                a.max_future_ms
+            ),
+        );
+    }
     if !(10..=60_000).contains(&a.commit_interval_ms) {
         r.add(
             "attribution.commit_interval_ms",

@@ -38,6 +38,8 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
     (CLUSTER_ORPHANED, Unit::Count, "pixeld attribute: partitions whose committed offset stalled behind their log for several session timeouts while this member does not own them: owned by no live member (the member rejoins the group)."),
+    (CLUSTER_FUTURE, Unit::Count, "pixeld attribute: inputs dated beyond attribution.max_future_ms, applied as they arrived instead of waiting for the watermark."),
+    (CLUSTER_CHANGELOG_INVALID, Unit::Count, "pixeld attribute: changelog values that could not be read at a restore; the user started with an empty state."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
     (HTTP_REQUESTS, Unit::Count, "Requests answered, by route and status code."),
     (HTTP_DURATION, Unit::Seconds, "From the handler's entry to the response, the wait for the journal included, by route."),
@@ -164,6 +166,8 @@ pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
 pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
 pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
 pub const CLUSTER_ORPHANED: &str = "attribution_orphaned_partitions";
+pub const CLUSTER_FUTURE: &str = "attribution_future_inputs_total";
+pub const CLUSTER_CHANGELOG_INVALID: &str = "attribution_changelog_invalid_total";
 pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
@@ -393,6 +397,14 @@ pub fn cluster_resumed_ahead() {
 
 pub fn cluster_orphaned(partitions: usize) {
     metrics::gauge!(CLUSTER_ORPHANED).set(partitions as f64);
+}
+
+pub fn cluster_future_input() {
+    metrics::counter!(CLUSTER_FUTURE).increment(1);
+}
+
+pub fn cluster_changelog_invalid() {
+    metrics::counter!(CLUSTER_CHANGELOG_INVALID).increment(1);
 }
 
 pub fn cluster_decision_delay(seconds: f64) {

@@ -161,6 +161,7 @@ mod tests {
                 attributions: "records".into(),
             },
             grace_ms: 0,
+            max_future_ms: 300_000,
             commit_interval: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(60),
             session_timeout_ms: 10_000,
@@ -195,7 +196,7 @@ mod tests {
             order_id: None,
             value_micros: None,
         });
-        partition.push(InputTopic::Conversions, 0, conversion, ts);
+        partition.push(InputTopic::Conversions, 0, conversion, ts, &mut work.outs);
         for t in InputTopic::ALL {
             partition.read_through(t, ts + 1);
         }

@@ -27,9 +27,6 @@ pub enum ClusterError {
         #[source]
         source: Option<KafkaError>,
     },
-    /// A changelog value this pixeld cannot read.
-    #[error("attribution changelog {at}: {reason}")]
-    Changelog { at: String, reason: String },
     /// The member's thread could not start, or panicked.
     #[error("the attribution member thread {0}")]
     Thread(String),

@@ -61,6 +61,8 @@ pub struct Settings {
     pub group_id: String,
     pub topics: ClusterTopics,
     pub grace_ms: u64,
+    /// `attribution.max_future_ms`.
+    pub max_future_ms: u64,
     pub commit_interval: Duration,
     pub sweep_interval: Duration,
     pub session_timeout_ms: u32,

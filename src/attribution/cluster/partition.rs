@@ -41,9 +41,9 @@ pub struct PartitionWork {
     /// Next offset to read per input, once known (from the group's
     /// committed offset, then from each message read).
     position: PerInput<Option<i64>>,
-    /// The offset each input was last sought back to after the client
-    /// skipped past it ([`super::broker_quirks`]).
-    sought: PerInput<Option<i64>>,
+    /// Inputs dated further ahead of the clock than this are applied as
+    /// they arrive (`attribution.max_future_ms`).
+    max_future_ms: u64,
 }
 
 impl PartitionWork {
@@ -62,8 +62,14 @@ impl PartitionWork {
             decided_order: VecDeque::new(),
             dirty: HashSet::default(),
             position: PerInput::default(),
-            sought: PerInput::default(),
+            max_future_ms: 300_000,
         }
+    }
+
+    /// With `attribution.max_future_ms`.
+    pub fn max_future(mut self, ms: u64) -> PartitionWork {
+        self.max_future_ms = ms;
+        self
     }
 
     /// The same state for a new assignment: the buffer starts over (its
@@ -72,7 +78,6 @@ impl PartitionWork {
         self.reorder = Reorder::new(InputTopic::COUNT, grace_ms);
         self.arrivals.clear();
         self.position = PerInput::default();
-        self.sought = PerInput::default();
         self
     }
 
@@ -116,19 +121,39 @@ impl PartitionWork {
         self.position[topic]
     }
 
-    /// Whether `topic` was already sought back to `offset` (see
-    /// [`super::broker_quirks::check_gap`]); marks it sought.
-    pub fn seek_once(&mut self, topic: InputTopic, offset: i64) -> bool {
-        let first = self.sought[topic] != Some(offset);
-        self.sought[topic] = Some(offset);
-        first
-    }
-
     /// An input read from `topic` at `offset`; it waits for the watermark
-    /// (a late one too: [`crate::attribution::order`]'s late rule).
-    pub fn push(&mut self, topic: InputTopic, offset: i64, input: Input, now_ms: u64) {
-        self.read(topic, offset);
+    /// (a late one too: [`crate::attribution::order`]'s late rule). One
+    /// dated beyond `max_future_ms` is applied at once: held, it would hold
+    /// back everything after it, and its offset every commit, for good. Its
+    /// record comes back in `out`.
+    pub fn push(
+        &mut self,
+        topic: InputTopic,
+        offset: i64,
+        input: Input,
+        now_ms: u64,
+        out: &mut Vec<Out>,
+    ) {
         let held = Held::new(input, topic.index(), offset);
+        if held.ts_ms > now_ms.saturating_add(self.max_future_ms) {
+            self.skip(topic, offset);
+            metric::cluster_future_input();
+            tracing::debug!(
+                partition = self.partition,
+                topic = topic.as_str(),
+                offset,
+                ts = held.ts_ms,
+                "input dated beyond attribution.max_future_ms; applied at once"
+            );
+            if let Some(record) = self.apply(Held { late: true, ..held }) {
+                out.push(Out {
+                    record,
+                    arrived_ms: now_ms,
+                });
+            }
+            return;
+        }
+        self.read(topic, offset);
         let (event_id, is_conversion) = (held.event_id, matches!(input, Input::Conversion(_)));
         if self.reorder.push(held) == Pushed::Late {
             metric::cluster_late(match input {
@@ -375,13 +400,13 @@ mod tests {
             c.set(c.get() + 1_000_000);
             c.get()
         });
+        let mut outs = Vec::new();
         for (topic, offset, input) in inputs {
-            w.push(*topic, *offset, *input, now);
+            w.push(*topic, *offset, *input, now, &mut outs);
         }
         for t in InputTopic::ALL {
             w.read_through(t, now);
         }
-        let mut outs = Vec::new();
         w.release(now, &mut outs);
         outs.into_iter().map(|o| o.record).collect()
     }
@@ -438,7 +463,13 @@ mod tests {
     #[test]
     fn commits_never_pass_a_held_input_and_skips_move_the_position() {
         let mut w = work();
-        w.push(InputTopic::Impressions, 5, view(T0 + 50), T0);
+        w.push(
+            InputTopic::Impressions,
+            5,
+            view(T0 + 50),
+            T0,
+            &mut Vec::new(),
+        );
         w.skip(InputTopic::Clicks, 7);
         assert_eq!(w.committable().0, [Some(5), Some(8), None, None]);
         run(&mut w, &[]);
@@ -481,5 +512,27 @@ mod tests {
         let mut second = Vec::new();
         w.drain_dirty(&mut Vec::new(), |uid, v| second.push((uid, v.is_some())));
         assert_eq!(second, [(U, false)], "a tombstone");
+    }
+
+    /// One conversion dated in 2100 kept a partition's commit at its offset
+    /// for good (issue 25): beyond `max_future_ms` it is applied at once.
+    #[test]
+    fn an_input_dated_far_ahead_is_applied_at_once_and_never_pins_the_commit() {
+        let mut w = work().max_future(300_000);
+        let year_2100 = 4_102_444_800_000;
+        let mut outs = Vec::new();
+        let id = EventId::new_v7(year_2100);
+        w.push(
+            InputTopic::Conversions,
+            25,
+            conversion(103, year_2100, id),
+            T0,
+            &mut outs,
+        );
+        assert_eq!(outs.len(), 1, "decided as it arrived");
+        assert!(outs[0].record.late, "and flagged");
+        assert_eq!(w.held(), 0);
+        w.push(InputTopic::Impressions, 3, view(T0), T0, &mut outs);
+        assert_eq!(w.committable()[InputTopic::Conversions], Some(26));
     }
 }

@@ -318,7 +318,7 @@ fn handle(
         .event_type(m)
         .and_then(|kind| m.payload().and_then(|p| Input::from_json(kind, p)));
     match input {
-        Some(input) => work.push(topic, m.offset(), input, arrived),
+        Some(input) => work.push(topic, m.offset(), input, arrived, &mut w.outs),
         None => work.skip(topic, m.offset()),
     }
     None

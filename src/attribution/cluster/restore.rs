@@ -129,6 +129,7 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
         .assign(&tpl)
         .map_err(|e| ClusterError::kafka("changelog assignment", e))?;
     let mut end = broker_quirks::ChangelogEnd::new(low, high);
+    let invalid_log = crate::telemetry::RateLimit::new(10_000);
     loop {
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -136,12 +137,18 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
                     .ok()
                     .and_then(UserId::parse);
                 match uid {
-                    Some(uid) => work.restore(uid, m.payload()).map_err(|reason| {
-                        ClusterError::Changelog {
-                            at: format!("{topic}/{p}@{}", m.offset()),
-                            reason,
+                    Some(uid) => {
+                        if let Err(reason) = work.restore(uid, m.payload()) {
+                            // One unreadable value (damaged, or written by
+                            // something else) must not stop every member:
+                            // that user starts over, counted and logged.
+                            metric::cluster_changelog_invalid();
+                            if let Some(held_back) = invalid_log.check() {
+                                warn!(topic, partition = p, offset = m.offset(), key = %uid.to_hex().as_str(), reason, held_back, "changelog value unreadable; the user starts with an empty state");
+                            }
+                            work.restore(uid, None).ok();
                         }
-                    })?,
+                    }
                     None => warn!(
                         topic,
                         partition = p,
