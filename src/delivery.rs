@@ -90,7 +90,7 @@ impl Delivery {
     /// settled (that is where the outcome is counted).
     pub fn submit(&self, event: &Event<'_>) -> Receipt {
         let kind = event.kind();
-        let hex = event.common.uid.map(|u| u.to_hex());
+        let hex = crate::event::input::partition_user(event).map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
         // Derived only when someone reads it.
         let input = (self.journal_inputs || self.tap.is_some())

@@ -116,6 +116,15 @@ pub fn parse_hex(s: &str, digits: usize) -> Option<u128> {
 pub struct UserId(pub u128);
 
 impl UserId {
+    /// The id a click stands in for when a conversion has no user of its
+    /// own: its repeat marks are kept, and its events partitioned, under it.
+    pub fn of_click(click: EventId) -> UserId {
+        const TAG: u64 = 0x636c_6963_6b75_6964; // "clickuid"
+        UserId(EventId::derive(click, TAG).0)
+    }
+}
+
+impl UserId {
     /// A fresh id from the thread's CSPRNG (ChaCha, reseeded from the OS).
     pub fn generate() -> Self {
         UserId(rand::rng().random())

@@ -264,3 +264,58 @@ async fn the_bounce_records_a_cookieless_pixel_once_without_an_id() {
     assert_eq!(imps[1].json["uid"], UID);
     assert_eq!(imps[1].json["new_uid"], true, "issued by the bounce");
 }
+
+/// Issue 25, finding 3: a browser that never keeps pixeld's cookie (Safari,
+/// a reload of the thank-you page) is issued a fresh id on every request;
+/// with the conversion's repeat mark kept under that fresh id, one click id
+/// gave a credited conversion per reload on a `one_per_user` pixel. The
+/// conversion is the click's, and it goes to the click's partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookieless_reloads_with_one_click_id_count_once_on_a_one_per_user_pixel() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.click_trackers[0].append_click_id = true;
+    cfg.conversion_pixels[0].repeat = pixeld::config::Repeat::OnePerUser;
+    let server = Server::start(cfg).await;
+    let r = server
+        .get(
+            "/clktrb?id=21378&redir=https%3A%2F%2Fshop.example.com%2Fdone",
+            &[ua()],
+        )
+        .await;
+    let location = r.header("location").unwrap().to_string();
+    let token = location
+        .strip_prefix("https://shop.example.com/done?pxclid=")
+        .unwrap_or_else(|| panic!("{location}"))
+        .to_string();
+    for _ in 0..3 {
+        let r = server
+            .get(&format!("/px?id=7313&clid={token}"), &[ua()])
+            .await;
+        assert!(r.header("set-cookie").is_some(), "a fresh id each time");
+    }
+    server.stop().await;
+
+    let clicks = consume(&broker.addr, "pixel.clicks", 1);
+    let convs = consume(&broker.addr, "pixel.conversions", 3);
+    let uids: std::collections::HashSet<&Value> = convs.iter().map(|c| &c.json["uid"]).collect();
+    assert_eq!(uids.len(), 3, "three fresh ids: {uids:?}");
+    let records = consume(&broker.addr, "pixel.attributions", 3);
+    let counted: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.json["counted"] == true)
+        .map(|r| &r.json)
+        .collect();
+    assert_eq!(counted.len(), 1, "one conversion: {records:?}");
+    assert_eq!(counted[0]["touch_event_id"], clicks[0].json["event_id"]);
+    assert_eq!(counted[0]["matched_by"], "click_id");
+    let repeats = records
+        .iter()
+        .filter(|r| r.json["reason"] == "repeat")
+        .count();
+    assert_eq!(repeats, 2);
+    // Keyed by the click, so one member of a fleet sees all three.
+    let keys: std::collections::HashSet<&String> = convs.iter().map(|c| &c.key).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(!convs[0].key.is_empty());
+}

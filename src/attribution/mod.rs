@@ -150,8 +150,7 @@ impl Engine {
 /// The id under which the repeat marks of a conversion that came with a
 /// click id and no user id are kept: one per click, never a real user's.
 pub fn click_user(click: crate::ids::EventId) -> crate::ids::UserId {
-    const TAG: u64 = 0x636c_6963_6b75_6964; // "clickuid"
-    crate::ids::UserId(crate::ids::EventId::derive(click, TAG).0)
+    crate::ids::UserId::of_click(click)
 }
 
 /// The handlers' end of the channel.

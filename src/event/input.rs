@@ -168,7 +168,7 @@ impl AttributionInput {
                 t.placement_id,
             ),
             Body::Conversion(cv) => Some(AttributionInput::Conversion(ConversionInput {
-                uid: c.uid,
+                uid: conversion_user(c.uid, c.new_uid, cv.click.is_some()),
                 click: cv.click,
                 event_id: c.event_id,
                 ts_ms: c.ts_ms,
@@ -237,7 +237,7 @@ impl AttributionInput {
                 Some(AttributionInput::Touch(touch))
             }
             _ => Some(AttributionInput::Conversion(ConversionInput {
-                uid,
+                uid: conversion_user(uid, e.new_uid, e.click_id.is_some()),
                 click: match e.click_id {
                     Some(c) => Some(ClickRef {
                         event_id: EventId::parse(c.event_id)?,
@@ -256,6 +256,29 @@ impl AttributionInput {
                 value_micros: e.value_micros,
             })),
         }
+    }
+}
+
+/// The user a conversion is attributed and capped as. An id issued by this
+/// very request (no cookie came: a browser that blocks pixeld's cookie, or
+/// a server-side call) is a stranger's each time, so a conversion that
+/// carries a click id is the click's: reloading a thank-you page without
+/// cookies is then one conversion on a `one_per_user` pixel, not one per
+/// reload (issue 25, finding 3; [`crate::attribution::click_user`]).
+pub fn conversion_user(uid: Option<UserId>, issued_now: bool, has_click: bool) -> Option<UserId> {
+    uid.filter(|_| !(issued_now && has_click))
+}
+
+/// The id an event is keyed (partitioned) by: its user's, except for a
+/// conversion attributed as its click ([`conversion_user`]), which goes to
+/// the click's partition so that every conversion of one click meets the
+/// same repeat marks in `pixeld attribute`. None: anonymous (a NULL key).
+pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
+    let c = &event.common;
+    match &event.body {
+        Body::Conversion(cv) => conversion_user(c.uid, c.new_uid, cv.click.is_some())
+            .or_else(|| cv.click.map(|k| UserId::of_click(k.event_id))),
+        _ => c.uid,
     }
 }
 
@@ -406,6 +429,8 @@ impl<'a> Bytes<'a> {
 struct Fields<'a> {
     #[serde(borrow)]
     event_id: &'a str,
+    #[serde(default)]
+    new_uid: bool,
     ts: u64,
     #[serde(borrow)]
     uid: Option<&'a str>,
