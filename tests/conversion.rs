@@ -112,3 +112,46 @@ async fn opted_out_and_gpc_conversions_carry_no_uid_and_no_ip() {
         assert_eq!(c.key, "");
     }
 }
+
+/// Issue 23: a thank-you page reloaded three times by one user is one sale.
+/// Every conversion is still published; the attribution records count one
+/// and call the other two duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_thank_you_page_is_one_counted_conversion_and_two_duplicates() {
+    let broker = Broker::start();
+    let server = Server::start(example_config(&broker.addr)).await;
+    let cookie = uid_cookie("00112233445566778899aabbccddeeff");
+    for _ in 0..3 {
+        let r = server
+            .get("/px?id=7313&order_id=A1&value=10", &[("cookie", &cookie)])
+            .await;
+        assert_eq!(r.status, 302);
+    }
+    // Another order of the same user is a sale of its own.
+    server
+        .get("/px?id=7313&order_id=A2&value=5", &[("cookie", &cookie)])
+        .await;
+    server.stop().await;
+    let convs = consume(&broker.addr, "pixel.conversions", 4);
+    assert_eq!(convs.len(), 4, "every conversion is published");
+    let records = consume(&broker.addr, "pixel.attributions", 4);
+    let of = |order: &str| -> Vec<&serde_json::Value> {
+        records
+            .iter()
+            .map(|r| &r.json)
+            .filter(|j| j["order_id"] == order)
+            .collect()
+    };
+    let a1 = of("A1");
+    assert_eq!(a1.len(), 3);
+    assert_eq!(a1.iter().filter(|j| j["counted"] == true).count(), 1);
+    let dups: Vec<_> = a1.iter().filter(|j| j["reason"] == "duplicate").collect();
+    assert_eq!(dups.len(), 2, "{a1:?}");
+    for d in dups {
+        assert_eq!(d["counted"], false);
+        assert_eq!(d["attributed"], false);
+        assert!(d["line_item_id"].is_null(), "credits nothing: {d}");
+        common::assert_schema(d);
+    }
+    assert_eq!(of("A2")[0]["counted"], true);
+}

@@ -101,6 +101,20 @@ impl Engine {
         };
         let catalog = self.catalog.load();
         let pixel = catalog.conversion_pixels.get(&conversion.pixel);
+        // Deduplication comes before the repeat rule: a duplicate neither
+        // counts nor marks.
+        if self.duplicate(uid, &conversion, pixel) {
+            let decision = Decision {
+                counted: false,
+                credit: None,
+                reason: Some(Reason::Duplicate),
+            };
+            return Attribution {
+                conversion,
+                decision,
+                late: false,
+            };
+        }
         let last = self.state.last_counted(uid, conversion.pixel);
         let decision = if conversion.uid.is_some() {
             self.state.with_touches(uid, |t| {
@@ -118,6 +132,36 @@ impl Engine {
             decision,
             late: false,
         }
+    }
+
+    /// Whether `conversion`'s order id was already seen for this pixel and
+    /// user within the pixel's `dedup_minutes`; if not, it is remembered.
+    fn duplicate(
+        &self,
+        uid: crate::ids::UserId,
+        conversion: &ConversionInput,
+        pixel: Option<&crate::config::ConversionPixel>,
+    ) -> bool {
+        let (Some(order), Some(p)) = (conversion.order_id, pixel) else {
+            return false;
+        };
+        if p.dedup_ms == 0 {
+            return false;
+        }
+        let order = order.fingerprint();
+        if self
+            .state
+            .order_seen(uid, conversion.pixel, order, conversion.ts_ms, p.dedup_ms)
+        {
+            return true;
+        }
+        let mark = state::OrderMark {
+            pixel: conversion.pixel,
+            order,
+            ts_ms: conversion.ts_ms,
+        };
+        self.state.remember_order(uid, mark);
+        false
     }
 
     /// Drops what no pixel's window can reach any more.
@@ -139,7 +183,9 @@ impl Engine {
                 Repeat::EveryMinutes(n) => Some(n as u64 * 60_000),
             }
         };
-        let dropped = self
+        let orders = |id: PixelId| catalog.conversion_pixels.get(&id).map_or(0, |p| p.dedup_ms);
+        let mut dropped = self.state.sweep_orders(now_ms, orders, emptied);
+        dropped += self
             .state
             .sweep_users(now_ms, view, click, horizon, emptied);
         metric::attribution_state(self.state.users(), self.state.entries());

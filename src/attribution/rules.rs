@@ -63,6 +63,10 @@ pub enum Reason {
     NoTouch,
     OutsideWindow,
     Repeat,
+    /// The order id was already seen for this pixel and user within its
+    /// `dedup_minutes`: the same sale reported again (a reload, the page
+    /// and the shop's server both).
+    Duplicate,
 }
 
 impl Reason {
@@ -73,6 +77,7 @@ impl Reason {
             Reason::NoTouch => "no_touch",
             Reason::OutsideWindow => "outside_window",
             Reason::Repeat => "repeat",
+            Reason::Duplicate => "duplicate",
         }
     }
 }

@@ -12,7 +12,9 @@ use crate::ids::{PixelId, UserId};
 const MAGIC: &[u8; 8] = b"PXDATTR\0";
 /// Bumped whenever the layout below changes; older files are ignored.
 /// 2: the journal position the state covers follows the version.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The version before order ids (read, never written).
+const WITHOUT_ORDERS: u32 = 2;
 
 /// The snapshot file inside `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -44,6 +46,14 @@ pub fn encode(state: &State, applied: u64) -> Vec<u8> {
         out.extend_from_slice(&pixel.0.to_le_bytes());
         out.extend_from_slice(&ts.to_le_bytes());
     }
+    let orders = state.all_orders();
+    out.extend_from_slice(&(orders.len() as u64).to_le_bytes());
+    for (uid, o) in orders {
+        out.extend_from_slice(&uid.0.to_le_bytes());
+        out.extend_from_slice(&o.pixel.0.to_le_bytes());
+        out.extend_from_slice(&o.order.to_le_bytes());
+        out.extend_from_slice(&o.ts_ms.to_le_bytes());
+    }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -58,7 +68,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let mut r = Reader::new(body, 8);
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != WITHOUT_ORDERS {
         return Err(format!(
             "format version {version}, this pixeld reads {FORMAT_VERSION}"
         ));
@@ -92,6 +102,18 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
         let pixel = PixelId(r.u32()?);
         counted.push(((uid, pixel), r.u64()?));
     }
+    let mut orders = Vec::new();
+    if version == FORMAT_VERSION {
+        for _ in 0..r.u64()? {
+            let uid = UserId(r.u128()?);
+            let mark = crate::attribution::state::OrderMark {
+                pixel: PixelId(r.u32()?),
+                order: r.u64()?,
+                ts_ms: r.u64()?,
+            };
+            orders.push((uid, mark));
+        }
+    }
     if !r.done() {
         return Err("trailing bytes after the records".into());
     }
@@ -100,6 +122,9 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     }
     for ((uid, pixel), ts) in counted {
         state.mark_counted(uid, pixel, ts);
+    }
+    for (uid, mark) in orders {
+        state.remember_order(uid, mark);
     }
     Ok(applied)
 }
@@ -157,6 +182,14 @@ mod tests {
         );
         s.touch(UserId(u128::MAX), LineItemId(5), TouchKind::Click, m);
         s.mark_counted(UserId(1), PixelId(7313), 5_000);
+        s.remember_order(
+            UserId(1),
+            crate::attribution::state::OrderMark {
+                pixel: PixelId(7313),
+                order: 42,
+                ts_ms: 5_000,
+            },
+        );
         s
     }
 
@@ -172,6 +205,7 @@ mod tests {
             s.touches_of(UserId(u128::MAX))
         );
         assert_eq!(back.last_counted(UserId(1), PixelId(7313)), Some(5_000));
+        assert!(back.order_seen(UserId(1), PixelId(7313), 42, 5_000, 0));
         assert_eq!(back.entries(), s.entries());
     }
 

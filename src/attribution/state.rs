@@ -201,6 +201,16 @@ impl Shard {
 
 const SHARDS: usize = 16;
 
+/// An order id a conversion pixel saw for a user: its fingerprint (a
+/// 64-bit SipHash of the id, [`crate::event::OrderId::fingerprint`]) and
+/// when. 24 bytes in memory (in a per-user list), 20 in the changelog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderMark {
+    pub pixel: PixelId,
+    pub order: u64,
+    pub ts_ms: u64,
+}
+
 /// All attribution state, in shards that each own their users; a reader
 /// locks one shard briefly, never the whole state.
 pub struct State {
@@ -213,6 +223,8 @@ pub struct State {
     /// (the cluster engine's changelog); few users convert, so the list is
     /// short.
     counted: DashMap<UserId, Vec<(PixelId, u64)>>,
+    /// Per user, the order ids seen within their pixel's `dedup_minutes`.
+    orders: DashMap<UserId, Vec<OrderMark>>,
     /// Users a shard holds at most (`attribution.max_users` / shards): a
     /// cookieless crowd or a bot flood evicts the least recently touched
     /// instead of growing the process until it dies.
@@ -237,6 +249,7 @@ impl State {
             shards: (0..SHARDS).map(|_| Default::default()).collect(),
             shard_hasher: ahash::RandomState::new(),
             counted: DashMap::new(),
+            orders: DashMap::new(),
             max_per_shard: max_users.div_ceil(SHARDS).max(1),
             evicted: record_evicted.then(Default::default),
         }
@@ -251,6 +264,55 @@ impl State {
             shard.free.extend(chain);
         }
         drop(self.counted.remove(&uid));
+        drop(self.orders.remove(&uid));
+    }
+
+    /// Whether `pixel` saw `order` for `uid` at a time within `window_ms`
+    /// of `ts_ms`.
+    pub fn order_seen(
+        &self,
+        uid: UserId,
+        pixel: PixelId,
+        order: u64,
+        ts_ms: u64,
+        window_ms: u64,
+    ) -> bool {
+        self.orders.get(&uid).is_some_and(|list| {
+            list.iter().any(|m| {
+                m.pixel == pixel && m.order == order && m.ts_ms.abs_diff(ts_ms) <= window_ms
+            })
+        })
+    }
+
+    /// Remembers an order id (its first sighting: a duplicate does not
+    /// move the window).
+    pub fn remember_order(&self, uid: UserId, mark: OrderMark) {
+        self.orders.entry(uid).or_default().push(mark);
+    }
+
+    /// One user's order marks, sorted.
+    pub fn orders_of(&self, uid: UserId) -> Vec<OrderMark> {
+        let mut list = self.orders.get(&uid).map_or_else(Vec::new, |v| v.clone());
+        list.sort_unstable();
+        list
+    }
+
+    /// Every order mark (for snapshots).
+    pub fn all_orders(&self) -> Vec<(UserId, OrderMark)> {
+        let mut out = Vec::with_capacity(self.orders.len());
+        for e in self.orders.iter() {
+            out.extend(e.value().iter().map(|m| (*e.key(), *m)));
+        }
+        out
+    }
+
+    /// Replaces a user's order marks (a changelog value).
+    pub fn set_orders(&self, uid: UserId, orders: &[OrderMark]) {
+        if orders.is_empty() {
+            self.orders.remove(&uid);
+        } else {
+            self.orders.insert(uid, orders.to_vec());
+        }
     }
 
     /// The users evicted since the last call (empty unless recording).
@@ -389,7 +451,9 @@ impl State {
 
     /// Whether anything is kept of a user.
     pub fn knows(&self, uid: UserId) -> bool {
-        self.counted.contains_key(&uid) || self.shard(uid).index.contains_key(&key(uid))
+        self.counted.contains_key(&uid)
+            || self.orders.contains_key(&uid)
+            || self.shard(uid).index.contains_key(&key(uid))
     }
 
     /// Users with at least one touch.
@@ -412,7 +476,9 @@ impl State {
                 }
             }
         }
-        marks + self.counted.iter().map(|e| e.value().len()).sum::<usize>()
+        marks
+            + self.counted.iter().map(|e| e.value().len()).sum::<usize>()
+            + self.orders.iter().map(|e| e.value().len()).sum::<usize>()
     }
 
     /// Drops views older than `view_horizon_ms`, clicks older than
@@ -433,6 +499,31 @@ impl State {
             repeat_horizon,
             &mut emptied,
         )
+    }
+
+    /// Drops order marks older than their pixel's window (`horizon`; 0: no
+    /// deduplication, so nothing is kept).
+    pub fn sweep_orders(
+        &self,
+        now_ms: u64,
+        horizon: impl Fn(PixelId) -> u64,
+        emptied: &mut Vec<UserId>,
+    ) -> usize {
+        let mut dropped = 0;
+        let mut candidates = Vec::new();
+        self.orders.retain(|uid, marks| {
+            marks.retain(|m| {
+                let keep = now_ms.saturating_sub(m.ts_ms) <= horizon(m.pixel);
+                dropped += usize::from(!keep);
+                keep
+            });
+            if marks.is_empty() {
+                candidates.push(*uid);
+            }
+            !marks.is_empty()
+        });
+        emptied.extend(candidates.into_iter().filter(|u| !self.knows(*u)));
+        dropped
     }
 
     /// [`State::sweep`], also listing the users of whom nothing is left

@@ -590,3 +590,134 @@ fn an_opt_out_forgets_the_users_touches_and_repeat_marks() {
     let after = convert(&e, 100, T0 + 3 * MIN);
     assert_eq!(after.decision.reason, Some(Reason::NoTouch));
 }
+
+fn convert_order(e: &Engine, uid: Option<UserId>, pixel: u32, ts: u64, order: &str) -> Attribution {
+    let input = ConversionInput {
+        click: None,
+        uid,
+        event_id: EventId::new_v7(ts),
+        ts_ms: ts,
+        pixel: PixelId(pixel),
+        advertiser: AdvertiserId(1),
+        order_id: crate::event::OrderId::new(order),
+        value_micros: None,
+    };
+    e.apply(Input::Conversion(input)).unwrap()
+}
+
+/// A thank-you page reloaded three times is one sale: the same order id
+/// for the same pixel and user within `dedup_minutes` counts once.
+#[test]
+fn a_repeated_order_id_counts_once_and_the_rest_are_duplicates() {
+    let e = engine();
+    touch(&e, TouchKind::View, 10, T0);
+    let first = convert_order(&e, Some(U), 100, T0 + 10, "A1");
+    assert!(first.decision.counted && first.decision.credit.is_some());
+    for i in 1..3 {
+        let again = convert_order(&e, Some(U), 100, T0 + 10 + i * MIN, "A1");
+        assert_eq!(again.decision.reason, Some(Reason::Duplicate));
+        assert!(!again.decision.counted);
+        assert!(again.decision.credit.is_none(), "credits nothing");
+    }
+    // Another order of the same user, and the same order of another user
+    // or on another pixel, are sales of their own (pixel 100 counts all).
+    assert!(
+        convert_order(&e, Some(U), 100, T0 + 20, "A2")
+            .decision
+            .counted
+    );
+    assert!(
+        convert_order(&e, Some(UserId(7)), 100, T0 + 20, "A1")
+            .decision
+            .counted
+    );
+    assert!(
+        convert_order(&e, Some(U), 101, T0 + 20, "A1")
+            .decision
+            .counted
+    );
+}
+
+#[test]
+fn an_empty_order_id_never_matches_and_the_window_ends() {
+    let e = engine();
+    for _ in 0..2 {
+        assert!(convert_order(&e, Some(U), 100, T0, "").decision.counted);
+    }
+    assert!(convert_order(&e, Some(U), 100, T0, "B7").decision.counted);
+    // The default window is 7 days: a week and a minute later it counts.
+    let later = convert_order(&e, Some(U), 100, T0 + 10_081 * MIN, "B7");
+    assert!(later.decision.counted, "{later:?}");
+}
+
+/// Dedup comes before the repeat rule: on a one-per-user pixel a duplicate
+/// says `duplicate`, not `repeat`, and a conversion without an order id
+/// still meets the repeat rule.
+#[test]
+fn deduplication_comes_before_the_repeat_rule() {
+    let e = engine();
+    touch(&e, TouchKind::View, 10, T0);
+    assert!(
+        convert_order(&e, Some(U), 103, T0 + 1, "C1")
+            .decision
+            .counted
+    );
+    let dup = convert_order(&e, Some(U), 103, T0 + 2, "C1");
+    assert_eq!(dup.decision.reason, Some(Reason::Duplicate));
+    let other = convert_order(&e, Some(U), 103, T0 + 3, "C2");
+    assert_eq!(other.decision.reason, Some(Reason::Repeat));
+}
+
+#[test]
+fn order_ids_expire_with_the_sweep_and_an_opt_out() {
+    let e = engine();
+    convert_order(&e, Some(U), 100, T0, "D1");
+    e.sweep(T0 + 10_080 * MIN);
+    assert_eq!(
+        convert_order(&e, Some(U), 100, T0 + 1, "D1")
+            .decision
+            .reason,
+        Some(Reason::Duplicate)
+    );
+    e.sweep(T0 + 10_081 * MIN);
+    assert!(!e.state.knows(U), "nothing left of the user");
+    convert_order(&e, Some(U), 100, T0, "D2");
+    e.apply(Input::Forget(crate::event::ForgetInput {
+        uid: U,
+        event_id: EventId::new_v7(T0 + 5),
+    }));
+    assert!(
+        convert_order(&e, Some(U), 100, T0 + 6, "D2")
+            .decision
+            .counted
+    );
+}
+
+proptest::proptest! {
+    /// Duplicates never change what counts: a stream of conversions with
+    /// distinct order ids counts the same with any of them repeated (a
+    /// reload shortly after, same user, pixel and order id).
+    #[test]
+    fn duplicates_never_change_the_number_of_counted_conversions(
+        stream in proptest::collection::vec((0u128..4, 0usize..3, 0u64..(3 * 24 * 60), proptest::bool::ANY), 1..40)
+    ) {
+        let pixels = [100u32, 103, 104];
+        let count = |with_repeats: bool| {
+            let e = engine();
+            touch(&e, TouchKind::View, 10, T0);
+            let mut counted = 0;
+            for (i, (user, pixel, minute, repeat)) in stream.iter().enumerate() {
+                let order = format!("O{i}");
+                let ts = T0 + minute * MIN;
+                let uid = Some(UserId(*user));
+                counted += usize::from(convert_order(&e, uid, pixels[*pixel], ts, &order).decision.counted);
+                if with_repeats && *repeat {
+                    let again = convert_order(&e, uid, pixels[*pixel], ts + 1, &order);
+                    proptest::prop_assert!(!again.decision.counted);
+                }
+            }
+            Ok(counted)
+        };
+        proptest::prop_assert_eq!(count(false)?, count(true)?);
+    }
+}

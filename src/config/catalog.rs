@@ -84,6 +84,8 @@ pub struct ConversionPixel {
     pub post_view_ms: u64,
     pub post_click_ms: u64,
     pub repeat: Repeat,
+    /// The order-id deduplication window (ms); 0: off.
+    pub dedup_ms: u64,
     pub piggybacks: FireList,
     /// Line items this pixel is attached to; only their touches count.
     pub line_items: Vec<LineItemId>,
@@ -191,6 +193,7 @@ impl Catalog {
                     post_view_ms: minutes_ms(p.post_view_minutes, MAX_POST_VIEW_MINUTES),
                     post_click_ms: minutes_ms(p.post_click_minutes, MAX_POST_CLICK_MINUTES),
                     repeat: p.repeat,
+                    dedup_ms: p.dedup_minutes as u64 * 60_000,
                     piggybacks: FireList::new(p.piggybacks.iter().map(Into::into).collect()),
                     line_items: attached,
                 };

@@ -541,6 +541,12 @@ pub struct ConversionPixelConfig {
     /// `all`, `one_per_user` (default) or `every N minutes` (N at most 32767).
     #[serde(default = "default_repeat")]
     pub repeat: Repeat,
+    /// A conversion whose `order_id` this pixel already saw for the same
+    /// user (or click) within this many minutes is a duplicate: published,
+    /// never counted. Default 10080 (7 days), maximum 129600 (90 days); 0
+    /// turns it off.
+    #[serde(default = "default_dedup")]
+    pub dedup_minutes: u32,
     #[serde(default)]
     pub category: Option<Category>,
     /// Fired with the conversion: at most one `img` (the image response's one redirect).
@@ -553,6 +559,9 @@ fn default_post_view() -> u32 {
 }
 fn default_post_click() -> u32 {
     20160
+}
+fn default_dedup() -> u32 {
+    10_080
 }
 fn default_repeat() -> Repeat {
     Repeat::OnePerUser

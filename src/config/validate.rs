@@ -228,6 +228,15 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 ),
             );
         }
+        if p.dedup_minutes > MAX_POST_CLICK_MINUTES {
+            r.add(
+                format!("{at}.dedup_minutes"),
+                format!(
+                    "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days); 0 turns deduplication off",
+                    p.dedup_minutes
+                ),
+            );
+        }
         if p.post_click_minutes > MAX_POST_CLICK_MINUTES {
             r.add(
                 format!("{at}.post_click_minutes"),

@@ -44,6 +44,19 @@ impl OrderId {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
     }
+
+    /// A stable 64-bit fingerprint (SipHash-2-4 under fixed keys: the same
+    /// in every process and release, since it is stored in the changelog
+    /// and snapshots), for deduplication.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher24::new_with_keys(
+            0x6f72_6465_7269_6431,
+            0x7069_7865_6c64_6470,
+        );
+        h.write(self.as_str().as_bytes());
+        h.finish()
+    }
 }
 
 /// An impression or click of a user with an id.

@@ -55,7 +55,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CONFIG_RELOADS, Unit::Count, "Config reloads, by result: ok, invalid (the running config stays), restart_needed (applied except the keys named in the log)."),
     (CONFIG_LAST_RELOAD, Unit::Seconds, "When the config in force was loaded (Unix seconds)."),
     (CONFIG_INFO, Unit::Count, "1 for the SHA-256 of the config file in force (label sha256): instances that disagree show on a dashboard."),
-    (ATTRIBUTION_RECORDS, Unit::Count, "Attribution records published, by result (post_click, post_view, or the reason: no_uid, no_line_items, no_touch, outside_window, repeat)."),
+    (ATTRIBUTION_RECORDS, Unit::Count, "Attribution records published, by result (post_click, post_view, or the reason: no_uid, no_line_items, no_touch, outside_window, repeat, duplicate)."),
     (IVT_REQUESTS, Unit::Count, "Pixel requests flagged as invalid traffic, by category (crawler, preview, prefetch, automation, no_user_agent, ...)."),
     (READY, Unit::Count, "1 while /readyz answers 200, 0 while it answers 503 (checked every second)."),
     (JOURNAL_MAX_BYTES, Unit::Bytes, "journal.max_bytes: the disk budget journal_bytes is measured against."),
@@ -105,6 +105,7 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
             "no_touch",
             "outside_window",
             "repeat",
+            "duplicate",
         ],
     ),
     (

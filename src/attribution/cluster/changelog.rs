@@ -11,15 +11,22 @@
 //!   2 credited, 4 late, 8 matched by click id) | credit (u8 kind, u32 line
 //!   item, mark) or u8 reason`
 //!
+//! Version 2 appends `u16 orders | orders` (order: `u32 pixel | u64
+//! fingerprint | u64 ms`, 20 bytes), written only when the user has order
+//! ids to remember, so a user without any is still version 1.
+//!
 //! One user with one line item's view and click is 68 bytes.
 
 use crate::attribution::rules::{Credit, CreditKind, Decision, MatchedBy, Reason};
-use crate::attribution::state::{LineItemTouches, Mark};
+use crate::attribution::state::{LineItemTouches, Mark, OrderMark};
 use crate::attribution::wire::{put_mark, Reader};
 use crate::ids::{EventId, LineItemId, PixelId};
 
-/// The first byte of every value this pixeld writes.
+/// The first byte of a value without order ids (and the oldest this
+/// pixeld reads).
 pub const VERSION: u8 = 1;
+/// The first byte of a value with order ids.
+pub const VERSION_ORDERS: u8 = 2;
 
 /// A conversion decided but whose input offset is not committed yet: a
 /// re-read of it (after a crash, a rebalance, or a duplicate in the topic)
@@ -40,15 +47,24 @@ pub struct UserState {
     pub touches: Vec<LineItemTouches>,
     pub marks: Vec<(PixelId, u64)>,
     pub decided: Vec<Decided>,
+    /// Order ids seen within their pixel's deduplication window.
+    pub orders: Vec<OrderMark>,
 }
 
 impl UserState {
     pub fn is_empty(&self) -> bool {
-        self.touches.is_empty() && self.marks.is_empty() && self.decided.is_empty()
+        self.touches.is_empty()
+            && self.marks.is_empty()
+            && self.decided.is_empty()
+            && self.orders.is_empty()
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(VERSION);
+        out.push(if self.orders.is_empty() {
+            VERSION
+        } else {
+            VERSION_ORDERS
+        });
         out.extend_from_slice(&(self.touches.len() as u16).to_le_bytes());
         for t in &self.touches {
             out.extend_from_slice(&t.line_item.to_le_bytes());
@@ -87,6 +103,14 @@ impl UserState {
                 (None, reason) => out.push(reason.map_or(0, reason_code)),
             }
         }
+        if !self.orders.is_empty() {
+            out.extend_from_slice(&(self.orders.len() as u16).to_le_bytes());
+            for o in &self.orders {
+                out.extend_from_slice(&o.pixel.0.to_le_bytes());
+                out.extend_from_slice(&o.order.to_le_bytes());
+                out.extend_from_slice(&o.ts_ms.to_le_bytes());
+            }
+        }
     }
 
     /// Parses a value; `Err` names what is wrong (a value from a newer
@@ -94,9 +118,9 @@ impl UserState {
     pub fn decode(bytes: &[u8]) -> Result<UserState, String> {
         let mut r = Reader::new(bytes, 0);
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_ORDERS {
             return Err(format!(
-                "changelog value version {version}, this pixeld reads {VERSION}"
+                "changelog value version {version}, this pixeld reads {VERSION} and {VERSION_ORDERS}"
             ));
         }
         let mut out = UserState::default();
@@ -157,6 +181,15 @@ impl UserState {
                 late: flags & 4 != 0,
             });
         }
+        if version == VERSION_ORDERS {
+            for _ in 0..r.u16()? {
+                out.orders.push(OrderMark {
+                    pixel: PixelId(r.u32()?),
+                    order: r.u64()?,
+                    ts_ms: r.u64()?,
+                });
+            }
+        }
         if !r.done() {
             return Err("trailing bytes after the user's state".into());
         }
@@ -164,12 +197,13 @@ impl UserState {
     }
 }
 
-const REASONS: [Reason; 5] = [
+const REASONS: [Reason; 6] = [
     Reason::NoUid,
     Reason::NoLineItems,
     Reason::NoTouch,
     Reason::OutsideWindow,
     Reason::Repeat,
+    Reason::Duplicate,
 ];
 
 fn reason_code(r: Reason) -> u8 {
@@ -267,14 +301,23 @@ mod tests {
                     late: false,
                 },
             ],
+            orders: vec![OrderMark {
+                pixel: PixelId(7313),
+                order: 0xfeed,
+                ts_ms: 77,
+            }],
         };
         let mut buf = Vec::new();
         user.encode(&mut buf);
+        assert_eq!(buf[0], VERSION_ORDERS);
         assert_eq!(UserState::decode(&buf).unwrap(), user);
         for cut in 0..buf.len() {
             assert!(UserState::decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
         buf[0] = 9;
         assert!(UserState::decode(&buf).unwrap_err().contains("version 9"));
+        // A version-1 value (no orders) with an orders section is refused.
+        buf[0] = VERSION;
+        assert!(UserState::decode(&buf).is_err());
     }
 }

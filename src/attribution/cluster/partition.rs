@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use super::changelog::{Decided, UserState};
 use super::inputs::{InputTopic, PerInput};
 use crate::attribution::order::{Held, Pushed, Reorder};
-use crate::attribution::{Attribution, Engine, Input, State};
+use crate::attribution::{click_user, Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::ids::UserId;
 use crate::telemetry::metric;
@@ -92,6 +92,7 @@ impl PartitionWork {
             None => UserState::default(),
         };
         self.engine.state.set_user(uid, &user.touches, &user.marks);
+        self.engine.state.set_orders(uid, &user.orders);
         if user.decided.is_empty() {
             self.decided.remove(&uid);
         } else {
@@ -226,7 +227,12 @@ impl PartitionWork {
                     late,
                     "conversion applied"
                 );
-                let Some(uid) = c.uid else {
+                // The user whose state the conversion reads and writes: its
+                // own, or its click's (repeat marks and order ids are kept
+                // under the click; `crate::event::input::partition_user`
+                // puts such conversions on the click's partition).
+                let state_user = c.uid.or_else(|| c.click.map(|k| click_user(k.event_id)));
+                let Some(uid) = state_user else {
                     // No state, so nothing a re-read could answer differently.
                     let mut record = self.engine.apply(held.input)?;
                     record.late = late;
@@ -308,6 +314,7 @@ impl PartitionWork {
                 touches: self.engine.state.touches_of(uid),
                 marks: self.engine.state.repeat_marks_of(uid),
                 decided: self.decided.get(&uid).cloned().unwrap_or_default(),
+                orders: self.engine.state.orders_of(uid),
             };
             if user.is_empty() {
                 write(uid, None);
@@ -335,11 +342,15 @@ impl PartitionWork {
         for (uid, decided) in &self.decided {
             users.entry(*uid).or_default().decided = decided.clone();
         }
+        for (uid, order) in self.engine.state.all_orders() {
+            users.entry(uid).or_default().orders.push(order);
+        }
         let mut out: Vec<(UserId, UserState)> = users.into_iter().collect();
         for (_, s) in out.iter_mut() {
             s.touches.sort_by_key(|t| t.line_item);
             s.marks.sort_unstable();
             s.decided.sort_by_key(|d| d.offset);
+            s.orders.sort_unstable();
         }
         out.sort_by_key(|(u, _)| *u);
         out
