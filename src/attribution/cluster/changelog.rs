@@ -197,23 +197,30 @@ impl UserState {
     }
 }
 
-const REASONS: [Reason; 6] = [
-    Reason::NoUid,
-    Reason::NoLineItems,
-    Reason::NoTouch,
-    Reason::OutsideWindow,
-    Reason::Repeat,
-    Reason::Duplicate,
-];
-
+/// A reason's code in the changelog: written by an exhaustive match, so a
+/// new reason cannot be stored under another's code; codes never change
+/// (values outlive releases).
 fn reason_code(r: Reason) -> u8 {
-    REASONS.iter().position(|x| *x == r).unwrap_or(0) as u8 + 1
+    match r {
+        Reason::NoUid => 1,
+        Reason::NoLineItems => 2,
+        Reason::NoTouch => 3,
+        Reason::OutsideWindow => 4,
+        Reason::Repeat => 5,
+        Reason::Duplicate => 6,
+    }
 }
 
 fn reason_of(code: u8) -> Result<Reason, String> {
-    code.checked_sub(1)
-        .and_then(|i| REASONS.get(i as usize).copied())
-        .ok_or_else(|| format!("unknown reason code {code}"))
+    Ok(match code {
+        1 => Reason::NoUid,
+        2 => Reason::NoLineItems,
+        3 => Reason::NoTouch,
+        4 => Reason::OutsideWindow,
+        5 => Reason::Repeat,
+        6 => Reason::Duplicate,
+        _ => return Err(format!("unknown reason code {code}")),
+    })
 }
 
 /// A present touch: the same 28 bytes as the snapshot's, never all zero.
@@ -319,5 +326,25 @@ mod tests {
         // A version-1 value (no orders) with an orders section is refused.
         buf[0] = VERSION;
         assert!(UserState::decode(&buf).is_err());
+    }
+
+    #[test]
+    fn every_reason_round_trips_under_its_own_code() {
+        use crate::attribution::rules::Reason::*;
+        let all = [
+            NoUid,
+            NoLineItems,
+            NoTouch,
+            OutsideWindow,
+            Repeat,
+            Duplicate,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|r| reason_code(*r)).collect();
+        for r in all {
+            assert_eq!(reason_of(reason_code(r)), Ok(r));
+        }
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert!(reason_of(0).is_err() && reason_of(7).is_err());
     }
 }
