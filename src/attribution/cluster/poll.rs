@@ -104,8 +104,8 @@ impl Runner {
             if !self.liveness.owner() {
                 self.fence()?;
             }
-            let drained = self.poll_batch()?;
-            if let Some(why) = self.after_batch(drained, &mut timers)? {
+            self.poll_batch()?;
+            if let Some(why) = self.after_batch(&mut timers)? {
                 self.coverage.reset();
                 self.rejoin(why)?;
             }
@@ -146,8 +146,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Polls up to [`BATCH`] messages; true when the poll ran dry.
-    fn poll_batch(&mut self) -> Result<bool, ClusterError> {
+    /// Polls up to [`BATCH`] messages.
+    fn poll_batch(&mut self) -> Result<(), ClusterError> {
         let mut handled = 0;
         let mut timeout = Duration::from_millis(100);
         // When this batch's messages arrived: one clock read per batch (a
@@ -155,7 +155,7 @@ impl Runner {
         let mut arrived = 0;
         while handled < BATCH {
             let Some(msg) = self.consumer.poll(timeout) else {
-                return Ok(true);
+                return Ok(());
             };
             if timeout != Duration::ZERO {
                 arrived = now_ms();
@@ -185,23 +185,24 @@ impl Runner {
                     })?;
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Release, produce, and the timed work; why the member should rejoin
     /// the group, if it should.
-    fn after_batch(
-        &mut self,
-        drained: bool,
-        timers: &mut Timers,
-    ) -> Result<Option<&'static str>, ClusterError> {
+    fn after_batch(&mut self, timers: &mut Timers) -> Result<Option<&'static str>, ClusterError> {
         let (commit_every, sweep_every, session_ms) = self.settings();
         let work = self.work.clone();
         let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
         w.restore_pending(&self.consumer)?;
         self.liveness.touch();
         let now_i = Instant::now();
-        if drained && now_i >= timers.ends {
+        // On a timer, busy or not: a member whose poll never runs dry (a
+        // steady load on one input) must still find its idle inputs (the
+        // segments topic, say) at their end, or they would hold the
+        // watermark back for good. A source still being read is simply not
+        // at its end.
+        if now_i >= timers.ends {
             self.read_through(&mut w);
             timers.ends = now_i + END_CHECK;
         }
