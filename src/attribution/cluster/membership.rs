@@ -32,6 +32,14 @@ impl ClientContext for MemberCtx {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         crate::telemetry::librdkafka_log(&self.log, level, fac, message);
     }
+
+    /// Not logged (rdkafka's default logs the whole statistics at INFO);
+    /// the producer's are exported as metrics.
+    fn stats(&self, _: rdkafka::Statistics) {}
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::telemetry::kafka_client_error(&self.log, &error, reason);
+    }
 }
 
 impl ConsumerContext for MemberCtx {
