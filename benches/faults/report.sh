@@ -1,0 +1,54 @@
+# The campaign's end (sourced by benches/faults/cluster.sh): the total over
+# every cycle's line in $work/results, up to five examples of each failure
+# from $work/details.jsonl, and the exit status.
+
+report() {
+  local total
+  total=$(awk '/^fault=/ {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); sum[kv[1]] += kv[2] }
+    } END {
+      printf "total conversions=%d missing=%d disagreeing=%d wrong=%d late=%d unpublished=%d failed_requests=%d duplicates=%d\n",
+        sum["conversions"], sum["missing"], sum["disagreeing"], sum["wrong"], sum["late"],
+        sum["unpublished"], sum["failed_requests"], sum["duplicates"]
+    }' "$work/results")
+  echo "$total"
+  if echo "$total" | grep -qE ' (missing|disagreeing|wrong|unpublished)=[1-9]'; then
+    examples
+    return 1
+  fi
+}
+
+# Up to five of each kind: conversion id, where it sits, and the fields in
+# which got and want differ; a missing one with the members' log lines that
+# read it (trace level).
+examples() {
+  [ -s "$work/details.jsonl" ] || return 0
+  python3 - "$work/details.jsonl" "$work" <<'PY'
+import glob, json, re, sys
+shown = {}
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    e = d["example"]
+    what = e["what"]
+    if shown.get(what, 0) >= 5:
+        continue
+    shown[what] = shown.get(what, 0) + 1
+    at = e["at"]
+    print(f"{what}: conversion={e['conversion']} cycle={d['cycle']} fault={d['fault']} "
+          f"partition={at['partition']} offset={at['offset']} ts={at['ts']}")
+    got, want = e["got"], e["want"] or {}
+    if what == "wrong":
+        keys = [k for k in want if k != "late" and got.get(k) != want.get(k)]
+        print("  got: ", json.dumps({k: got.get(k) for k in keys + ["late"]}))
+        print("  want:", json.dumps({k: want.get(k) for k in keys}))
+    elif what == "disagreeing":
+        for r in got:
+            print("  record:", json.dumps({k: r.get(k) for k in ("counted", "attributed", "kind", "reason", "touch_event_id", "event_id", "late")}))
+    else:
+        needle = re.compile(rf"partition={at['partition']} offset={at['offset']}( |$)")
+        for path in sorted(glob.glob(sys.argv[2] + "/member-*.log")):
+            for l in open(path, errors="replace"):
+                if needle.search(l):
+                    print(f"  {path.rsplit('/', 1)[1]}: {l.rstrip()[:300]}")
+PY
+}
