@@ -48,7 +48,12 @@ fault_term() {
 }
 
 # The same port and the same sqlite file: what the broker had acknowledged
-# must still be there.
+# must still be there. A crash (SIGKILL) by default: on SIGTERM tansu 0.6.0's
+# storage task panics while requests are still served (service.rs:337,
+# "entered unreachable code" in update_group) and the restarted broker
+# panics at the first idempotent produce ("more or less than one row",
+# lite.rs:503), after which it answers every request with an error; the
+# campaign would then measure tansu, not pixeld (BROKER_SIGNAL=TERM shows it).
 fault_broker() {
   stop_tansu
   say "tansu stopped"

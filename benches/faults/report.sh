@@ -7,12 +7,12 @@ report() {
   total=$(awk '/^fault=/ {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); sum[kv[1]] += kv[2] }
     } END {
-      printf "total conversions=%d missing=%d disagreeing=%d wrong=%d late=%d unpublished=%d failed_requests=%d duplicates=%d\n",
+      printf "total conversions=%d missing=%d disagreeing=%d wrong=%d late=%d wrong_late=%d unpublished=%d failed_requests=%d duplicates=%d check_failed=%d\n",
         sum["conversions"], sum["missing"], sum["disagreeing"], sum["wrong"], sum["late"],
-        sum["unpublished"], sum["failed_requests"], sum["duplicates"]
+        sum["wrong_late"], sum["unpublished"], sum["failed_requests"], sum["duplicates"], sum["check_failed"]
     }' "$work/results")
   echo "$total"
-  if echo "$total" | grep -qE ' (missing|disagreeing|wrong|unpublished)=[1-9]'; then
+  if echo "$total" | grep -qE ' (missing|disagreeing|wrong|unpublished|check_failed)=[1-9]'; then
     examples
     return 1
   fi

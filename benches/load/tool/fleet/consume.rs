@@ -31,10 +31,13 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(brokers: &str, topics: &[&str]) -> Reader {
-        Reader {
-            topics: topics.iter().map(|t| topic_reader(brokers, t)).collect(),
-        }
+    /// Fails when a topic's metadata cannot be had (the broker is down or
+    /// broken).
+    pub fn new(brokers: &str, topics: &[&str]) -> Result<Reader, String> {
+        let topics = topics.iter().map(|t| topic_reader(brokers, t));
+        Ok(Reader {
+            topics: topics.collect::<Result<_, _>>()?,
+        })
     }
 
     /// The next message of any topic, waiting up to 100 ms for one.
@@ -80,7 +83,7 @@ impl TopicReader {
     }
 }
 
-fn topic_reader(brokers: &str, topic: &str) -> TopicReader {
+fn topic_reader(brokers: &str, topic: &str) -> Result<TopicReader, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "pixeld-fleet-check")
@@ -90,7 +93,7 @@ fn topic_reader(brokers: &str, topic: &str) -> TopicReader {
         .expect("a consumer");
     let meta = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .expect("topic metadata");
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     for t in meta.topics() {
         for p in t.partitions() {
@@ -99,10 +102,10 @@ fn topic_reader(brokers: &str, topic: &str) -> TopicReader {
         }
     }
     consumer.assign(&tpl).expect("assign");
-    TopicReader {
+    Ok(TopicReader {
         topic: topic.to_string(),
         consumer,
         partitions: tpl.count(),
         at_eof: HashSet::new(),
-    }
+    })
 }

@@ -73,4 +73,38 @@ impl Seen {
         self.inputs.push((kind, m.payload.clone()));
         Some(ts)
     }
+
+    /// Takes what a fresh read found and this one did not: input events it
+    /// lacks, and the records of conversions it has none of.
+    pub fn merge(&mut self, fresh: Seen) -> usize {
+        let mut found = 0;
+        for (kind, payload) in fresh.inputs {
+            let json: Value = serde_json::from_slice(&payload).unwrap_or_default();
+            let id = json["event_id"].as_str().unwrap_or_default().to_string();
+            if self.ids.insert(id.clone()) {
+                found += 1;
+                let key = (
+                    json["uid"].as_str().unwrap_or_default().to_string(),
+                    kind.as_str().to_string(),
+                );
+                *self.published.entry(key).or_default() += 1;
+                if let Some(c) = fresh.conversions.get(&id) {
+                    let at = Conversion {
+                        ts: c.ts,
+                        partition: c.partition,
+                        offset: c.offset,
+                    };
+                    self.conversions.insert(id, at);
+                }
+                self.inputs.push((kind, payload));
+            }
+        }
+        for (id, records) in fresh.records {
+            if !self.records.contains_key(&id) {
+                found += 1;
+                self.records.insert(id, records);
+            }
+        }
+        found
+    }
 }

@@ -32,6 +32,10 @@ pub struct Verdict {
     pub wrong: usize,
     /// Conversions with a record flagged late.
     pub late: usize,
+    /// Of the wrong ones, those whose record says late (the grace let later
+    /// events through first: the fleet does not promise the time-ordered
+    /// answer for them).
+    pub wrong_late: usize,
     /// Records beyond the first of their conversion.
     pub duplicates: usize,
     /// The reference's answers (kind or reason), to show the mix is varied.
@@ -111,6 +115,7 @@ fn judge_one(v: &mut Verdict, seen: &Seen, id: &str, records: &[Value], want: Op
         .find(|r| !want.is_some_and(|w| same_answer(r, w)))
     {
         v.wrong += 1;
+        v.wrong_late += usize::from(bad["late"] == true);
         example(v, "wrong", bad.clone());
     }
 }

@@ -16,7 +16,8 @@ impl Window {
 }
 
 /// Cycle `k` (from 1) of the file; None until the next cycle (or the end)
-/// started.
+/// started. Cycle 0 is the whole run (`all`), once it ended: what a record
+/// that came after its cycle's check changes.
 pub fn window(path: &str, k: usize) -> Option<Window> {
     let text = std::fs::read_to_string(path).expect("the cycles file");
     let marks: Vec<(String, u64)> = text
@@ -26,7 +27,13 @@ pub fn window(path: &str, k: usize) -> Option<Window> {
             Some((name.to_string(), ms.trim().parse().ok()?))
         })
         .collect();
-    let (name, start) = marks.get(k.checked_sub(1)?)?;
+    if k == 0 {
+        let (last, hi) = marks.last()?;
+        let hi = (last == "end").then_some(*hi)?;
+        let name = "all".to_string();
+        return Some(Window { name, lo: 0, hi });
+    }
+    let (name, start) = marks.get(k - 1)?;
     let (_, hi) = marks.get(k)?;
     Some(Window {
         name: name.clone(),
