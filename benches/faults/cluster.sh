@@ -13,28 +13,32 @@
 #
 #   benches/faults/cluster.sh CYCLES        (5: one cycle of each fault)
 #
-# After each cycle the checker waits (60 s at most, 90 after the last) for the cycle's records to
-# settle, computes the single-node engine's answers over the consumed input
-# events sorted by time, and prints
+# After each cycle the checker waits (60 s at most, 90 after the last) for
+# the cycle's records to settle, computes the single-node engine's answers
+# over the consumed input events sorted by time, and prints
 #
-#   fault=NAME conversions=N missing=M disagreeing=D wrong=W late=L wrong_late=X unpublished=U ...
+#   fault=NAME conversions=N missing=M disagreeing=D wrong=W late=L
+#     wrong_late=X unpublished=U ...   (one line)
 #
 # (missing: no record; disagreeing: two records that differ in counted,
 # attributed, kind, touch_event_id or event_id; wrong: a record unlike the
-# reference, its late flag aside; late: a record flagged late; wrong_late:
-# the wrong ones flagged late; unpublished: a pixel answered but its event
-# never reached Kafka). A conversion belongs to the cycle it was sent in. The
-# run ends with the whole run checked once more (`eventually ...`: records
-# that came after their cycle's check), a total of the cycles' lines, and
-# exits 1 if any of missing, disagreeing, wrong or unpublished is not 0,
-# after printing up to five examples of each.
+# reference's, its late flag aside; late: conversions with a record flagged
+# late; wrong_late: records flagged late and unlike the reference's, apart
+# from wrong as the fleet promises the time-ordered answer only within the
+# grace; unpublished: a pixel answered but its event never reached Kafka).
+# A conversion belongs to the cycle it was sent in. The run ends with the
+# whole run checked once more (`eventually ...`: records that came after
+# their cycle's check), a total of the cycles' lines, and exits 1 if any of
+# missing, disagreeing, wrong or unpublished (with STRICT_LATE=1 also
+# wrong_late) is not 0, after printing up to five examples of each.
 #
 # Binaries: PIXELD and CHECKER (a `load-tool` example or the fleet_faults
 # test binary) if set, else a release build of both. FAULTS (the rotation,
 # e.g. "broker stop"), BROKER_SIGNAL (how tansu is stopped: KILL; see
 # fault_broker), RATE (users/s, 10), COMMIT_MS (500), STOP_SECONDS (15),
-# AFTER_SECONDS (15) and MEMBER_LOG (the members' RUST_LOG) tune it; KEEP_WORK=1 keeps the scratch directory, which
-# a failed run always keeps (every process's log is there).
+# AFTER_SECONDS (15) and MEMBER_LOG (the members' RUST_LOG) tune it;
+# KEEP_WORK=1 keeps the scratch directory, which a failed run always keeps
+# (every process's log is there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/load/common.sh

@@ -46,6 +46,12 @@ pub fn run(args: &Args) {
         (brokers, args.str("sent")),
         deadline,
     );
+    if seen.merged_then_read > 0 {
+        eprintln!(
+            "fleet-check: the following reader read {} of what fresh reads had found later after all (it lagged)",
+            seen.merged_then_read
+        );
+    }
     let reference = super::reference::reference(&cfg, &seen.inputs);
     let v = judge(&seen, &reference, &w);
     // The fields the campaign promises first, then what explains them.
@@ -120,11 +126,11 @@ fn missing(seen: &Seen, w: &Window) -> usize {
         .count()
 }
 
-/// A reader that followed a topic while it was written misses messages on
-/// tansu 0.6 (README, Scaling out; seen again in this campaign: fresh reads
-/// found records of 40 conversions in one cycle that the following reader
-/// never got); a fresh read of every topic tells such a loss from a record
-/// never written, and keeps a lost input event out of the reference.
+/// A reader that followed a topic while it was written has missed messages
+/// on tansu 0.6 (README, Scaling out), and a lagging one has not read them
+/// yet: a fresh read of every topic tells either from a record never
+/// written, and keeps an input event it lacks out of the reference's blind
+/// spot.
 fn reread(brokers: &str, seen: &mut Seen) {
     let mut fresh = Seen::default();
     let topics = [IMPRESSIONS, CLICKS, CONVERSIONS, ATTRIBUTIONS];

@@ -32,6 +32,12 @@ pub struct Seen {
     pub records: HashMap<String, Vec<Value>>,
     /// Events published per (uid, type).
     pub published: HashMap<(String, String), usize>,
+    /// Input event ids and records' conversion ids taken from a fresh read
+    /// ([`Seen::merge`]) that this reader had not read yet.
+    merged: HashSet<String>,
+    /// Of those, how many this reader read later after all: it lagged, it
+    /// had not lost them.
+    pub merged_then_read: usize,
 }
 
 fn kind_of(topic: &str) -> Option<EventType> {
@@ -52,12 +58,21 @@ impl Seen {
         let str_of = |k: &str| json[k].as_str().unwrap_or_default().to_string();
         if m.topic == ATTRIBUTIONS {
             let c = str_of("conversion_event_id");
-            self.records.entry(c).or_default().push(json);
+            let records = self.records.entry(c.clone()).or_default();
+            if self.merged.remove(&c) && records.contains(&json) {
+                self.merged_then_read += 1;
+            } else {
+                records.push(json);
+            }
             return Some(ts);
         }
         let kind = kind_of(&m.topic)?;
-        if !self.ids.insert(str_of("event_id")) {
-            self.repeated_inputs += 1;
+        let id = str_of("event_id");
+        if !self.ids.insert(id.clone()) {
+            match self.merged.remove(&id) {
+                true => self.merged_then_read += 1,
+                false => self.repeated_inputs += 1,
+            }
             return Some(ts);
         }
         let key = (str_of("uid"), kind.as_str().to_string());
@@ -83,6 +98,7 @@ impl Seen {
             let id = json["event_id"].as_str().unwrap_or_default().to_string();
             if self.ids.insert(id.clone()) {
                 found += 1;
+                self.merged.insert(id.clone());
                 let key = (
                     json["uid"].as_str().unwrap_or_default().to_string(),
                     kind.as_str().to_string(),
@@ -102,6 +118,7 @@ impl Seen {
         for (id, records) in fresh.records {
             if !self.records.contains_key(&id) {
                 found += 1;
+                self.merged.insert(id.clone());
                 self.records.insert(id, records);
             }
         }
