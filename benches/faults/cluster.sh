@@ -87,8 +87,9 @@ now_ms() { date +%s%3N; }
 # http_status PORT PATH: the status code of a GET (empty without an answer);
 # bash's /dev/tcp, as a fresh machine may have no curl.
 http_status() {
-  timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "GET %s HTTP/1.0\r\nHost: x\r\n\r\n" "$2" >&3 && head -c 12 <&3' \
-    _ "$1" "$2" 2>/dev/null | awk '{ print $2 }' || true
+  local get='exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf "GET %s HTTP/1.0\r\nHost: x\r\n\r\n" "$2" >&3 && head -c 12 <&3'
+  timeout 3 bash -c "$get" _ "$1" "$2" 2>/dev/null | awk '{ print $2 }' || true
 }
 
 # wait_ok PORT PATH SECONDS: until the GET answers 200; false after SECONDS.
@@ -140,9 +141,15 @@ start_tansu() {
   say "tansu (pid $TANSU) on $BROKER_PORT, storage $work/broker/tansu.db"
 }
 
+# BROKER_SIGNAL (KILL): reaped at once after a SIGKILL, so that bash has no
+# "Killed" job notice to print.
 stop_tansu() {
-  kill -"${BROKER_SIGNAL:-KILL}" "$TANSU"
-  wait_exit "$TANSU" 10 || { say "tansu ignored SIGTERM for 10 s: SIGKILL"; kill -9 "$TANSU"; }
+  local sig=${BROKER_SIGNAL:-KILL}
+  kill -"$sig" "$TANSU"
+  if [ "$sig" != KILL ] && ! wait_exit "$TANSU" 10; then
+    say "tansu ignored SIG$sig for 10 s: SIGKILL"
+    kill -9 "$TANSU"
+  fi
   wait "$TANSU" 2>/dev/null || true
 }
 
@@ -180,7 +187,10 @@ member_ready() {
 stop_member() {
   local pid=${MEMBER_PID[$1]} status=0
   kill -TERM "$pid"
-  wait_exit "$pid" 30 || { say "NOTE: member pid $pid ignored SIGTERM for 30 s: SIGKILL"; kill -9 "$pid"; }
+  if ! wait_exit "$pid" 30; then
+    say "NOTE: member pid $pid ignored SIGTERM for 30 s: SIGKILL"
+    kill -9 "$pid"
+  fi
   wait "$pid" || status=$?
   say "member pid $pid exited with status $status after SIGTERM"
 }
@@ -189,10 +199,11 @@ stop_member() {
 # request fails, which the checks then show; this names the cause.
 TANSU_PANICS=0
 tansu_panics() {
-  local n
+  local n first
   n=$(grep -c 'panicked at' "$work/tansu.log" || true)
   if [ "$n" -gt "$TANSU_PANICS" ]; then
-    say "NOTE: tansu panicked ($((n - TANSU_PANICS)) more): $(grep 'panicked at' "$work/tansu.log" | sed -n "$((TANSU_PANICS + 1))p")"
+    first=$(grep 'panicked at' "$work/tansu.log" | sed -n "$((TANSU_PANICS + 1))p")
+    say "NOTE: tansu panicked ($((n - TANSU_PANICS)) more): $first"
     TANSU_PANICS=$n
   fi
 }
@@ -205,7 +216,8 @@ revive() {
     kill -0 "${MEMBER_PID[$slot]}" 2>/dev/null && continue
     status=0
     wait "${MEMBER_PID[$slot]}" || status=$?
-    say "NOTE: member in slot $slot (pid ${MEMBER_PID[$slot]}) exited by itself with status $status; replacing it"
+    say "NOTE: member in slot $slot (pid ${MEMBER_PID[$slot]}) exited by itself" \
+      "with status $status; replacing it"
     start_member "$slot"
     member_ready "$slot"
   done

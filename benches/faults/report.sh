@@ -7,9 +7,10 @@ report() {
   total=$(awk '/^fault=/ {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); sum[kv[1]] += kv[2] }
     } END {
-      printf "total conversions=%d missing=%d disagreeing=%d wrong=%d late=%d wrong_late=%d unpublished=%d failed_requests=%d duplicates=%d check_failed=%d\n",
-        sum["conversions"], sum["missing"], sum["disagreeing"], sum["wrong"], sum["late"],
-        sum["wrong_late"], sum["unpublished"], sum["failed_requests"], sum["duplicates"], sum["check_failed"]
+      n = split("conversions missing disagreeing wrong late wrong_late unpublished failed_requests duplicates check_failed", keys, " ")
+      line = "total"
+      for (i = 1; i <= n; i++) line = line " " keys[i] "=" sum[keys[i]] + 0
+      print line
     }' "$work/results")
   echo "$total"
   # Late records that differ are outside the fleet's promise; STRICT_LATE=1
@@ -47,7 +48,8 @@ for line in open(sys.argv[1]):
         print("  want:", json.dumps({k: want.get(k) for k in keys}))
     elif what == "disagreeing":
         for r in got:
-            print("  record:", json.dumps({k: r.get(k) for k in ("counted", "attributed", "kind", "reason", "touch_event_id", "event_id", "late")}))
+            keys = ("counted", "attributed", "kind", "reason", "touch_event_id", "event_id", "late")
+            print("  record:", json.dumps({k: r.get(k) for k in keys}))
     else:
         needle = re.compile(rf"partition={at['partition']} offset={at['offset']}( |$)")
         for path in sorted(glob.glob(sys.argv[2] + "/member-*.log")):
