@@ -16,6 +16,10 @@
 //!                                     pixeld's shipper and producer; print the
 //!                                     CPU per event of the process and of each
 //!                                     thread (Kafka delivery's own cost)
+//!   load-tool fleet-load ... | fleet-check ...
+//!                                     the fault campaign's load and checker
+//!                                     (benches/faults/cluster.sh; see
+//!                                     tool/fleet/mod.rs)
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -26,8 +30,17 @@ use pixeld::ids::UserId;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+#[path = "tool/fleet/mod.rs"]
+mod fleet;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if fleet::run(
+        args.first().map_or("", String::as_str),
+        args.get(1..).unwrap_or(&[]),
+    ) {
+        return;
+    }
     match args.first().map(String::as_str) {
         Some("cookies") if args.len() == 3 => cookies(&args[1], args[2].parse().expect("N")),
         Some("count") if args.len() >= 3 => count(&args[1], &args[2..]),
@@ -39,7 +52,7 @@ fn main() {
             args.get(3).map_or("lz4", String::as_str),
         ),
         _ => {
-            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC | ship BROKERS N [COMPRESSION]");
+            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC | ship BROKERS N [COMPRESSION]\n{}", fleet::USAGE);
             std::process::exit(2);
         }
     }
