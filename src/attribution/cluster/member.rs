@@ -15,7 +15,7 @@ use super::broker_quirks::{Coverage, GapGuard};
 use super::changelog::UserState;
 use super::membership::MemberCtx;
 use super::output::Output;
-use super::poll::{Liveness, Runner};
+use super::poll::{BrokerTrouble, Liveness, Runner};
 use super::work::Work;
 use super::{topics, ClusterError, Settings, Status};
 use crate::config::Catalog;
@@ -60,7 +60,8 @@ impl Member {
             output,
         )));
         let liveness = Arc::new(Liveness::new(settings.session_timeout_ms as u64));
-        let consumer = consumer(&settings, work.clone(), liveness.clone())?;
+        let trouble = Arc::new(BrokerTrouble::default());
+        let consumer = consumer(&settings, work.clone(), liveness.clone(), trouble.clone())?;
         let names: Vec<String> = settings.topics.inputs.values().cloned().collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer
@@ -77,6 +78,7 @@ impl Member {
             work: work.clone(),
             stop: stop.clone(),
             liveness,
+            trouble,
             names,
             partitions,
             gaps: GapGuard::default(),
@@ -133,6 +135,7 @@ fn consumer(
     settings: &Settings,
     work: Arc<Mutex<Work>>,
     liveness: Arc<Liveness>,
+    trouble: Arc<BrokerTrouble>,
 ) -> Result<BaseConsumer<MemberCtx>, ClusterError> {
     let mut config = settings.consumer.clone();
     config
@@ -153,6 +156,7 @@ fn consumer(
             work,
             log: RateLimit::new(10_000),
             liveness,
+            trouble,
         })
         .map_err(|e| ClusterError::kafka("consumer", e))
 }

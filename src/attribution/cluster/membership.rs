@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::commit::Committed;
 use super::inputs::InputTopic;
-use super::poll::Liveness;
+use super::poll::{BrokerTrouble, Liveness};
 use super::work::Work;
 use super::ClusterError;
 use crate::telemetry::{metric, RateLimit};
@@ -26,6 +26,8 @@ pub struct MemberCtx {
     /// Whether the member thread stalled past the session timeout: a
     /// revoke then commits nothing ([`Liveness`]).
     pub liveness: Arc<Liveness>,
+    /// Set when every broker is down ([`BrokerTrouble`]).
+    pub trouble: Arc<BrokerTrouble>,
 }
 
 impl ClientContext for MemberCtx {
@@ -38,6 +40,11 @@ impl ClientContext for MemberCtx {
     fn stats(&self, _: rdkafka::Statistics) {}
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // Only a lost cluster counts: single connections drop and come
+        // back routinely (idle timeouts) without producers falling behind.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.trouble.now();
+        }
         crate::telemetry::kafka_client_error(&self.log, &error, reason);
     }
 }

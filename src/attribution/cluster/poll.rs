@@ -57,11 +57,37 @@ impl Liveness {
     }
 }
 
+/// How long after trouble with the brokers (a client error, an end-offset
+/// request that failed or took long) a member does not count its inputs as
+/// read through: the producers (`pixeld serve`'s journals) reconnect on
+/// their own backoff, up to librdkafka's `reconnect.backoff.max.ms` (10 s),
+/// and ship what they kept meanwhile. Found at their end during that time,
+/// the inputs would let the watermark pass touches still in a journal (seen
+/// in the fault campaign's broker restarts: conversions decided `no_touch`,
+/// their touches stored a second later).
+pub const BROKER_TROUBLE_HOLD_MS: u64 = 12_000;
+
+/// When the member last had trouble with the brokers.
+#[derive(Default)]
+pub struct BrokerTrouble(AtomicU64);
+
+impl BrokerTrouble {
+    pub fn now(&self) {
+        self.0.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the last trouble is more than the hold ago.
+    pub fn settled(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.0.load(Ordering::Relaxed)) > BROKER_TROUBLE_HOLD_MS
+    }
+}
+
 pub struct Runner {
     pub consumer: BaseConsumer<MemberCtx>,
     pub work: Arc<Mutex<Work>>,
     pub stop: Arc<AtomicBool>,
     pub liveness: Arc<Liveness>,
+    pub trouble: Arc<BrokerTrouble>,
     /// The input topics' names, for (re)subscribing.
     pub names: Vec<String>,
     pub partitions: i32,
@@ -244,20 +270,21 @@ impl Runner {
             return;
         }
         let asked_at = now_ms();
-        let Some(ends) = end_offsets(
-            &self.consumer,
-            &w.settings.topics.inputs,
-            owned.iter().copied(),
-        ) else {
+        let ends = end_offsets(&self.consumer, &w.settings.topics.inputs, owned.iter().copied());
+        let answered_at = now_ms();
+        // A slow answer is trouble too: a broker restarting, say.
+        let Some(ends) = ends.filter(|_| answered_at - asked_at < 1_000) else {
+            self.trouble.now();
             return;
         };
+        let settled = self.trouble.settled(answered_at);
         for ((topic, p), end) in ends {
             let Some(work) = w.partitions.get_mut(&p) else {
                 continue;
             };
             let at = work.position(topic).unwrap_or(0);
             metric::cluster_lag(&w.settings.topics.inputs[topic], p, end - at);
-            if at >= end {
+            if at >= end && settled {
                 work.read_through(topic, asked_at);
             }
         }
