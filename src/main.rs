@@ -127,7 +127,7 @@ fn run_replay(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", cfg.redactor.redact(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                     ExitCode::from(2)
                 }
             }
@@ -212,7 +212,7 @@ fn main() -> ExitCode {
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                     ExitCode::from(e.exit_code())
                 }
             }
@@ -251,7 +251,8 @@ fn main() -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
-                        eprintln!("{e}");
+                        // A librdkafka error may quote a setting's value.
+                        eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                         ExitCode::from(2)
                     }
                 }

@@ -74,8 +74,9 @@ impl Reload for Reloader {
             Ok(c) => c,
             Err(p) => {
                 metric::config_reload("invalid");
-                warn!(key = %p.path, problem = %p.message, "config reload refused; the running config stays");
-                return Err(format!("{}: {}\n", p.path, p.message));
+                let message = cfg.redactor.redact(&p.message);
+                warn!(key = %p.path, problem = %message, "config reload refused; the running config stays");
+                return Err(format!("{}: {message}\n", p.path));
             }
         };
         let live = Live::new(&cfg, Some(&app.live.load()));

@@ -90,7 +90,8 @@ fn read_secret(key: &str, file: &toml::Value) -> Result<String, Problem> {
         .map(|text| text.trim().to_string())
         .map_err(|e| Problem {
             path: key.into(),
-            message: format!("cannot read {path}: {e}; fix the path or its permissions"),
+            // Not the path: it is a configuration value like any other.
+            message: format!("cannot read the file: {e}; fix the path or its permissions"),
         })
 }
 
@@ -316,7 +317,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("cookie.secret_file") && e.contains("/nonexistent/secret"),
+            e.contains("cookie.secret_file: cannot read the file") && !e.contains("/nonexistent"),
             "{e}"
         );
     }

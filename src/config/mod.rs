@@ -8,6 +8,7 @@ mod catalog;
 pub mod env;
 pub mod ivt;
 mod load;
+pub mod redact;
 pub mod redirect;
 mod secret;
 mod types;
@@ -59,6 +60,10 @@ pub struct Config {
     /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
     #[serde(skip)]
     pub from_env: Vec<(String, String)>,
+    /// Scrubs this config's values from a message (a start-up error that
+    /// quotes a librdkafka setting, say).
+    #[serde(skip)]
+    pub redactor: redact::Redactor,
 }
 
 /// `[privacy]`: what pixeld keeps about a person, and consent.

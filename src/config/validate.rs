@@ -123,7 +123,8 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     let pixel_advertiser: HashMap<_, _> = cfg
         .conversion_pixels
         .iter()
-        .map(|p| (p.id, p.advertiser))
+        .enumerate()
+        .map(|(k, p)| (p.id, (p.advertiser, k)))
         .collect();
     for (i, l) in cfg.line_items.iter().enumerate() {
         let at = format!("line_items[{i}]");
@@ -146,13 +147,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         for (j, p) in l.conversion_pixels.iter().enumerate() {
             let path = format!("{at}.conversion_pixels[{j}]");
             exists(&conv, *p, &path, "conversion_pixels", &mut r);
-            if let Some(owner) = pixel_advertiser.get(p) {
+            if let Some((owner, k)) = pixel_advertiser.get(p) {
+                // Named by key paths: the ids are values, kept out of messages.
                 if *owner != l.advertiser {
                     r.add(
                         path,
                         format!(
-                            "pixel {p} belongs to advertiser {owner}, not to this line item's advertiser {}; attach pixels of the same advertiser",
-                            l.advertiser
+                            "the pixel belongs to another advertiser (conversion_pixels[{k}].advertiser) than {at}.advertiser; attach pixels of the same advertiser"
                         ),
                     );
                 }
