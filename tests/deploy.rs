@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    config_text, encode_component, free_tcp_port, q, raw_exchange, raw_get, raw_get_with, Broker,
+    config_text, encode_component, free_tcp_port, q, raw_get, raw_get_with, raw_reload, Broker,
     Process, BROWSER_UA,
 };
 use serde_json::Value;
@@ -235,11 +235,7 @@ fn every_panel_and_alert_reads_series_pixeld_exports_under_a_real_load() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(n > 10);
-    let reload = raw_exchange(
-        admin,
-        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let reload = raw_reload(admin);
     assert!(reload.starts_with("HTTP/1.1 200"), "{reload}");
     // Long enough for every rate() to have two samples after the reload,
     // and librdkafka's 10 s statistics to arrive.

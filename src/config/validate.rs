@@ -313,6 +313,17 @@ fn server(cfg: &Config, r: &mut Report) {
     if s.header_read_timeout_ms == 0 {
         r.add("server.header_read_timeout_ms", "must be above 0");
     }
+    for (i, h) in s.admin_hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        if !ok {
+            r.add(
+                format!("server.admin_hosts[{i}]"),
+                "is not a host name or host:port; write e.g. \"pixeld-admin.example\" or \"pixeld-0.pixeld:9090\"",
+            );
+        }
+    }
 }
 
 fn cookie(cfg: &Config, r: &mut Report) {
