@@ -330,15 +330,7 @@ fn the_kubernetes_example_probes_and_mounts_what_the_config_serves() {
         "pixeld-config.toml",
     )
     .expect("the example's config is valid");
-    let text = std::fs::read_to_string(deploy("kubernetes/pixeld.yaml")).unwrap();
-    let docs: Vec<Value> = text
-        .split("\n---\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| {
-            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
-                .unwrap()
-        })
-        .collect();
+    let docs = kubernetes_docs();
     let kind = |k: &str| {
         docs.iter()
             .find(|d| d["kind"] == k)
@@ -389,5 +381,57 @@ fn the_kubernetes_example_probes_and_mounts_what_the_config_serves() {
         grace * 1000
             > cfg.server.drain_ms + cfg.server.shutdown_timeout_ms + cfg.kafka.flush_timeout_ms,
         "Kubernetes must not kill pixeld before drain, shutdown and flush are done"
+    );
+}
+
+/// The documents of `deploy/kubernetes/pixeld.yaml`, as JSON.
+fn kubernetes_docs() -> Vec<Value> {
+    let text = std::fs::read_to_string(deploy("kubernetes/pixeld.yaml")).unwrap();
+    text.split("\n---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_admin_port_is_reached_from_the_monitoring_namespace_only() {
+    let docs = kubernetes_docs();
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app"],
+        "pixeld"
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let admin_rules: Vec<_> = rules
+        .iter()
+        .filter(|r| {
+            r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == "admin")
+        })
+        .collect();
+    assert_eq!(admin_rules.len(), 1, "{rules:?}");
+    let from = admin_rules[0]["from"].as_array().expect("a from list");
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert!(
+        rules.iter().all(|r| r["from"].is_array()
+            || r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["port"] != "admin")),
+        "no rule opens the admin port to everyone: {rules:?}"
     );
 }
