@@ -154,10 +154,7 @@ pub fn parse_with_env(
     }
     problems.extend(super::validate::validate(&cfg));
     for p in &mut problems {
-        if let Some(v) = lookup(&written, &p.path).or_else(|| lookup(&merged, &p.path)) {
-            p.message = scrub_own(&p.message, v);
-        }
-        p.message = redactor.redact(&p.message);
+        p.message = scrub(&p.message, &p.path, [&written, &merged], &redactor);
         // A problem with a value the environment set says which variable did.
         if let Some((_, var)) = from_env.iter().find(|(k, _)| *k == p.path) {
             p.message.push_str(&format!(" (set by {var})"));
@@ -170,6 +167,18 @@ pub fn parse_with_env(
     } else {
         Err(fail(problems))
     }
+}
+
+/// `message` about the key at `path` without its value (looked up as
+/// written, then with the secret files read) and without any value
+/// `redactor` holds.
+fn scrub(message: &str, path: &str, tables: [&toml::Table; 2], redactor: &Redactor) -> String {
+    let own = tables.iter().find_map(|t| lookup(t, path));
+    let message = match own {
+        Some(v) => scrub_own(message, v),
+        None => message.to_string(),
+    };
+    redactor.redact(&message)
 }
 
 /// Where and what, never the text: the parser's own report quotes the

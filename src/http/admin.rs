@@ -214,10 +214,11 @@ mod tests {
     use super::*;
 
     fn guard(hosts: &[&str], token: Option<&str>) -> AdminGuard {
-        let mut s = ServerConfig::default();
-        s.admin_hosts = hosts.iter().map(|h| h.to_string()).collect();
-        s.admin_token = token.map(|t| AdminToken::try_from(t.to_string()).unwrap());
-        AdminGuard::new(&s)
+        AdminGuard::new(&ServerConfig {
+            admin_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            admin_token: token.map(|t| AdminToken::try_from(t.to_string()).unwrap()),
+            ..Default::default()
+        })
     }
 
     fn req(headers: &[(&str, &str)]) -> Request<()> {
