@@ -123,7 +123,7 @@ fn run_replay(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", cfg.redactor.redact(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                     ExitCode::from(2)
                 }
             }
@@ -208,7 +208,7 @@ fn main() -> ExitCode {
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                     ExitCode::from(e.exit_code())
                 }
             }
@@ -247,7 +247,8 @@ fn main() -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
-                        eprintln!("{e}");
+                        // A librdkafka error may quote a setting's value.
+                        eprintln!("{}", cfg.redactor.redact(&e.to_string()));
                         ExitCode::from(2)
                     }
                 }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, Catalog, Config};
 use crate::http::{App, Live, Reload};
-use crate::telemetry::{metric, now_ms};
+use crate::telemetry::{metric, now_ms, RateLimit};
 
 /// Re-reads one config file into a running [`App`].
 pub struct Reloader {
@@ -59,13 +59,20 @@ impl Reload for Reloader {
             return Err("shutting down\n".into());
         };
         let sha = file_sha256(&self.path).unwrap_or_default();
-        *self.tried.lock().unwrap_or_else(|e| e.into_inner()) = sha.clone();
+        let tried = std::mem::replace(
+            &mut *self.tried.lock().unwrap_or_else(|e| e.into_inner()),
+            sha.clone(),
+        );
+        // A file not tried before is always logged; the same file again (a
+        // reload flood, a script that reloads every minute) at most once per
+        // interval, with the count of lines held back.
+        let log = (tried != sha).then_some(0).or_else(|| RELOAD_LOG.check());
         let cfg = match config::load(&self.path) {
             Ok(cfg) => cfg,
             Err(e) => {
                 metric::config_reload("invalid");
-                for p in &e.problems {
-                    warn!(key = %p.path, problem = %p.message, "config reload refused; the running config stays");
+                for p in e.problems.iter().filter(|_| log.is_some()) {
+                    warn!(key = %p.path, problem = %p.message, suppressed = log.unwrap_or(0), "config reload refused; the running config stays");
                 }
                 return Err(e.to_string());
             }
@@ -74,8 +81,9 @@ impl Reload for Reloader {
             Ok(c) => c,
             Err(p) => {
                 metric::config_reload("invalid");
-                warn!(key = %p.path, problem = %p.message, "config reload refused; the running config stays");
-                return Err(format!("{}: {}\n", p.path, p.message));
+                let message = cfg.redactor.redact(&p.message);
+                warn!(key = %p.path, problem = %message, "config reload refused; the running config stays");
+                return Err(format!("{}: {message}\n", p.path));
             }
         };
         let live = Live::new(&cfg, Some(&app.live.load()));
@@ -86,12 +94,16 @@ impl Reload for Reloader {
         let restart = restart_needed(&self.started, &cfg);
         if restart.is_empty() {
             metric::config_reload("ok");
-            info!(sha256 = %sha, "config reloaded");
+            if let Some(suppressed) = log {
+                info!(sha256 = %sha, suppressed, "config reloaded");
+            }
             Ok(format!("reloaded {sha}\n"))
         } else {
             metric::config_reload("restart_needed");
             let keys = restart.join(", ");
-            warn!(sha256 = %sha, keys = %keys, "config reloaded, except keys that need a restart: they keep their running values");
+            if let Some(suppressed) = log {
+                warn!(sha256 = %sha, keys = %keys, suppressed, "config reloaded, except keys that need a restart: they keep their running values");
+            }
             Ok(format!(
                 "reloaded {sha}; these keys need a restart and keep their running values: {keys}\n"
             ))
@@ -107,6 +119,9 @@ impl Reload for Reloader {
         }
     }
 }
+
+/// Reload log lines for a file already tried: at most one per 10 s.
+static RELOAD_LOG: RateLimit = RateLimit::new(10_000);
 
 fn file_sha256(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
@@ -142,6 +157,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         "server.shutdown_timeout_ms" => server.shutdown_timeout_ms,
         "server.drain_ms" => server.drain_ms,
         "server.watch_config" => server.watch_config,
+        "server.admin_hosts" => server.admin_hosts,
         "cookie.name" => cookie.name,
         "cookie.domain" => cookie.domain,
         "cookie.domains" => cookie.domains,
@@ -176,6 +192,9 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.cookie.previous_secrets != new.cookie.previous_secrets {
         out.push("cookie.previous_secrets");
+    }
+    if running.server.admin_token != new.server.admin_token {
+        out.push("server.admin_token");
     }
     out
 }

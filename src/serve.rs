@@ -455,8 +455,8 @@ async fn reload_on_sighup(app: Arc<App>) {
         while hup.recv().await.is_some() {
             info!("SIGHUP: reloading the config");
             if let Some(r) = app.reloader.get() {
-                let r = r.clone();
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                // Coalesced with the admin listener's reloads, off the workers.
+                let _ = app.reloads.request(r).answer().await;
             }
         }
     }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    config_text, encode_component, free_tcp_port, q, raw_exchange, raw_get, raw_get_with, Broker,
+    config_text, encode_component, free_tcp_port, q, raw_get, raw_get_with, raw_reload, Broker,
     Process, BROWSER_UA,
 };
 use serde_json::Value;
@@ -246,11 +246,7 @@ fn every_panel_and_alert_reads_series_pixeld_exports_under_a_real_load() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(n > 10);
-    let reload = raw_exchange(
-        admin,
-        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let reload = raw_reload(admin);
     assert!(reload.starts_with("HTTP/1.1 200"), "{reload}");
     // Long enough for every rate() to have two samples after the reload,
     // and librdkafka's 10 s statistics to arrive.
@@ -345,15 +341,7 @@ fn the_kubernetes_example_probes_and_mounts_what_the_config_serves() {
         "pixeld-config.toml",
     )
     .expect("the example's config is valid");
-    let text = std::fs::read_to_string(deploy("kubernetes/pixeld.yaml")).unwrap();
-    let docs: Vec<Value> = text
-        .split("\n---\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| {
-            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
-                .unwrap()
-        })
-        .collect();
+    let docs = kubernetes_docs();
     let kind = |k: &str| {
         docs.iter()
             .find(|d| d["kind"] == k)
@@ -404,5 +392,57 @@ fn the_kubernetes_example_probes_and_mounts_what_the_config_serves() {
         grace * 1000
             > cfg.server.drain_ms + cfg.server.shutdown_timeout_ms + cfg.kafka.flush_timeout_ms,
         "Kubernetes must not kill pixeld before drain, shutdown and flush are done"
+    );
+}
+
+/// The documents of `deploy/kubernetes/pixeld.yaml`, as JSON.
+fn kubernetes_docs() -> Vec<Value> {
+    let text = std::fs::read_to_string(deploy("kubernetes/pixeld.yaml")).unwrap();
+    text.split("\n---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(d).unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_admin_port_is_reached_from_the_monitoring_namespace_only() {
+    let docs = kubernetes_docs();
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app"],
+        "pixeld"
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let admin_rules: Vec<_> = rules
+        .iter()
+        .filter(|r| {
+            r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == "admin")
+        })
+        .collect();
+    assert_eq!(admin_rules.len(), 1, "{rules:?}");
+    let from = admin_rules[0]["from"].as_array().expect("a from list");
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert_eq!(
+        from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert!(
+        rules.iter().all(|r| r["from"].is_array()
+            || r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["port"] != "admin")),
+        "no rule opens the admin port to everyone: {rules:?}"
     );
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    config_text, consume_all, free_tcp_port, header_of, metric_sum, q, raw_exchange, raw_get,
-    raw_get_with, signal, status_of, Broker, Process, BROWSER_UA,
+    config_text, consume_all, free_tcp_port, header_of, metric_sum, q, raw_get, raw_get_with,
+    raw_reload, signal, status_of, Broker, Process, BROWSER_UA,
 };
 
 struct Pixeld {
@@ -180,11 +180,7 @@ fn a_reload_under_load_swaps_trackers_and_allowlist_without_a_failed_request() {
     px.rewrite(|t| {
         with_tracker_9999_and_only_shop_example_org(t).replace("linger_ms = 1", "linger_ms = 7")
     });
-    let answer = raw_exchange(
-        px.process.admin,
-        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
+    let answer = raw_reload(px.process.admin);
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(answer.contains("kafka.linger_ms"), "{answer}");
     let m = px.metrics();

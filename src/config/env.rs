@@ -90,12 +90,14 @@ fn read_secret(key: &str, file: &toml::Value) -> Result<String, Problem> {
         .map(|text| text.trim().to_string())
         .map_err(|e| Problem {
             path: key.into(),
-            message: format!("cannot read {path}: {e}; fix the path or its permissions"),
+            // Not the path: it is a configuration value like any other.
+            message: format!("cannot read the file: {e}; fix the path or its permissions"),
         })
 }
 
 /// Reads the secrets kept in files: `cookie.secret_file` (32 hex
-/// characters), `cookie.previous_secrets_file` (one per line), and in
+/// characters), `cookie.previous_secrets_file` (one per line),
+/// `server.admin_token_file`, and in
 /// `[kafka.librdkafka]` any `<property>_file` (e.g. `sasl.password_file`,
 /// `ssl.key.password_file`), each replaced by its value. The values never
 /// reach a log or `check-config`'s output.
@@ -124,6 +126,18 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                     .map(|l| toml::Value::String(l.into()))
                     .collect();
                 cookie.insert("previous_secrets".into(), toml::Value::Array(list));
+            }
+        }
+    }
+    if let Some(server) = table.get_mut("server").and_then(|c| c.as_table_mut()) {
+        if let Some(file) = server.remove("admin_token_file") {
+            if server.contains_key("admin_token") {
+                problems.push(Problem {
+                    path: "server.admin_token_file".into(),
+                    message: "and server.admin_token are both set; keep one".into(),
+                });
+            } else if let Some(s) = read("server.admin_token_file", &file, &mut problems) {
+                server.insert("admin_token".into(), toml::Value::String(s));
             }
         }
     }
@@ -316,7 +330,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("cookie.secret_file") && e.contains("/nonexistent/secret"),
+            e.contains("cookie.secret_file: cannot read the file") && !e.contains("/nonexistent"),
             "{e}"
         );
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::redact::{lookup, scrub_own, Redactor};
 use super::Config;
 
 /// One thing wrong with the file, at `path` (`conversion_pixels[1].repeat`).
@@ -101,15 +102,17 @@ pub fn parse_with_env(
     };
     let mut table: toml::Table = match text.parse() {
         Ok(t) => t,
-        Err(e) => {
-            return Err(fail(vec![Problem {
-                path: String::new(),
-                message: format!("not valid TOML: {}", e.to_string().trim_end()),
-            }]))
-        }
+        Err(e) => return Err(fail(vec![syntax_error(&e, text)])),
     };
     let (from_env, mut problems) = super::env::overlay(&mut table, vars);
+    // As written (the `*_file` keys' paths included), then with the secret
+    // files' contents: what the messages must not show.
+    let written = table.clone();
     problems.extend(super::env::secret_files(&mut table));
+    let merged = table.clone();
+    let mut redactor = Redactor::default();
+    redactor.add(&written);
+    redactor.add(&merged);
     let mut cfg = Config::default();
     for (key, value) in table {
         let p = &mut problems;
@@ -150,17 +153,55 @@ pub fn parse_with_env(
         }
     }
     problems.extend(super::validate::validate(&cfg));
-    // A problem with a value the environment set says which variable did.
     for p in &mut problems {
+        p.message = scrub(&p.message, &p.path, [&written, &merged], &redactor);
+        // A problem with a value the environment set says which variable did.
         if let Some((_, var)) = from_env.iter().find(|(k, _)| *k == p.path) {
             p.message.push_str(&format!(" (set by {var})"));
         }
     }
     cfg.from_env = from_env;
+    cfg.redactor = redactor;
     if problems.is_empty() {
         Ok(cfg)
     } else {
         Err(fail(problems))
+    }
+}
+
+/// `message` about the key at `path` without its value (looked up as
+/// written, then with the secret files read) and without any value
+/// `redactor` holds.
+fn scrub(message: &str, path: &str, tables: [&toml::Table; 2], redactor: &Redactor) -> String {
+    let own = tables.iter().find_map(|t| lookup(t, path));
+    let message = match own {
+        Some(v) => scrub_own(message, v),
+        None => message.to_string(),
+    };
+    redactor.redact(&message)
+}
+
+/// Where and what, never the text: the parser's own report quotes the
+/// line, and the line may hold a secret.
+fn syntax_error(e: &toml::de::Error, text: &str) -> Problem {
+    let at = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    let what: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Problem {
+        path: String::new(),
+        message: format!("not valid TOML{at}: {}", what.join("; ")),
     }
 }
 
@@ -348,19 +389,22 @@ allowed_hosts = ["exa mple.com"]
 "#,
         );
         let has = |s: &str| p.iter().any(|x| x.contains(s));
-        assert!(has("advertisers[1].id: 1 is used twice"), "{p:?}");
+        assert!(has("advertisers[1].id: <number> is used twice"), "{p:?}");
         assert!(has("line_items[0].conversion_pixels: 21 pixels attached; a line item can have at most 20"), "{p:?}");
         assert!(
-            has("impression_trackers[0].add_segments[0]: 77 is not defined"),
+            has("impression_trackers[0].add_segments[0]: <number> is not defined"),
             "{p:?}"
         );
         assert!(
-            has("segments[0].expire_minutes: 300000 is above the maximum 259200"),
+            has("segments[0].expire_minutes: <number> is above the maximum 259200"),
             "{p:?}"
         );
-        assert!(has("cookie.max_age_days: 0 is outside 1..=400"), "{p:?}");
         assert!(
-            has("redirect.allowed_hosts[0]: \"exa mple.com\" is not a host name"),
+            has("cookie.max_age_days: <number> is outside 1..=400"),
+            "{p:?}"
+        );
+        assert!(
+            has("redirect.allowed_hosts[0]: <12 characters> is not a host name"),
             "{p:?}"
         );
     }
@@ -372,20 +416,23 @@ allowed_hosts = ["exa mple.com"]
         );
         let has = |s: &str| p.iter().any(|x| x.starts_with(s));
         assert!(
-            has("kafka.replication_factor: 0 is outside 1..=32767"),
-            "{p:?}"
-        );
-        assert!(has("kafka.acks: \"2\" is not one of all, 1, 0"), "{p:?}");
-        assert!(
-            has("journal.durability: \"disk\" is not one of journal, fsync, memory"),
+            has("kafka.replication_factor: <number> is outside 1..=32767"),
             "{p:?}"
         );
         assert!(
-            has("server.trusted_proxies[1]: \"nope\" is not a network"),
+            has("kafka.acks: <1 character> is not one of all, 1, 0"),
             "{p:?}"
         );
         assert!(
-            has("conversion_pixels[0].repeat: \"twice\" is not a repeat mode"),
+            has("journal.durability: <4 characters> is not one of journal, fsync, memory"),
+            "{p:?}"
+        );
+        assert!(
+            has("server.trusted_proxies[1]: <4 characters> is not a network"),
+            "{p:?}"
+        );
+        assert!(
+            has("conversion_pixels[0].repeat: <5 characters> is not a repeat mode"),
             "{p:?}"
         );
     }
@@ -398,5 +445,67 @@ allowed_hosts = ["exa mple.com"]
                 .any(|x| x.starts_with("impression_trackers[0]: missing field `line_item`")),
             "{p:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    const HEX: &str = "00112233445566778899aabbccddeeff";
+
+    fn report(text: &str, vars: &[(&str, &str)]) -> String {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        match parse_with_env(text, "t.toml", vars) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line_and_column_but_never_quotes_it() {
+        for text in [
+            "[kafka.librdkafka]\n\"sasl.password\" = \"Tr0ub4dor\\&3\"\n",
+            "[cookie]\nsecret = \"Tr0ub4dor&3\n",
+            "[cookie]\nsecret = Tr0ub4dor&3\n",
+            "[cookie]\nprevious_secrets = [\"Tr0ub4dor&3\", Tr0ub4dor&3]\n",
+            "[server]\nadmin_token = \"Tr0ub4dor&3\" \"Tr0ub4dor&3\"\n",
+            "[kafka.librdkafka]\n\"sasl.password\" = '''Tr0ub4dor&3\n",
+        ] {
+            let e = report(text, &[]);
+            assert!(e.contains("not valid TOML at line "), "{e}");
+            assert!(!e.contains("Tr0ub4dor"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_type_error_says_the_kind_and_the_length_never_the_value() {
+        let e = report("", &[("PIXELD_COOKIE__PREVIOUS_SECRETS", HEX)]);
+        assert!(
+            e.contains("cookie.previous_secrets: invalid type: string <32 characters>, expected a sequence (set by PIXELD_COOKIE__PREVIOUS_SECRETS)"),
+            "{e}"
+        );
+        for (text, value) in [
+            (format!("[cookie]\nsecret = [\"{HEX}\"]\n"), HEX),
+            (format!("[cookie]\nprevious_secrets = \"{HEX}\"\n"), HEX),
+            (format!("[cookie]\nsecret = \"{HEX}0\"\n"), HEX),
+            (
+                "[kafka.librdkafka]\n\"sasl.password\" = [\"hunter2\"]\n".into(),
+                "hunter2",
+            ),
+            ("[kafka]\nacks = \"hunter2\"\n".into(), "hunter2"),
+            ("[kafka]\nclient_id = 1234567\n".into(), "1234567"),
+            ("[server]\nlisten = \"hunter2:x\"\n".into(), "hunter2"),
+            (
+                "[server]\ntrusted_proxies = [\"hunter2\"]\n".into(),
+                "hunter2",
+            ),
+            ("[cookie]\nmax_age_days = 1234567\n".into(), "1234567"),
+            ("[cookie]\nname = \"hunter 2\"\n".into(), "hunter 2"),
+        ] {
+            let e = report(&text, &[]);
+            assert!(!e.contains(value), "{text}: {e}");
+            assert!(e.contains("1 problem"), "{text}: {e}");
+        }
     }
 }

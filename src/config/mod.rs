@@ -8,6 +8,7 @@ mod catalog;
 pub mod env;
 pub mod ivt;
 mod load;
+pub mod redact;
 pub mod redirect;
 mod secret;
 mod types;
@@ -19,7 +20,7 @@ pub use catalog::{
 pub use ivt::IvtList;
 pub use load::{load, parse, parse_with_env, ConfigError, Problem};
 pub use redirect::AllowList;
-pub use secret::Secret;
+pub use secret::{AdminToken, Secret};
 pub use types::{
     parse_net, AttributionMode, Durability, IpPolicy, KafkaAcks, KafkaCompression, Repeat, SameSite,
 };
@@ -59,6 +60,10 @@ pub struct Config {
     /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
     #[serde(skip)]
     pub from_env: Vec<(String, String)>,
+    /// Scrubs this config's values from a message (a start-up error that
+    /// quotes a librdkafka setting, say).
+    #[serde(skip)]
+    pub redactor: redact::Redactor,
 }
 
 /// `[privacy]`: what pixeld keeps about a person, and consent.
@@ -224,6 +229,15 @@ pub struct ServerConfig {
     /// Also reload when the config file changes (checked every second), as
     /// on SIGHUP. Default false.
     pub watch_config: bool,
+    /// More `Host` names the admin listener answers to (`"pixeld-admin.example"`,
+    /// any port; `"pixeld-0.pixeld:9090"`, that port); its own address and, on
+    /// loopback, `localhost` always do. Others get 403 (DNS rebinding). Default none.
+    pub admin_hosts: Vec<String>,
+    /// Bearer token for every admin route but `/healthz` (`Authorization:
+    /// Bearer <token>`; at least 16 characters, `openssl rand -hex 32`), or
+    /// `admin_token_file`. Default none: `POST /-/reload` then needs
+    /// `Content-Type: application/json`, which no page can send cross-origin.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +259,8 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             drain_ms: 5_000,
             watch_config: false,
+            admin_hosts: Vec::new(),
+            admin_token: None,
         }
     }
 }

@@ -133,3 +133,68 @@ mod tests {
         assert_eq!(format!("{:?}", Secret::parse(KEY).unwrap()), "Secret(..)");
     }
 }
+
+/// `server.admin_token`: the bearer token the admin listener asks for. Its
+/// `Debug` never shows it, and it is compared in constant time.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Shorter tokens can be guessed over a loopback connection.
+    pub const MIN_LEN: usize = 16;
+
+    /// Whether `presented` is the token. Both sides are hashed first, so the
+    /// time taken says nothing about the token, its length included.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented);
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl TryFrom<String> for AdminToken {
+    type Error = &'static str;
+
+    /// The message never echoes the value: it is a secret.
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.len() >= Self::MIN_LEN && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(AdminToken(s))
+        } else {
+            Err("must be at least 16 visible ASCII characters, no spaces; generate one with `openssl rand -hex 32`")
+        }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::AdminToken;
+
+    #[test]
+    fn tokens_are_long_printable_and_compared_whole() {
+        let t = AdminToken::try_from("0123456789abcdef".to_string()).unwrap();
+        assert!(t.matches(b"0123456789abcdef"));
+        for other in [
+            &b"0123456789abcdeF"[..],
+            b"0123456789abcde",
+            b"",
+            b"0123456789abcdef0",
+        ] {
+            assert!(!t.matches(other));
+        }
+        assert!(AdminToken::try_from("short".to_string()).is_err());
+        assert!(AdminToken::try_from("0123456789 abcdef".to_string()).is_err());
+        assert_eq!(format!("{t:?}"), "AdminToken(..)");
+    }
+}

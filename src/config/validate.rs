@@ -132,7 +132,8 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     let pixel_advertiser: HashMap<_, _> = cfg
         .conversion_pixels
         .iter()
-        .map(|p| (p.id, p.advertiser))
+        .enumerate()
+        .map(|(k, p)| (p.id, (p.advertiser, k)))
         .collect();
     for (i, l) in cfg.line_items.iter().enumerate() {
         let at = format!("line_items[{i}]");
@@ -155,13 +156,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         for (j, p) in l.conversion_pixels.iter().enumerate() {
             let path = format!("{at}.conversion_pixels[{j}]");
             exists(&conv, *p, &path, "conversion_pixels", &mut r);
-            if let Some(owner) = pixel_advertiser.get(p) {
+            if let Some((owner, k)) = pixel_advertiser.get(p) {
+                // Named by key paths: the ids are values, kept out of messages.
                 if *owner != l.advertiser {
                     r.add(
                         path,
                         format!(
-                            "pixel {p} belongs to advertiser {owner}, not to this line item's advertiser {}; attach pixels of the same advertiser",
-                            l.advertiser
+                            "the pixel belongs to another advertiser (conversion_pixels[{k}].advertiser) than {at}.advertiser; attach pixels of the same advertiser"
                         ),
                     );
                 }
@@ -329,6 +330,17 @@ fn server(cfg: &Config, r: &mut Report) {
     }
     if s.header_read_timeout_ms == 0 {
         r.add("server.header_read_timeout_ms", "must be above 0");
+    }
+    for (i, h) in s.admin_hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        if !ok {
+            r.add(
+                format!("server.admin_hosts[{i}]"),
+                "is not a host name or host:port; write e.g. \"pixeld-admin.example\" or \"pixeld-0.pixeld:9090\"",
+            );
+        }
     }
 }
 

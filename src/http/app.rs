@@ -7,8 +7,10 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+use super::admin::AdminGuard;
 use super::cookie::{Cookies, Secret};
 use super::rate_limit::RateLimiter;
+use super::reload_queue::ReloadQueue;
 use crate::config::{AllowList, Catalog, Config, IpPolicy, IvtList};
 use crate::delivery::Delivery;
 use crate::pixel::click_id::ClickIds;
@@ -69,7 +71,8 @@ impl Live {
 /// service that owns the config file (`pixeld serve`).
 pub trait Reload: Send + Sync {
     /// One line saying what happened (for `POST /-/reload`), `Err` when the
-    /// file was refused and the running config stays.
+    /// file was refused and the running config stays. Blocks (it reads and
+    /// parses the file): call it through [`App::reloads`].
     fn reload(&self) -> Result<String, String>;
 
     /// Reloads only if the file differs from the last one tried
@@ -102,6 +105,10 @@ pub struct App {
     /// `POST /-/reload` on the admin listener; unset where nothing owns a
     /// config file (tests that build an App by hand).
     pub reloader: OnceLock<Arc<dyn Reload>>,
+    /// Runs reloads off the workers, one at a time, coalesced.
+    pub reloads: ReloadQueue,
+    /// What the admin listener refuses (`server.admin_hosts`, `server.admin_token`).
+    pub admin: AdminGuard,
 }
 
 impl App {
@@ -129,6 +136,8 @@ impl App {
             max_header_bytes: cfg.server.max_header_bytes,
             draining: AtomicBool::new(false),
             reloader: OnceLock::new(),
+            reloads: ReloadQueue::default(),
+            admin: AdminGuard::new(&cfg.server),
         }
     }
 }

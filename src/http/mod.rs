@@ -1,11 +1,13 @@
 //! The HTTP side: accept loop, routing, responses, cookies, client address.
 
+pub mod admin;
 pub mod app;
 pub mod client_ip;
 pub mod cookie;
 mod no_store;
 mod optout;
 pub mod rate_limit;
+pub mod reload_queue;
 pub mod response;
 pub mod router;
 pub mod server;

@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::client_ip::client_ip;
 use super::cookie::Identity;
+use super::reload_queue::Ticket;
 use super::response::{self, Body};
 use super::App;
 use crate::delivery::Receipt;
@@ -78,12 +79,24 @@ fn route(path: &str, role: Role) -> Option<Route> {
     })
 }
 
+/// What a response waits for before it is sent.
+pub enum Then {
+    Nothing,
+    /// The event to be as safe as the durability mode promises.
+    Settle(Receipt),
+    /// A reload's answer, which becomes the response.
+    Reload(Ticket),
+}
+
 /// The hyper service function. The pixel is handled before the future is
 /// made, borrowing the connection's `App`: the future owns only what it
 /// waits for, so no request takes a reference on state every worker shares.
+/// `local` is the address the client connected to (the admin listener's
+/// `Host` check).
 pub fn serve<B>(
     req: Request<B>,
     peer: SocketAddr,
+    local: SocketAddr,
     app: &App,
     role: Role,
 ) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
@@ -93,13 +106,17 @@ pub fn serve<B>(
     // still counted under its own route.
     let found = route(req.uri().path(), role);
     let label = found.as_ref().map_or("not_found", Route::label);
-    let (resp, receipt) = guarded(|| respond_to(&req, peer, app, found));
+    let (mut resp, then) = guarded(|| respond_to(&req, peer, local, app, role, found));
     async move {
-        if let Some(receipt) = receipt {
+        match then {
             // The response waits until the event is as safe as the durability
             // mode promises: an answered pixel is never lost. A refusal is
             // counted by the receipt, never shown to the browser.
-            let _ = receipt.settled().await;
+            Then::Settle(receipt) => {
+                let _ = receipt.settled().await;
+            }
+            Then::Reload(ticket) => resp = reload_answer(ticket.answer().await),
+            Then::Nothing => {}
         }
         metric::http_in_flight(-1);
         metric::http_request(
@@ -111,38 +128,115 @@ pub fn serve<B>(
     }
 }
 
+fn reload_answer(answer: Result<String, String>) -> Response<Body> {
+    match answer {
+        Ok(said) => response::owned_text(StatusCode::OK, said),
+        Err(said) => response::owned_text(StatusCode::BAD_REQUEST, said),
+    }
+}
+
 /// A bug must never show: a panicking handler still answers the GIF (and is
 /// counted in `handler_panics_total`).
-fn guarded(
-    answer: impl FnOnce() -> (Response<Body>, Option<Receipt>),
-) -> (Response<Body>, Option<Receipt>) {
+fn guarded(answer: impl FnOnce() -> (Response<Body>, Then)) -> (Response<Body>, Then) {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(answer)).unwrap_or_else(|_| {
         metric::handler_panicked();
-        (response::gif(), None)
+        (response::gif(), Then::Nothing)
     })
 }
 
-/// Answers one request; the body, if any, is never read. A pixel also
-/// returns its event's receipt, to settle before answering.
+/// Answers one request (tests call it without a listener: the admin
+/// listener's address is taken to be `peer`'s); the body, if any, is never
+/// read. A pixel also returns its event's receipt, to settle before
+/// answering; a reload is not run.
 pub fn respond<B>(
     req: &Request<B>,
     peer: SocketAddr,
     app: &App,
     role: Role,
 ) -> (Response<Body>, Option<Receipt>) {
-    respond_to(req, peer, app, route(req.uri().path(), role))
+    let found = route(req.uri().path(), role);
+    match respond_to(req, peer, peer, app, role, found) {
+        (resp, Then::Settle(receipt)) => (resp, Some(receipt)),
+        (resp, _) => (resp, None),
+    }
 }
 
 fn respond_to<B>(
     req: &Request<B>,
     peer: SocketAddr,
+    local: SocketAddr,
     app: &App,
+    role: Role,
     route: Option<Route>,
-) -> (Response<Body>, Option<Receipt>) {
+) -> (Response<Body>, Then) {
+    if let Some(refused) = refuse(req, app) {
+        return (refused, Then::Nothing);
+    }
+    if role == Role::Admin {
+        let health = matches!(route, Some(Route::Health));
+        let reload = matches!(route, Some(Route::Reload)) && req.method() == Method::POST;
+        if let Err(why) = app.admin.check(req, local, health, reload) {
+            let mut resp = response::text(why.status(), why.message());
+            if why == super::admin::Refusal::Token {
+                resp.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return (counted(resp, why.reason()), Then::Nothing);
+        }
+    }
+    let Some(route) = route else {
+        return (counted(response::not_found(), "not_found"), Then::Nothing);
+    };
+    let post_ok = matches!(route, Route::OptOut | Route::Reload) && req.method() == Method::POST;
+    let get_ok = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && !matches!(route, Route::Reload);
+    if !get_ok && !post_ok {
+        return (
+            counted(response::method_not_allowed(), "method_not_allowed"),
+            Then::Nothing,
+        );
+    }
+    let resp = match route {
+        Route::Pixel(kind) => {
+            let (resp, receipt) = pixel(req, peer, app, kind);
+            return (resp, receipt.map_or(Then::Nothing, Then::Settle));
+        }
+        Route::OptOut => {
+            let (resp, was) = super::optout::answer(req.method(), req.headers(), &app.cookies);
+            // The id that opted out: consumers and the engine forget it.
+            let then = match was {
+                Some(uid) => Then::Settle(app.delivery.submit(&opt_out_event(uid))),
+                None => Then::Nothing,
+            };
+            return (resp, then);
+        }
+        Route::Health => response::text(StatusCode::OK, "ok\n"),
+        Route::Ready => ready(app),
+        Route::Metrics => response::metrics(crate::telemetry::render()),
+        Route::Reload => match app.reloader.get() {
+            // Answered when the reload (joined or queued) is done.
+            Some(r) => {
+                return (
+                    response::text(StatusCode::OK, ""),
+                    Then::Reload(app.reloads.request(r)),
+                )
+            }
+            None => response::text(StatusCode::NOT_FOUND, "no config file to reload\n"),
+        },
+        Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+    };
+    (resp, Then::Nothing)
+}
+
+/// The limits every request is held to, whatever its route: None when it
+/// may go on.
+fn refuse<B>(req: &Request<B>, app: &App) -> Option<Response<Body>> {
     let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
         let resp = response::closing(StatusCode::URI_TOO_LONG, "request line too long\n");
-        return (counted(resp, "uri_too_long"), None);
+        return Some(counted(resp, "uri_too_long"));
     }
     // hyper's buffer limit is a soft one (it may read past it before it
     // checks): hold the head to `max_header_bytes` here, exactly.
@@ -156,7 +250,7 @@ fn respond_to<B>(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers too large\n",
         );
-        return (counted(resp, "head_too_large"), None);
+        return Some(counted(resp, "head_too_large"));
     }
     // No pixel has a body, and hyper drops a `Content-Length` sent alongside
     // `Transfer-Encoding` before we see it: any transfer coding on a request
@@ -164,39 +258,9 @@ fn respond_to<B>(
     // it and close the connection instead of reading a body of unknown size.
     if req.headers().contains_key(TRANSFER_ENCODING) {
         let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
-        return (counted(resp, "transfer_encoding"), None);
+        return Some(counted(resp, "transfer_encoding"));
     }
-    let Some(route) = route else {
-        return (counted(response::not_found(), "not_found"), None);
-    };
-    let post_ok = matches!(route, Route::OptOut | Route::Reload) && req.method() == Method::POST;
-    let get_ok = (req.method() == Method::GET || req.method() == Method::HEAD)
-        && !matches!(route, Route::Reload);
-    if !get_ok && !post_ok {
-        return (
-            counted(response::method_not_allowed(), "method_not_allowed"),
-            None,
-        );
-    }
-    let resp = match route {
-        Route::Pixel(kind) => return pixel(req, peer, app, kind),
-        Route::OptOut => {
-            let (resp, was) = super::optout::answer(req.method(), req.headers(), &app.cookies);
-            // The id that opted out: consumers and the engine forget it.
-            let receipt = was.map(|uid| app.delivery.submit(&opt_out_event(uid)));
-            return (resp, receipt);
-        }
-        Route::Health => response::text(StatusCode::OK, "ok\n"),
-        Route::Ready => ready(app),
-        Route::Metrics => response::metrics(crate::telemetry::render()),
-        Route::Reload => match app.reloader.get().map(|r| r.reload()) {
-            Some(Ok(said)) => response::owned_text(StatusCode::OK, said),
-            Some(Err(said)) => response::owned_text(StatusCode::BAD_REQUEST, said),
-            None => response::text(StatusCode::NOT_FOUND, "no config file to reload\n"),
-        },
-        Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
-    };
-    (resp, None)
+    None
 }
 
 /// The event that tells consumers (and the attribution engine) to forget
@@ -367,8 +431,8 @@ mod tests {
         let (resp, receipt) = guarded(|| panic!("a bug in a handler"));
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[hyper::header::CONTENT_TYPE], "image/gif");
-        assert!(receipt.is_none());
-        let (resp, _) = guarded(|| (response::not_found(), None));
+        assert!(matches!(receipt, Then::Nothing));
+        let (resp, _) = guarded(|| (response::not_found(), Then::Nothing));
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "no panic, no change");
     }
 }

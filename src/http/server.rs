@@ -87,6 +87,12 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // The address the client reached: what the admin listener
+                // takes as its own in `Host` (the listener may be 0.0.0.0); unknown,
+                // an address no client names, so the check fails closed.
+                let local = stream
+                    .local_addr()
+                    .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                 if open.load(Ordering::Relaxed) >= limits.max_connections {
                     // Over the cap: a short answer, then close; the open ones are untouched.
                     crate::telemetry::metric::http_refused("too_many_connections");
@@ -105,7 +111,7 @@ pub async fn run(
                 let guard = Open(open.clone(), name);
                 let app = app.clone();
                 let service =
-                    service_fn(move |req| super::router::serve(req, peer, &app, role));
+                    service_fn(move |req| super::router::serve(req, peer, local, &app, role));
                 let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

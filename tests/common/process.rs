@@ -108,12 +108,23 @@ pub fn raw_exchange(port: u16, head: &[u8]) -> Option<String> {
 /// A GET of `target` with extra `Name: value` header lines, closing the
 /// connection after it: the raw answer (empty if the connection failed).
 pub fn raw_get_with(port: u16, target: &str, headers: &[&str]) -> String {
-    let mut head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    // The listener's own address as `Host`: the admin listener refuses others.
+    let mut head =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for h in headers {
         head.push_str(h);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
+    raw_exchange(port, head.as_bytes()).unwrap_or_default()
+}
+
+/// `POST /-/reload` on the admin listener at `port`, as an operator's
+/// script sends it: the raw answer (empty if the connection failed).
+pub fn raw_reload(port: u16) -> String {
+    let head = format!(
+        "POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     raw_exchange(port, head.as_bytes()).unwrap_or_default()
 }
 
@@ -133,7 +144,8 @@ pub fn header_of<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
 
 /// One GET over a fresh connection: (status, body), None if it failed.
 pub fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let head =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     let out = raw_exchange(port, head.as_bytes())?;
     let status = out.get(9..12)?.parse().ok()?;
     let body = out
