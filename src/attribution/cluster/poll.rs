@@ -270,7 +270,11 @@ impl Runner {
             return;
         }
         let asked_at = now_ms();
-        let ends = end_offsets(&self.consumer, &w.settings.topics.inputs, owned.iter().copied());
+        let ends = end_offsets(
+            &self.consumer,
+            &w.settings.topics.inputs,
+            owned.iter().copied(),
+        );
         let answered_at = now_ms();
         // A slow answer is trouble too: a broker restarting, say.
         let Some(ends) = ends.filter(|_| answered_at - asked_at < 1_000) else {
