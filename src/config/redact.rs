@@ -61,7 +61,23 @@ fn is_secret_key(path: &[&str]) -> bool {
     ) || path.last().is_some_and(|k| k.ends_with("_file"))
 }
 
+/// Keys whose values are names an operator needs in a message to act on
+/// it (which topic has the wrong partition count, which group, which
+/// address): never secrets, never scrubbed for their length.
+fn is_name_key(path: &[&str]) -> bool {
+    matches!(
+        path,
+        ["kafka", "topics", ..]
+            | ["kafka", "brokers"]
+            | ["attribution", "group_id" | "listen"]
+            | ["server", "listen" | "admin_listen" | "data_dir"]
+    )
+}
+
 fn collect(value: &toml::Value, secret: bool, path: &[&str], out: &mut Vec<String>) {
+    if !secret && is_name_key(path) {
+        return;
+    }
     match value {
         toml::Value::String(s)
             if s.chars().count() >= LONG || (secret && s.len() >= SECRET_MIN) =>
@@ -271,5 +287,20 @@ mod tests {
             Some(3)
         );
         assert!(lookup(&table, "cookie.nope").is_none());
+    }
+
+    /// A message naming topics (the member's co-partitioning refusal) must
+    /// keep them: they are what the operator fixes.
+    #[test]
+    fn names_stay_in_messages() {
+        let table: toml::Table = toml::from_str(
+            "[kafka.topics]\nimpressions = \"pixel.impressions.eu\"\n[cookie]\nsecret = \"0123456789abcdef0123\"\n",
+        )
+        .unwrap();
+        let mut r = Redactor::default();
+        r.add(&table);
+        let out = r.redact("pixel.impressions.eu: 6, secret 0123456789abcdef0123");
+        assert!(out.starts_with("pixel.impressions.eu: 6"), "{out}");
+        assert!(!out.contains("0123456789abcdef0123"), "{out}");
     }
 }
