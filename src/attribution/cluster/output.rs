@@ -73,9 +73,20 @@ pub struct Output {
 impl Output {
     pub fn new(settings: &ClientConfig) -> Result<Output, ClusterError> {
         let mut config = settings.clone();
-        // Changelog writes and records must not be reordered or duplicated
-        // by producer retries.
-        config.set("enable.idempotence", "true").set("acks", "all");
+        // Changelog writes and records must not be reordered by producer
+        // retries (a changelog value overtaken by an older one would restore
+        // old state) nor duplicated: an idempotent producer. Where the
+        // operator turned idempotence off (`kafka.acks` other than `all`, or
+        // the `librdkafka` table: tansu 0.6.0's sqlite engine panics at the
+        // first idempotent produce after a restart, see the fault campaign),
+        // one request in flight keeps the order, and a retry can at most
+        // duplicate a record, which consumers deduplicate by `event_id`.
+        config.set("acks", "all");
+        if config.get("enable.idempotence") == Some("false") {
+            config.set("max.in.flight.requests.per.connection", "1");
+        } else {
+            config.set("enable.idempotence", "true");
+        }
         let producer = config
             .create_with_context(ProduceCtx {
                 failed: AtomicU64::new(0),
