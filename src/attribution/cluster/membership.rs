@@ -84,6 +84,7 @@ impl ConsumerContext for MemberCtx {
                 // Restored after the poll that assigned them returns, before
                 // any of their messages is handled.
                 work.pending = Some(parts);
+                work.reassigned = true;
                 work.status.restoring.store(true, Ordering::Relaxed);
             }
             Rebalance::Error(e) => warn!(error = %e, "consumer-group rebalance failed"),

@@ -253,6 +253,9 @@ impl Runner {
         }
         if now_i >= timers.coverage {
             timers.coverage = now_i + Duration::from_millis(session_ms);
+            if std::mem::take(&mut w.reassigned) {
+                self.coverage.reset();
+            }
             if self.orphans(&w) {
                 return Ok(Some(
                     "a partition's commit stalled behind its log: no live member owns it",

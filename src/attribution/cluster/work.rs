@@ -30,6 +30,11 @@ pub struct Work {
     /// The offsets of the last successful commit: an idle member does not
     /// commit the same offsets every interval.
     pub last_committed: Vec<(String, i32, i64)>,
+    /// An assignment came since the last look for orphaned partitions:
+    /// ownership moved, so every stall is timed afresh (without this, a
+    /// member's rejoin had the other member, whose stall clocks still ran
+    /// from before, rejoin in turn, back and forth).
+    pub reassigned: bool,
 }
 
 impl Work {
@@ -49,6 +54,7 @@ impl Work {
             pending: None,
             outs: Vec::new(),
             last_committed: Vec::new(),
+            reassigned: false,
         }
     }
 
