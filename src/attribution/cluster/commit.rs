@@ -37,14 +37,19 @@ impl Work {
     pub fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        owner: bool,
+        owner: impl Fn() -> bool,
     ) -> Result<Committed, ClusterError> {
-        if !owner || consumer.assignment_lost() {
+        if !owner() || consumer.assignment_lost() {
             return Ok(Committed::NotOwner);
         }
         self.publish()?;
         let offsets = self.write_changelog()?;
         self.output.flush()?;
+        // Asked again: the flush can wait long (a broker restarting), and a
+        // member frozen meanwhile must not commit what it held before.
+        if !owner() || consumer.assignment_lost() {
+            return Ok(Committed::NotOwner);
+        }
         let listed = listed(&offsets);
         if listed.is_empty() || listed == self.last_committed {
             return Ok(Committed::Unchanged);
@@ -56,7 +61,7 @@ impl Work {
                 self.last_committed = listed;
                 for work in self.partitions.values_mut() {
                     if let Some(o) = work.committable()[InputTopic::Conversions] {
-                        work.forget_decided(o);
+                        work.forget_decided(o, crate::telemetry::now_ms());
                     }
                 }
                 Ok(Committed::Done)
@@ -210,7 +215,7 @@ mod tests {
             .set("group.id", "members")
             .create()
             .unwrap();
-        let done = work.commit(&consumer, true).unwrap();
+        let done = work.commit(&consumer, || true).unwrap();
         assert!(matches!(done, Committed::Done), "{done:?}");
 
         let mut tpl = TopicPartitionList::new();
@@ -256,7 +261,7 @@ mod tests {
             .set("group.id", "members")
             .create()
             .unwrap();
-        let done = work.commit(&consumer, false).unwrap();
+        let done = work.commit(&consumer, || false).unwrap();
         assert!(matches!(done, Committed::NotOwner), "{done:?}");
     }
 }

@@ -64,8 +64,7 @@ impl ConsumerContext for MemberCtx {
                 // Produce and commit what is safe before the partitions go;
                 // a member that lost its assignment commits nothing and
                 // keeps nothing: another member owns the partitions now.
-                let owner = self.liveness.owner();
-                let clean = match work.commit(consumer, owner) {
+                let clean = match work.commit(consumer, || self.liveness.owner()) {
                     Ok(Committed::Done | Committed::Unchanged) => true,
                     Ok(Committed::Failed | Committed::NotOwner) => false,
                     Err(e) => {

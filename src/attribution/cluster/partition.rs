@@ -16,6 +16,10 @@ use crate::config::Catalog;
 use crate::ids::UserId;
 use crate::telemetry::metric;
 
+/// How long a decision is kept after its conversion's time, committed or
+/// not ([`PartitionWork::forget_decided`]).
+pub const MEMO_KEEP_MS: u64 = 10 * 60_000;
+
 /// A record ready to publish, with when its conversion arrived (for the
 /// decision-delay histogram).
 pub struct Out {
@@ -113,7 +117,7 @@ impl PartitionWork {
         order.dedup();
         self.decided_order = order.into();
         if let Some(committed) = self.position[InputTopic::Conversions] {
-            self.forget_decided(committed);
+            self.forget_decided(committed, crate::telemetry::now_ms());
         }
     }
 
@@ -276,15 +280,29 @@ impl PartitionWork {
     }
 
     /// The group committed `offset` on the conversions: decisions before it
-    /// will never be re-read (barring a duplicate far behind).
-    pub fn forget_decided(&mut self, offset: i64) {
+    /// will not be re-read, unless the committed offset moves back, which a
+    /// broker that does not fence stale members allows (tansu 0.6.0 takes
+    /// any commit from anyone): a member frozen inside its commit and
+    /// resumed after its partitions moved committed old offsets, and the
+    /// next owner then decided a conversion again without its memo (a
+    /// `repeat` after a counted `post_view`, fault campaign 2026-12-04). So
+    /// a decision is also kept until its conversion is [`MEMO_KEEP_MS`] old
+    /// (`now_ms`).
+    pub fn forget_decided(&mut self, offset: i64, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(MEMO_KEEP_MS);
+        let done = |d: &Decided| d.offset < offset && d.conversion.timestamp_ms() < cutoff;
         while let Some(&(o, uid)) = self.decided_order.front() {
-            if o >= offset {
+            let old_enough = self
+                .decided
+                .get(&uid)
+                .and_then(|list| list.iter().find(|d| d.offset == o))
+                .is_none_or(done);
+            if o >= offset || !old_enough {
                 break;
             }
             self.decided_order.pop_front();
             if let Some(list) = self.decided.get_mut(&uid) {
-                list.retain(|d| d.offset >= offset);
+                list.retain(|d| !done(d));
                 if list.is_empty() {
                     self.decided.remove(&uid);
                 }
@@ -463,7 +481,7 @@ mod tests {
 
         // Once the group committed past it, it is forgotten: the rules
         // alone then call a new read a repeat (which is why it is kept).
-        next.forget_decided(1);
+        next.forget_decided(1, T0 + 10 + MEMO_KEEP_MS + 1);
         let third = run(
             &mut next,
             &[(InputTopic::Conversions, 0, conversion(103, T0 + 10, id))],
@@ -545,5 +563,28 @@ mod tests {
         assert_eq!(w.held(), 0);
         w.push(InputTopic::Impressions, 3, view(T0), T0, &mut outs);
         assert_eq!(w.committable()[InputTopic::Conversions], Some(26));
+    }
+
+    /// A commit that moves back (a frozen member's stale commit, which
+    /// tansu accepts) re-reads a conversion whose offset was committed: its
+    /// decision is still kept while the conversion is recent.
+    #[test]
+    fn a_recent_decision_outlives_its_commit() {
+        let mut w = work();
+        let id = EventId::new_v7(T0 + 10);
+        let first = run(
+            &mut w,
+            &[
+                (InputTopic::Impressions, 0, view(T0)),
+                (InputTopic::Conversions, 0, conversion(103, T0 + 10, id)),
+            ],
+        );
+        w.forget_decided(1, T0 + 10 + MEMO_KEEP_MS - 1);
+        let mut next = restored_from(&mut w);
+        let again = run(
+            &mut next,
+            &[(InputTopic::Conversions, 0, conversion(103, T0 + 10, id))],
+        );
+        assert_eq!(again, first, "the first answer, not a repeat");
     }
 }

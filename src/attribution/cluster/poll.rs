@@ -246,7 +246,7 @@ impl Runner {
         }
         if now_i >= timers.commit {
             timers.commit = Instant::now() + commit_every;
-            if let Committed::NotOwner = w.commit(&self.consumer, self.liveness.owner())? {
+            if let Committed::NotOwner = w.commit(&self.consumer, || self.liveness.owner())? {
                 w.revoke(false);
                 return Ok(Some("this member no longer owns its partitions"));
             }
@@ -321,8 +321,7 @@ impl Runner {
     fn finish(&mut self) -> Result<(), ClusterError> {
         let mut w = self.lock();
         w.release(now_ms());
-        let owner = self.liveness.owner();
-        w.commit(&self.consumer, owner)?;
+        w.commit(&self.consumer, || self.liveness.owner())?;
         info!("attribution member committed and is leaving the group");
         Ok(())
     }
