@@ -125,12 +125,7 @@ impl ClientContext for Context {
     /// librdkafka's statistics (every `statistics.interval.ms`): the
     /// producer's queue, and per broker the round trip and transmit errors.
     fn stats(&self, s: rdkafka::Statistics) {
-        metric::kafka_queue(s.msg_cnt, s.msg_size);
-        for b in s.brokers.values() {
-            // `avg` is in microseconds.
-            let rtt = b.rtt.as_ref().map_or(0.0, |w| w.avg as f64 / 1e6);
-            metric::kafka_broker(&b.name, rtt, b.txerrs);
-        }
+        metric::kafka_producer_statistics(&s);
     }
 }
 

@@ -356,6 +356,17 @@ pub fn kafka_delivery_failed() {
     metrics::counter!(KAFKA_DELIVERY_FAILED).increment(1);
 }
 
+/// A producer's librdkafka statistics: its queue, and per broker the round
+/// trip and transmit errors (every producer's context calls this).
+pub fn kafka_producer_statistics(s: &rdkafka::Statistics) {
+    kafka_queue(s.msg_cnt, s.msg_size);
+    for b in s.brokers.values() {
+        // `avg` is in microseconds.
+        let rtt = b.rtt.as_ref().map_or(0.0, |w| w.avg as f64 / 1e6);
+        kafka_broker(&b.name, rtt, b.txerrs);
+    }
+}
+
 pub fn kafka_client_error() {
     metrics::counter!(KAFKA_CLIENT_ERRORS).increment(1);
 }

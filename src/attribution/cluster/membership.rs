@@ -140,11 +140,11 @@ pub fn end_offsets<C: ConsumerContext>(
 pub fn committed_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     names: &super::PerInput<String>,
-    partitions: i32,
+    partitions: impl Iterator<Item = i32> + Clone,
 ) -> Option<Offsets> {
     let mut tpl = TopicPartitionList::new();
     for (_, name) in names.iter() {
-        for p in 0..partitions {
+        for p in partitions.clone() {
             let _ = tpl.add_partition(name, p);
         }
     }

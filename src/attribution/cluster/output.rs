@@ -34,11 +34,7 @@ impl ClientContext for ProduceCtx {
     /// Exported as metrics, never logged (rdkafka's default logs the whole
     /// statistics, about 4 KB, at INFO every interval).
     fn stats(&self, s: rdkafka::Statistics) {
-        metric::kafka_queue(s.msg_cnt, s.msg_size);
-        for b in s.brokers.values() {
-            let rtt = b.rtt.as_ref().map_or(0.0, |w| w.avg as f64 / 1e6);
-            metric::kafka_broker(&b.name, rtt, b.txerrs);
-        }
+        metric::kafka_producer_statistics(&s);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

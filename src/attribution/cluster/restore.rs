@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::broker_quirks;
 use super::inputs::PerInput;
+use super::membership::{self, Offsets};
 use super::partition::PartitionWork;
 use super::work::Work;
 use super::{ClusterError, Settings};
@@ -20,13 +21,14 @@ use crate::ids::UserId;
 use crate::telemetry::metric;
 
 impl Work {
-    /// Restores the pending partitions.
+    /// Restores the pending partitions; true if there were any (a restore
+    /// can take long: the caller's liveness clock must not count it).
     pub fn restore_pending<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<bool, ClusterError> {
         let Some(parts) = self.pending.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut parked = std::mem::take(&mut self.parked);
         let committed = committed_offsets(consumer, &self.settings, &parts);
@@ -45,15 +47,7 @@ impl Work {
                     (w, "changelog")
                 }
             };
-            let topics = &self.settings.topics.inputs;
-            work.restored(PerInput::from_fn(|t| {
-                committed
-                    .find_partition(&topics[t], p)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-            }));
+            work.restored(PerInput::from_fn(|t| committed.get(&(t, p)).copied()));
             let secs = started.elapsed().as_secs_f64();
             metric::cluster_restored(p, secs);
             info!(
@@ -66,28 +60,26 @@ impl Work {
             self.partitions.insert(p, work);
         }
         self.status.restoring.store(false, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 }
 
-/// The group's committed offsets of `parts` of every input (retried until
-/// the coordinator answers: resuming anywhere else would skip or redo).
+/// The group's committed offsets of `parts` of every input, retried until
+/// the coordinator answers: resuming anywhere else would skip or redo.
 fn committed_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     settings: &Settings,
     parts: &[i32],
-) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for p in parts {
-        for topic in settings.topics.inputs.values() {
-            let _ = tpl.add_partition(topic, *p);
-        }
-    }
+) -> Offsets {
     loop {
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(c) => return c,
-            Err(e) => {
-                warn!(error = %e, "reading the group's committed offsets failed; retrying");
+        match membership::committed_offsets(
+            consumer,
+            &settings.topics.inputs,
+            parts.iter().copied(),
+        ) {
+            Some(c) => return c,
+            None => {
+                warn!("reading the group's committed offsets failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
