@@ -20,7 +20,7 @@ use crate::event::{Common, Warnings};
 use crate::ids::EventId;
 use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
-use crate::telemetry::{metric, now_ms};
+use crate::telemetry::metric;
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,10 +266,10 @@ fn refuse<B>(req: &Request<B>, app: &App) -> Option<Response<Body>> {
 /// The event that tells consumers (and the attribution engine) to forget
 /// `uid`: nothing else about the request is kept.
 fn opt_out_event(uid: crate::ids::UserId) -> crate::event::Event<'static> {
-    let ts_ms = now_ms();
+    let (ts_ms, event_id) = EventId::now_v7();
     crate::event::Event {
         common: Common {
-            event_id: EventId::new_v7(ts_ms),
+            event_id,
             ts_ms,
             uid: Some(uid),
             new_uid: false,
@@ -346,7 +346,7 @@ fn pixel<B>(
             }
         }
     }
-    let ts_ms = now_ms();
+    let (ts_ms, event_id) = EventId::now_v7();
     if req.method() == Method::HEAD {
         warnings.push("head_request");
     }
@@ -364,7 +364,7 @@ fn pixel<B>(
         metric::ivt_request(flag);
     }
     let common = Common {
-        event_id: EventId::new_v7(ts_ms),
+        event_id,
         ts_ms,
         uid: identity.uid(),
         // With the bounce, the id was issued by the redirect just before.
