@@ -260,6 +260,36 @@ impl fmt::Display for EventId {
     }
 }
 
+/// The `id` of the `[[api_keys]]` entry a server-side call came with
+/// (never the secret), kept inline so an event owns no heap memory for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiKeyName {
+    bytes: [u8; ApiKeyName::MAX],
+    len: u8,
+}
+
+impl ApiKeyName {
+    pub const MAX: usize = 32;
+
+    /// None unless 1 to 32 letters, digits, `-` or `_`.
+    pub fn new(s: &str) -> Option<ApiKeyName> {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if s.is_empty() || s.len() > Self::MAX || !s.bytes().all(ok) {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(ApiKeyName {
+            bytes,
+            len: s.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

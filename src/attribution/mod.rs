@@ -82,12 +82,9 @@ impl Engine {
             line_item: c.line_item,
             mark: Mark::new(c.event_id, c.tracker.0, c.publisher, c.placement),
         });
-        // Without an id, a click id stands in for the user: its repeat
+        // Without a user, a click id stands in: its order ids and repeat
         // marks are kept under an id derived from the click.
-        let Some(uid) = conversion
-            .uid
-            .or_else(|| conversion.click.map(|c| click_user(c.event_id)))
-        else {
+        let Some(uid) = conversion.state_user() else {
             let decision = Decision {
                 counted: true,
                 credit: None,
@@ -191,12 +188,6 @@ impl Engine {
         metric::attribution_state(self.state.users(), self.state.entries());
         dropped
     }
-}
-
-/// The id under which the repeat marks of a conversion that came with a
-/// click id and no user id are kept: one per click, never a real user's.
-pub fn click_user(click: crate::ids::EventId) -> crate::ids::UserId {
-    crate::ids::UserId::of_click(click)
 }
 
 /// The handlers' end of the channel.

@@ -514,6 +514,7 @@ fn named_click(line_item: u32, ts: u64) -> crate::event::ClickRef {
         tracker: crate::ids::ClickTrackerId(31),
         publisher: PublisherId(3),
         placement: None,
+        user: None,
     }
 }
 

@@ -97,7 +97,7 @@ fn read_secret(key: &str, file: &toml::Value) -> Result<String, Problem> {
 
 /// Reads the secrets kept in files: `cookie.secret_file` (32 hex
 /// characters), `cookie.previous_secrets_file` (one per line),
-/// `server.admin_token_file`, and in
+/// `server.admin_token_file`, `api_keys[i].secret_file`, and in
 /// `[kafka.librdkafka]` any `<property>_file` (e.g. `sasl.password_file`,
 /// `ssl.key.password_file`), each replaced by its value. The values never
 /// reach a log or `check-config`'s output.
@@ -138,6 +138,24 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                 });
             } else if let Some(s) = read("server.admin_token_file", &file, &mut problems) {
                 server.insert("admin_token".into(), toml::Value::String(s));
+            }
+        }
+    }
+    if let Some(keys) = table.get_mut("api_keys").and_then(|k| k.as_array_mut()) {
+        for (i, key) in keys.iter_mut().enumerate() {
+            let Some(key) = key.as_table_mut() else {
+                continue;
+            };
+            if let Some(file) = key.remove("secret_file") {
+                let at = format!("api_keys[{i}].secret_file");
+                if key.contains_key("secret") {
+                    problems.push(Problem {
+                        path: at,
+                        message: format!("and api_keys[{i}].secret are both set; keep one"),
+                    });
+                } else if let Some(s) = read(&at, &file, &mut problems) {
+                    key.insert("secret".into(), toml::Value::String(s));
+                }
             }
         }
     }

@@ -87,6 +87,7 @@ const SECTIONS: &[&str] = &[
     "journal",
     "ivt",
     "privacy",
+    "api_keys",
 ];
 
 /// [`parse`], with `vars` as the environment's overrides applied over the
@@ -137,6 +138,7 @@ pub fn parse_with_env(
             "click_trackers" => cfg.click_trackers = list(value, &key, p),
             "conversion_pixels" => cfg.conversion_pixels = list(value, &key, p),
             "segments" => cfg.segments = list(value, &key, p),
+            "api_keys" => cfg.api_keys = list(value, &key, p),
             _ => p.push(Problem {
                 path: key.clone(),
                 message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),

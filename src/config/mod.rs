@@ -20,7 +20,7 @@ pub use catalog::{
 pub use ivt::IvtList;
 pub use load::{load, parse, parse_with_env, ConfigError, Problem};
 pub use redirect::AllowList;
-pub use secret::{AdminToken, Secret};
+pub use secret::{BearerToken, Secret};
 pub use types::{
     parse_net, AttributionMode, Durability, IpPolicy, KafkaAcks, KafkaCompression, Repeat, SameSite,
 };
@@ -57,6 +57,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub ivt: IvtConfig,
     pub privacy: PrivacyConfig,
+    pub api_keys: Vec<ApiKeyConfig>,
     /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
     #[serde(skip)]
     pub from_env: Vec<(String, String)>,
@@ -237,7 +238,7 @@ pub struct ServerConfig {
     /// Bearer <token>`; at least 16 characters, `openssl rand -hex 32`), or
     /// `admin_token_file`. Default none: `POST /-/reload` then needs
     /// `Content-Type: application/json`, which no page can send cross-origin.
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<BearerToken>,
 }
 
 impl Default for ServerConfig {
@@ -468,6 +469,22 @@ pub struct PixelConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     pub pixels: Vec<PixelConfig>,
+}
+
+/// `[[api_keys]]`: who may call `POST /v1/conversions` and
+/// `POST /v1/adjustments`, and for which advertisers' pixels.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for the key (1 to 32 letters, digits, `-`, `_`): recorded on
+    /// the events it reports and used as the metrics' `key` label.
+    pub id: String,
+    /// The bearer token (`Authorization: Bearer <secret>`), at least 16
+    /// visible characters; or `secret_file`, a file holding it.
+    #[serde(default)]
+    pub secret: Option<BearerToken>,
+    /// The advertisers whose conversion pixels the key may report.
+    pub advertisers: Vec<AdvertiserId>,
 }
 
 /// `[[advertisers]]`.

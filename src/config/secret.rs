@@ -134,13 +134,14 @@ mod tests {
     }
 }
 
-/// `server.admin_token`: the bearer token the admin listener asks for. Its
-/// `Debug` never shows it, and it is compared in constant time.
+/// A bearer token: `server.admin_token`, which the admin listener asks for,
+/// and each `[[api_keys]]` secret. Its `Debug` never shows it, and it is
+/// compared in constant time.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct AdminToken(String);
+pub struct BearerToken(String);
 
-impl AdminToken {
+impl BearerToken {
     /// Shorter tokens can be guessed over a loopback connection.
     pub const MIN_LEN: usize = 16;
 
@@ -158,19 +159,19 @@ impl AdminToken {
     }
 }
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
+        f.write_str("BearerToken(..)")
     }
 }
 
-impl TryFrom<String> for AdminToken {
+impl TryFrom<String> for BearerToken {
     type Error = &'static str;
 
     /// The message never echoes the value: it is a secret.
     fn try_from(s: String) -> Result<Self, Self::Error> {
         if s.len() >= Self::MIN_LEN && s.bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(AdminToken(s))
+            Ok(BearerToken(s))
         } else {
             Err("must be at least 16 visible ASCII characters, no spaces; generate one with `openssl rand -hex 32`")
         }
@@ -179,11 +180,11 @@ impl TryFrom<String> for AdminToken {
 
 #[cfg(test)]
 mod token_tests {
-    use super::AdminToken;
+    use super::BearerToken;
 
     #[test]
     fn tokens_are_long_printable_and_compared_whole() {
-        let t = AdminToken::try_from("0123456789abcdef".to_string()).unwrap();
+        let t = BearerToken::try_from("0123456789abcdef".to_string()).unwrap();
         assert!(t.matches(b"0123456789abcdef"));
         for other in [
             &b"0123456789abcdeF"[..],
@@ -193,8 +194,8 @@ mod token_tests {
         ] {
             assert!(!t.matches(other));
         }
-        assert!(AdminToken::try_from("short".to_string()).is_err());
-        assert!(AdminToken::try_from("0123456789 abcdef".to_string()).is_err());
-        assert_eq!(format!("{t:?}"), "AdminToken(..)");
+        assert!(BearerToken::try_from("short".to_string()).is_err());
+        assert!(BearerToken::try_from("0123456789 abcdef".to_string()).is_err());
+        assert_eq!(format!("{t:?}"), "BearerToken(..)");
     }
 }

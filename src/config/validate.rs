@@ -8,6 +8,7 @@ use std::hash::Hash;
 use super::load::Problem;
 use super::redirect::AllowList;
 use super::{Config, PixelConfig, PixelFormat};
+use crate::ids::AdvertiserId;
 
 pub const MAX_POST_VIEW_MINUTES: u32 = 43_200;
 pub const MAX_POST_CLICK_MINUTES: u32 = 129_600;
@@ -270,7 +271,54 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
+    api_keys(cfg, &advertisers, &mut r);
     r.0
+}
+
+/// `[[api_keys]]`: named, unique, with a secret and at least one known
+/// advertiser. The messages name the key by its path: the secret is never
+/// quoted, and an id is a value too.
+fn api_keys(cfg: &Config, advertisers: &HashSet<AdvertiserId>, r: &mut Report) {
+    let mut names = HashSet::new();
+    for (i, k) in cfg.api_keys.iter().enumerate() {
+        let at = format!("api_keys[{i}]");
+        if crate::ids::ApiKeyName::new(&k.id).is_none() {
+            r.add(
+                format!("{at}.id"),
+                "must be 1 to 32 letters, digits, '-' or '_'",
+            );
+        } else if !names.insert(k.id.as_str()) {
+            r.add(
+                format!("{at}.id"),
+                "is used by another [[api_keys]] entry; ids must be unique",
+            );
+        }
+        if k.secret.is_none() {
+            r.add(
+                format!("{at}.secret"),
+                "is missing: set secret or secret_file (generate one with `openssl rand -hex 32`)",
+            );
+        }
+        if k.advertisers.is_empty() {
+            r.add(
+                format!("{at}.advertisers"),
+                "is empty: list the advertisers whose pixels this key may report",
+            );
+        }
+        for (j, a) in k.advertisers.iter().enumerate() {
+            let path = format!("{at}.advertisers[{j}]");
+            exists(advertisers, *a, &path, "advertisers", r);
+        }
+    }
+    let secrets: Vec<_> = cfg.api_keys.iter().filter_map(|k| k.secret.as_ref()).collect();
+    for (i, s) in secrets.iter().enumerate() {
+        if secrets[..i].contains(s) {
+            r.add(
+                format!("api_keys[{i}].secret"),
+                "is the secret of another key: give each key its own",
+            );
+        }
+    }
 }
 
 fn server(cfg: &Config, r: &mut Report) {

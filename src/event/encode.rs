@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{Body, Event, NumericId, Touch, VERSION};
+use super::{Body, ConversionSource, Event, NumericId, Touch, VERSION};
 
 /// Appends one JSON object to a buffer, key by key.
 pub struct JsonWriter<'b> {
@@ -272,8 +272,22 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
                     o.id("tracker_id", k.tracker);
                     o.id("publisher_id", k.publisher);
                     o.opt_id("placement_id", k.placement);
+                    if let Some(user) = k.user {
+                        o.str("uid", user.to_hex().as_str());
+                    }
                 }),
                 None => w.null("click_id"),
+            }
+            match cv.source {
+                ConversionSource::Browser => w.str("source", "browser"),
+                ConversionSource::Server {
+                    received_ts_ms,
+                    api_key,
+                } => {
+                    w.str("source", "server");
+                    w.u64("received_ts", received_ts_ms);
+                    w.str("api_key", api_key.as_str());
+                }
             }
         }
         Body::Segment(s) => {

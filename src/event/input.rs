@@ -83,6 +83,8 @@ pub struct ClickRef {
     pub tracker: ClickTrackerId,
     pub publisher: PublisherId,
     pub placement: Option<PlacementId>,
+    /// Who clicked, when the click knew (click ids since version 2).
+    pub user: Option<UserId>,
 }
 
 /// A conversion as the engine receives it.
@@ -181,7 +183,7 @@ impl AttributionInput {
                 t.placement_id,
             ),
             Body::Conversion(cv) => Some(AttributionInput::Conversion(ConversionInput {
-                uid: conversion_user(c.uid, c.new_uid, cv.click.is_some()),
+                uid: conversion_user(c.uid, c.new_uid, cv.click.as_ref()),
                 click: cv.click,
                 event_id: c.event_id,
                 ts_ms: c.ts_ms,
@@ -249,47 +251,73 @@ impl AttributionInput {
                 };
                 Some(AttributionInput::Touch(touch))
             }
-            _ => Some(AttributionInput::Conversion(ConversionInput {
-                uid: conversion_user(uid, e.new_uid, e.click_id.is_some()),
-                click: match e.click_id {
+            _ => {
+                let click = match e.click_id {
                     Some(c) => Some(ClickRef {
                         event_id: EventId::parse(c.event_id)?,
                         line_item: LineItemId(c.line_item_id),
                         tracker: ClickTrackerId(c.tracker_id),
                         publisher: PublisherId(c.publisher_id),
                         placement: c.placement_id.map(PlacementId),
+                        user: match c.uid {
+                            Some(u) => Some(UserId::parse(u)?),
+                            None => None,
+                        },
                     }),
                     None => None,
-                },
+                };
+                Some(AttributionInput::Conversion(ConversionInput {
+                uid: conversion_user(uid, e.new_uid, click.as_ref()),
+                click,
                 event_id,
                 ts_ms: e.ts,
                 pixel: PixelId(e.pixel_id?),
                 advertiser: AdvertiserId(e.advertiser_id?),
                 order_id: e.order_id.as_deref().and_then(OrderId::new),
                 value_micros: e.value_micros,
-            })),
+            }))
+            }
         }
     }
 }
 
 /// The user a conversion is attributed and capped as. An id issued by this
-/// very request (no cookie came: a browser that blocks pixeld's cookie, or
-/// a server-side call) is a stranger's each time, so a conversion that
-/// carries a click id is the click's: reloading a thank-you page without
-/// cookies is then one conversion on a `one_per_user` pixel, not one per
-/// reload (issue 25, finding 3; [`crate::attribution::click_user`]).
-pub fn conversion_user(uid: Option<UserId>, issued_now: bool, has_click: bool) -> Option<UserId> {
-    uid.filter(|_| !(issued_now && has_click))
+/// very request (no cookie came: a browser that blocks pixeld's cookie) is
+/// a stranger's each time, so when a click id came too, the conversion is
+/// the clicker's (known to click ids since version 2): the page's tag, a
+/// reload without cookies and the shop's server (`POST /v1/conversions`)
+/// then meet the same order ids, repeat marks and touches (issue 25,
+/// finding 3; issue 23).
+pub fn conversion_user(
+    uid: Option<UserId>,
+    issued_now: bool,
+    click: Option<&ClickRef>,
+) -> Option<UserId> {
+    match click {
+        Some(k) if issued_now || uid.is_none() => k.user,
+        _ => uid,
+    }
+}
+
+impl ConversionInput {
+    /// Whose state the conversion reads and writes: its user's; without
+    /// one, an id derived from its click (a click that knew no user), so
+    /// that its order ids and repeat marks are kept per click. None:
+    /// anonymous.
+    pub fn state_user(&self) -> Option<UserId> {
+        self.uid
+            .or_else(|| self.click.map(|k| UserId::of_click(k.event_id)))
+    }
 }
 
 /// The id an event is keyed (partitioned) by: its user's, except for a
-/// conversion attributed as its click ([`conversion_user`]), which goes to
-/// the click's partition so that every conversion of one click meets the
-/// same repeat marks in `pixeld attribute`. None: anonymous (a NULL key).
+/// conversion, which goes where its state is ([`ConversionInput::state_user`]),
+/// so that every conversion of one user or click meets the same order ids
+/// and repeat marks in `pixeld attribute`. None: anonymous (a NULL key).
 pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
     let c = &event.common;
     match &event.body {
-        Body::Conversion(cv) => conversion_user(c.uid, c.new_uid, cv.click.is_some())
+        Body::Conversion(cv) => conversion_user(c.uid, c.new_uid, cv.click.as_ref())
             .or_else(|| cv.click.map(|k| UserId::of_click(k.event_id))),
         _ => c.uid,
     }
@@ -302,7 +330,7 @@ pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
 /// ```text
 /// touch:      u8 1 (view) | 2 (click) | u128 uid | u32 line_item | u128 event_id | u32 tracker | u32 publisher | u32 placement (0: none)
 /// conversion: u8 3 | u8 has_uid | u128 uid | u128 event_id | u64 ts | u32 pixel | u32 advertiser | u8 order_len | order | u8 has_value | u64 value
-///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) ]
+///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) [ | u128 click user ] ]
 /// forget:     u8 4 | u128 uid | u128 event_id
 /// ```
 /// The click is appended only when there is one, so the records of the
@@ -350,6 +378,9 @@ impl AttributionInput {
                     ] {
                         out.extend_from_slice(&v.to_le_bytes());
                     }
+                    if let Some(user) = k.user {
+                        out.extend_from_slice(&user.0.to_le_bytes());
+                    }
                 }
             }
         }
@@ -391,6 +422,11 @@ impl AttributionInput {
                         tracker: ClickTrackerId(r.u32()?),
                         publisher: PublisherId(r.u32()?),
                         placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
+                        user: if r.0.is_empty() {
+                            None
+                        } else {
+                            Some(UserId(r.u128()?))
+                        },
                     })
                 };
                 AttributionInput::Conversion(ConversionInput {
@@ -474,6 +510,8 @@ struct ClickFields<'a> {
     tracker_id: u32,
     publisher_id: u32,
     placement_id: Option<u32>,
+    #[serde(borrow, default)]
+    uid: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -535,6 +573,7 @@ mod tests {
             segments_removed: vec![],
             redir: None,
             click: None,
+            source: super::super::ConversionSource::Browser,
         };
         let events = [
             Event {

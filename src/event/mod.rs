@@ -19,7 +19,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use crate::ids::{
-    AdvertiserId, ClickTrackerId, EventId, LineItemId, MemberId, PixelId, PlacementId, PublisherId,
+    AdvertiserId, ApiKeyName, ClickTrackerId, EventId, LineItemId, MemberId, PixelId, PlacementId, PublisherId,
     SegmentId, TrackerId, UserId,
 };
 
@@ -156,6 +156,17 @@ pub struct Conversion<'a> {
     pub redir: Option<Cow<'a, str>>,
     /// The click a valid `clid` stands for.
     pub click: Option<ClickRef>,
+    pub source: ConversionSource,
+}
+
+/// Who reported a conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversionSource {
+    /// A browser fired `/px`: the event time is when it was answered.
+    Browser,
+    /// The advertiser's server called `POST /v1/conversions`: the event
+    /// time is the conversion's own (`ts`), and this is when it came.
+    Server { received_ts_ms: u64, api_key: ApiKeyName },
 }
 
 /// A segment pixel firing.

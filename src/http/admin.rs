@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Request, StatusCode};
 
-use crate::config::{AdminToken, ServerConfig};
+use crate::config::{BearerToken, ServerConfig};
 
 /// The admin listener's rules, from `[server]`.
 #[derive(Clone, Debug, Default)]
@@ -19,7 +19,7 @@ pub struct AdminGuard {
     /// `server.admin_hosts`, lowercased: `name` (any port) or `name:port`.
     hosts: Vec<String>,
     /// `server.admin_token`: required on every route but `/healthz`.
-    token: Option<AdminToken>,
+    token: Option<BearerToken>,
 }
 
 /// Why a request was refused: its `http_refused_total` reason and a one-line
@@ -216,7 +216,7 @@ mod tests {
     fn guard(hosts: &[&str], token: Option<&str>) -> AdminGuard {
         AdminGuard::new(&ServerConfig {
             admin_hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            admin_token: token.map(|t| AdminToken::try_from(t.to_string()).unwrap()),
+            admin_token: token.map(|t| BearerToken::try_from(t.to_string()).unwrap()),
             ..Default::default()
         })
     }

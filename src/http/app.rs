@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::admin::AdminGuard;
+use super::api::ApiKeys;
 use super::cookie::{Cookies, Secret};
 use super::rate_limit::RateLimiter;
 use super::reload_queue::ReloadQueue;
@@ -31,6 +32,8 @@ pub struct Live {
     pub tcf_vendor: Option<u16>,
     /// `privacy.ip`: how much of the address events keep.
     pub ip_policy: IpPolicy,
+    /// `[[api_keys]]`: who may call the server-side API.
+    pub api_keys: ApiKeys,
 }
 
 impl Live {
@@ -63,6 +66,7 @@ impl Live {
             bounce: cfg.cookie.bounce,
             tcf_vendor: cfg.privacy.tcf_vendor_id,
             ip_policy: cfg.privacy.ip,
+            api_keys: ApiKeys::new(cfg),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side: accept loop, routing, responses, cookies, client address.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod client_ip;
 pub mod cookie;

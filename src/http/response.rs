@@ -75,6 +75,11 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     )
 }
 
+/// A JSON answer (the server-side API's).
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    with(status, "application/json", Bytes::from(body))
+}
+
 /// A plain-text answer built at run time (a reload's report).
 pub fn owned_text(status: StatusCode, body: String) -> Response<Body> {
     with(status, "text/plain; charset=utf-8", Bytes::from(body))

@@ -4,12 +4,14 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hyper::header::{
     HeaderMap, HeaderName, HOST, REFERER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::api::ApiRoute;
 use super::client_ip::client_ip;
 use super::cookie::Identity;
 use super::reload_queue::Ticket;
@@ -43,6 +45,8 @@ enum Route {
     Metrics,
     Robots,
     Reload,
+    /// The server-side API (`/v1/...`): a JSON body, a bearer key.
+    Api(ApiRoute),
 }
 
 impl Route {
@@ -59,6 +63,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Robots => "robots",
             Route::Reload => "reload",
+            Route::Api(ApiRoute::Conversions) => "v1_conversions",
         }
     }
 }
@@ -75,6 +80,7 @@ fn route(path: &str, role: Role) -> Option<Route> {
         ("/readyz", _) => Route::Ready,
         ("/metrics", Role::Admin) => Route::Metrics,
         ("/-/reload", Role::Admin) => Route::Reload,
+        ("/v1/conversions", Role::Public) => Route::Api(ApiRoute::Conversions),
         _ => return None,
     })
 }
@@ -97,17 +103,34 @@ pub fn serve<B>(
     req: Request<B>,
     peer: SocketAddr,
     local: SocketAddr,
-    app: &App,
+    app: &Arc<App>,
     role: Role,
-) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let started = std::time::Instant::now();
     metric::http_in_flight(1);
     // Looked up once, outside the guard: a panicking handler's request is
     // still counted under its own route.
     let found = route(req.uri().path(), role);
     let label = found.as_ref().map_or("not_found", Route::label);
-    let (mut resp, then) = guarded(|| respond_to(&req, peer, local, app, role, found));
+    // An API call is answered in the future: it reads its body.
+    let mut api_request = None;
+    let (mut resp, then) = match api_call(&req, app, found.as_ref()) {
+        Some(refused) => (refused, Then::Nothing),
+        None if matches!(found, Some(Route::Api(_))) => {
+            api_request = Some(req);
+            (response::text(StatusCode::OK, ""), Then::Nothing)
+        }
+        None => guarded(|| respond_to(&req, peer, local, app, role, found)),
+    };
+    let app = app.clone();
     async move {
+        if let Some(req) = api_request {
+            resp = super::api::conversions::answer(req, app).await;
+        }
         match then {
             // The response waits until the event is as safe as the durability
             // mode promises: an answered pixel is never lost. A refusal is
@@ -126,6 +149,22 @@ pub fn serve<B>(
         );
         Ok(resp)
     }
+}
+
+/// For an API route, the answer when the request cannot go on to read its
+/// body (the limits, the method); None when it may, or for other routes.
+fn api_call<B>(req: &Request<B>, app: &App, route: Option<&Route>) -> Option<Response<Body>> {
+    let Some(Route::Api(api)) = route else {
+        return None;
+    };
+    if let Some(refused) = refuse_head(req, app) {
+        return Some(refused);
+    }
+    if req.method() != Method::POST {
+        metric::api_request(api.label(), "none", 405);
+        return Some(counted(response::method_not_allowed(), "method_not_allowed"));
+    }
+    None
 }
 
 fn reload_answer(answer: Result<String, String>) -> Response<Body> {
@@ -226,6 +265,8 @@ fn respond_to<B>(
             None => response::text(StatusCode::NOT_FOUND, "no config file to reload\n"),
         },
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+        // Answered by `serve`, which reads the body; never here.
+        Route::Api(_) => response::not_found(),
     };
     (resp, Then::Nothing)
 }
@@ -233,6 +274,23 @@ fn respond_to<B>(
 /// The limits every request is held to, whatever its route: None when it
 /// may go on.
 fn refuse<B>(req: &Request<B>, app: &App) -> Option<Response<Body>> {
+    if let Some(refused) = refuse_head(req, app) {
+        return Some(refused);
+    }
+    // No pixel has a body, and hyper drops a `Content-Length` sent alongside
+    // `Transfer-Encoding` before we see it: any transfer coding on a request
+    // here is a smuggling attempt or a client we would have to frame. Refuse
+    // it and close the connection instead of reading a body of unknown size.
+    // (The API reads its bodies, bounded, and does not come here.)
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
+        return Some(counted(resp, "transfer_encoding"));
+    }
+    None
+}
+
+/// The request line's and head's limits.
+fn refuse_head<B>(req: &Request<B>, app: &App) -> Option<Response<Body>> {
     let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     if req.method().as_str().len() + uri_len + 10 > app.max_request_line_bytes {
         let resp = response::closing(StatusCode::URI_TOO_LONG, "request line too long\n");
@@ -251,14 +309,6 @@ fn refuse<B>(req: &Request<B>, app: &App) -> Option<Response<Body>> {
             "request headers too large\n",
         );
         return Some(counted(resp, "head_too_large"));
-    }
-    // No pixel has a body, and hyper drops a `Content-Length` sent alongside
-    // `Transfer-Encoding` before we see it: any transfer coding on a request
-    // here is a smuggling attempt or a client we would have to frame. Refuse
-    // it and close the connection instead of reading a body of unknown size.
-    if req.headers().contains_key(TRANSFER_ENCODING) {
-        let resp = response::closing(StatusCode::BAD_REQUEST, "request bodies are not accepted\n");
-        return Some(counted(resp, "transfer_encoding"));
     }
     None
 }

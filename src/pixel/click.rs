@@ -43,6 +43,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
             tracker: tracker.id,
             publisher: tracker.publisher,
             placement: tracker.placement,
+            user: r.common.uid,
         });
         *url = click_id::append(url, &ctx.click_ids.param, &token);
     }

@@ -20,12 +20,20 @@
 use super::b64::{base64url, unbase64url};
 use crate::config::Secret;
 pub use crate::event::ClickRef as ClickId;
-use crate::ids::{ClickTrackerId, EventId, LineItemId, PlacementId, PublisherId};
+use crate::ids::{ClickTrackerId, EventId, LineItemId, PlacementId, PublisherId, UserId};
 
+/// Version 1 names the click; version 2 also carries who clicked (the
+/// user id, encrypted), so a conversion reported without a cookie, by the
+/// advertiser's server or a browser that blocks pixeld's cookie, is the
+/// same user's as the page's: one partition, one set of order ids and
+/// repeat marks, the user's own touches.
 const VERSION: u8 = 1;
+const VERSION_WITH_USER: u8 = 2;
 const PURPOSE: &[u8] = b"pxclid";
-/// The longest token that can decode: 1 + 16 + 4 * 5 + 8 bytes.
-pub const MAX_TOKEN_CHARS: usize = 60;
+/// The keystream's purposes: the user id is never readable in a landing URL.
+const USER_PURPOSE: [&[u8]; 2] = [b"pxclid-user-hi", b"pxclid-user-lo"];
+/// The longest token that can decode: 1 + 16 + 4 * 5 + 16 + 8 bytes.
+pub const MAX_TOKEN_CHARS: usize = 82;
 
 /// Why a token was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +66,12 @@ impl ClickIds {
 
     /// The token for `click`.
     pub fn sign(&self, click: &ClickId) -> String {
-        let mut bytes = Vec::with_capacity(48);
-        bytes.push(VERSION);
+        let mut bytes = Vec::with_capacity(64);
+        bytes.push(if click.user.is_some() {
+            VERSION_WITH_USER
+        } else {
+            VERSION
+        });
         bytes.extend_from_slice(&click.event_id.0.to_be_bytes());
         for v in [
             click.line_item.0,
@@ -68,6 +80,10 @@ impl ClickIds {
             click.placement.map_or(0, |p| p.0),
         ] {
             put_varint(&mut bytes, v);
+        }
+        if let Some(user) = click.user {
+            let hidden = user.0 ^ keystream(&self.secret, click.event_id);
+            bytes.extend_from_slice(&hidden.to_be_bytes());
         }
         let tag = self.secret.mac(PURPOSE, &bytes);
         bytes.extend_from_slice(&tag.to_be_bytes());
@@ -80,7 +96,7 @@ impl ClickIds {
             return Err(ClickIdError::Malformed);
         }
         let bytes = unbase64url(token).ok_or(ClickIdError::Malformed)?;
-        if bytes.len() < 1 + 16 + 4 + 8 || bytes[0] != VERSION {
+        if bytes.len() < 1 + 16 + 4 + 8 || !matches!(bytes[0], VERSION | VERSION_WITH_USER) {
             return Err(ClickIdError::Malformed);
         }
         let (body, tag) = bytes.split_at(bytes.len() - 8);
@@ -88,28 +104,40 @@ impl ClickIds {
         let mut r = &body[17..];
         let mut next = || get_varint(&mut r).ok_or(ClickIdError::Malformed);
         let (line_item, tracker, publisher, placement) = (next()?, next()?, next()?, next()?);
-        if !r.is_empty() {
-            return Err(ClickIdError::Malformed);
-        }
-        let ours = std::iter::once(&self.secret)
+        let hidden = match (bytes[0], r.len()) {
+            (VERSION, 0) => None,
+            (VERSION_WITH_USER, 16) => Some(u128::from_be_bytes(
+                r.try_into().map_err(|_| ClickIdError::Malformed)?,
+            )),
+            _ => return Err(ClickIdError::Malformed),
+        };
+        let signer = std::iter::once(&self.secret)
             .chain(&self.previous)
-            .any(|s| s.mac(PURPOSE, body) == tag);
-        if !ours {
-            return Err(ClickIdError::BadTag);
-        }
+            .find(|s| s.mac(PURPOSE, body) == tag)
+            .ok_or(ClickIdError::BadTag)?;
         let event_id = EventId(u128::from_be_bytes(
             body[1..17]
                 .try_into()
                 .map_err(|_| ClickIdError::Malformed)?,
         ));
+        let user = hidden.map(|h| UserId(h ^ keystream(signer, event_id)));
         Ok(ClickId {
             event_id,
             line_item: LineItemId(line_item),
             tracker: ClickTrackerId(tracker),
             publisher: PublisherId(publisher),
             placement: (placement != 0).then_some(PlacementId(placement)),
+            user,
         })
     }
+}
+
+/// 128 bits that hide a click's user id: SipHash-2-4 of the click's event
+/// id (unique per click) under the secret, for two purposes.
+fn keystream(secret: &Secret, click: EventId) -> u128 {
+    let id = click.0.to_be_bytes();
+    let [hi, lo] = USER_PURPOSE.map(|p| u128::from(secret.mac(p, &id)));
+    hi << 64 | lo
 }
 
 /// `url` with `param=token` added to its query, before any fragment; the
@@ -176,7 +204,33 @@ mod tests {
             tracker: ClickTrackerId(2766),
             publisher: PublisherId(7),
             placement: Some(PlacementId(300_000)),
+            user: None,
         }
+    }
+
+    #[test]
+    fn a_token_carries_its_user_hidden_and_bound_to_the_tag() {
+        let user = crate::ids::UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let with = ClickId {
+            user: Some(user),
+            ..click()
+        };
+        let t = ids().sign(&with);
+        assert!(t.len() <= MAX_TOKEN_CHARS, "{t} is {} chars", t.len());
+        assert_eq!(ids().verify(&t), Ok(with));
+        // The id is not in the token in any readable form.
+        let bytes = super::unbase64url(&t).unwrap();
+        let raw = user.0.to_be_bytes();
+        assert!(!bytes.windows(16).any(|w| w == raw));
+        // After a rotation, the previous key still reveals it.
+        let rotated = ClickIds::new(
+            Secret::generate(),
+            vec![Secret::parse("000102030405060708090a0b0c0d0e0f").unwrap()],
+            "pxclid".into(),
+        );
+        assert_eq!(rotated.verify(&t), Ok(with));
+        // Version 1 tokens (no user) still verify.
+        assert_eq!(ids().verify(&ids().sign(&click())).unwrap().user, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::click_id::ClickId;
 use super::query::Key;
 use super::{decimal, reply_in, segment, Context, Outcome, Request};
-use crate::event::{Body, Conversion};
+use crate::event::{Body, Conversion, ConversionSource};
 use crate::ids::PixelId;
 
 pub const MAX_ORDER_ID: usize = 36;
@@ -57,6 +57,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         segments_removed,
         redir,
         click,
+        source: ConversionSource::Browser,
     });
     r.finish(body, reply)
 }

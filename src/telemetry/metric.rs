@@ -10,6 +10,8 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (EVENTS, Unit::Count, "Events delivered as far as the configured durability promises (journaled, or queued to Kafka in memory mode), by type."),
     (EVENTS_DROPPED, Unit::Count, "Answered events that were not kept, by reason (journal_full, journal_unavailable, queue_full, too_large, unavailable)."),
     (HTTP_REFUSED, Unit::Count, "Requests refused before any pixel handling, by reason."),
+    (API_REQUESTS, Unit::Count, "Server-side API calls (POST /v1/conversions), by route, key (the [[api_keys]] id; none when unauthenticated) and status."),
+    (API_ITEMS, Unit::Count, "Items of server-side API calls, by route, key and result (accepted, not_stored, or the rejection reason)."),
     (HANDLER_PANICS, Unit::Count, "Handlers that panicked; each still answered the GIF."),
     (COOKIE_BOUNCES, Unit::Count, "Pixel requests without an id answered with the cookie bounce (cookie.bounce)."),
     (ATTRIBUTION_EVICTED, Unit::Count, "Users evicted from the attribution state because it held attribution.max_users."),
@@ -139,6 +141,8 @@ pub const BUCKETS: &[f64] = &[
 pub const EVENTS: &str = "events_total";
 pub const EVENTS_DROPPED: &str = "events_dropped_total";
 pub const HTTP_REFUSED: &str = "http_refused_total";
+pub const API_REQUESTS: &str = "api_requests_total";
+pub const API_ITEMS: &str = "api_items_total";
 pub const HANDLER_PANICS: &str = "handler_panics_total";
 pub const COOKIE_BOUNCES: &str = "cookie_bounces_total";
 pub const ATTRIBUTION_EVICTED: &str = "attribution_evicted_users_total";
@@ -285,6 +289,17 @@ pub fn event_dropped(reason: &'static str) {
 
 pub fn http_refused(reason: &'static str) {
     metrics::counter!(HTTP_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn api_request(route: &'static str, key: &str, status: u16) {
+    let status = itoa::Buffer::new().format(status).to_string();
+    metrics::counter!(API_REQUESTS, "route" => route, "key" => key.to_string(), "status" => status)
+        .increment(1);
+}
+
+pub fn api_item(route: &'static str, key: &str, result: &'static str) {
+    metrics::counter!(API_ITEMS, "route" => route, "key" => key.to_string(), "result" => result)
+        .increment(1);
 }
 
 pub fn handler_panicked() {

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use super::changelog::{Decided, UserState};
 use super::inputs::{InputTopic, PerInput};
 use crate::attribution::order::{Held, Pushed, Reorder};
-use crate::attribution::{click_user, Attribution, Engine, Input, State};
+use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::ids::UserId;
 use crate::telemetry::metric;
@@ -231,12 +231,10 @@ impl PartitionWork {
                     late,
                     "conversion applied"
                 );
-                // The user whose state the conversion reads and writes: its
-                // own, or its click's (repeat marks and order ids are kept
-                // under the click; `crate::event::input::partition_user`
-                // puts such conversions on the click's partition).
-                let state_user = c.uid.or_else(|| c.click.map(|k| click_user(k.event_id)));
-                let Some(uid) = state_user else {
+                // The user whose state the conversion reads and writes
+                // (`crate::event::input::partition_user` puts it on that
+                // user's partition).
+                let Some(uid) = c.state_user() else {
                     // No state, so nothing a re-read could answer differently.
                     let mut record = self.engine.apply(held.input)?;
                     record.late = late;

@@ -1,0 +1,294 @@
+//! `POST /v1/conversions` end to end: an advertiser's server reports
+//! conversions with its key, pixeld answers per item, and what Kafka
+//! received is attributed like any conversion (real tansu, pixeld in this
+//! process).
+
+mod common;
+
+use bytes::Bytes;
+use common::{assert_schema, consume, Broker, Consumed, Server};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+const KEY: &str = "shoes-server-key-0123456789";
+const UA: (&str, &str) = ("user-agent", common::BROWSER_UA);
+
+/// The example config with a second advertiser (200, pixel 9001) and a key
+/// that may report advertiser 100's pixels only.
+fn config(brokers: &str) -> pixeld::config::Config {
+    let mut text = common::config_text(&[]);
+    text.push_str(&format!(
+        r#"
+[[advertisers]]
+id = 200
+name = "Other Hats"
+
+[[conversion_pixels]]
+id = 9001
+advertiser = 200
+name = "Hats purchase"
+
+[[api_keys]]
+id = "shoes-shop"
+secret = "{KEY}"
+advertisers = [100]
+"#
+    ));
+    let mut cfg = pixeld::config::parse(&text, "test").unwrap();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.partitions = 1;
+    cfg.kafka.linger_ms = 1;
+    cfg.server.data_dir = common::fresh_dir();
+    cfg.click_trackers[0].append_click_id = true;
+    cfg
+}
+
+struct Answer {
+    status: u16,
+    json: Value,
+}
+
+async fn post(server: &Server, auth: Option<&str>, ctype: &str, body: Vec<u8>) -> Answer {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::post(format!("http://{}/v1/conversions", server.addr))
+        .header("content-type", ctype);
+    if let Some(key) = auth {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {bytes:?}"));
+    Answer { status, json }
+}
+
+async fn post_items(server: &Server, items: Value) -> Answer {
+    let body = serde_json::to_vec(&json!({ "conversions": items })).unwrap();
+    post(server, Some(KEY), "application/json", body).await
+}
+
+/// A click through tracker 21378: its landing URL's `pxclid`.
+async fn click_id(server: &Server) -> String {
+    let r = server
+        .get(
+            "/clktrb?id=21378&redir=https%3A%2F%2Fshop.example.com%2Fdone",
+            &[UA],
+        )
+        .await;
+    assert_eq!(r.status, 302);
+    let location = r.header("location").unwrap();
+    location
+        .strip_prefix("https://shop.example.com/done?pxclid=")
+        .unwrap_or_else(|| panic!("{location}"))
+        .to_string()
+}
+
+fn record_of<'a>(records: &'a [Consumed], event_id: &str) -> &'a Value {
+    &records
+        .iter()
+        .find(|r| r.json["conversion_event_id"] == event_id)
+        .unwrap_or_else(|| panic!("no record for {event_id}"))
+        .json
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_answered_item_by_item_and_its_accepted_items_are_attributed() {
+    let broker = Broker::start();
+    let server = Server::start(config(&broker.addr)).await;
+    let clid = click_id(&server).await;
+    // The sale, reported a moment after the click, with its own time.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let ts = now_ms() - 20;
+    let a = post_items(
+        &server,
+        json!([
+            { "pixel_id": 7313, "clid": clid, "order_id": "S1", "value": "25.50", "ts": ts },
+            { "pixel_id": 9001, "clid": clid, "order_id": "S2" },
+            { "pixel_id": 7313, "uid": "0123456789abcdef0123456789abcdef", "value": 12 },
+            { "pixel_id": 7313, "clid": clid, "ts": now_ms() - 8 * 24 * 3_600_000 },
+            { "pixel_id": 7313, "clid": clid, "ts": now_ms() + 3_600_000 },
+            { "pixel_id": 7313 },
+            { "pixel_id": 4, "clid": clid },
+            { "pixel_id": 7313, "clid": "AAAAAAAAAAAAAAAAAAAAAAAA" },
+            { "pixel_id": 7313, "clid": clid, "value": "ten" },
+            { "pixel_id": 7313, "clid": clid, "oder_id": "typo" }
+        ]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let statuses: Vec<(&str, &str)> = a.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().unwrap_or("");
+            (r["status"].as_str().unwrap(), reason)
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("accepted", ""),
+            ("rejected", "pixel_not_allowed"),
+            ("accepted", ""),
+            ("rejected", "too_old"),
+            ("rejected", "in_the_future"),
+            ("rejected", "no_identity"),
+            ("rejected", "unknown_pixel"),
+            ("rejected", "clid_invalid"),
+            ("rejected", "value_invalid"),
+            ("rejected", "malformed"),
+        ],
+        "{}",
+        a.json
+    );
+    assert_eq!(a.json["accepted"], 2);
+    assert_eq!(a.json["rejected"], 8);
+    let accepted: Vec<String> = [0, 2]
+        .iter()
+        .map(|&i| a.json["results"][i]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let metrics = server.admin_get("/metrics").await;
+    let metrics = std::str::from_utf8(&metrics.body).unwrap().to_string();
+    server.stop().await;
+
+    let clicks = consume(&broker.addr, "pixel.clicks", 1);
+    let convs = consume(&broker.addr, "pixel.conversions", 2);
+    assert_eq!(convs.len(), 2, "only the accepted items are events");
+    for c in &convs {
+        assert_schema(&c.json);
+        assert_eq!(c.json["source"], "server");
+        assert_eq!(c.json["api_key"], "shoes-shop");
+    }
+    let first = &convs[0].json;
+    assert_eq!(first["event_id"], accepted[0].as_str());
+    assert_eq!(first["ts"], ts, "the item's own time is the event time");
+    assert!(first["received_ts"].as_u64().unwrap() >= ts + 20);
+    assert_eq!(first["value_micros"], 25_500_000);
+    assert_eq!(first["order_id"], "S1");
+    assert_eq!(convs[1].json["value_micros"], 12_000_000);
+
+    let records = consume(&broker.addr, "pixel.attributions", 2);
+    let by_click = record_of(&records, &accepted[0]);
+    assert_eq!(by_click["attributed"], true, "{by_click}");
+    assert_eq!(by_click["matched_by"], "click_id");
+    assert_eq!(by_click["touch_event_id"], clicks[0].json["event_id"]);
+    let by_uid = record_of(&records, &accepted[1]);
+    assert_eq!(by_uid["attributed"], false, "the uid never touched an ad");
+
+    let line = |needle: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("api_items_total") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no api_items_total line with {needle}:\n{metrics}"))
+            .to_string()
+    };
+    assert!(line("result=\"accepted\"").ends_with(" 2"));
+    assert!(line("result=\"too_old\"").contains("key=\"shoes-shop\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_requests_are_refused_with_a_precise_status_and_reason() {
+    let broker = Broker::start();
+    let server = Server::start(config(&broker.addr)).await;
+    let one = br#"{"conversions":[{"pixel_id":7313,"uid":"0123456789abcdef0123456789abcdef"}]}"#;
+    let json = "application/json";
+
+    for auth in [None, Some("wrong-key-0123456789abcdef"), Some("")] {
+        let a = post(&server, auth, json, one.to_vec()).await;
+        assert_eq!(a.status, 401, "{auth:?}");
+        assert!(a.json["error"].as_str().unwrap().contains("Bearer"));
+    }
+    let a = post(&server, Some(KEY), json, b"{\"conversions\": [".to_vec()).await;
+    assert_eq!((a.status, a.json["error"].is_string()), (400, true));
+    let a = post(&server, Some(KEY), json, br#"{"items": []}"#.to_vec()).await;
+    assert_eq!(a.status, 400);
+    let a = post(&server, Some(KEY), "text/plain", one.to_vec()).await;
+    assert_eq!(a.status, 415, "{}", a.json);
+
+    let item = json!({ "pixel_id": 7313, "uid": "0123456789abcdef0123456789abcdef" });
+    let many = vec![item; 1001];
+    let a = post_items(&server, Value::Array(many)).await;
+    assert_eq!(a.status, 413, "{}", a.json);
+    let mut big = br#"{"conversions":[{"pixel_id":7313,"other":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 2 << 20));
+    big.extend(br#""}]}"#);
+    let a = post(&server, Some(KEY), json, big).await;
+    assert_eq!(a.status, 413, "{}", a.json);
+
+    // Nothing refused became an event: only this one is on the topic.
+    let a = post(&server, Some(KEY), json, one.to_vec()).await;
+    assert_eq!(a.status, 200);
+    let id = a.json["results"][0]["event_id"].as_str().unwrap().to_string();
+    server.stop().await;
+    let convs = common::consume_all(
+        &broker.addr,
+        "pixel.conversions",
+        std::time::Duration::from_secs(3),
+        std::time::Duration::from_secs(30),
+    );
+    let ids: Vec<&Value> = convs.iter().map(|c| &c.json["event_id"]).collect();
+    assert_eq!(ids, [&Value::from(id)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_and_a_server_reporting_one_order_count_it_once() {
+    let broker = Broker::start();
+    let server = Server::start(config(&broker.addr)).await;
+    let clid = click_id(&server).await;
+    // The thank-you page, in a browser that kept no cookie of pixeld's,
+    // reloaded once; then the shop's server reports the same order.
+    for _ in 0..2 {
+        let r = server
+            .get(&format!("/px?id=7313&clid={clid}&order_id=A1"), &[UA])
+            .await;
+        assert!(r.status == 200 || r.status == 302);
+    }
+    let a = post_items(
+        &server,
+        json!([
+            { "pixel_id": 7313, "clid": clid, "order_id": "A1", "value": "30" },
+            { "pixel_id": 7313, "clid": clid, "order_id": "A2", "value": "5" }
+        ]),
+    )
+    .await;
+    assert_eq!(a.json["accepted"], 2, "{}", a.json);
+    server.stop().await;
+
+    let convs = consume(&broker.addr, "pixel.conversions", 4);
+    assert_eq!(convs.len(), 4);
+    let sources: Vec<&Value> = convs.iter().map(|c| &c.json["source"]).collect();
+    assert_eq!(sources, ["browser", "browser", "server", "server"]);
+    let records = consume(&broker.addr, "pixel.attributions", 4);
+    let verdicts: Vec<(bool, Value)> = convs
+        .iter()
+        .map(|c| {
+            let r = record_of(&records, c.json["event_id"].as_str().unwrap());
+            (r["counted"] != false, r["reason"].clone())
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (true, Value::Null),
+            (false, "duplicate".into()),
+            (false, "duplicate".into()),
+            (true, Value::Null),
+        ],
+        "{records:?}"
+    );
+}
