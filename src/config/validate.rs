@@ -310,7 +310,11 @@ fn api_keys(cfg: &Config, advertisers: &HashSet<AdvertiserId>, r: &mut Report) {
             exists(advertisers, *a, &path, "advertisers", r);
         }
     }
-    let secrets: Vec<_> = cfg.api_keys.iter().filter_map(|k| k.secret.as_ref()).collect();
+    let secrets: Vec<_> = cfg
+        .api_keys
+        .iter()
+        .filter_map(|k| k.secret.as_ref())
+        .collect();
     for (i, s) in secrets.iter().enumerate() {
         if secrets[..i].contains(s) {
             r.add(

@@ -267,15 +267,15 @@ impl AttributionInput {
                     None => None,
                 };
                 Some(AttributionInput::Conversion(ConversionInput {
-                uid: conversion_user(uid, e.new_uid, click.as_ref()),
-                click,
-                event_id,
-                ts_ms: e.ts,
-                pixel: PixelId(e.pixel_id?),
-                advertiser: AdvertiserId(e.advertiser_id?),
-                order_id: e.order_id.as_deref().and_then(OrderId::new),
-                value_micros: e.value_micros,
-            }))
+                    uid: conversion_user(uid, e.new_uid, click.as_ref()),
+                    click,
+                    event_id,
+                    ts_ms: e.ts,
+                    pixel: PixelId(e.pixel_id?),
+                    advertiser: AdvertiserId(e.advertiser_id?),
+                    order_id: e.order_id.as_deref().and_then(OrderId::new),
+                    value_micros: e.value_micros,
+                }))
             }
         }
     }

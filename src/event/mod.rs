@@ -19,8 +19,8 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use crate::ids::{
-    AdvertiserId, ApiKeyName, ClickTrackerId, EventId, LineItemId, MemberId, PixelId, PlacementId, PublisherId,
-    SegmentId, TrackerId, UserId,
+    AdvertiserId, ApiKeyName, ClickTrackerId, EventId, LineItemId, MemberId, PixelId, PlacementId,
+    PublisherId, SegmentId, TrackerId, UserId,
 };
 
 /// Version of the event format; bumped on incompatible changes.
@@ -166,7 +166,10 @@ pub enum ConversionSource {
     Browser,
     /// The advertiser's server called `POST /v1/conversions`: the event
     /// time is the conversion's own (`ts`), and this is when it came.
-    Server { received_ts_ms: u64, api_key: ApiKeyName },
+    Server {
+        received_ts_ms: u64,
+        api_key: ApiKeyName,
+    },
 }
 
 /// A segment pixel firing.

@@ -162,7 +162,10 @@ fn api_call<B>(req: &Request<B>, app: &App, route: Option<&Route>) -> Option<Res
     }
     if req.method() != Method::POST {
         metric::api_request(api.label(), "none", 405);
-        return Some(counted(response::method_not_allowed(), "method_not_allowed"));
+        return Some(counted(
+            response::method_not_allowed(),
+            "method_not_allowed",
+        ));
     }
     None
 }

@@ -259,12 +259,18 @@ mod tests {
     fn event_time_is_bounded_on_both_sides() {
         let now = 1_764_000_000_000;
         assert_eq!(event_time(None, now), Ok(now));
-        assert_eq!(event_time(Some(now - MAX_AGE_MS), now), Ok(now - MAX_AGE_MS));
+        assert_eq!(
+            event_time(Some(now - MAX_AGE_MS), now),
+            Ok(now - MAX_AGE_MS)
+        );
         assert_eq!(
             event_time(Some(now - MAX_AGE_MS - 1), now),
             Err(Rejection::TooOld)
         );
-        assert_eq!(event_time(Some(now + MAX_AHEAD_MS), now), Ok(now + MAX_AHEAD_MS));
+        assert_eq!(
+            event_time(Some(now + MAX_AHEAD_MS), now),
+            Ok(now + MAX_AHEAD_MS)
+        );
         assert_eq!(
             event_time(Some(now + MAX_AHEAD_MS + 1), now),
             Err(Rejection::InTheFuture)

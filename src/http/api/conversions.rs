@@ -75,7 +75,11 @@ where
     };
     let name = key.name;
     let refused = |r: Refusal| {
-        metric::api_request(ApiRoute::Conversions.label(), name.as_str(), r.status.as_u16());
+        metric::api_request(
+            ApiRoute::Conversions.label(),
+            name.as_str(),
+            r.status.as_u16(),
+        );
         r.response()
     };
     let bytes = match body::read_json(req).await {
@@ -94,12 +98,11 @@ where
     response::json(StatusCode::OK, results(&outcomes))
 }
 
+/// Each item's outcome, and the receipts of the accepted ones by index.
+type Checked = (Vec<Outcome>, Vec<(usize, Receipt)>);
+
 /// Every item checked, and the accepted ones handed to the delivery.
-fn accept(
-    bytes: &[u8],
-    key: &ApiKey,
-    app: &App,
-) -> Result<(Vec<Outcome>, Vec<(usize, Receipt)>), Refusal> {
+fn accept(bytes: &[u8], key: &ApiKey, app: &App) -> Result<Checked, Refusal> {
     let batch: Batch<'_> = serde_json::from_slice(bytes).map_err(|_| NOT_A_BATCH)?;
     if batch.conversions.len() > MAX_ITEMS {
         return Err(TOO_MANY);

@@ -77,7 +77,9 @@ mod tests {
     #[test]
     fn only_the_whole_secret_as_a_bearer_token_authenticates() {
         let keys = keys();
-        let key = keys.authenticate(&with("Bearer 0123456789abcdef0123")).unwrap();
+        let key = keys
+            .authenticate(&with("Bearer 0123456789abcdef0123"))
+            .unwrap();
         assert_eq!(key.name.as_str(), "shop");
         assert_eq!(key.advertisers, [AdvertiserId(100)]);
         for bad in [
