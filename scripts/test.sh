@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian's Chromium and its ChromeDriver (tests/browser.rs drives them),
 # Prometheus and promtool (tests/deploy.rs), systemd-analyze (the unit).
-scripts/deps.sh chromium chromium-driver prometheus systemd
+scripts/deps.sh chromium chromium-driver prometheus systemd curl
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 

@@ -70,6 +70,10 @@ enum Command {
         pixel: Option<u32>,
         #[arg(long, group = "what")]
         segment: Option<u32>,
+        /// A `curl` example of a server-side conversion for this pixel
+        /// (`POST /v1/conversions`).
+        #[arg(long, group = "what")]
+        s2s: Option<u32>,
         /// The advertiser's site-wide snippet that keeps a click id from
         /// the landing page's URL for conversions on later pages.
         #[arg(long, group = "what")]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
             click_tracker,
             pixel,
             segment,
+            s2s,
             landing,
             js,
             consent,
@@ -158,15 +163,16 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let what = match (tracker, click_tracker, pixel, segment) {
+            let what = match (tracker, click_tracker, pixel, segment, s2s) {
                 (Some(id), ..) => TagFor::Tracker(TrackerId(id)),
                 (_, Some(id), ..) => TagFor::ClickTracker(ClickTrackerId(id)),
-                (_, _, Some(id), _) => TagFor::Pixel(PixelId(id)),
-                (.., Some(id)) => TagFor::Segment(SegmentId(id)),
+                (_, _, Some(id), ..) => TagFor::Pixel(PixelId(id)),
+                (_, _, _, Some(id), _) => TagFor::Segment(SegmentId(id)),
+                (.., Some(id)) => TagFor::ServerConversion(PixelId(id)),
                 _ if landing => TagFor::Landing,
                 _ => {
                     eprintln!(
-                        "name one of --tracker, --click-tracker, --pixel, --segment, --landing"
+                        "name one of --tracker, --click-tracker, --pixel, --segment, --s2s, --landing"
                     );
                     return ExitCode::from(2);
                 }

@@ -11,6 +11,9 @@ pub enum TagFor {
     ClickTracker(ClickTrackerId),
     Pixel(PixelId),
     Segment(SegmentId),
+    /// A `curl` call of `POST /v1/conversions` reporting this pixel from an
+    /// advertiser's server.
+    ServerConversion(PixelId),
     /// The advertiser's site-wide snippet that keeps a click id from the
     /// landing URL (for conversions on later pages).
     Landing,
@@ -76,6 +79,7 @@ pub fn tag(cfg: &Config, what: TagFor, form: TagForm) -> Result<String, String> 
                 format!("<!-- Conversion Pixel - DO NOT MODIFY --> <img src=\"{base}/px?id={id}{consent}&t=2\" width=\"1\" height=\"1\" /> <!-- End of Conversion Pixel -->")
             })
         }
+        TagFor::ServerConversion(id) => server_conversion(cfg, base, id),
         TagFor::Landing => {
             let longest = cfg
                 .conversion_pixels
@@ -99,6 +103,37 @@ pub fn tag(cfg: &Config, what: TagFor, form: TagForm) -> Result<String, String> 
             })
         }
     }
+}
+
+/// A ready `curl` example of `POST /v1/conversions` for one pixel, naming
+/// the keys that may report it (a secret is never printed: the example reads
+/// it from `$PIXELD_API_KEY`).
+fn server_conversion(cfg: &Config, base: &str, id: PixelId) -> Result<String, String> {
+    let Some(pixel) = cfg.conversion_pixels.iter().find(|p| p.id == id) else {
+        return Err(format!("conversion pixel {id} is not in the config"));
+    };
+    let keys: Vec<&str> = cfg
+        .api_keys
+        .iter()
+        .filter(|k| k.advertisers.contains(&pixel.advertiser))
+        .map(|k| k.id.as_str())
+        .collect();
+    if keys.is_empty() {
+        return Err(format!(
+            "no [[api_keys]] entry may report pixel {id}: add one with advertisers = [{}]",
+            pixel.advertiser
+        ));
+    }
+    let param = &cfg.redirect.click_id_param;
+    Ok(format!(
+        "# Pixel {id} from the advertiser's server; PIXELD_API_KEY holds the secret of api key {keys}.\n\
+         # clid: the landing URL's {param} (or the _{param} cookie); ts: the sale's time in ms.\n\
+         curl -sS {base}/v1/conversions \\\n  \
+         -H \"Authorization: Bearer $PIXELD_API_KEY\" \\\n  \
+         -H 'Content-Type: application/json' \\\n  \
+         -d '{{\"conversions\": [{{\"pixel_id\": {id}, \"clid\": \"CLICK_ID\", \"order_id\": \"ORDER_ID\", \"value\": \"19.99\", \"ts\": 1795650569700}}]}}'",
+        keys = keys.join(" or "),
+    ))
 }
 
 /// The conversion pixel's JavaScript form. A click tracker with

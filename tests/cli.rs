@@ -154,6 +154,15 @@ fn tags_prints_the_exportable_tag_on_the_public_url() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // The example config has no [[api_keys]]: the answer says how to add one.
+    let out = Command::new(BIN)
+        .args(["tags", "--config", EXAMPLE, "--s2s", "7313"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("no [[api_keys]] entry may report pixel 7313: add one with advertisers = [100]"));
 }
 
 /// `pixeld serve` on the embedded default: it logs a kcat command, serves,

@@ -311,3 +311,57 @@ async fn a_browser_and_a_server_reporting_one_order_count_it_once() {
         "{records:?}"
     );
 }
+
+/// `pixeld tags --s2s` prints a call an advertiser can run as it is: with
+/// its click id, order id and time filled in, the printed `curl` is
+/// accepted and the conversion is credited to the click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_curl_example_reports_a_conversion() {
+    let broker = Broker::start();
+    let mut cfg = config_with_key(&broker.addr, "curl-shop");
+    let server = Server::start(cfg.clone()).await;
+    cfg.server.public_url = format!("http://{}", server.addr);
+    let example = pixeld::tags::tag(
+        &cfg,
+        pixeld::tags::TagFor::ServerConversion(pixeld::ids::PixelId(7313)),
+        Default::default(),
+    )
+    .unwrap();
+    assert!(example.contains("api key curl-shop"), "{example}");
+    assert!(!example.contains(KEY), "the secret is never printed");
+    let clid = click_id(&server).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let ts = now_ms() - 10;
+    let script = example
+        .replace("CLICK_ID", &clid)
+        .replace("ORDER_ID", "C1")
+        .replace("1795650569700", &ts.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("PIXELD_API_KEY", KEY)
+            .output()
+            .expect("bash and curl (the test command installs curl)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let event_id = answer["results"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.stop().await;
+
+    let records = consume(&broker.addr, "pixel.attributions", 1);
+    let record = record_of(&records, &event_id);
+    assert_eq!(record["matched_by"], "click_id", "{record}");
+    assert_eq!(record["order_id"], "C1");
+    assert_eq!(record["value_micros"], 19_990_000);
+}
