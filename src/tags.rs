@@ -158,9 +158,11 @@ s.src=\"{src}\"+(v?\"&clid=\"+v:\"\");\
 /// from the URL can leave the pattern.
 fn keep_click_id(param: &str, max_age_secs: u64) -> String {
     format!(
-        "var k=\"_{param}\",v=(location.search.match(/[?&]{param}=([A-Za-z0-9_-]{{20,60}})(?:&|$)/)||[])[1];\
+        "var k=\"_{param}\",v=(location.search.match(/[?&]{param}=([A-Za-z0-9_-]{{20,{max}}})(?:&|$)/)||[])[1];\
 if(v){{document.cookie=k+\"=\"+v+\"; Max-Age={max_age_secs}; Path=/; SameSite=Lax\";}}\
-else{{v=(document.cookie.match(new RegExp(\"(?:^|; )\"+k+\"=([A-Za-z0-9_-]{{20,60}})\"))||[])[1];}}"
+else{{v=(document.cookie.match(new RegExp(\"(?:^|; )\"+k+\"=([A-Za-z0-9_-]{{20,{max}}})\"))||[])[1];}}",
+        // Click ids of version 2 carry the clicker's id: up to 82 chars.
+        max = crate::pixel::click_id::MAX_TOKEN_CHARS
     )
 }
 
@@ -216,7 +218,7 @@ mod tests {
         let t = tag(&cfg(None), TagFor::Pixel(PixelId(7313)), form).unwrap();
         // 7313: post_click_minutes = 20160 (14 days).
         assert!(t.contains("Max-Age=1209600"), "{t}");
-        assert!(t.contains("[?&]pxclid=([A-Za-z0-9_-]{20,60})"), "{t}");
+        assert!(t.contains("[?&]pxclid=([A-Za-z0-9_-]{20,82})"), "{t}");
         assert!(t.contains("\"&clid=\"+v"), "{t}");
         assert!(t.contains("/px?id=7313&t=1"), "{t}");
         let keeper = tag(&cfg(None), TagFor::Landing, TagForm::default()).unwrap();

@@ -148,7 +148,10 @@ async fn a_signed_click_id_credits_a_conversion_that_came_without_a_cookie() {
         .strip_prefix("https://shop.example.com/item?id=9&pxclid=")
         .unwrap_or_else(|| panic!("{location}"))
         .to_string();
-    assert!(token.len() <= 48, "{token}");
+    assert!(
+        token.len() <= pixeld::pixel::click_id::MAX_TOKEN_CHARS,
+        "{token}"
+    );
     // The advertiser's page hands it back; no cookie: another browser
     // context, as with third-party cookies blocked.
     server
