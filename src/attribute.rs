@@ -103,6 +103,7 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
                     InputTopic::Clicks => &t.clicks,
                     InputTopic::Conversions => &t.conversions,
                     InputTopic::Segments => &t.segments,
+                    InputTopic::Adjustments => &t.adjustments,
                 }
                 .clone()
             }),

@@ -12,7 +12,9 @@
 //! every other event. Between inputs (every 1024 inputs of a
 //! backlog at most) it sweeps expired state and snapshots to `data_dir`.
 
+pub mod adjust;
 pub mod cluster;
+mod dedup;
 pub mod order;
 pub mod record;
 pub mod rules;
@@ -43,6 +45,7 @@ use crate::event::EventType;
 use crate::ids::PixelId;
 use crate::journal::{Cursor, Journal};
 use crate::telemetry::{metric, now_ms};
+use dedup::Dedup;
 
 /// What the engine is told: derived from an event, below both the engine
 /// and the journal ([`crate::event::input`]).
@@ -61,7 +64,7 @@ impl Engine {
         Engine { state, catalog }
     }
 
-    /// Applies one input; a conversion yields its record.
+    /// Applies one input; a conversion or an adjustment yields its record.
     pub fn apply(&self, input: Input) -> Option<Attribution> {
         match input {
             Input::Touch(t) => {
@@ -74,6 +77,7 @@ impl Engine {
                 self.state.forget(f.uid);
                 None
             }
+            Input::Adjustment(a) => Some(self.adjust(a)),
         }
     }
 
@@ -90,27 +94,20 @@ impl Engine {
                 credit: None,
                 reason: Some(Reason::NoUid),
             };
-            return Attribution {
-                conversion,
-                decision,
-                late: false,
-            };
+            return Attribution::of(conversion, decision);
         };
         let catalog = self.catalog.load();
         let pixel = catalog.conversion_pixels.get(&conversion.pixel);
         // Deduplication comes before the repeat rule: a duplicate neither
         // counts nor marks.
-        if self.duplicate(uid, &conversion, pixel) {
+        let dedup = Dedup::of(&conversion, pixel);
+        if dedup.is_some_and(|d| d.seen(&self.state, uid, &conversion)) {
             let decision = Decision {
                 counted: false,
                 credit: None,
                 reason: Some(Reason::Duplicate),
             };
-            return Attribution {
-                conversion,
-                decision,
-                late: false,
-            };
+            return Attribution::of(conversion, decision);
         }
         let last = self.state.last_counted(uid, conversion.pixel);
         let decision = if conversion.uid.is_some() {
@@ -124,41 +121,25 @@ impl Engine {
             self.state
                 .mark_counted(uid, conversion.pixel, conversion.ts_ms);
         }
-        Attribution {
-            conversion,
-            decision,
-            late: false,
+        if let Some(d) = dedup {
+            d.remember(&self.state, uid, &conversion, decision);
         }
+        Attribution::of(conversion, decision)
     }
 
-    /// Whether `conversion`'s order id was already seen for this pixel and
-    /// user within the pixel's `dedup_minutes`; if not, it is remembered.
-    fn duplicate(
-        &self,
-        uid: crate::ids::UserId,
-        conversion: &ConversionInput,
-        pixel: Option<&crate::config::ConversionPixel>,
-    ) -> bool {
-        let (Some(order), Some(p)) = (conversion.order_id, pixel) else {
-            return false;
+    /// An adjustment, answered from the outcome remembered with its order
+    /// (kept as long as the pixel deduplicates: `dedup_minutes`).
+    fn adjust(&self, a: crate::event::AdjustmentInput) -> Attribution {
+        let verdict = match (a.conversion.state_user(), a.conversion.order_id) {
+            (Some(uid), Some(order)) => {
+                self.state
+                    .with_order(uid, a.conversion.pixel, order.fingerprint(), |outcome| {
+                        adjust::apply(outcome, &a)
+                    })
+            }
+            _ => adjust::apply(None, &a),
         };
-        if p.dedup_ms == 0 {
-            return false;
-        }
-        let order = order.fingerprint();
-        if self
-            .state
-            .order_seen(uid, conversion.pixel, order, conversion.ts_ms, p.dedup_ms)
-        {
-            return true;
-        }
-        let mark = state::OrderMark {
-            pixel: conversion.pixel,
-            order,
-            ts_ms: conversion.ts_ms,
-        };
-        self.state.remember_order(uid, mark);
-        false
+        Attribution::of_adjustment(a.conversion, verdict)
     }
 
     /// Drops what no pixel's window can reach any more.

@@ -1,5 +1,6 @@
 //! The attribution record published for every conversion.
 
+use super::adjust::Verdict;
 use super::rules::Decision;
 pub use crate::event::{ConversionInput, OrderId};
 use crate::event::{EventType, JsonWriter, VERSION};
@@ -16,11 +17,56 @@ pub struct Attribution {
     /// Applied after the grace period let later events through (cluster
     /// engine only): its decision may differ from the time-ordered one.
     pub late: bool,
+    /// Set when the input was an adjustment: what it did to the order.
+    /// Its `conversion` is then the adjustment (its event id and time, and
+    /// the order it names).
+    pub adjustment: Option<Verdict>,
 }
 
 impl Attribution {
+    /// A conversion's record, on time.
+    pub fn of(conversion: ConversionInput, decision: Decision) -> Attribution {
+        Attribution {
+            conversion,
+            decision,
+            late: false,
+            adjustment: None,
+        }
+    }
+
+    /// An adjustment's record: never counted as a conversion of its own;
+    /// it carries the original's credit when it applied.
+    pub fn of_adjustment(adjustment: ConversionInput, verdict: Verdict) -> Attribution {
+        Attribution {
+            conversion: adjustment,
+            decision: Decision {
+                counted: false,
+                credit: verdict.credit,
+                reason: verdict.refused,
+            },
+            late: false,
+            adjustment: Some(verdict),
+        }
+    }
+
+    /// What the record adds to a report summed per line item: a counted
+    /// conversion adds 1 and its value, an adjustment its deltas.
+    pub fn deltas(&self) -> (i32, i64) {
+        match &self.adjustment {
+            Some(v) => (v.conversions_delta, v.value_delta_micros),
+            None if self.decision.counted => (1, self.conversion.value_micros.unwrap_or(0) as i64),
+            None => (0, 0),
+        }
+    }
+
     /// The `result` label of `attribution_records_total`.
     pub fn result(&self) -> &'static str {
+        if let Some(v) = &self.adjustment {
+            return match v.refused {
+                Some(r) => r.as_str(),
+                None => v.kind.as_str(),
+            };
+        }
         match (self.decision.credit, self.decision.reason) {
             (Some(c), _) => c.kind.as_str(),
             (None, Some(r)) => r.as_str(),
@@ -82,8 +128,22 @@ impl Attribution {
             }
         }
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
-        w.opt_u64("value_micros", c.value_micros);
+        let value = self.adjustment.map_or(c.value_micros, |v| v.value_micros);
+        w.opt_u64("value_micros", value);
         w.bool("late", self.late);
+        let adjusts = self.adjustment.and_then(|v| v.original);
+        w.opt_str("adjustment", self.adjustment.map(|v| v.kind.as_str()));
+        w.opt_str(
+            "adjusts",
+            adjusts
+                .map(|id| EventId::derive(id, DERIVE_TAG).to_hyphenated())
+                .as_ref()
+                .map(|h| h.as_str()),
+        );
+        w.bool("retracted", self.adjustment.is_some_and(|v| v.retracted));
+        let (conversions, value) = self.deltas();
+        w.i64("conversions_delta", conversions as i64);
+        w.i64("value_delta_micros", value);
         w.end();
     }
 }

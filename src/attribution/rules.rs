@@ -67,6 +67,13 @@ pub enum Reason {
     /// `dedup_minutes`: the same sale reported again (a reload, the page
     /// and the shop's server both).
     Duplicate,
+    /// An adjustment for an order the engine does not know: never seen,
+    /// or only outside its pixel's `dedup_minutes`.
+    UnknownOrder,
+    /// An adjustment for an order whose conversion was not counted.
+    NotCounted,
+    /// An adjustment for an order already retracted.
+    AlreadyRetracted,
 }
 
 impl Reason {
@@ -78,6 +85,9 @@ impl Reason {
             Reason::OutsideWindow => "outside_window",
             Reason::Repeat => "repeat",
             Reason::Duplicate => "duplicate",
+            Reason::UnknownOrder => "unknown_order",
+            Reason::NotCounted => "not_counted",
+            Reason::AlreadyRetracted => "already_retracted",
         }
     }
 }

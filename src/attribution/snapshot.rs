@@ -6,15 +6,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::state::{LineItemTouches, State};
-use super::wire::{put_mark, Reader};
+use super::wire::{put_mark, put_order, Reader};
 use crate::ids::{PixelId, UserId};
 
 const MAGIC: &[u8; 8] = b"PXDATTR\0";
 /// Bumped whenever the layout below changes; older files are ignored.
-/// 2: the journal position the state covers follows the version.
-pub const FORMAT_VERSION: u32 = 3;
+/// 2: the journal position the state covers follows the version. 3: order
+/// ids. 4: their outcomes ([`super::wire::put_order`]).
+pub const FORMAT_VERSION: u32 = 4;
 /// The version before order ids (read, never written).
 const WITHOUT_ORDERS: u32 = 2;
+/// The version with order ids but no outcomes (read, never written).
+const WITHOUT_OUTCOMES: u32 = 3;
 
 /// The snapshot file inside `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -50,9 +53,7 @@ pub fn encode(state: &State, applied: u64) -> Vec<u8> {
     out.extend_from_slice(&(orders.len() as u64).to_le_bytes());
     for (uid, o) in orders {
         out.extend_from_slice(&uid.0.to_le_bytes());
-        out.extend_from_slice(&o.pixel.0.to_le_bytes());
-        out.extend_from_slice(&o.order.to_le_bytes());
-        out.extend_from_slice(&o.ts_ms.to_le_bytes());
+        put_order(&mut out, &o, true);
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -68,7 +69,7 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let mut r = Reader::new(body, 8);
     let version = r.u32()?;
-    if version != FORMAT_VERSION && version != WITHOUT_ORDERS {
+    if !(WITHOUT_ORDERS..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
             "format version {version}, this pixeld reads {FORMAT_VERSION}"
         ));
@@ -103,15 +104,10 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
         counted.push(((uid, pixel), r.u64()?));
     }
     let mut orders = Vec::new();
-    if version == FORMAT_VERSION {
+    if version >= WITHOUT_OUTCOMES {
         for _ in 0..r.u64()? {
             let uid = UserId(r.u128()?);
-            let mark = crate::attribution::state::OrderMark {
-                pixel: PixelId(r.u32()?),
-                order: r.u64()?,
-                ts_ms: r.u64()?,
-            };
-            orders.push((uid, mark));
+            orders.push((uid, r.order(version == FORMAT_VERSION)?));
         }
     }
     if !r.done() {
@@ -188,6 +184,17 @@ mod tests {
                 pixel: PixelId(7313),
                 order: 42,
                 ts_ms: 5_000,
+                outcome: Some(crate::attribution::state::OrderOutcome {
+                    conversion: EventId::new_v7(5_000).into(),
+                    decision: crate::attribution::Decision {
+                        counted: true,
+                        credit: None,
+                        reason: Some(crate::attribution::Reason::NoTouch),
+                    },
+                    value_micros: Some(3_000_000),
+                    retracted: false,
+                    applied: [None; 2],
+                }),
             },
         );
         s
@@ -206,6 +213,7 @@ mod tests {
         );
         assert_eq!(back.last_counted(UserId(1), PixelId(7313)), Some(5_000));
         assert!(back.order_seen(UserId(1), PixelId(7313), 42, 5_000, 0));
+        assert_eq!(back.orders_of(UserId(1)), s.orders_of(UserId(1)));
         assert_eq!(back.entries(), s.entries());
     }
 

@@ -346,11 +346,7 @@ fn the_record_id_is_derived_from_the_conversion_and_stable() {
     let a = convert(&e, 105, T0);
     let b = convert(&e, 105, T0);
     assert_ne!(a.event_id(), b.event_id());
-    let again = Attribution {
-        conversion: a.conversion,
-        decision: a.decision,
-        late: false,
-    };
+    let again = Attribution::of(a.conversion, a.decision);
     assert_eq!(again.event_id(), a.event_id());
     let mut buf = Vec::new();
     a.encode(&mut buf);
@@ -721,4 +717,104 @@ proptest::proptest! {
         };
         proptest::prop_assert_eq!(count(false)?, count(true)?);
     }
+}
+
+fn convert_valued(e: &Engine, ts: u64, order: &str, value: u64) -> Attribution {
+    let input = ConversionInput {
+        click: None,
+        uid: Some(U),
+        event_id: EventId::new_v7(ts),
+        ts_ms: ts,
+        pixel: PixelId(100),
+        advertiser: AdvertiserId(1),
+        order_id: crate::event::OrderId::new(order),
+        value_micros: Some(value),
+    };
+    e.apply(Input::Conversion(input)).unwrap()
+}
+
+fn adjust(
+    e: &Engine,
+    kind: crate::event::AdjustmentKind,
+    ts: u64,
+    order: &str,
+    value: Option<u64>,
+) -> Attribution {
+    let conversion = ConversionInput {
+        click: None,
+        uid: Some(U),
+        event_id: EventId::new_v7(ts),
+        ts_ms: ts,
+        pixel: PixelId(100),
+        advertiser: AdvertiserId(1),
+        order_id: crate::event::OrderId::new(order),
+        value_micros: value,
+    };
+    let input = crate::event::AdjustmentInput { kind, conversion };
+    e.apply(Input::Adjustment(input)).unwrap()
+}
+
+fn json(a: &Attribution) -> serde_json::Value {
+    let mut buf = Vec::new();
+    a.encode(&mut buf);
+    serde_json::from_slice(&buf).unwrap()
+}
+
+/// A refund and a correction of a counted order: each record names the
+/// original, carries its credit, and the sum of the deltas over every
+/// record is what the advertiser really sold.
+#[test]
+fn adjustments_name_the_original_carry_its_credit_and_net_out() {
+    use crate::event::AdjustmentKind::{Restate, Retract};
+    let e = engine();
+    touch(&e, TouchKind::Click, 10, T0);
+    let sale = convert_valued(&e, T0 + MIN, "R1", 50_000_000);
+    let other = convert_valued(&e, T0 + 2 * MIN, "R2", 30_000_000);
+    let restated = adjust(&e, Restate, T0 + 60 * MIN, "R1", Some(40_000_000));
+    let retracted = adjust(&e, Retract, T0 + 61 * MIN, "R2", None);
+    let j = json(&restated);
+    assert_eq!(j["adjustment"], "restate");
+    assert_eq!(j["adjusts"], sale.event_id().to_string());
+    assert_eq!(j["counted"], false);
+    assert_eq!(j["kind"], "post_click");
+    assert_eq!(j["line_item_id"], 10);
+    assert_eq!(j["value_micros"], 40_000_000);
+    assert_eq!(j["value_delta_micros"], -10_000_000);
+    assert_eq!(j["conversions_delta"], 0);
+    assert_eq!(j["reason"], serde_json::Value::Null);
+    let j = json(&retracted);
+    assert_eq!(j["adjusts"], other.event_id().to_string());
+    assert_eq!(j["retracted"], true);
+    assert_eq!(j["value_micros"], serde_json::Value::Null);
+    assert_eq!(j["value_delta_micros"], -30_000_000);
+    assert_eq!(j["conversions_delta"], -1);
+    let records = [&sale, &other, &restated, &retracted];
+    let (n, v) = records.iter().fold((0, 0), |(n, v), r| {
+        let (dn, dv) = r.deltas();
+        (n + dn, v + dv)
+    });
+    assert_eq!((n, v), (1, 40_000_000), "one sale of 40 is left");
+    // The retracted order cannot be adjusted again; nothing changes.
+    let again = adjust(&e, Retract, T0 + 62 * MIN, "R2", None);
+    assert_eq!(again.decision.reason, Some(Reason::AlreadyRetracted));
+    assert_eq!(again.deltas(), (0, 0));
+}
+
+#[test]
+fn an_adjustment_of_an_unknown_or_uncounted_order_changes_nothing() {
+    use crate::event::AdjustmentKind::Retract;
+    let e = engine();
+    let unknown = adjust(&e, Retract, T0, "NEVER", None);
+    assert_eq!(unknown.decision.reason, Some(Reason::UnknownOrder));
+    assert_eq!(json(&unknown)["adjusts"], serde_json::Value::Null);
+    assert_eq!(unknown.deltas(), (0, 0));
+    // An adjustment's event never teaches the engine its order.
+    let still = adjust(&e, Retract, T0 + 1, "NEVER", None);
+    assert_eq!(still.decision.reason, Some(Reason::UnknownOrder));
+    // A duplicate's adjustment applies to the order's counted original.
+    let sale = convert_valued(&e, T0 + MIN, "S1", 5_000_000);
+    convert_valued(&e, T0 + 2 * MIN, "S1", 5_000_000);
+    let r = adjust(&e, Retract, T0 + 3 * MIN, "S1", None);
+    assert_eq!(json(&r)["adjusts"], sale.event_id().to_string());
+    assert_eq!(r.deltas(), (-1, -5_000_000));
 }

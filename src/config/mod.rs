@@ -412,6 +412,9 @@ pub struct TopicsConfig {
     pub invalid: String,
     /// Attribution records. Default `pixel.attributions`.
     pub attributions: String,
+    /// Retractions and restatements (`POST /v1/adjustments`), keyed and
+    /// partitioned like conversions. Default `pixel.adjustments`.
+    pub adjustments: String,
     /// The state of `pixeld attribute`, compacted, co-partitioned with the
     /// inputs. Default `pixel.attribution-state`.
     pub attribution_state: String,
@@ -419,7 +422,7 @@ pub struct TopicsConfig {
 
 impl TopicsConfig {
     /// The names in [`crate::sink::Topic::ALL`] order.
-    pub fn names(&self) -> [&str; 6] {
+    pub fn names(&self) -> [&str; 7] {
         [
             &self.impressions,
             &self.clicks,
@@ -427,6 +430,7 @@ impl TopicsConfig {
             &self.segments,
             &self.invalid,
             &self.attributions,
+            &self.adjustments,
         ]
     }
 }
@@ -440,6 +444,7 @@ impl Default for TopicsConfig {
             segments: "pixel.segments".into(),
             invalid: "pixel.invalid".into(),
             attributions: "pixel.attributions".into(),
+            adjustments: "pixel.adjustments".into(),
             attribution_state: "pixel.attribution-state".into(),
         }
     }

@@ -497,6 +497,7 @@ fn kafka(cfg: &Config, r: &mut Report) {
         ("segments", &t.segments),
         ("invalid", &t.invalid),
         ("attributions", &t.attributions),
+        ("adjustments", &t.adjustments),
         ("attribution_state", &t.attribution_state),
     ] {
         let ok = !topic.is_empty()

@@ -59,6 +59,12 @@ impl<'b> JsonWriter<'b> {
         }
     }
 
+    pub fn i64(&mut self, k: &str, v: i64) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
     pub fn u64(&mut self, k: &str, v: u64) {
         self.key(k);
         self.buf
@@ -256,39 +262,10 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
     match &event.body {
         Body::Impression(t) => touch(&mut w, t),
         Body::Click(t) => touch(&mut w, t),
-        Body::Conversion(cv) => {
-            w.id("pixel_id", cv.pixel_id);
-            w.id("advertiser_id", cv.advertiser_id);
-            w.opt_str("order_id", cv.order_id.as_deref());
-            w.opt_u64("value_micros", cv.value_micros);
-            w.opt_str("other", cv.other.as_deref());
-            w.ids("segments_added", &cv.segments_added);
-            w.ids("segments_removed", &cv.segments_removed);
-            w.opt_str("redir", cv.redir.as_deref());
-            match &cv.click {
-                Some(k) => w.nested("click_id", |o| {
-                    o.str("event_id", k.event_id.to_hyphenated().as_str());
-                    o.id("line_item_id", k.line_item);
-                    o.id("tracker_id", k.tracker);
-                    o.id("publisher_id", k.publisher);
-                    o.opt_id("placement_id", k.placement);
-                    if let Some(user) = k.user {
-                        o.str("uid", user.to_hex().as_str());
-                    }
-                }),
-                None => w.null("click_id"),
-            }
-            match cv.source {
-                ConversionSource::Browser => w.str("source", "browser"),
-                ConversionSource::Server {
-                    received_ts_ms,
-                    api_key,
-                } => {
-                    w.str("source", "server");
-                    w.u64("received_ts", received_ts_ms);
-                    w.str("api_key", api_key.as_str());
-                }
-            }
+        Body::Conversion(cv) => conversion(&mut w, cv),
+        Body::Adjustment(a) => {
+            w.str("adjustment", a.kind.as_str());
+            conversion(&mut w, &a.conversion);
         }
         Body::Segment(s) => {
             w.objects("adds", &s.adds, |o, (id, value)| {
@@ -310,6 +287,42 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
         }
     }
     w.end();
+}
+
+/// A conversion's fields (also an adjustment's: the conversion it names).
+fn conversion(w: &mut JsonWriter<'_>, cv: &super::Conversion<'_>) {
+    w.id("pixel_id", cv.pixel_id);
+    w.id("advertiser_id", cv.advertiser_id);
+    w.opt_str("order_id", cv.order_id.as_deref());
+    w.opt_u64("value_micros", cv.value_micros);
+    w.opt_str("other", cv.other.as_deref());
+    w.ids("segments_added", &cv.segments_added);
+    w.ids("segments_removed", &cv.segments_removed);
+    w.opt_str("redir", cv.redir.as_deref());
+    match &cv.click {
+        Some(k) => w.nested("click_id", |o| {
+            o.str("event_id", k.event_id.to_hyphenated().as_str());
+            o.id("line_item_id", k.line_item);
+            o.id("tracker_id", k.tracker);
+            o.id("publisher_id", k.publisher);
+            o.opt_id("placement_id", k.placement);
+            if let Some(user) = k.user {
+                o.str("uid", user.to_hex().as_str());
+            }
+        }),
+        None => w.null("click_id"),
+    }
+    match cv.source {
+        ConversionSource::Browser => w.str("source", "browser"),
+        ConversionSource::Server {
+            received_ts_ms,
+            api_key,
+        } => {
+            w.str("source", "server");
+            w.u64("received_ts", received_ts_ms);
+            w.str("api_key", api_key.as_str());
+        }
+    }
 }
 
 fn opt_bool(w: &mut JsonWriter<'_>, k: &str, v: Option<bool>) {

@@ -102,6 +102,40 @@ pub struct ConversionInput {
     pub value_micros: Option<u64>,
 }
 
+/// What an adjustment does to the conversion it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdjustmentKind {
+    /// Withdrawn (a refund, a cancelled order).
+    Retract,
+    /// Its value changed (a partial refund, a corrected amount).
+    Restate,
+}
+
+impl AdjustmentKind {
+    pub const ALL: [AdjustmentKind; 2] = [AdjustmentKind::Retract, AdjustmentKind::Restate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustmentKind::Retract => "retract",
+            AdjustmentKind::Restate => "restate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdjustmentKind> {
+        AdjustmentKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An adjustment as the engine receives it: `conversion` names the
+/// original (its user or click, pixel and order id) and carries the
+/// adjustment's own event id and time, and for a restatement the new value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdjustmentInput {
+    pub kind: AdjustmentKind,
+    pub conversion: ConversionInput,
+}
+
 /// A browser that opted out: its state is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForgetInput {
@@ -117,6 +151,8 @@ pub enum AttributionInput {
     /// A conversion, with or without an id.
     Conversion(ConversionInput),
     Forget(ForgetInput),
+    /// A retraction or restatement of a conversion, by order id.
+    Adjustment(AdjustmentInput),
 }
 
 /// Warnings that keep an event out of attribution: a HEAD request (a link
@@ -131,6 +167,7 @@ impl AttributionInput {
             AttributionInput::Touch(t) => t.event_id.timestamp_ms(),
             AttributionInput::Conversion(c) => c.ts_ms,
             AttributionInput::Forget(f) => f.event_id.timestamp_ms(),
+            AttributionInput::Adjustment(a) => a.conversion.ts_ms,
         }
     }
 
@@ -140,6 +177,7 @@ impl AttributionInput {
             AttributionInput::Touch(t) => t.event_id,
             AttributionInput::Conversion(c) => c.event_id,
             AttributionInput::Forget(f) => f.event_id,
+            AttributionInput::Adjustment(a) => a.conversion.event_id,
         }
     }
 
@@ -182,15 +220,10 @@ impl AttributionInput {
                 t.publisher_id,
                 t.placement_id,
             ),
-            Body::Conversion(cv) => Some(AttributionInput::Conversion(ConversionInput {
-                uid: conversion_user(c.uid, c.new_uid, cv.click.as_ref()),
-                click: cv.click,
-                event_id: c.event_id,
-                ts_ms: c.ts_ms,
-                pixel: cv.pixel_id,
-                advertiser: cv.advertiser_id,
-                order_id: cv.order_id.as_deref().and_then(OrderId::new),
-                value_micros: cv.value_micros,
+            Body::Conversion(cv) => Some(AttributionInput::Conversion(conversion_input(c, cv))),
+            Body::Adjustment(a) => Some(AttributionInput::Adjustment(AdjustmentInput {
+                kind: a.kind,
+                conversion: conversion_input(c, &a.conversion),
             })),
             Body::OptOut => c.uid.map(|uid| {
                 AttributionInput::Forget(ForgetInput {
@@ -210,7 +243,11 @@ impl AttributionInput {
     pub fn from_json(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
         if !matches!(
             kind,
-            EventType::Impression | EventType::Click | EventType::Conversion | EventType::OptOut
+            EventType::Impression
+                | EventType::Click
+                | EventType::Conversion
+                | EventType::OptOut
+                | EventType::Adjustment
         ) {
             return None;
         }
@@ -266,7 +303,7 @@ impl AttributionInput {
                     }),
                     None => None,
                 };
-                Some(AttributionInput::Conversion(ConversionInput {
+                let conversion = ConversionInput {
                     uid: conversion_user(uid, e.new_uid, click.as_ref()),
                     click,
                     event_id,
@@ -275,9 +312,31 @@ impl AttributionInput {
                     advertiser: AdvertiserId(e.advertiser_id?),
                     order_id: e.order_id.as_deref().and_then(OrderId::new),
                     value_micros: e.value_micros,
-                }))
+                };
+                if kind == EventType::Adjustment {
+                    let kind = AdjustmentKind::parse(e.adjustment?)?;
+                    return Some(AttributionInput::Adjustment(AdjustmentInput {
+                        kind,
+                        conversion,
+                    }));
+                }
+                Some(AttributionInput::Conversion(conversion))
             }
         }
+    }
+}
+
+/// A conversion's (or adjustment's) engine input.
+fn conversion_input(c: &super::Common<'_>, cv: &super::Conversion<'_>) -> ConversionInput {
+    ConversionInput {
+        uid: conversion_user(c.uid, c.new_uid, cv.click.as_ref()),
+        click: cv.click,
+        event_id: c.event_id,
+        ts_ms: c.ts_ms,
+        pixel: cv.pixel_id,
+        advertiser: cv.advertiser_id,
+        order_id: cv.order_id.as_deref().and_then(OrderId::new),
+        value_micros: cv.value_micros,
     }
 }
 
@@ -317,8 +376,10 @@ impl ConversionInput {
 pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
     let c = &event.common;
     match &event.body {
-        Body::Conversion(cv) => conversion_user(c.uid, c.new_uid, cv.click.as_ref())
-            .or_else(|| cv.click.map(|k| UserId::of_click(k.event_id))),
+        Body::Conversion(cv) | Body::Adjustment(super::Adjustment { conversion: cv, .. }) => {
+            conversion_user(c.uid, c.new_uid, cv.click.as_ref())
+                .or_else(|| cv.click.map(|k| UserId::of_click(k.event_id)))
+        }
         _ => c.uid,
     }
 }
@@ -332,6 +393,7 @@ pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
 /// conversion: u8 3 | u8 has_uid | u128 uid | u128 event_id | u64 ts | u32 pixel | u32 advertiser | u8 order_len | order | u8 has_value | u64 value
 ///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) [ | u128 click user ] ]
 /// forget:     u8 4 | u128 uid | u128 event_id
+/// adjustment: u8 5 | u8 kind (1 retract, 2 restate) | the conversion's bytes after its tag
 /// ```
 /// The click is appended only when there is one, so the records of the
 /// release before click ids still decode.
@@ -357,35 +419,49 @@ impl AttributionInput {
             }
             AttributionInput::Conversion(c) => {
                 out.push(3);
-                out.push(c.uid.is_some() as u8);
-                out.extend_from_slice(&c.uid.map_or(0, |u| u.0).to_le_bytes());
-                out.extend_from_slice(&c.event_id.0.to_le_bytes());
-                out.extend_from_slice(&c.ts_ms.to_le_bytes());
-                out.extend_from_slice(&c.pixel.0.to_le_bytes());
-                out.extend_from_slice(&c.advertiser.0.to_le_bytes());
-                let order = c.order_id.as_ref().map_or("", |o| o.as_str());
-                out.push(order.len() as u8);
-                out.extend_from_slice(order.as_bytes());
-                out.push(c.value_micros.is_some() as u8);
-                out.extend_from_slice(&c.value_micros.unwrap_or(0).to_le_bytes());
-                if let Some(k) = &c.click {
-                    out.extend_from_slice(&k.event_id.0.to_le_bytes());
-                    for v in [
-                        k.line_item.0,
-                        k.tracker.0,
-                        k.publisher.0,
-                        k.placement.map_or(0, |p| p.0),
-                    ] {
-                        out.extend_from_slice(&v.to_le_bytes());
-                    }
-                    if let Some(user) = k.user {
-                        out.extend_from_slice(&user.0.to_le_bytes());
-                    }
-                }
+                encode_conversion(c, out);
+            }
+            AttributionInput::Adjustment(a) => {
+                out.push(5);
+                out.push(match a.kind {
+                    AdjustmentKind::Retract => 1,
+                    AdjustmentKind::Restate => 2,
+                });
+                encode_conversion(&a.conversion, out);
             }
         }
     }
+}
 
+fn encode_conversion(c: &ConversionInput, out: &mut Vec<u8>) {
+    out.push(c.uid.is_some() as u8);
+    out.extend_from_slice(&c.uid.map_or(0, |u| u.0).to_le_bytes());
+    out.extend_from_slice(&c.event_id.0.to_le_bytes());
+    out.extend_from_slice(&c.ts_ms.to_le_bytes());
+    out.extend_from_slice(&c.pixel.0.to_le_bytes());
+    out.extend_from_slice(&c.advertiser.0.to_le_bytes());
+    let order = c.order_id.as_ref().map_or("", |o| o.as_str());
+    out.push(order.len() as u8);
+    out.extend_from_slice(order.as_bytes());
+    out.push(c.value_micros.is_some() as u8);
+    out.extend_from_slice(&c.value_micros.unwrap_or(0).to_le_bytes());
+    if let Some(k) = &c.click {
+        out.extend_from_slice(&k.event_id.0.to_le_bytes());
+        for v in [
+            k.line_item.0,
+            k.tracker.0,
+            k.publisher.0,
+            k.placement.map_or(0, |p| p.0),
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Some(user) = k.user {
+            out.extend_from_slice(&user.0.to_le_bytes());
+        }
+    }
+}
+
+impl AttributionInput {
     pub fn decode(b: &[u8]) -> Option<AttributionInput> {
         let mut r = Bytes(b);
         let input = match r.u8()? {
@@ -402,43 +478,15 @@ impl AttributionInput {
                 publisher: PublisherId(r.u32()?),
                 placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
             }),
-            3 => {
-                let has_uid = r.u8()? == 1;
-                let uid = r.u128()?;
-                let event_id = EventId(r.u128()?);
-                let ts_ms = r.u64()?;
-                let pixel = PixelId(r.u32()?);
-                let advertiser = AdvertiserId(r.u32()?);
-                let n = r.u8()? as usize;
-                let order = std::str::from_utf8(r.take(n)?).ok()?;
-                let has_value = r.u8()? == 1;
-                let value = r.u64()?;
-                let click = if r.0.is_empty() {
-                    None
-                } else {
-                    Some(ClickRef {
-                        event_id: EventId(r.u128()?),
-                        line_item: LineItemId(r.u32()?),
-                        tracker: ClickTrackerId(r.u32()?),
-                        publisher: PublisherId(r.u32()?),
-                        placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
-                        user: if r.0.is_empty() {
-                            None
-                        } else {
-                            Some(UserId(r.u128()?))
-                        },
-                    })
+            3 => AttributionInput::Conversion(decode_conversion(&mut r)?),
+            5 => {
+                let kind = match r.u8()? {
+                    1 => AdjustmentKind::Retract,
+                    2 => AdjustmentKind::Restate,
+                    _ => return None,
                 };
-                AttributionInput::Conversion(ConversionInput {
-                    uid: has_uid.then_some(UserId(uid)),
-                    click,
-                    event_id,
-                    ts_ms,
-                    pixel,
-                    advertiser,
-                    order_id: OrderId::new(order),
-                    value_micros: has_value.then_some(value),
-                })
+                let conversion = decode_conversion(&mut r)?;
+                AttributionInput::Adjustment(AdjustmentInput { kind, conversion })
             }
             4 => AttributionInput::Forget(ForgetInput {
                 uid: UserId(r.u128()?),
@@ -448,6 +496,45 @@ impl AttributionInput {
         };
         r.0.is_empty().then_some(input)
     }
+}
+
+fn decode_conversion(r: &mut Bytes<'_>) -> Option<ConversionInput> {
+    let has_uid = r.u8()? == 1;
+    let uid = r.u128()?;
+    let event_id = EventId(r.u128()?);
+    let ts_ms = r.u64()?;
+    let pixel = PixelId(r.u32()?);
+    let advertiser = AdvertiserId(r.u32()?);
+    let n = r.u8()? as usize;
+    let order = std::str::from_utf8(r.take(n)?).ok()?;
+    let has_value = r.u8()? == 1;
+    let value = r.u64()?;
+    let click = if r.0.is_empty() {
+        None
+    } else {
+        Some(ClickRef {
+            event_id: EventId(r.u128()?),
+            line_item: LineItemId(r.u32()?),
+            tracker: ClickTrackerId(r.u32()?),
+            publisher: PublisherId(r.u32()?),
+            placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
+            user: if r.0.is_empty() {
+                None
+            } else {
+                Some(UserId(r.u128()?))
+            },
+        })
+    };
+    Some(ConversionInput {
+        uid: has_uid.then_some(UserId(uid)),
+        click,
+        event_id,
+        ts_ms,
+        pixel,
+        advertiser,
+        order_id: OrderId::new(order),
+        value_micros: has_value.then_some(value),
+    })
 }
 
 struct Bytes<'a>(&'a [u8]);
@@ -499,6 +586,9 @@ struct Fields<'a> {
     ivt: Option<&'a str>,
     #[serde(borrow, default)]
     click_id: Option<ClickFields<'a>>,
+    /// An adjustment's kind.
+    #[serde(borrow, default)]
+    adjustment: Option<&'a str>,
 }
 
 /// A conversion's `click_id` object.

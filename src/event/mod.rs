@@ -10,7 +10,8 @@ mod warnings;
 
 pub use encode::{encode, JsonWriter};
 pub use input::{
-    AttributionInput, ClickRef, ConversionInput, ForgetInput, OrderId, TouchInput, TouchKind,
+    AdjustmentInput, AdjustmentKind, AttributionInput, ClickRef, ConversionInput, ForgetInput,
+    OrderId, TouchInput, TouchKind,
 };
 pub use warnings::Warnings;
 
@@ -38,12 +39,15 @@ pub enum EventType {
     /// A browser opted out (`/optout`): consumers forget the id; published
     /// on the segments topic, the one that holds what is known of a user.
     OptOut,
+    /// An advertiser's server retracted or restated a conversion
+    /// (`POST /v1/adjustments`).
+    Adjustment,
 }
 
 impl EventType {
     /// Every type. The order is part of the journal's version-1 format (a
     /// kind's code is its index): append, never reorder.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::Impression,
         EventType::Click,
         EventType::Conversion,
@@ -51,6 +55,7 @@ impl EventType {
         EventType::Invalid,
         EventType::Attribution,
         EventType::OptOut,
+        EventType::Adjustment,
     ];
 
     /// The `type` field or header back to its type.
@@ -67,6 +72,7 @@ impl EventType {
             EventType::Invalid => "invalid",
             EventType::Attribution => "attribution",
             EventType::OptOut => "optout",
+            EventType::Adjustment => "adjustment",
         }
     }
 }
@@ -172,6 +178,16 @@ pub enum ConversionSource {
     },
 }
 
+/// A conversion retracted or restated by the advertiser's server: the
+/// conversion it names (pixel, order id, the user or click it was
+/// reported with) and, for a restatement, its new value in
+/// `conversion.value_micros`.
+#[derive(Clone, Debug)]
+pub struct Adjustment<'a> {
+    pub kind: AdjustmentKind,
+    pub conversion: Conversion<'a>,
+}
+
 /// A segment pixel firing.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentChange<'a> {
@@ -221,6 +237,7 @@ pub enum Body<'a> {
     Invalid(Invalid<'a>),
     /// `uid` (in [`Common`]) opted out.
     OptOut,
+    Adjustment(Adjustment<'a>),
 }
 
 /// One event, ready to encode.
@@ -239,6 +256,7 @@ impl Event<'_> {
             Body::Segment(_) => EventType::Segment,
             Body::Invalid(_) => EventType::Invalid,
             Body::OptOut => EventType::OptOut,
+            Body::Adjustment(_) => EventType::Adjustment,
         }
     }
 }

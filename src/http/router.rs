@@ -64,6 +64,7 @@ impl Route {
             Route::Robots => "robots",
             Route::Reload => "reload",
             Route::Api(ApiRoute::Conversions) => "v1_conversions",
+            Route::Api(ApiRoute::Adjustments) => "v1_adjustments",
         }
     }
 }
@@ -81,6 +82,7 @@ fn route(path: &str, role: Role) -> Option<Route> {
         ("/metrics", Role::Admin) => Route::Metrics,
         ("/-/reload", Role::Admin) => Route::Reload,
         ("/v1/conversions", Role::Public) => Route::Api(ApiRoute::Conversions),
+        ("/v1/adjustments", Role::Public) => Route::Api(ApiRoute::Adjustments),
         _ => return None,
     })
 }
@@ -118,18 +120,18 @@ where
     let label = found.as_ref().map_or("not_found", Route::label);
     // An API call is answered in the future: it reads its body.
     let mut api_request = None;
-    let (mut resp, then) = match api_call(&req, app, found.as_ref()) {
-        Some(refused) => (refused, Then::Nothing),
-        None if matches!(found, Some(Route::Api(_))) => {
-            api_request = Some(req);
+    let (mut resp, then) = match (api_call(&req, app, found.as_ref()), &found) {
+        (Some(refused), _) => (refused, Then::Nothing),
+        (None, Some(Route::Api(api))) => {
+            api_request = Some((*api, req));
             (response::text(StatusCode::OK, ""), Then::Nothing)
         }
-        None => guarded(|| respond_to(&req, peer, local, app, role, found)),
+        (None, _) => guarded(|| respond_to(&req, peer, local, app, role, found)),
     };
     let app = app.clone();
     async move {
-        if let Some(req) = api_request {
-            resp = super::api::conversions::answer(req, app).await;
+        if let Some((api, req)) = api_request {
+            resp = super::api::batch::answer(api, req, app).await;
         }
         match then {
             // The response waits until the event is as safe as the durability

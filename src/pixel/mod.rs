@@ -11,6 +11,7 @@ pub mod impression;
 pub mod js;
 pub mod query;
 pub mod segment;
+pub mod server_adjustment;
 pub mod server_conversion;
 pub mod tcf;
 

@@ -53,6 +53,16 @@ pub enum Amount<'a> {
     Number(serde_json::Number),
 }
 
+impl Amount<'_> {
+    /// The same amount, borrowed.
+    pub fn borrowed(&self) -> Amount<'_> {
+        match self {
+            Amount::Text(t) => Amount::Text(Cow::Borrowed(t.as_ref())),
+            Amount::Number(n) => Amount::Number(n.clone()),
+        }
+    }
+}
+
 /// Why an item was not accepted: short, stable codes a caller can branch on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rejection {
@@ -75,10 +85,16 @@ pub enum Rejection {
     ValueTooLarge,
     OrderIdInvalid,
     OtherInvalid,
+    /// An adjustment without an order id: nothing to adjust.
+    OrderIdMissing,
+    /// A restatement without its new value.
+    ValueMissing,
+    /// A retraction with a value (a partial refund is a restatement).
+    ValueUnexpected,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 14] = [
+    pub const ALL: [Rejection; 17] = [
         Rejection::Malformed,
         Rejection::UnknownPixel,
         Rejection::PixelNotAllowed,
@@ -93,6 +109,9 @@ impl Rejection {
         Rejection::ValueTooLarge,
         Rejection::OrderIdInvalid,
         Rejection::OtherInvalid,
+        Rejection::OrderIdMissing,
+        Rejection::ValueMissing,
+        Rejection::ValueUnexpected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +130,9 @@ impl Rejection {
             Rejection::ValueTooLarge => "value_too_large",
             Rejection::OrderIdInvalid => "order_id_invalid",
             Rejection::OtherInvalid => "other_invalid",
+            Rejection::OrderIdMissing => "order_id_missing",
+            Rejection::ValueMissing => "value_missing",
+            Rejection::ValueUnexpected => "value_unexpected",
         }
     }
 }
@@ -126,8 +148,27 @@ pub struct Caller<'c> {
     pub now_ms: u64,
 }
 
+/// Whether a click id must still be inside its pixel's post-click window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClickWindow {
+    /// A conversion: credited to the click only inside the window.
+    Enforce,
+    /// An adjustment: the click id only says whose order it is, which a
+    /// refund weeks later must still find.
+    Ignore,
+}
+
 /// The conversion event an item stands for, or why it is refused.
 pub fn event<'a>(item: &'a Item<'a>, caller: &Caller<'_>) -> Result<Event<'a>, Rejection> {
+    checked(item, caller, ClickWindow::Enforce)
+}
+
+/// [`event`], with the click window rule given.
+pub fn checked<'a>(
+    item: &'a Item<'a>,
+    caller: &Caller<'_>,
+    window: ClickWindow,
+) -> Result<Event<'a>, Rejection> {
     let pixel = caller
         .catalog
         .conversion_pixels
@@ -142,7 +183,7 @@ pub fn event<'a>(item: &'a Item<'a>, caller: &Caller<'_>) -> Result<Event<'a>, R
         None => None,
     };
     let click = match item.clid.as_deref() {
-        Some(token) => Some(click(token, ts_ms, pixel, caller)?),
+        Some(token) => Some(click(token, ts_ms, pixel, caller, window)?),
         None => None,
     };
     if uid.is_none() && click.is_none() {
@@ -201,13 +242,15 @@ fn click(
     ts_ms: u64,
     pixel: &crate::config::ConversionPixel,
     caller: &Caller<'_>,
+    window: ClickWindow,
 ) -> Result<ClickRef, Rejection> {
     let click = caller
         .click_ids
         .verify(token)
         .map_err(|_| Rejection::ClidInvalid)?;
     let at = click.event_id.timestamp_ms();
-    if at > ts_ms + CLICK_SKEW_MS || ts_ms.saturating_sub(at) > pixel.post_click_ms {
+    let outside = at > ts_ms + CLICK_SKEW_MS || ts_ms.saturating_sub(at) > pixel.post_click_ms;
+    if outside && window == ClickWindow::Enforce {
         return Err(Rejection::ClidExpired);
     }
     match caller.catalog.line_items.get(&click.line_item) {

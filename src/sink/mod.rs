@@ -21,16 +21,18 @@ pub enum Topic {
     Segments,
     Invalid,
     Attributions,
+    Adjustments,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Impressions,
         Topic::Clicks,
         Topic::Conversions,
         Topic::Segments,
         Topic::Invalid,
         Topic::Attributions,
+        Topic::Adjustments,
     ];
 
     pub fn for_event(kind: EventType) -> Topic {
@@ -41,6 +43,7 @@ impl Topic {
             EventType::Segment | EventType::OptOut => Topic::Segments,
             EventType::Invalid => Topic::Invalid,
             EventType::Attribution => Topic::Attributions,
+            EventType::Adjustment => Topic::Adjustments,
         }
     }
 }
@@ -87,4 +90,19 @@ pub trait Sink: Send + Sync + 'static {
     /// Delivers what is queued, waiting at most `timeout`; returns how many
     /// messages were still undelivered when it gave up.
     fn flush(&self, timeout: Duration) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topic;
+
+    /// The journal's topic codes and the producer's name table index by
+    /// discriminant: a variant out of place in `ALL` would send its events
+    /// to another topic.
+    #[test]
+    fn every_topic_is_at_its_discriminant() {
+        for (i, t) in Topic::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+        }
+    }
 }

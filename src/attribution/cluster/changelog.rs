@@ -13,20 +13,25 @@
 //!
 //! Version 2 appends `u16 orders | orders` (order: `u32 pixel | u64
 //! fingerprint | u64 ms`, 20 bytes), written only when the user has order
-//! ids to remember, so a user without any is still version 1.
+//! ids to remember, so a user without any is still version 1. Version 3
+//! (written since adjustments) adds each order's outcome
+//! ([`crate::attribution::wire`]); version 2 is still read (its orders
+//! without outcomes: adjustments of them are `unknown_order`).
 //!
 //! One user with one line item's view and click is 68 bytes.
 
-use crate::attribution::rules::{Credit, CreditKind, Decision, MatchedBy, Reason};
+use crate::attribution::rules::Decision;
 use crate::attribution::state::{LineItemTouches, Mark, OrderMark};
-use crate::attribution::wire::{put_mark, Reader};
-use crate::ids::{EventId, LineItemId, PixelId};
+use crate::attribution::wire::{put_decision, put_mark, put_order, Reader};
+use crate::ids::{EventId, PixelId};
 
 /// The first byte of a value without order ids (and the oldest this
 /// pixeld reads).
 pub const VERSION: u8 = 1;
-/// The first byte of a value with order ids.
+/// The first byte of a value with order ids but no outcomes (read only).
 pub const VERSION_ORDERS: u8 = 2;
+/// The first byte of a value with order ids and their outcomes.
+pub const VERSION_OUTCOMES: u8 = 3;
 
 /// A conversion decided but whose input offset is not committed yet: a
 /// re-read of it (after a crash, a rebalance, or a duplicate in the topic)
@@ -63,7 +68,7 @@ impl UserState {
         out.push(if self.orders.is_empty() {
             VERSION
         } else {
-            VERSION_ORDERS
+            VERSION_OUTCOMES
         });
         out.extend_from_slice(&(self.touches.len() as u16).to_le_bytes());
         for t in &self.touches {
@@ -83,32 +88,12 @@ impl UserState {
         for d in &self.decided {
             out.extend_from_slice(&d.conversion.0.to_le_bytes());
             out.extend_from_slice(&d.offset.to_le_bytes());
-            let flags = d.decision.counted as u8
-                | (d.decision.credit.is_some() as u8) << 1
-                | (d.late as u8) << 2
-                | (d.decision
-                    .credit
-                    .is_some_and(|c| c.matched_by == MatchedBy::ClickId) as u8)
-                    << 3;
-            out.push(flags);
-            match (&d.decision.credit, d.decision.reason) {
-                (Some(c), _) => {
-                    out.push(match c.kind {
-                        CreditKind::PostClick => 0,
-                        CreditKind::PostView => 1,
-                    });
-                    out.extend_from_slice(&c.line_item.0.to_le_bytes());
-                    put_mark(out, &c.mark);
-                }
-                (None, reason) => out.push(reason.map_or(0, reason_code)),
-            }
+            put_decision(out, &d.decision, d.late);
         }
         if !self.orders.is_empty() {
             out.extend_from_slice(&(self.orders.len() as u16).to_le_bytes());
             for o in &self.orders {
-                out.extend_from_slice(&o.pixel.0.to_le_bytes());
-                out.extend_from_slice(&o.order.to_le_bytes());
-                out.extend_from_slice(&o.ts_ms.to_le_bytes());
+                put_order(out, o, true);
             }
         }
     }
@@ -118,9 +103,9 @@ impl UserState {
     pub fn decode(bytes: &[u8]) -> Result<UserState, String> {
         let mut r = Reader::new(bytes, 0);
         let version = r.u8()?;
-        if version != VERSION && version != VERSION_ORDERS {
+        if !(VERSION..=VERSION_OUTCOMES).contains(&version) {
             return Err(format!(
-                "changelog value version {version}, this pixeld reads {VERSION} and {VERSION_ORDERS}"
+                "changelog value version {version}, this pixeld reads {VERSION} to {VERSION_OUTCOMES}"
             ));
         }
         let mut out = UserState::default();
@@ -145,49 +130,17 @@ impl UserState {
         for _ in 0..r.u16()? {
             let conversion = EventId(r.u128()?);
             let offset = r.u64()? as i64;
-            let flags = r.u8()?;
-            let decision = if flags & 2 != 0 {
-                let kind = match r.u8()? {
-                    0 => CreditKind::PostClick,
-                    1 => CreditKind::PostView,
-                    k => return Err(format!("unknown credit kind {k}")),
-                };
-                let line_item = LineItemId(r.u32()?);
-                Decision {
-                    counted: flags & 1 != 0,
-                    credit: Some(Credit {
-                        kind,
-                        line_item,
-                        mark: present_mark(&mut r)?,
-                        matched_by: if flags & 8 != 0 {
-                            MatchedBy::ClickId
-                        } else {
-                            MatchedBy::Uid
-                        },
-                    }),
-                    reason: None,
-                }
-            } else {
-                Decision {
-                    counted: flags & 1 != 0,
-                    credit: None,
-                    reason: Some(reason_of(r.u8()?)?),
-                }
-            };
+            let (decision, late) = r.decision()?;
             out.decided.push(Decided {
                 conversion,
                 offset,
                 decision,
-                late: flags & 4 != 0,
+                late,
             });
         }
-        if version == VERSION_ORDERS {
+        if version >= VERSION_ORDERS {
             for _ in 0..r.u16()? {
-                out.orders.push(OrderMark {
-                    pixel: PixelId(r.u32()?),
-                    order: r.u64()?,
-                    ts_ms: r.u64()?,
-                });
+                out.orders.push(r.order(version == VERSION_OUTCOMES)?);
             }
         }
         if !r.done() {
@@ -197,44 +150,16 @@ impl UserState {
     }
 }
 
-/// A reason's code in the changelog: written by an exhaustive match, so a
-/// new reason cannot be stored under another's code; codes never change
-/// (values outlive releases).
-fn reason_code(r: Reason) -> u8 {
-    match r {
-        Reason::NoUid => 1,
-        Reason::NoLineItems => 2,
-        Reason::NoTouch => 3,
-        Reason::OutsideWindow => 4,
-        Reason::Repeat => 5,
-        Reason::Duplicate => 6,
-    }
-}
-
-fn reason_of(code: u8) -> Result<Reason, String> {
-    Ok(match code {
-        1 => Reason::NoUid,
-        2 => Reason::NoLineItems,
-        3 => Reason::NoTouch,
-        4 => Reason::OutsideWindow,
-        5 => Reason::Repeat,
-        6 => Reason::Duplicate,
-        _ => return Err(format!("unknown reason code {code}")),
-    })
-}
-
-/// A present touch: the same 28 bytes as the snapshot's, never all zero.
 fn present_mark(r: &mut Reader<'_>) -> Result<Mark, String> {
-    let m = r.mark()?;
-    if !m.is_set() {
-        return Err("a present mark without an event id".into());
-    }
-    Ok(m)
+    r.present_mark()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::rules::{Credit, CreditKind, MatchedBy, Reason};
+    use crate::attribution::state::{AppliedAdjustment, OrderOutcome};
+    use crate::ids::LineItemId;
     use crate::ids::{PlacementId, PublisherId};
 
     fn mark(ts: u64, tracker: u32) -> Mark {
@@ -308,15 +233,37 @@ mod tests {
                     late: false,
                 },
             ],
-            orders: vec![OrderMark {
-                pixel: PixelId(7313),
-                order: 0xfeed,
-                ts_ms: 77,
-            }],
+            orders: vec![
+                OrderMark {
+                    pixel: PixelId(7313),
+                    order: 0xfeed,
+                    ts_ms: 77,
+                    outcome: Some(OrderOutcome {
+                        conversion: EventId::new_v7(77).into(),
+                        decision: credited,
+                        value_micros: Some(12_500_000),
+                        retracted: true,
+                        applied: [
+                            Some(AppliedAdjustment {
+                                adjustment: EventId::new_v7(90).into(),
+                                value_before: Some(20_000_000),
+                                retracted_before: false,
+                            }),
+                            None,
+                        ],
+                    }),
+                },
+                OrderMark {
+                    pixel: PixelId(7313),
+                    order: 0xbeef,
+                    ts_ms: 78,
+                    outcome: None,
+                },
+            ],
         };
         let mut buf = Vec::new();
         user.encode(&mut buf);
-        assert_eq!(buf[0], VERSION_ORDERS);
+        assert_eq!(buf[0], VERSION_OUTCOMES);
         assert_eq!(UserState::decode(&buf).unwrap(), user);
         for cut in 0..buf.len() {
             assert!(UserState::decode(&buf[..cut]).is_err(), "cut at {cut}");
@@ -326,25 +273,5 @@ mod tests {
         // A version-1 value (no orders) with an orders section is refused.
         buf[0] = VERSION;
         assert!(UserState::decode(&buf).is_err());
-    }
-
-    #[test]
-    fn every_reason_round_trips_under_its_own_code() {
-        use crate::attribution::rules::Reason::*;
-        let all = [
-            NoUid,
-            NoLineItems,
-            NoTouch,
-            OutsideWindow,
-            Repeat,
-            Duplicate,
-        ];
-        let mut codes: Vec<u8> = all.iter().map(|r| reason_code(*r)).collect();
-        for r in all {
-            assert_eq!(reason_of(reason_code(r)), Ok(r));
-        }
-        codes.dedup();
-        assert_eq!(codes.len(), all.len());
-        assert!(reason_of(0).is_err() && reason_of(7).is_err());
     }
 }

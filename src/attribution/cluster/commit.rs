@@ -151,7 +151,7 @@ mod tests {
     use crate::event::ConversionInput;
     use crate::ids::{AdvertiserId, EventId, PixelId};
 
-    const NAMES: [&str; 4] = ["imp", "clk", "conv", "seg"];
+    const NAMES: [&str; InputTopic::COUNT] = ["imp", "clk", "conv", "seg", "adj"];
 
     fn settings(brokers: &str) -> Settings {
         let mut client = ClientConfig::new();

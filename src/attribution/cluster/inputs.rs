@@ -17,21 +17,24 @@ pub enum InputTopic {
     /// The segments topic: its `optout` events erase a user's state; its
     /// segment events are read past.
     Segments,
+    /// Retractions and restatements of orders (`POST /v1/adjustments`).
+    Adjustments,
 }
 
 impl InputTopic {
     /// Every input, in the order of their discriminants.
-    pub const ALL: [InputTopic; 4] = [
+    pub const ALL: [InputTopic; 5] = [
         InputTopic::Impressions,
         InputTopic::Clicks,
         InputTopic::Conversions,
         InputTopic::Segments,
+        InputTopic::Adjustments,
     ];
 
     /// The number of inputs: derived from the last variant, and
     /// [`InputTopic::index`] is checked against [`InputTopic::ALL`] by a
     /// test, so a new variant cannot be left out of the tables.
-    pub const COUNT: usize = InputTopic::Segments as usize + 1;
+    pub const COUNT: usize = InputTopic::Adjustments as usize + 1;
 
     pub const fn index(self) -> usize {
         self as usize
@@ -50,6 +53,7 @@ impl InputTopic {
             InputTopic::Impressions => Some(EventType::Impression),
             InputTopic::Clicks => Some(EventType::Click),
             InputTopic::Conversions => Some(EventType::Conversion),
+            InputTopic::Adjustments => Some(EventType::Adjustment),
             InputTopic::Segments => {
                 let headers = message.headers()?;
                 let kind = headers
@@ -68,6 +72,7 @@ impl InputTopic {
             InputTopic::Clicks => "clicks",
             InputTopic::Conversions => "conversions",
             InputTopic::Segments => "segments",
+            InputTopic::Adjustments => "adjustments",
         }
     }
 }
@@ -129,7 +134,8 @@ mod tests {
                 InputTopic::Impressions
                 | InputTopic::Clicks
                 | InputTopic::Conversions
-                | InputTopic::Segments => {}
+                | InputTopic::Segments
+                | InputTopic::Adjustments => {}
             }
         }
     }

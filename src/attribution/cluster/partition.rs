@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use super::changelog::{Decided, UserState};
 use super::inputs::{InputTopic, PerInput};
 use crate::attribution::order::{Held, Pushed, Reorder};
+use crate::attribution::state::OrderMark;
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::ids::UserId;
@@ -165,6 +166,7 @@ impl PartitionWork {
                 Input::Touch(_) => "touch",
                 Input::Conversion(_) => "conversion",
                 Input::Forget(_) => "optout",
+                Input::Adjustment(_) => "adjustment",
             });
         }
         if is_conversion {
@@ -224,6 +226,17 @@ impl PartitionWork {
                 self.dirty.extend(self.engine.state.take_evicted());
                 None
             }
+            Input::Adjustment(a) => {
+                // Its answer is kept with the order (the outcome's memo of
+                // applied adjustments), which the changelog carries, so a
+                // re-read answers the same.
+                let mut record = self.engine.apply(held.input)?;
+                record.late = late;
+                if let Some(uid) = a.conversion.state_user() {
+                    self.dirty.insert(uid);
+                }
+                Some(record)
+            }
             Input::Conversion(c) => {
                 tracing::trace!(
                     partition = self.partition,
@@ -248,9 +261,8 @@ impl PartitionWork {
                     // Decided before (a re-read): the same answer, whatever
                     // the state has learned since.
                     return Some(Attribution {
-                        conversion: c,
-                        decision: d.decision,
                         late: d.late,
+                        ..Attribution::of(c, d.decision)
                     });
                 }
                 let mut record = self.engine.apply(held.input)?;
@@ -366,7 +378,7 @@ impl PartitionWork {
             s.touches.sort_by_key(|t| t.line_item);
             s.marks.sort_unstable();
             s.decided.sort_by_key(|d| d.offset);
-            s.orders.sort_unstable();
+            s.orders.sort_unstable_by_key(OrderMark::sort_key);
         }
         out.sort_by_key(|(u, _)| *u);
         out
@@ -498,9 +510,9 @@ mod tests {
             &mut Vec::new(),
         );
         w.skip(InputTopic::Clicks, 7);
-        assert_eq!(w.committable().0, [Some(5), Some(8), None, None]);
+        assert_eq!(w.committable().0, [Some(5), Some(8), None, None, None]);
         run(&mut w, &[]);
-        assert_eq!(w.committable().0, [Some(6), Some(8), None, None]);
+        assert_eq!(w.committable().0, [Some(6), Some(8), None, None, None]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The server-side API on the public listener: advertisers' servers report
-//! conversions (`POST /v1/conversions`) with a bearer key. JSON in and out.
+//! conversions (`POST /v1/conversions`) and their retractions and
+//! restatements (`POST /v1/adjustments`) with a bearer key. JSON in and out.
 //!
 //! - [`keys`]: who is calling (`[[api_keys]]`);
 //! - [`body`]: the request body, bounded in size and time;
-//! - [`conversions`]: the batch, item by item, and the answer.
+//! - [`batch`]: the batch, item by item, and the answer.
 
+pub mod batch;
 pub mod body;
-pub mod conversions;
 pub mod keys;
 
 use hyper::StatusCode;
@@ -20,12 +21,14 @@ pub use keys::{ApiKey, ApiKeys};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiRoute {
     Conversions,
+    Adjustments,
 }
 
 impl ApiRoute {
     pub fn label(self) -> &'static str {
         match self {
             ApiRoute::Conversions => "conversions",
+            ApiRoute::Adjustments => "adjustments",
         }
     }
 }

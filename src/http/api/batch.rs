@@ -1,7 +1,8 @@
-//! `POST /v1/conversions`: a batch of conversions from an advertiser's
-//! server. Each item is accepted (and becomes a conversion event) or
-//! rejected with a stable reason; the answer is sent once every accepted
-//! item is as safe as `journal.durability` promises, as for a pixel.
+//! `POST /v1/conversions` and `POST /v1/adjustments`: a batch of items from
+//! an advertiser's server. Each item is accepted (and becomes a conversion
+//! or adjustment event) or rejected with a stable reason; the answer is
+//! sent once every accepted item is as safe as `journal.durability`
+//! promises, as for a pixel.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::event::JsonWriter;
 use crate::http::response::{self, Body};
 use crate::http::App;
 use crate::ids::EventId;
+use crate::pixel::server_adjustment::{self, AdjustmentItem};
 use crate::pixel::server_conversion::{self, Caller, Item, Rejection};
 use crate::telemetry::{metric, now_ms};
 
@@ -25,22 +27,52 @@ const UNAUTHORIZED: Refusal = Refusal::new(
     StatusCode::UNAUTHORIZED,
     "unauthorized: send Authorization: Bearer <the secret of an [[api_keys]] entry>",
 );
-const NOT_A_BATCH: Refusal = Refusal::new(
-    StatusCode::BAD_REQUEST,
-    "the body must be a JSON object {\"conversions\": [...]}",
-);
 const TOO_MANY: Refusal = Refusal::new(
     StatusCode::PAYLOAD_TOO_LARGE,
-    "more than 1000 conversions: split the batch",
+    "more than 1000 items: split the batch",
 );
 
 /// The body's shape; each item is read on its own so that one bad item is
 /// rejected alone.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch<'a> {
+struct Conversions<'a> {
     #[serde(borrow)]
     conversions: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Adjustments<'a> {
+    #[serde(borrow)]
+    adjustments: Vec<&'a RawValue>,
+}
+
+/// The batch's items, or the one-line reason it is not a batch.
+fn items(route: ApiRoute, bytes: &[u8]) -> Result<Vec<&RawValue>, Refusal> {
+    let items = match route {
+        ApiRoute::Conversions => {
+            serde_json::from_slice(bytes).map(|b: Conversions<'_>| b.conversions)
+        }
+        ApiRoute::Adjustments => {
+            serde_json::from_slice(bytes).map(|b: Adjustments<'_>| b.adjustments)
+        }
+    };
+    let not_a_batch = match route {
+        ApiRoute::Conversions => Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object {\"conversions\": [...]}",
+        ),
+        ApiRoute::Adjustments => Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object {\"adjustments\": [...]}",
+        ),
+    };
+    let items = items.map_err(|_| not_a_batch)?;
+    if items.len() > MAX_ITEMS {
+        return Err(TOO_MANY);
+    }
+    Ok(items)
 }
 
 /// What became of one item.
@@ -63,38 +95,34 @@ impl Outcome {
 }
 
 /// Answers one call (the route and method are checked already).
-pub async fn answer<B>(req: Request<B>, app: Arc<App>) -> Response<Body>
+pub async fn answer<B>(route: ApiRoute, req: Request<B>, app: Arc<App>) -> Response<Body>
 where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let live = app.live.load_full();
     let Some(key) = live.api_keys.authenticate(req.headers()) else {
-        metric::api_request(ApiRoute::Conversions.label(), "none", 401);
+        metric::api_request(route.label(), "none", 401);
         return UNAUTHORIZED.response();
     };
     let name = key.name;
     let refused = |r: Refusal| {
-        metric::api_request(
-            ApiRoute::Conversions.label(),
-            name.as_str(),
-            r.status.as_u16(),
-        );
+        metric::api_request(route.label(), name.as_str(), r.status.as_u16());
         r.response()
     };
     let bytes = match body::read_json(req).await {
         Ok(b) => b,
         Err(r) => return refused(r),
     };
-    let (mut outcomes, receipts) = match accept(&bytes, key, &app) {
+    let (mut outcomes, receipts) = match accept(route, &bytes, key, &app) {
         Ok(x) => x,
         Err(r) => return refused(r),
     };
     settle(&mut outcomes, receipts).await;
     for o in &outcomes {
-        metric::api_item(ApiRoute::Conversions.label(), name.as_str(), o.label());
+        metric::api_item(route.label(), name.as_str(), o.label());
     }
-    metric::api_request(ApiRoute::Conversions.label(), name.as_str(), 200);
+    metric::api_request(route.label(), name.as_str(), 200);
     response::json(StatusCode::OK, results(&outcomes))
 }
 
@@ -102,11 +130,8 @@ where
 type Checked = (Vec<Outcome>, Vec<(usize, Receipt)>);
 
 /// Every item checked, and the accepted ones handed to the delivery.
-fn accept(bytes: &[u8], key: &ApiKey, app: &App) -> Result<Checked, Refusal> {
-    let batch: Batch<'_> = serde_json::from_slice(bytes).map_err(|_| NOT_A_BATCH)?;
-    if batch.conversions.len() > MAX_ITEMS {
-        return Err(TOO_MANY);
-    }
+fn accept(route: ApiRoute, bytes: &[u8], key: &ApiKey, app: &App) -> Result<Checked, Refusal> {
+    let items = items(route, bytes)?;
     let catalog = app.catalog.load();
     let caller = Caller {
         catalog: &catalog,
@@ -115,25 +140,48 @@ fn accept(bytes: &[u8], key: &ApiKey, app: &App) -> Result<Checked, Refusal> {
         advertisers: &key.advertisers,
         now_ms: now_ms(),
     };
-    let mut outcomes = Vec::with_capacity(batch.conversions.len());
+    let mut outcomes = Vec::with_capacity(items.len());
     let mut receipts = Vec::new();
-    for (i, raw) in batch.conversions.iter().enumerate() {
-        let item: Item<'_> = match serde_json::from_str(raw.get()) {
-            Ok(item) => item,
-            Err(e) => {
-                outcomes.push(Outcome::Rejected(Rejection::Malformed, Some(detail(&e))));
-                continue;
-            }
+    for (i, raw) in items.iter().enumerate() {
+        let submitted = match route {
+            ApiRoute::Conversions => submit_conversion(raw, &caller, app),
+            ApiRoute::Adjustments => submit_adjustment(raw, &caller, app),
         };
-        match server_conversion::event(&item, &caller) {
-            Ok(event) => {
-                outcomes.push(Outcome::Accepted(event.common.event_id));
-                receipts.push((i, app.delivery.submit(&event)));
+        match submitted {
+            Ok((id, receipt)) => {
+                outcomes.push(Outcome::Accepted(id));
+                receipts.push((i, receipt));
             }
-            Err(r) => outcomes.push(Outcome::Rejected(r, None)),
+            Err((r, detail)) => outcomes.push(Outcome::Rejected(r, detail)),
         }
     }
     Ok((outcomes, receipts))
+}
+
+/// An item refused: why, and serde's words when it is malformed.
+type Refused = (Rejection, Option<String>);
+
+fn submit_conversion(
+    raw: &RawValue,
+    caller: &Caller<'_>,
+    app: &App,
+) -> Result<(EventId, Receipt), Refused> {
+    let item: Item<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| (Rejection::Malformed, Some(detail(&e))))?;
+    let event = server_conversion::event(&item, caller).map_err(|r| (r, None))?;
+    Ok((event.common.event_id, app.delivery.submit(&event)))
+}
+
+fn submit_adjustment(
+    raw: &RawValue,
+    caller: &Caller<'_>,
+    app: &App,
+) -> Result<(EventId, Receipt), Refused> {
+    let item: AdjustmentItem<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| (Rejection::Malformed, Some(detail(&e))))?;
+    let conversion = item.as_conversion().map_err(|r| (r, None))?;
+    let event = server_adjustment::event(item.kind, &conversion, caller).map_err(|r| (r, None))?;
+    Ok((event.common.event_id, app.delivery.submit(&event)))
 }
 
 /// serde's message without its position (which says nothing of an item
