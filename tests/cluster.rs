@@ -29,6 +29,7 @@ const TOPICS: [(&str, EventType); 3] = [
 fn create_inputs(brokers: &str) {
     let mut topics: Vec<(&str, i32)> = TOPICS.iter().map(|(t, _)| (*t, PARTITIONS)).collect();
     topics.push(("pixel.segments", PARTITIONS));
+    topics.push(("pixel.adjustments", PARTITIONS));
     create_topics(brokers, &topics);
 }
 
@@ -884,4 +885,121 @@ fn an_unreadable_changelog_value_is_skipped_and_counted_and_the_member_serves() 
         "the member serves: {}",
         m.log_text()
     );
+}
+
+const FLEET_KEY: &str = "fleet-shop-key-0123456789abcdef";
+
+/// A cluster config whose serve takes `POST /v1/...` for advertiser 100.
+fn with_api_key(text: String) -> String {
+    format!(
+        "{text}\n\n[[api_keys]]\nid = \"fleet-shop\"\nsecret = \"{FLEET_KEY}\"\nadvertisers = [100]\n"
+    )
+}
+
+/// `POST path` with the fleet key: the answer's JSON.
+fn post_api(port: u16, path: &str, body: &Value) -> Value {
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {FLEET_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let out = raw_exchange(port, head.as_bytes()).unwrap_or_default();
+    assert_eq!(status_of(&out), 200, "{out}");
+    let json = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn accepted_ids(answer: &Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "accepted", "{answer}");
+            r["event_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Orders reported to one instance and refunded or corrected through
+/// another, after every member that decided them is gone: a fresh member
+/// restores the orders' outcomes from the changelog alone, and each
+/// adjustment's record names its original and carries its credit.
+#[test]
+fn adjustments_through_the_fleet_name_the_original_after_its_members_are_gone() {
+    let _turn = turn();
+    let broker = Broker::start_sqlite();
+    let (pa, pb) = (free_tcp_port(), free_tcp_port());
+    let (s1, s2, s3) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let text = |port, status| with_api_key(cluster_config(&broker.addr, port, status, &[]));
+    let serve_a = serve(&text(pa, s1), pa);
+    let serve_b = serve(&text(pb, s1), pb);
+    assert!(serve_a.wait_ready(200, Duration::from_secs(30)));
+    assert!(serve_b.wait_ready(200, Duration::from_secs(30)));
+    let mut m1 = Member::start(&write_config(&text(pa, s1)), s1);
+    let mut m2 = Member::start(&write_config(&text(pa, s2)), s2);
+
+    let users: Vec<String> = (0..24)
+        .map(|_| UserId::generate().to_hex().as_str().to_string())
+        .collect();
+    for u in &users {
+        get(pa, "/imptr?id=2766&cachebuster=1", u);
+    }
+    let sales: Vec<Value> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "value": "10"}))
+        .collect();
+    let conversions = accepted_ids(&post_api(
+        pb,
+        "/v1/conversions",
+        &json!({ "conversions": sales }),
+    ));
+    let originals = by_conversion(&records(
+        &broker.addr,
+        &conversions,
+        Duration::from_secs(90),
+    ));
+    for c in &conversions {
+        assert_eq!(originals[c]["kind"], "post_view", "{}", originals[c]);
+    }
+    m1.kill9();
+    m2.kill9();
+    let _m3 = Member::start(&write_config(&text(pa, s3)), s3);
+
+    let mut items: Vec<Value> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| match i % 2 {
+            0 => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "retract"}),
+            _ => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "restate", "value": "4"}),
+        })
+        .collect();
+    items.push(json!({"pixel_id": 7313, "uid": users[0], "order_id": "NEVER", "type": "retract"}));
+    let adjustments = accepted_ids(&post_api(
+        pa,
+        "/v1/adjustments",
+        &json!({ "adjustments": items }),
+    ));
+    let got = by_conversion(&records(
+        &broker.addr,
+        &adjustments,
+        Duration::from_secs(90),
+    ));
+    let (mut count, mut value) = (0, 0);
+    for (i, a) in adjustments.iter().enumerate().take(users.len()) {
+        let (r, original) = (&got[a], &originals[&conversions[i]]);
+        assert_eq!(r["adjusts"], original["event_id"], "{r}");
+        assert_eq!(r["touch_event_id"], original["touch_event_id"], "{r}");
+        assert_eq!(r["kind"], "post_view", "{r}");
+        count += r["conversions_delta"].as_i64().unwrap();
+        value += r["value_delta_micros"].as_i64().unwrap();
+    }
+    assert_eq!(got[&adjustments[users.len()]]["reason"], "unknown_order");
+    // 24 sales of 10; 12 retracted, 12 restated to 4.
+    assert_eq!((count, value), (-12, -(12 * 10 + 12 * 6) * 1_000_000));
 }

@@ -58,9 +58,19 @@ struct Answer {
 }
 
 async fn post(server: &Server, auth: Option<&str>, ctype: &str, body: Vec<u8>) -> Answer {
+    post_to(server, "/v1/conversions", auth, ctype, body).await
+}
+
+async fn post_to(
+    server: &Server,
+    path: &str,
+    auth: Option<&str>,
+    ctype: &str,
+    body: Vec<u8>,
+) -> Answer {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::post(format!("http://{}/v1/conversions", server.addr))
-        .header("content-type", ctype);
+    let mut req =
+        Request::post(format!("http://{}{path}", server.addr)).header("content-type", ctype);
     if let Some(key) = auth {
         req = req.header("authorization", format!("Bearer {key}"));
     }
@@ -115,6 +125,34 @@ async fn post_oversized(server: &Server, framing: &str, body: Vec<u8>) -> Answer
 async fn post_items(server: &Server, items: Value) -> Answer {
     let body = serde_json::to_vec(&json!({ "conversions": items })).unwrap();
     post(server, Some(KEY), "application/json", body).await
+}
+
+async fn post_adjustments(server: &Server, items: Value) -> Answer {
+    let body = serde_json::to_vec(&json!({ "adjustments": items })).unwrap();
+    post_to(
+        server,
+        "/v1/adjustments",
+        Some(KEY),
+        "application/json",
+        body,
+    )
+    .await
+}
+
+/// Each item's (status, reason) in an answer.
+fn statuses(a: &Answer) -> Vec<(String, String)> {
+    a.json["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", a.json))
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().unwrap_or("");
+            (
+                r["status"].as_str().unwrap().to_string(),
+                reason.to_string(),
+            )
+        })
+        .collect()
 }
 
 /// A click through tracker 21378: its landing URL's `pxclid`.
@@ -405,4 +443,129 @@ async fn the_printed_curl_example_reports_a_conversion() {
     assert_eq!(record["matched_by"], "click_id", "{record}");
     assert_eq!(record["order_id"], "C1");
     assert_eq!(record["value_micros"], 19_990_000);
+}
+
+/// Refunds and corrections from the shop's server: each applied
+/// adjustment's record names the original's record and carries its credit,
+/// so that summing the deltas per line item leaves what was really sold;
+/// an adjustment of an order pixeld never saw is recorded `unknown_order`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retractions_and_restatements_of_counted_orders_net_out_and_unknown_orders_are_flagged() {
+    let broker = Broker::start();
+    let server = Server::start(config_with_key(&broker.addr, "refund-shop")).await;
+    let clid = click_id(&server).await;
+    let uid = "0123456789abcdef0123456789abcdef";
+    let sales = post_items(
+        &server,
+        json!([
+            { "pixel_id": 7313, "clid": clid, "order_id": "R1", "value": "50" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R2", "value": "30" }
+        ]),
+    )
+    .await;
+    assert_eq!(sales.json["accepted"], 2, "{}", sales.json);
+    let a = post_adjustments(
+        &server,
+        json!([
+            { "pixel_id": 7313, "clid": clid, "order_id": "R1", "type": "restate", "value": "40" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R2", "type": "retract" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R2", "type": "retract" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "NEVER", "type": "retract" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R1", "type": "restate" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R2", "type": "retract", "value": "1" },
+            { "pixel_id": 7313, "uid": uid, "type": "retract" },
+            { "pixel_id": 9001, "uid": uid, "order_id": "R2", "type": "retract" },
+            { "pixel_id": 7313, "uid": uid, "order_id": "R2", "type": "refund" },
+            { "pixel_id": 7313, "order_id": "R2", "type": "retract" }
+        ]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let s = |st: &str, r: &str| (st.to_string(), r.to_string());
+    assert_eq!(
+        statuses(&a),
+        [
+            s("accepted", ""),
+            s("accepted", ""),
+            s("accepted", ""),
+            s("accepted", ""),
+            s("rejected", "value_missing"),
+            s("rejected", "value_unexpected"),
+            s("rejected", "order_id_missing"),
+            s("rejected", "pixel_not_allowed"),
+            s("rejected", "malformed"),
+            s("rejected", "no_identity"),
+        ]
+    );
+    let refused = post_to(
+        &server,
+        "/v1/adjustments",
+        Some(KEY),
+        "application/json",
+        br#"{"conversions": []}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.json["error"]
+        .as_str()
+        .unwrap()
+        .contains("adjustments"));
+    server.stop().await;
+
+    let adjustments = consume(&broker.addr, "pixel.adjustments", 4);
+    assert_eq!(adjustments.len(), 4, "only the accepted items are events");
+    for e in &adjustments {
+        assert_schema(&e.json);
+        assert_eq!(e.kind, "adjustment");
+    }
+    assert_eq!(adjustments[0].json["adjustment"], "restate");
+    assert_eq!(adjustments[0].json["value_micros"], 40_000_000);
+    assert_eq!(adjustments[1].json["adjustment"], "retract");
+    let records = consume(&broker.addr, "pixel.attributions", 6);
+    assert_eq!(records.len(), 6, "one record per conversion and adjustment");
+    for r in &records {
+        assert_schema(&r.json);
+    }
+    let id = |a: &Answer, i: usize| {
+        a.json["results"][i]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (r1, r2) = (
+        record_of(&records, &id(&sales, 0)),
+        record_of(&records, &id(&sales, 1)),
+    );
+    assert_eq!(r1["kind"], "post_click", "{r1}");
+    let restated = record_of(&records, &id(&a, 0));
+    assert_eq!(restated["adjustment"], "restate");
+    assert_eq!(restated["adjusts"], r1["event_id"]);
+    assert_eq!(restated["counted"], false);
+    for k in ["kind", "line_item_id", "touch_event_id", "matched_by"] {
+        assert_eq!(restated[k], r1[k], "{k}: the original's credit");
+    }
+    assert_eq!(restated["value_micros"], 40_000_000);
+    assert_eq!(restated["value_delta_micros"], -10_000_000);
+    let retracted = record_of(&records, &id(&a, 1));
+    assert_eq!(retracted["adjusts"], r2["event_id"]);
+    assert_eq!(retracted["retracted"], true);
+    assert_eq!(retracted["conversions_delta"], -1);
+    assert_eq!(retracted["value_delta_micros"], -30_000_000);
+    let twice = record_of(&records, &id(&a, 2));
+    assert_eq!(twice["reason"], "already_retracted");
+    assert_eq!(twice["value_delta_micros"], 0);
+    let unknown = record_of(&records, &id(&a, 3));
+    assert_eq!(unknown["reason"], "unknown_order");
+    assert_eq!(unknown["adjusts"], Value::Null);
+    // The report: summed over every record, one sale of 40 is left.
+    let sum = |k: &str| {
+        records
+            .iter()
+            .map(|r| r.json[k].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!(
+        (sum("conversions_delta"), sum("value_delta_micros")),
+        (1, 40_000_000)
+    );
 }

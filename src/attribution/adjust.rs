@@ -20,6 +20,9 @@ pub struct Verdict {
     pub original: Option<EventId>,
     /// The original's credit (applied adjustments only).
     pub credit: Option<Credit>,
+    /// Why the original was not credited (applied adjustments only): the
+    /// record mirrors the original's verdict.
+    pub uncredited: Option<Reason>,
     /// Why nothing changed; `None` when the adjustment applied.
     pub refused: Option<Reason>,
     /// The order's value after it.
@@ -35,6 +38,7 @@ impl Verdict {
             kind,
             original,
             credit: None,
+            uncredited: None,
             refused: Some(reason),
             value_micros: None,
             retracted: false,
@@ -93,6 +97,7 @@ pub fn apply(outcome: Option<&mut OrderOutcome>, adjustment: &AdjustmentInput) -
         kind,
         original: Some(o.conversion.get()),
         credit: o.decision.credit,
+        uncredited: o.decision.reason,
         refused: None,
         value_micros,
         retracted,

@@ -35,14 +35,15 @@ impl Attribution {
     }
 
     /// An adjustment's record: never counted as a conversion of its own;
-    /// it carries the original's credit when it applied.
+    /// when it applied it carries the original's credit (or the reason the
+    /// original had none), else the reason it was refused.
     pub fn of_adjustment(adjustment: ConversionInput, verdict: Verdict) -> Attribution {
         Attribution {
             conversion: adjustment,
             decision: Decision {
                 counted: false,
                 credit: verdict.credit,
-                reason: verdict.refused,
+                reason: verdict.refused.or(verdict.uncredited),
             },
             late: false,
             adjustment: Some(verdict),

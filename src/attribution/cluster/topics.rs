@@ -1,5 +1,5 @@
 //! Co-partitioning, checked before a member joins: the impression, click,
-//! conversion and segment topics and the changelog must have the same
+//! conversion, segment and adjustment topics and the changelog must have the same
 //! partition count, or a user's events and state would meet on different members. A
 //! missing changelog is created (compacted) with the inputs' count, as
 //! Kafka Streams creates its internal topics.
@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use super::inputs::PerInput;
+use super::inputs::{InputTopic, PerInput};
 use super::ClusterError;
 
 /// Which topics a member reads and writes.
@@ -50,10 +50,24 @@ pub fn check(
             Err(e) => return Err(ClusterError::Unreachable(e)),
         }
     };
+    let mut counts = counts;
+    let adjustments = &topics.inputs[InputTopic::Adjustments];
+    let exists = |counts: &[(String, i32)], t: &String| counts.iter().any(|(n, _)| n == t);
+    // The adjustments topic came with a later release than the fleet's
+    // other topics: a member upgraded before `serve` creates it, with the
+    // conversions' count, rather than stop.
+    if !exists(&counts, adjustments) {
+        let conversions = &topics.inputs[InputTopic::Conversions];
+        if let Some(n) = counts.iter().find(|(t, _)| t == conversions).map(|c| c.1) {
+            create(&admin, adjustments, n, replication, false)?;
+            info!(topic = %adjustments, partitions = n, "created the adjustments topic");
+            counts.push((adjustments.clone(), n));
+        }
+    }
     let missing: Vec<&String> = topics
         .inputs
         .values()
-        .filter(|t| !counts.iter().any(|(n, _)| n == *t))
+        .filter(|t| !exists(&counts, t))
         .collect();
     if !missing.is_empty() {
         return Err(ClusterError::Topics(format!(
