@@ -132,6 +132,13 @@ impl Member {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and the exit code once it has left (it commits and leaves
+    /// the group first).
+    pub fn terminate(&mut self) -> Option<i32> {
+        super::process::signal(self.child.id(), "TERM");
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
     pub fn metrics(&self) -> String {
         raw_get(self.status_port, "/metrics")
             .map(|(_, b)| b)
