@@ -20,6 +20,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Starts `pixeld serve` as a process on a free port, shipping to
 /// `brokers`, with its config, data and log (`pixeld.log`) in `dir`.
 fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process {
+    start_pixeld_with(dir, brokers, extra, "")
+}
+
+/// [`start_pixeld`], with `tail` appended to the config (more tables).
+fn start_pixeld_with(dir: &Path, brokers: &str, extra: &[(&str, String)], tail: &str) -> Process {
     let port = free_tcp_port();
     let mut overrides = vec![
         ("listen", q(format!("127.0.0.1:{port}"))),
@@ -31,7 +36,7 @@ fn start_pixeld(dir: &Path, brokers: &str, extra: &[(&str, String)]) -> Process 
     ];
     overrides.extend(extra.iter().cloned());
     let path = dir.join("pixeld.toml");
-    std::fs::write(&path, config_text(&overrides)).unwrap();
+    std::fs::write(&path, config_text(&overrides) + tail).unwrap();
     Process::start(&path, port, &dir.join("pixeld.log"))
 }
 
@@ -340,4 +345,104 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
     let mut shipped: Vec<u64> = got.keys().copied().collect();
     shipped.sort();
     assert_eq!(shipped, (1..=9).collect::<Vec<_>>());
+}
+
+const API_KEY: &str = "durable-shop-key-0123456789";
+
+/// Batches of 10 server conversions, each item an order of its own, until
+/// `stop` or the server is gone: the event ids of the accepted items, taken
+/// only from answers that arrived whole (a 200 whose results parse).
+fn post_batches(port: u16, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut accepted = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let items: Vec<serde_json::Value> = (0..10)
+            .map(|_| {
+                n += 1;
+                serde_json::json!({"pixel_id": 7313, "uid": format!("{n:032x}"), "order_id": format!("K{n}")})
+            })
+            .collect();
+        let body = serde_json::json!({ "conversions": items }).to_string();
+        let head = format!(
+            "POST /v1/conversions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {API_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let Some(out) = raw_exchange(port, head.as_bytes()) else {
+            break;
+        };
+        let answer = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(answer) else {
+            continue;
+        };
+        for r in json["results"].as_array().into_iter().flatten() {
+            if r["status"] == "accepted" {
+                accepted.push(r["event_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    accepted
+}
+
+/// `POST /v1/conversions` keeps the journal's promise: an item answered
+/// `accepted` is in Kafka after a `kill -9` right after the 200 and a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_conversions_answered_accepted_survive_a_kill_9() {
+    let _serial = SERIAL.lock().await;
+    let broker = Broker::start();
+    let dir = fresh_dir();
+    let keys = format!(
+        "\n[[api_keys]]\nid = \"durable-shop\"\nsecret = \"{API_KEY}\"\nadvertisers = [100]\n"
+    );
+    let mut p = start_pixeld_with(&dir, &broker.addr, &[], &keys);
+    let port = p.port;
+    assert!(p.wait_ready(200, Duration::from_secs(30)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let posting = {
+        let stop = stop.clone();
+        std::thread::spawn(move || post_batches(port, stop))
+    };
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    p.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let accepted = posting.join().unwrap();
+    assert!(
+        accepted.len() >= 100,
+        "too few accepted: {}",
+        accepted.len()
+    );
+
+    let mut p = Process::start(&p.config, port, &dir.join("pixeld.log"));
+    assert!(p.wait_ready(200, Duration::from_secs(30)));
+    assert_eq!(p.stop(), 0);
+    let events = consume_all(
+        &broker.addr,
+        "pixel.conversions",
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
+    let got: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e.json["event_id"].as_str())
+        .collect();
+    let missing: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !got.contains(id.as_str()))
+        .collect();
+    eprintln!(
+        "kill -9 of the API: {} accepted, {} in Kafka",
+        accepted.len(),
+        events.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted items missing, e.g. {:?}",
+        missing.len(),
+        accepted.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
