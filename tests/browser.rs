@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::{Browser, Sites, ThirdPartyCookies, CHROME_UA};
+use common::cluster::{read_all, write_config, Member};
 use common::{consume, consume_all, free_tcp_port, Broker, Consumed, Process, COOKIE_SECRET};
 use serde_json::Value;
 
@@ -504,4 +505,152 @@ fn the_cookie_bounce_tells_a_browser_that_refuses_cookies_from_a_new_one() {
     assert_eq!(imps[3].json["new_uid"], false);
     assert!(imps[2].json["uid"].is_string());
     assert_eq!(imps[2].json["uid"], imps[3].json["uid"]);
+}
+
+/// Where attribution runs for [`a_browser_and_a_server_reporting_one_order_count_it_once`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    InProcess,
+    /// Two `pixeld attribute` members.
+    Cluster,
+}
+
+const SHOP_KEY: &str = "browser-shop-key-0123456789";
+
+/// The shop's server reports the order the page's tag reported, with the
+/// click id the landing URL carried: `POST /v1/conversions` on pixeld.
+fn server_reports(port: u16, clid: &str, order: &str) -> String {
+    let body = serde_json::json!({"conversions": [
+        {"pixel_id": 7313, "clid": clid, "order_id": order, "value": "30"}
+    ]})
+    .to_string();
+    let head = format!(
+        "POST /v1/conversions HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {SHOP_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let out = common::raw_exchange(port, head.as_bytes()).unwrap_or_default();
+    let answer: Value = serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+    answer["results"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A Chromium click lands with `pxclid`, the thank-you page's tag reports
+/// order A77 (Chromium's default cookie blocking: the click id is all that
+/// ties it to the click), and the shop's server reports A77 with that click
+/// id: one sale, counted once, whichever engine decides.
+fn a_browser_and_a_server_reporting_one_order_count_it_once(mode: Mode) {
+    let _turn = common::cluster::turn();
+    let sites = Sites::start();
+    let broker = Broker::start_sqlite();
+    let port = free_tcp_port();
+    let mut text =
+        config_for(&broker.addr, port, &sites, "").replace("partitions = 1", "partitions = 6");
+    text.push_str(&format!(
+        "\n[[api_keys]]\nid = \"browser-shop\"\nsecret = \"{SHOP_KEY}\"\nadvertisers = [100]\n"
+    ));
+    let member_text = |status: u16| {
+        format!("{text}\n[attribution]\nmode = \"cluster\"\ncommit_interval_ms = 200\nlisten = \"127.0.0.1:{status}\"\n")
+    };
+    let dir = common::fresh_dir();
+    let config = dir.join("pixeld.toml");
+    let serve_text = match mode {
+        Mode::InProcess => text.clone(),
+        Mode::Cluster => member_text(free_tcp_port()),
+    };
+    std::fs::write(&config, &serve_text).unwrap();
+    let process = Process::start(&config, port, &dir.join("pixeld.log"));
+    let mut px = Pixeld {
+        process,
+        broker,
+        port,
+        config,
+    };
+    let _members: Vec<Member> = match mode {
+        Mode::InProcess => Vec::new(),
+        Mode::Cluster => (0..2)
+            .map(|_| {
+                let status = free_tcp_port();
+                Member::start(&write_config(&member_text(status)), status)
+            })
+            .collect(),
+    };
+    let script = px
+        .tag(&["--pixel", "7313", "--js"])
+        .replace("/px?id=7313&t=1", "/px?id=7313&t=1&order_id=A77");
+    let b = Browser::start(ThirdPartyCookies::Default);
+    let landing = click_and_buy(&b, &sites, &px, &script);
+    let clid = landing
+        .split("pxclid=")
+        .nth(1)
+        .and_then(|rest| rest.split(['&', '#']).next())
+        .unwrap_or_else(|| panic!("no pxclid in {landing}"))
+        .to_string();
+    let from_server = server_reports(port, &clid, "A77");
+    drop(b);
+    px.stop();
+
+    let conversions = read_all(
+        &px.broker.addr,
+        "pixel.conversions",
+        |r| r.len() >= 2,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    assert_eq!(conversions.len(), 2, "{conversions:?}");
+    let from_browser = conversions
+        .iter()
+        .map(|c| c.json())
+        .find(|c| c["source"] == "browser")
+        .expect("the page's conversion");
+    assert_eq!(from_browser["order_id"], "A77");
+    let ids = [
+        from_browser["event_id"].as_str().unwrap().to_string(),
+        from_server,
+    ];
+    let records = read_all(
+        &px.broker.addr,
+        "pixel.attributions",
+        |r| {
+            ids.iter().all(|id| {
+                r.iter()
+                    .any(|m| m.json()["conversion_event_id"] == id.as_str())
+            })
+        },
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    );
+    let verdict = |id: &str| {
+        let mine: Vec<Value> = records
+            .iter()
+            .map(|m| m.json())
+            .filter(|r| r["conversion_event_id"] == id)
+            .collect();
+        assert!(!mine.is_empty(), "no record for {id}: {records:?}");
+        assert!(
+            mine.iter().all(|r| *r == mine[0]),
+            "one answer per conversion: {mine:?}"
+        );
+        common::assert_schema(&mine[0]);
+        mine[0].clone()
+    };
+    let (browser, server) = (verdict(&ids[0]), verdict(&ids[1]));
+    assert_eq!(browser["counted"], true, "{browser}");
+    assert_eq!(browser["kind"], "post_click");
+    assert_eq!(browser["matched_by"], "click_id");
+    assert_eq!(server["counted"], false, "{server}");
+    assert_eq!(server["reason"], "duplicate");
+}
+
+#[test]
+fn a_browser_and_a_server_reporting_one_order_count_it_once_in_process() {
+    a_browser_and_a_server_reporting_one_order_count_it_once(Mode::InProcess);
+}
+
+#[test]
+fn a_browser_and_a_server_reporting_one_order_count_it_once_in_a_fleet_of_two_members() {
+    a_browser_and_a_server_reporting_one_order_count_it_once(Mode::Cluster);
 }
