@@ -134,6 +134,18 @@ async fn a_reloaded_thank_you_page_is_one_counted_conversion_and_two_duplicates(
     server.stop().await;
     let convs = consume(&broker.addr, "pixel.conversions", 4);
     assert_eq!(convs.len(), 4, "every conversion is published");
+    // The reloads say so on the events themselves (the instance's hint).
+    let warned: Vec<bool> = convs
+        .iter()
+        .map(|c| {
+            c.json["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w == "duplicate_order_id")
+        })
+        .collect();
+    assert_eq!(warned, [false, true, true, false], "{convs:?}");
     let records = consume(&broker.addr, "pixel.attributions", 4);
     let of = |order: &str| -> Vec<&serde_json::Value> {
         records

@@ -113,6 +113,9 @@ pub struct App {
     pub reloads: ReloadQueue,
     /// What the admin listener refuses (`server.admin_hosts`, `server.admin_token`).
     pub admin: AdminGuard,
+    /// Orders this instance answered lately, for the `duplicate_order_id`
+    /// warning.
+    pub recent_orders: super::recent_orders::RecentOrders,
 }
 
 impl App {
@@ -142,6 +145,7 @@ impl App {
             reloader: OnceLock::new(),
             reloads: ReloadQueue::default(),
             admin: AdminGuard::new(&cfg.server),
+            recent_orders: Default::default(),
         }
     }
 }

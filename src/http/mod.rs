@@ -8,6 +8,7 @@ pub mod cookie;
 mod no_store;
 mod optout;
 pub mod rate_limit;
+pub mod recent_orders;
 pub mod reload_queue;
 pub mod response;
 pub mod router;

@@ -449,7 +449,8 @@ fn pixel<B>(
         allow: &live.allow,
         click_ids: &app.click_ids,
     };
-    let outcome = pixel::handle(request, &ctx);
+    let mut outcome = pixel::handle(request, &ctx);
+    app.recent_orders.flag(&mut outcome.event, &catalog);
     let receipt = app.delivery.submit(&outcome.event);
     let mut resp = response::reply(&outcome.reply);
     if let Identity::Issued(uid) | Identity::Renewed(uid) = identity {

@@ -57,7 +57,8 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CONFIG_RELOADS, Unit::Count, "Config reloads, by result: ok, invalid (the running config stays), restart_needed (applied except the keys named in the log)."),
     (CONFIG_LAST_RELOAD, Unit::Seconds, "When the config in force was loaded (Unix seconds)."),
     (CONFIG_INFO, Unit::Count, "1 for the SHA-256 of the config file in force (label sha256): instances that disagree show on a dashboard."),
-    (ATTRIBUTION_RECORDS, Unit::Count, "Attribution records published, by result (post_click, post_view, or the reason: no_uid, no_line_items, no_touch, outside_window, repeat, duplicate)."),
+    (ATTRIBUTION_RECORDS, Unit::Count, "Attribution records published, by result (post_click, post_view, or the reason: no_uid, no_line_items, no_touch, outside_window, repeat, duplicate; for adjustments retract, restate, or unknown_order, not_counted, already_retracted)."),
+    (RECENT_ORDERS_FULL, Unit::Count, "Conversions with an order id this instance did not remember for the duplicate_order_id warning: its table of recent orders was full of unexpired ones (the attribution record still deduplicates)."),
     (IVT_REQUESTS, Unit::Count, "Pixel requests flagged as invalid traffic, by category (crawler, preview, prefetch, automation, no_user_agent, ...)."),
     (READY, Unit::Count, "1 while /readyz answers 200, 0 while it answers 503 (checked every second)."),
     (JOURNAL_MAX_BYTES, Unit::Bytes, "journal.max_bytes: the disk budget journal_bytes is measured against."),
@@ -108,6 +109,11 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
             "outside_window",
             "repeat",
             "duplicate",
+            "unknown_order",
+            "not_counted",
+            "already_retracted",
+            "retract",
+            "restate",
         ],
     ),
     (
@@ -189,6 +195,7 @@ pub const CONFIG_RELOADS: &str = "config_reloads_total";
 pub const CONFIG_LAST_RELOAD: &str = "config_last_reload_timestamp_seconds";
 pub const CONFIG_INFO: &str = "config_info";
 pub const ATTRIBUTION_RECORDS: &str = "attribution_records_total";
+pub const RECENT_ORDERS_FULL: &str = "duplicate_order_hints_dropped_total";
 pub const IVT_REQUESTS: &str = "ivt_requests_total";
 pub const READY: &str = "pixeld_ready";
 pub const JOURNAL_MAX_BYTES: &str = "journal_max_bytes";
@@ -250,6 +257,11 @@ pub fn start_at_zero() {
     ] {
         metrics::counter!(name).absolute(0);
     }
+}
+
+/// An order not remembered for the `duplicate_order_id` warning.
+pub fn recent_orders_full() {
+    metrics::counter!(RECENT_ORDERS_FULL).increment(1);
 }
 
 /// One attribution record published, by its result.

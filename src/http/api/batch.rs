@@ -168,7 +168,8 @@ fn submit_conversion(
 ) -> Result<(EventId, Receipt), Refused> {
     let item: Item<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (Rejection::Malformed, Some(detail(&e))))?;
-    let event = server_conversion::event(&item, caller).map_err(|r| (r, None))?;
+    let mut event = server_conversion::event(&item, caller).map_err(|r| (r, None))?;
+    app.recent_orders.flag(&mut event, caller.catalog);
     Ok((event.common.event_id, app.delivery.submit(&event)))
 }
 
