@@ -10,8 +10,6 @@
 //! [`CAPACITY`] entries, expired ones are dropped, and if none has expired
 //! new orders are not remembered (and counted) until some do.
 
-use std::hash::BuildHasher;
-
 use dashmap::DashMap;
 
 use crate::config::Catalog;
