@@ -10,6 +10,20 @@ pub fn is_plain(s: &str) -> bool {
     !s.chars().any(is_hidden)
 }
 
+/// `s` with each of the characters above replaced by U+FFFD, so that a
+/// header pixeld records (`user_agent`, `referer`) shows what it held
+/// without acting on a reader; borrowed when there is none.
+pub fn plain(s: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    if is_plain(&s) {
+        return s;
+    }
+    let replaced = s
+        .chars()
+        .map(|c| if is_hidden(c) { '\u{FFFD}' } else { c })
+        .collect();
+    std::borrow::Cow::Owned(replaced)
+}
+
 /// Control (Cc), format (Cf) and line/paragraph separator (Zl, Zp)
 /// characters.
 fn is_hidden(c: char) -> bool {
@@ -65,6 +79,14 @@ mod tests {
         for good in ["plain", "José Müller", "日本語", "emoji 🎉", "a-b_c.d e"] {
             assert!(is_plain(good), "{good:?}");
         }
+        assert_eq!(
+            plain("Mozilla\t5.0\u{202E}\u{FEFF}".into()),
+            "Mozilla\u{FFFD}5.0\u{FFFD}\u{FFFD}"
+        );
+        assert!(matches!(
+            plain("José 🎉".into()),
+            std::borrow::Cow::Borrowed(_)
+        ));
         assert!(is_cachebuster("1764180000123"));
         assert!(is_cachebuster(&"9".repeat(64)));
         assert!(!is_cachebuster(&"9".repeat(65)));

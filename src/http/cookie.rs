@@ -31,8 +31,9 @@ pub enum Identity {
     Private,
     /// Consent (TCF purpose 1) does not allow the cookie: not read, not set.
     Unconsented,
-    /// The cookie bounce came back without the cookie: this browser refuses
-    /// it, so an id would be new on every request.
+    /// The cookie bounce came back without the cookie (this browser refuses
+    /// it), or the request was too long to bounce: an id would be new on
+    /// every request.
     Refused,
 }
 

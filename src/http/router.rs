@@ -354,6 +354,21 @@ fn counted(resp: Response<Body>, reason: &'static str) -> Response<Body> {
     resp
 }
 
+/// A header as recorded ([`crate::event::text::plain`]), with `warning`
+/// when something was replaced.
+fn recorded<'w, 'a>(
+    warnings: &'w mut Warnings,
+    warning: &'static str,
+) -> impl FnOnce(Cow<'a, str>) -> Cow<'a, str> + 'w {
+    move |value| {
+        let plain = crate::event::text::plain(value);
+        if matches!(plain, Cow::Owned(_)) {
+            warnings.push(warning);
+        }
+        plain
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: HeaderName) -> Option<Cow<'a, str>> {
     headers.get(name).map(|v| match v.to_str() {
         Ok(s) => Cow::Borrowed(s),
@@ -377,7 +392,13 @@ fn pixel<B>(
         Ok(q) => consent::read(q, live.tcf_vendor, &mut warnings),
         Err(_) => (None, consent::Allowed::ALL),
     };
-    let bounced = parsed.as_ref().is_ok_and(|q| q.raw(Key::Bounced).is_some());
+    // The mark counts only as the bounce writes it (`pxbounce=1`), and only
+    // while the bounce is on: any other value, or a mark sent to a server
+    // that does not bounce, is an ordinary request.
+    let bounced = live.bounce
+        && parsed
+            .as_ref()
+            .is_ok_and(|q| q.raw(Key::Bounced) == Some("1"));
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
     let mut identity = if gpc {
         Identity::Private
@@ -398,6 +419,12 @@ fn pixel<B>(
                 resp.headers_mut()
                     .insert(SET_COOKIE, app.cookies.issue(uid, host));
                 return (resp, None);
+            } else {
+                // Too long to bounce: whether this browser keeps cookies is
+                // not known, and a fresh id per request would make every
+                // padded request a new user.
+                warnings.push("cookies_unknown");
+                identity = Identity::Refused;
             }
         }
     }
@@ -415,6 +442,8 @@ fn pixel<B>(
     }
     let user_agent = header(headers, USER_AGENT);
     let ivt = live.ivt.classify(headers, user_agent.as_deref());
+    // Recorded with hidden characters replaced, as `other` refuses them.
+    let user_agent = user_agent.map(recorded(&mut warnings, "user_agent_replaced"));
     if let Some(flag) = ivt {
         metric::ivt_request(flag);
     }
@@ -424,14 +453,14 @@ fn pixel<B>(
         uid: identity.uid(),
         // With the bounce, the id was issued by the redirect just before.
         new_uid: matches!(identity, Identity::Issued(_))
-            || (bounced && live.bounce && matches!(identity, Identity::Known(_))),
+            || (bounced && matches!(identity, Identity::Known(_))),
         ip: if identity.is_private() {
             None
         } else {
             live.ip_policy.apply(ip)
         },
         user_agent,
-        referer: header(headers, REFERER),
+        referer: header(headers, REFERER).map(recorded(&mut warnings, "referer_replaced")),
         warnings,
         ivt,
         consent,

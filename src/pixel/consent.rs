@@ -48,15 +48,21 @@ pub fn read<'a>(
         _ => warnings.push("gdpr_invalid"),
     }
     let mut tc = None;
-    match q.param(Key::GdprConsent) {
+    let consent_param = q.param(Key::GdprConsent);
+    let consent_sent = !matches!(consent_param, Param::Absent);
+    match consent_param {
         Param::Absent => {}
         Param::Malformed => warnings.push("consent_invalid"),
+        // Decided on exactly what is recorded: a string longer than that is
+        // refused whole (and not recorded), never judged on bytes the
+        // event does not keep.
+        Param::Present(ref v) if v.len() > Consent::MAX_RAW => warnings.push("consent_invalid"),
         Param::Present(v) => {
             match TcString::parse(&v) {
                 Ok(t) => tc = Some(t),
                 Err(_) => warnings.push("consent_invalid"),
             }
-            c.tc_string = Some(cut(v));
+            c.tc_string = Some(v);
         }
     }
     match q.param(Key::Gpp) {
@@ -92,7 +98,9 @@ pub fn read<'a>(
                 measurement: t.allows(v, MEASUREMENT),
             },
             None => {
-                if c.tc_string.is_none() {
+                // One warning per problem: a string that came but was
+                // refused is `consent_invalid` only.
+                if !consent_sent {
                     warnings.push("consent_missing");
                 }
                 Allowed {
@@ -201,10 +209,34 @@ mod tests {
         let (c, a, w) = run("gdpr=1&gdpr_consent=not-a-tc-string!", Some(755));
         assert!(!a.storage && !a.measurement);
         assert!(w.contains(&"consent_invalid".to_string()), "{w:?}");
+        assert!(
+            !w.contains(&"consent_missing".to_string()),
+            "one warning per problem: {w:?}"
+        );
         assert!(c.unwrap().tcf.is_none());
         let (_, a, w) = run("gdpr=1", Some(755));
         assert!(!a.storage && !a.measurement);
         assert!(w.contains(&"consent_missing".to_string()), "{w:?}");
+    }
+
+    /// Issue 25, finding 9: the decision is taken on what the event keeps.
+    /// A valid string padded past what is recorded used to be decided whole
+    /// and recorded cut; now it is refused whole and not recorded.
+    #[test]
+    fn a_consent_string_longer_than_what_is_recorded_is_invalid_and_not_recorded() {
+        let padded = format!("{BOTH}.{}", "A".repeat(Consent::MAX_RAW));
+        let (c, a, w) = run(&format!("gdpr=1&gdpr_consent={padded}"), Some(755));
+        assert!(!a.storage && !a.measurement);
+        assert_eq!(
+            w,
+            [
+                "consent_invalid",
+                "no_storage_consent",
+                "no_measurement_consent"
+            ]
+        );
+        let c = c.unwrap();
+        assert!(c.tc_string.is_none() && c.tcf.is_none());
     }
 
     #[test]

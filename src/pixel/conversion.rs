@@ -42,7 +42,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         }
     };
     let other = other(&mut r);
-    let click = click_id(&mut r, ctx, pixel.post_click_ms);
+    let click = click_id(&mut r, ctx, pixel);
     let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
     let segments_removed = segment::id_list(&mut r, ctx, Key::Remove, "remove_invalid");
     let uid = r.common.uid;
@@ -62,17 +62,30 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     r.finish(body, reply)
 }
 
-/// `clid`: the click a click id stands for, if it is ours and the click is
-/// inside the pixel's post-click window; else a warning (`clid_invalid`,
-/// `clid_expired`) and none.
-fn click_id(r: &mut Request<'_>, ctx: &Context<'_>, post_click_ms: u64) -> Option<ClickId> {
+/// `clid`: the click a click id stands for, if it is ours, ran for the
+/// pixel's advertiser and is inside the pixel's post-click window; else a
+/// warning (`clid_invalid`, `clid_foreign`, `clid_expired`) and none. A
+/// foreign click is dropped from the event: a consumer joining conversions
+/// to clicks on `click_id` would otherwise credit another advertiser's ad.
+fn click_id(
+    r: &mut Request<'_>,
+    ctx: &Context<'_>,
+    pixel: &crate::config::ConversionPixel,
+) -> Option<ClickId> {
     let token = r.opt(Key::Clid, "clid_invalid")?;
     match ctx.click_ids.verify(&token) {
         Ok(click) => {
             let at = click.event_id.timestamp_ms();
+            let advertiser = ctx.catalog.line_items.get(&click.line_item);
+            if advertiser != Some(&pixel.advertiser) {
+                r.warn("clid_foreign");
+                return None;
+            }
             // A click from the future (clock skew between instances) is
             // allowed a minute.
-            if at > r.common.ts_ms + 60_000 || r.common.ts_ms.saturating_sub(at) > post_click_ms {
+            if at > r.common.ts_ms + 60_000
+                || r.common.ts_ms.saturating_sub(at) > pixel.post_click_ms
+            {
                 r.warn("clid_expired");
                 None
             } else {
