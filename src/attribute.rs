@@ -6,7 +6,6 @@
 //! listener answers `/readyz` (503 until it joined and while it restores)
 //! and `/metrics`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -140,7 +139,10 @@ pub async fn run(
         .map_err(AttributeError::Cluster)?;
     info!(listen = %addr, "pixeld attribute: /readyz and /metrics");
     let status = member.status.clone();
-    let http = tokio::spawn(serve_status(listener, status));
+    let http = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { serve_status(listener, status, &cfg).await })
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -160,23 +162,24 @@ pub async fn run(
     result.map_err(AttributeError::Cluster)
 }
 
-async fn serve_status(listener: TcpListener, status: Arc<Status>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let status = status.clone();
-                async move { Ok::<_, Infallible>(answer(req.uri().path(), &status)) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
+/// Connections the member's status listener takes at most: Prometheus and
+/// an orchestrator's probes, not a crowd.
+pub const STATUS_MAX_CONNECTIONS: usize = 64;
+
+/// `/readyz` and `/metrics`, with serve's header timeout, a connection cap
+/// and accept back-off (issue 25, finding 6: held connections made
+/// `/readyz` unreachable and the accept loop spun on EMFILE).
+async fn serve_status(listener: TcpListener, status: Arc<Status>, cfg: &Config) {
+    let limits = crate::http::Limits {
+        header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
+        max_header_bytes: cfg.server.max_header_bytes,
+        shutdown_timeout: Duration::ZERO,
+        max_connections: STATUS_MAX_CONNECTIONS,
+    };
+    crate::http::server::run_status(listener, limits, "status", move |req| {
+        answer(req.uri().path(), &status)
+    })
+    .await
 }
 
 fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {

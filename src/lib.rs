@@ -29,7 +29,8 @@
 //! by all, reads only the leaves [`ids`] and [`files`]), [`serve`] (start-up and shutdown order),
 //! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`] (every
 //! metric's name and description, logs), [`files`] (atomic, durable small
-//! files), [`background`] (threads that never preempt the request path) and
+//! files), [`background`] (threads that never preempt the request path),
+//! [`fdlimit`] (the open-file limit against the connections allowed) and
 //! [`alloc`] (mimalloc, and huge pages for the large tables).
 
 pub mod alloc;
@@ -39,6 +40,7 @@ pub mod background;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod fdlimit;
 pub mod files;
 pub mod http;
 pub mod ids;

@@ -93,6 +93,13 @@ pub enum StartError {
     Attribution(attribution::StartError),
     /// The journal shipper could not start.
     Shipper(String),
+    /// `server.max_connections` needs more file descriptors than the hard
+    /// limit allows.
+    FdLimit {
+        wanted: usize,
+        limit: u64,
+        fits: usize,
+    },
 }
 
 impl StartError {
@@ -115,6 +122,7 @@ impl StartError {
             StartError::Catalog(p) => &p.path,
             StartError::Attribution(_) => "attribution.enabled",
             StartError::Shipper(_) => "kafka",
+            StartError::FdLimit { .. } => "server.max_connections",
         }
     }
 
@@ -135,6 +143,9 @@ impl StartError {
                 "make server.data_dir readable and writable, or set attribution.enabled = false"
             }
             StartError::Shipper(_) => "check the [kafka.librdkafka] table",
+            StartError::FdLimit { .. } => {
+                "lower server.max_connections, or raise the open-file limit (ulimit -n, LimitNOFILE= in the unit)"
+            }
         }
     }
 }
@@ -157,6 +168,10 @@ impl std::fmt::Display for StartError {
             }
             StartError::Catalog(p) => f.write_str(&p.message)?,
             StartError::Attribution(e) => write!(f, "{e}")?,
+            StartError::FdLimit { wanted, limit, fits } => write!(
+                f,
+                "{wanted} connections need more file descriptors than the limit of {limit} allows (at most {fits} fit)"
+            )?,
         }
         write!(f, "; {}", self.fix())
     }
@@ -170,8 +185,55 @@ impl std::error::Error for StartError {
             | StartError::CookieKey { source, .. }
             | StartError::Journal { source, .. } => Some(source),
             StartError::Attribution(e) => Some(e),
-            StartError::Kafka(_) | StartError::Shipper(_) | StartError::Catalog(_) => None,
+            StartError::Kafka(_)
+            | StartError::Shipper(_)
+            | StartError::Catalog(_)
+            | StartError::FdLimit { .. } => None,
         }
+    }
+}
+
+/// Connections the admin listener takes at most: operators, Prometheus and
+/// probes, not browsers; what it may hold is budgeted apart from
+/// `server.max_connections`.
+pub const ADMIN_MAX_CONNECTIONS: usize = 128;
+
+/// `server.max_connections`, checked against the open-file limit (raised to
+/// the hard limit if need be): a value that was set and does not fit stops
+/// start-up; the default is lowered to what fits, with a warning naming
+/// the key (a machine with a low limit still starts on the default).
+fn connection_caps(cfg: &Config) -> Result<(usize, usize), StartError> {
+    let wanted = cfg.server.max_connections;
+    let needed = (wanted + ADMIN_MAX_CONNECTIONS) as u64 + crate::fdlimit::RESERVED;
+    // Under a low limit the admin listener gets an eighth of it.
+    let admin = |l: &crate::fdlimit::FdLimit| (ADMIN_MAX_CONNECTIONS as u64).min(l.soft / 8);
+    let fit =
+        |l: &crate::fdlimit::FdLimit| l.connections().saturating_sub(admin(l)).max(1) as usize;
+    match crate::fdlimit::ensure(needed) {
+        Ok(l) => {
+            if let Some(from) = l.raised_from {
+                info!(
+                    from,
+                    to = l.soft,
+                    "raised the open-file limit for server.max_connections"
+                );
+            }
+            Ok((wanted, ADMIN_MAX_CONNECTIONS))
+        }
+        Err(l) if wanted == crate::config::ServerConfig::default().max_connections => {
+            warn!(
+                limit = l.soft,
+                hard = l.hard,
+                max_connections = fit(&l),
+                "server.max_connections: the default does not fit the open-file limit and is lowered; raise the limit (ulimit -n, LimitNOFILE=) or set server.max_connections"
+            );
+            Ok((fit(&l), admin(&l).max(1) as usize))
+        }
+        Err(l) => Err(StartError::FdLimit {
+            wanted,
+            limit: l.soft,
+            fits: fit(&l),
+        }),
     }
 }
 
@@ -190,6 +252,9 @@ pub struct Services {
     sink: Arc<dyn Sink>,
     /// HTTP limits, from `[server]`.
     limits: Limits,
+    /// The admin listener's connection cap ([`ADMIN_MAX_CONNECTIONS`], or
+    /// less under a low open-file limit).
+    admin_max_connections: usize,
     /// How long the final flush may take.
     flush_timeout: Duration,
     /// Served after SIGTERM with `/readyz` at 503 (`server.drain_ms`).
@@ -217,6 +282,8 @@ impl Services {
             Durability::Memory => 0,
             _ => cfg.journal.max_bytes,
         });
+        // Before anything that must be shut down in order has started.
+        let (max_connections, admin_max_connections) = connection_caps(cfg)?;
         let secret = cookie_secret(cfg)?;
         let catalog = Arc::new(ArcSwap::new(
             Catalog::new(cfg).map_err(StartError::Catalog)?,
@@ -288,7 +355,7 @@ impl Services {
             header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
             max_header_bytes: cfg.server.max_header_bytes,
             shutdown_timeout: Duration::from_millis(cfg.server.shutdown_timeout_ms),
-            max_connections: cfg.server.max_connections,
+            max_connections,
         };
         Ok(Services {
             app,
@@ -297,6 +364,7 @@ impl Services {
             shipper,
             sink: outputs.sink.clone(),
             limits,
+            admin_max_connections,
             flush_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
             drain: Duration::from_millis(cfg.server.drain_ms),
             watch_config: cfg.server.watch_config,
@@ -348,11 +416,15 @@ impl Services {
             info!(%addr, "admin listening (/metrics, /readyz, /healthz, POST /-/reload)");
         }
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_limits = Limits {
+            max_connections: self.admin_max_connections,
+            ..self.limits
+        };
         let admin_task = tokio::spawn(http::run(
             admin,
             self.app.clone(),
             http::Role::Admin,
-            self.limits,
+            admin_limits,
             async {
                 let _ = admin_stopped.await;
             },

@@ -1006,3 +1006,37 @@ fn adjustments_through_the_fleet_name_the_original_after_its_members_are_gone() 
     let decided = metric_sum(&m3.metrics(), "attribution_records_total");
     assert_eq!(decided, adjustments.len() as f64, "{}", m3.metrics());
 }
+
+/// Issue 25, finding 6: the member's status listener has serve's header
+/// timeout and a connection cap. Held idle connections beyond the cap are
+/// answered 503 at once rather than left hanging, the held ones are closed
+/// after `server.header_read_timeout_ms`, and `/readyz` answers again.
+#[test]
+fn the_member_s_status_listener_sheds_held_connections_and_answers_again() {
+    let _turn = turn();
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
+    let status = free_tcp_port();
+    let text = cluster_config(&broker.addr, free_tcp_port(), status, &[]).replace(
+        "header_read_timeout_ms = 10000",
+        "header_read_timeout_ms = 1000",
+    );
+    let _member = Member::start(&write_config(&text), status);
+    let mut held: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", status)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let over = raw_get(status, "/readyz").map(|(s, _)| s);
+    assert_eq!(over, Some(503), "over the cap: a short answer, not a hang");
+    std::thread::sleep(Duration::from_millis(1500));
+    for s in held.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        // Closed by the member: end of stream (after a 503 or a timeout's
+        // close), never a read that waits.
+        let n = std::io::Read::read(s, &mut buf);
+        assert!(n.is_ok(), "{n:?}");
+    }
+    drop(held);
+    assert_eq!(raw_get(status, "/readyz").map(|(s, _)| s), Some(200));
+}

@@ -486,3 +486,98 @@ fn a_reload_flood_is_coalesced_and_logged_once() {
         "{logged} log lines for {reloads} reloads"
     );
 }
+
+/// `pixeld serve` on `text` under an open-file limit of `fds` (soft and
+/// hard), as `ulimit -n` in a unit or a container sets it; its stderr in
+/// `log`.
+fn spawn_with_fd_limit(text: &str, fds: u32, log: &Path) -> std::process::Child {
+    let dir = common::fresh_dir();
+    let path = dir.join("pixeld.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -n {fds} && exec \"$0\" serve --config \"$1\""),
+        ])
+        .arg(BIN)
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Finding 8: a `server.max_connections` the open-file limit cannot hold
+/// stops start-up naming the key and the fix.
+#[test]
+fn a_max_connections_the_fd_limit_cannot_hold_stops_start_up() {
+    let broker = Broker::start();
+    let text = config_text(&[
+        ("brokers", q(&broker.addr)),
+        ("listen", q(format!("127.0.0.1:{}", free_tcp_port()))),
+        ("data_dir", q(common::fresh_dir().display().to_string())),
+        ("max_connections", "1000".into()),
+    ]);
+    let log = common::fresh_dir().join("serve.log");
+    let mut child = spawn_with_fd_limit(&text, 256, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "pixeld started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("server.max_connections"), "{text}");
+    assert!(text.contains("ulimit -n"), "{text}");
+}
+
+/// Finding 8: on the default `max_connections` under `ulimit -n 256`, the
+/// cap is lowered to what the limit holds: 300 half-sent requests fill the
+/// public listener, a new connection gets the cap's 503 rather than
+/// hanging, and the admin listener, budgeted apart, still answers.
+#[test]
+fn under_a_low_fd_limit_the_cap_fires_and_the_admin_listener_still_answers() {
+    let broker = Broker::start();
+    let (port, admin) = (free_tcp_port(), free_tcp_port());
+    let text = config_text(&[
+        ("brokers", q(&broker.addr)),
+        ("listen", q(format!("127.0.0.1:{port}"))),
+        ("admin_listen", q(format!("127.0.0.1:{admin}"))),
+        ("data_dir", q(common::fresh_dir().display().to_string())),
+    ]);
+    let log = common::fresh_dir().join("serve.log");
+    let mut child = spawn_with_fd_limit(&text, 256, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while raw_get(admin, "/healthz").is_none_or(|(s, _)| s != 200) {
+        assert!(Instant::now() < deadline, "pixeld did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            std::io::Write::write_all(&mut s, b"GET /imptr?id=2766 HTTP/1.1\r\nHost: x\r\n")
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = raw_get_with(port, "/imptr?id=2766", &[]);
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    let (status, metrics) = raw_get(admin, "/metrics").expect("the admin listener answers");
+    assert_eq!(status, 200);
+    assert!(
+        metric_sum(
+            &metrics,
+            "http_refused_total{reason=\"too_many_connections\"}"
+        ) >= 1.0
+    );
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("lowered"), "{text}");
+}

@@ -52,6 +52,141 @@ fn refusal(e: &hyper::Error) -> Option<&'static str> {
     }
 }
 
+/// Log lines about failed accepts, at most one a second (the rest are
+/// counted into the next): out of descriptors, every accept fails at once.
+struct AcceptErrors {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    fn new() -> AcceptErrors {
+        AcceptErrors {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn failed(&mut self, listener: &'static str, e: &std::io::Error) {
+        crate::telemetry::metric::http_refused("accept_failed");
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        warn!(listener, error = %e, suppressed = self.suppressed, "accept failed (out of file descriptors?); backing off");
+        self.last = Some(std::time::Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+/// The next connection; a failed accept (out of file descriptors and the
+/// like) backs off briefly rather than spinning.
+async fn accept(
+    listener: &TcpListener,
+    name: &'static str,
+    errors: &mut AcceptErrors,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                errors.failed(name, &e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Open connections of one listener, against its cap.
+struct Connections {
+    open: Arc<AtomicUsize>,
+    max: usize,
+    name: &'static str,
+}
+
+impl Connections {
+    fn new(max: usize, name: &'static str) -> Connections {
+        Connections {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+            name,
+        }
+    }
+
+    /// A guard counting `stream` as open, or `None` when the listener is at
+    /// its cap: the stream then gets a short 503 and is closed, and the
+    /// open ones are untouched.
+    fn admit(&self, stream: tokio::net::TcpStream) -> Result<(Open, tokio::net::TcpStream), ()> {
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            crate::telemetry::metric::http_refused("too_many_connections");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                )
+                .await;
+            });
+            return Err(());
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metric::http_connections(self.name, 1.0);
+        Ok((Open(self.open.clone(), self.name), stream))
+    }
+}
+
+/// hyper's HTTP/1.1 settings for a listener with `limits`.
+fn http1(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+}
+
+/// Serves a small status listener (`pixeld attribute`'s `/readyz` and
+/// `/metrics`) with the same header timeout, connection cap and accept
+/// back-off as serve's listeners, answering each request with `answer`.
+pub async fn run_status<F>(listener: TcpListener, limits: Limits, name: &'static str, answer: F)
+where
+    F: Fn(
+            &hyper::Request<hyper::body::Incoming>,
+        ) -> hyper::Response<http_body_util::Full<bytes::Bytes>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let builder = http1(&limits);
+    let connections = Connections::new(limits.max_connections, name);
+    let mut errors = AcceptErrors::new();
+    loop {
+        let (stream, _) = accept(&listener, name, &mut errors).await;
+        let Ok((guard, stream)) = connections.admit(stream) else {
+            continue;
+        };
+        let answer = answer.clone();
+        let service = service_fn(move |req| {
+            let resp = answer(&req);
+            async move { Ok::<_, std::convert::Infallible>(resp) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = conn.await {
+                if let Some(reason) = refusal(&e) {
+                    crate::telemetry::metric::http_refused(reason);
+                }
+            }
+        });
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish (within `limits.shutdown_timeout`).
 pub async fn run(
@@ -66,26 +201,13 @@ pub async fn run(
         Role::Admin => "admin",
     };
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
+    let builder = http1(&limits);
+    let connections = Connections::new(limits.max_connections, name);
+    let mut errors = AcceptErrors::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = accept(&listener, name, &mut errors) => {
                 let _ = stream.set_nodelay(true);
                 // The address the client reached: what the admin listener
                 // takes as its own in `Host` (the listener may be 0.0.0.0); unknown,
@@ -93,22 +215,9 @@ pub async fn run(
                 let local = stream
                     .local_addr()
                     .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                if open.load(Ordering::Relaxed) >= limits.max_connections {
-                    // Over the cap: a short answer, then close; the open ones are untouched.
-                    crate::telemetry::metric::http_refused("too_many_connections");
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let _ = tokio::io::AsyncWriteExt::write_all(
-                            &mut stream,
-                            b"HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                        )
-                        .await;
-                    });
+                let Ok((guard, stream)) = connections.admit(stream) else {
                     continue;
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                crate::telemetry::metric::http_connections(name, 1.0);
-                let guard = Open(open.clone(), name);
+                };
                 let app = app.clone();
                 let service =
                     service_fn(move |req| super::router::serve(req, peer, local, &app, role));

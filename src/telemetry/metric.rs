@@ -90,6 +90,7 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
             "too_many_connections",
             "header_timeout",
             "malformed_request",
+            "accept_failed",
         ],
     ),
     (
