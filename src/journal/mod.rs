@@ -318,8 +318,19 @@ impl Journal {
     pub fn stop(&self) {
         if !self.stopped.swap(true, Ordering::Relaxed) {
             // Queued behind every append sent before it; a full queue is
-            // waited out (the writer is draining it).
-            let _ = self.tx.blocking_send(Job::Stop);
+            // waited out (the writer is draining it). Not `blocking_send`:
+            // a start-up that fails after the journal started drops it on
+            // a runtime thread, where `blocking_send` panics.
+            let mut job = Job::Stop;
+            loop {
+                match self.tx.try_send(job) {
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        job = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    _ => break,
+                }
+            }
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
