@@ -887,6 +887,74 @@ fn an_unreadable_changelog_value_is_skipped_and_counted_and_the_member_serves() 
     );
 }
 
+/// Messages no pixeld producer writes, on the input topics: skipped and
+/// counted by topic and reason, logged, and the member stays ready. A
+/// segment event (a `type` header the engine does not read) is ordinary
+/// traffic and not counted: it sits before the headerless message in the
+/// same partition, so when that one is counted the segment was read too.
+#[test]
+fn malformed_input_messages_are_counted_by_reason_and_segment_events_are_not() {
+    let _turn = turn();
+    let broker = Broker::start_sqlite();
+    create_inputs(&broker.addr);
+    let producer = producer(&broker.addr);
+    let send = |topic: &str, payload: &[u8], kind: Option<&str>| {
+        let mut record = rdkafka::producer::BaseRecord::<(), [u8]>::to(topic)
+            .payload(payload)
+            .partition(0);
+        if let Some(kind) = kind {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "type",
+                    value: Some(kind),
+                },
+            ));
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    };
+    let segment = br#"{"event_id":"0190a5b0-0000-7000-8000-000000000000","ts":1,"uid":null}"#;
+    send("pixel.segments", segment, Some("segment"));
+    send("pixel.segments", b"{}", None);
+    send("pixel.conversions", b"not json", None);
+    send(
+        "pixel.conversions",
+        br#"{"event_id":"0190a5b0-0000-7000-8000-000000000000","ts":1,"uid":"forged"}"#,
+        None,
+    );
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let status = free_tcp_port();
+    let config = write_config(&cluster_config(&broker.addr, free_tcp_port(), status, &[]));
+    let m = Member::start(&config, status);
+    let name = "attribution_inputs_malformed_total";
+    let series = |body: &str, topic: &str, reason: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .filter(|l| l.contains(&format!("topic=\"{topic}\"")))
+            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = m.metrics();
+        if metric_sum(&body, name) >= 3.0 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(metric_sum(&body, name), 3.0, "{body}");
+    assert_eq!(series(&body, "segments", "no_type"), 1.0, "{body}");
+    assert_eq!(series(&body, "conversions", "not_an_event"), 1.0, "{body}");
+    assert_eq!(series(&body, "conversions", "uid"), 1.0, "{body}");
+    assert!(
+        m.log_text().contains("is not a pixeld event of its kind"),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(raw_get(status, "/readyz").map(|(code, _)| code), Some(200));
+}
+
 const FLEET_KEY: &str = "fleet-shop-key-0123456789abcdef";
 
 /// A cluster config whose serve takes `POST /v1/...` for advertiser 100.

@@ -38,7 +38,7 @@ for batch in 100 1000; do
     sleep 0.1
   done
   before=$(cpu_ticks "$SERVER")
-  BATCH=$batch API_KEY=$KEY taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" \
+  BATCH=$batch API_KEY=$KEY taskset -c 1 wrk --latency -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" \
     -s benches/load/api.lua "http://127.0.0.1:$PORT/" >"$dir/wrk.txt"
   after=$(cpu_ticks "$SERVER")
   requests=$(awk '/requests in/ {print $1}' "$dir/wrk.txt")

@@ -241,6 +241,17 @@ impl AttributionInput {
     /// journal's records carry the binary form ([`AttributionInput::encode`]);
     /// this is for events stored without it (version-1 journals).
     pub fn from_json(kind: EventType, payload: &[u8]) -> Option<AttributionInput> {
+        Self::read_json(kind, payload).ok().flatten()
+    }
+
+    /// [`AttributionInput::from_json`], telling a message that is not a
+    /// pixeld event of its kind (`Err`, with what was wrong) from an event
+    /// the engine has no use for (`Ok(None)`): the first is a producer's
+    /// bug an operator must see, the second is ordinary traffic.
+    pub fn read_json(
+        kind: EventType,
+        payload: &[u8],
+    ) -> Result<Option<AttributionInput>, Malformed> {
         if !matches!(
             kind,
             EventType::Impression
@@ -249,10 +260,16 @@ impl AttributionInput {
                 | EventType::OptOut
                 | EventType::Adjustment
         ) {
-            return None;
+            return Ok(None);
         }
-        let e: Fields<'_> = serde_json::from_slice(payload).ok()?;
-        Self::from_fields(kind, e)
+        let e: Fields<'_> = serde_json::from_slice(payload).map_err(|_| Malformed::NotAnEvent)?;
+        if EventId::parse(e.event_id).is_none() {
+            return Err(Malformed::EventId);
+        }
+        if e.uid.is_some_and(|u| UserId::parse(u).is_none()) {
+            return Err(Malformed::Uid);
+        }
+        Ok(Self::from_fields(kind, e))
     }
 
     fn from_fields(kind: EventType, e: Fields<'_>) -> Option<AttributionInput> {
@@ -559,6 +576,29 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// Why a message on an input topic is not a pixeld event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// No `type` header naming an event type.
+    NoType,
+    /// Not JSON, or not an event's fields.
+    NotAnEvent,
+    EventId,
+    Uid,
+}
+
+impl Malformed {
+    /// The `reason` label of `attribution_inputs_malformed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Malformed::NoType => "no_type",
+            Malformed::NotAnEvent => "not_an_event",
+            Malformed::EventId => "event_id",
+            Malformed::Uid => "uid",
+        }
+    }
+}
+
 /// The fields the engine reads; serde skips the rest. Strings borrow from
 /// the payload where they hold no escapes (ids and codes never do).
 #[derive(Deserialize)]
@@ -726,5 +766,23 @@ mod tests {
             AttributionInput::from_json(EventType::Segment, segment),
             None
         );
+    }
+
+    #[test]
+    fn a_broken_payload_is_malformed_and_an_unused_event_is_not() {
+        let read = |kind, bad: &[u8]| AttributionInput::read_json(kind, bad);
+        let conversion = EventType::Conversion;
+        assert_eq!(read(conversion, b"not json"), Err(Malformed::NotAnEvent));
+        assert_eq!(read(conversion, b"{}"), Err(Malformed::NotAnEvent));
+        assert_eq!(
+            read(conversion, br#"{"event_id":"x","ts":1,"uid":null}"#),
+            Err(Malformed::EventId)
+        );
+        let id = "0190a5b0-0000-7000-8000-000000000000";
+        let forged = format!(r#"{{"event_id":"{id}","ts":1,"uid":"forged"}}"#);
+        assert_eq!(read(conversion, forged.as_bytes()), Err(Malformed::Uid));
+        let anonymous = format!(r#"{{"event_id":"{id}","ts":1,"uid":null}}"#);
+        assert_eq!(read(conversion, anonymous.as_bytes()), Ok(None));
+        assert_eq!(read(EventType::Segment, b"not json"), Ok(None));
     }
 }

@@ -11,7 +11,7 @@ mod warnings;
 pub use encode::{encode, JsonWriter};
 pub use input::{
     AdjustmentInput, AdjustmentKind, AttributionInput, ClickRef, ConversionInput, ForgetInput,
-    OrderId, TouchInput, TouchKind,
+    Malformed, OrderId, TouchInput, TouchKind,
 };
 pub use warnings::Warnings;
 

@@ -41,6 +41,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
     (CLUSTER_ORPHANED, Unit::Count, "pixeld attribute: partitions whose committed offset stalled behind their log for several session timeouts while this member does not own them: owned by no live member (the member rejoins the group)."),
     (CLUSTER_FUTURE, Unit::Count, "pixeld attribute: inputs dated beyond attribution.max_future_ms, applied as they arrived instead of waiting for the watermark."),
+    (CLUSTER_MALFORMED, Unit::Count, "pixeld attribute: messages on an input topic that are not a pixeld event of their kind (skipped, their offset committed), by topic and reason (no_type, not_an_event, event_id, uid)."),
     (CLUSTER_CHANGELOG_INVALID, Unit::Count, "pixeld attribute: changelog values that could not be read at a restore; the user started with an empty state."),
     (CLUSTER_DECISION_DELAY, Unit::Seconds, "pixeld attribute: from a conversion's arrival to its record being produced (the event-time buffer's wait)."),
     (HTTP_REQUESTS, Unit::Count, "Requests answered, by route and status code."),
@@ -179,6 +180,7 @@ pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
 pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
 pub const CLUSTER_ORPHANED: &str = "attribution_orphaned_partitions";
 pub const CLUSTER_FUTURE: &str = "attribution_future_inputs_total";
+pub const CLUSTER_MALFORMED: &str = "attribution_inputs_malformed_total";
 pub const CLUSTER_CHANGELOG_INVALID: &str = "attribution_changelog_invalid_total";
 pub const CLUSTER_DECISION_DELAY: &str = "attribution_decision_delay_seconds";
 pub const HTTP_REQUESTS: &str = "http_requests_total";
@@ -441,6 +443,10 @@ pub fn cluster_orphaned(partitions: usize) {
 
 pub fn cluster_future_input() {
     metrics::counter!(CLUSTER_FUTURE).increment(1);
+}
+
+pub fn cluster_malformed_input(topic: &'static str, reason: &'static str) {
+    metrics::counter!(CLUSTER_MALFORMED, "topic" => topic, "reason" => reason).increment(1);
 }
 
 pub fn cluster_changelog_invalid() {

@@ -6,7 +6,7 @@ use std::ops::{Index, IndexMut};
 
 use rdkafka::message::{Headers, Message};
 
-use crate::event::EventType;
+use crate::event::{EventType, Malformed};
 
 /// One input topic of the co-partitioned set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,20 +49,27 @@ impl InputTopic {
     /// event topics, by the `type` header on the segments topic (which also
     /// carries segment events the engine does not read).
     pub fn event_type<M: Message>(self, message: &M) -> Option<EventType> {
-        match self {
+        self.read_type(message).ok().flatten()
+    }
+
+    /// [`InputTopic::event_type`], with a message on the segments topic
+    /// that has no `type` header told apart (`Err`) from a segment event
+    /// (`Ok(None)`).
+    pub fn read_type<M: Message>(self, message: &M) -> Result<Option<EventType>, Malformed> {
+        Ok(match self {
             InputTopic::Impressions => Some(EventType::Impression),
             InputTopic::Clicks => Some(EventType::Click),
             InputTopic::Conversions => Some(EventType::Conversion),
             InputTopic::Adjustments => Some(EventType::Adjustment),
             InputTopic::Segments => {
-                let headers = message.headers()?;
-                let kind = headers
-                    .iter()
-                    .find(|h| h.key == "type")
-                    .and_then(|h| h.value)?;
+                let kind = message
+                    .headers()
+                    .and_then(|headers| headers.iter().find(|h| h.key == "type"))
+                    .and_then(|h| h.value)
+                    .ok_or(Malformed::NoType)?;
                 (kind == EventType::OptOut.as_str().as_bytes()).then_some(EventType::OptOut)
             }
-        }
+        })
     }
 
     /// For metrics and logs.

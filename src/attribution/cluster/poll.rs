@@ -19,11 +19,13 @@ use tracing::{error, info, warn};
 
 use super::broker_quirks::{Coverage, Gap, GapGuard};
 use super::commit::Committed;
+use super::inputs::InputTopic;
 use super::membership::{committed_offsets, end_offsets, rejoin, MemberCtx};
 use super::work::Work;
 use super::ClusterError;
 use crate::attribution::Input;
-use crate::telemetry::{metric, now_ms};
+use crate::event::Malformed;
+use crate::telemetry::{metric, now_ms, RateLimit};
 
 /// Messages handled between two looks at the clock and the log ends.
 const BATCH: usize = 4096;
@@ -353,12 +355,34 @@ fn handle(
         Gap::SeekTo(o) => return Some((m.topic().to_string(), m.partition(), o)),
         Gap::InOrder | Gap::ReadOn => {}
     }
-    let input = topic
-        .event_type(m)
-        .and_then(|kind| m.payload().and_then(|p| Input::from_json(kind, p)));
+    let input = topic.read_type(m).and_then(|kind| match kind {
+        Some(kind) => Input::read_json(kind, m.payload().unwrap_or_default()),
+        None => Ok(None),
+    });
     match input {
-        Some(input) => work.push(topic, m.offset(), input, arrived, &mut w.outs),
-        None => work.skip(topic, m.offset()),
+        Ok(Some(input)) => work.push(topic, m.offset(), input, arrived, &mut w.outs),
+        Ok(None) => work.skip(topic, m.offset()),
+        Err(why) => {
+            work.skip(topic, m.offset());
+            malformed(topic, m, why);
+        }
     }
     None
+}
+
+/// A message no pixeld producer writes: skipped (holding it would stall the
+/// partition for good), counted, and logged at most once a second.
+fn malformed(topic: InputTopic, m: &BorrowedMessage<'_>, why: Malformed) {
+    static LOG: RateLimit = RateLimit::new(1_000);
+    metric::cluster_malformed_input(topic.as_str(), why.label());
+    if let Some(suppressed) = LOG.check() {
+        warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            reason = why.label(),
+            suppressed,
+            "input message is not a pixeld event of its kind; skipped"
+        );
+    }
 }
