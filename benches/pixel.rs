@@ -79,6 +79,7 @@ fn pipeline(c: &mut Criterion) {
         catalog: &catalog,
         allow: &allow,
         click_ids: &click_ids,
+        source_click_param: "sclid",
     };
     let mut g = c.benchmark_group("pipeline");
     g.bench_function("imptr_to_event", |b| {

@@ -165,6 +165,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         "cookie.secure" => cookie.secure,
         "cookie.same_site" => cookie.same_site,
         "redirect.click_id_param" => redirect.click_id_param,
+        "redirect.source_click_param" => redirect.source_click_param,
         "kafka.brokers" => kafka.brokers,
         "kafka.client_id" => kafka.client_id,
         "kafka.compression" => kafka.compression,

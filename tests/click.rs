@@ -119,3 +119,55 @@ async fn a_click_with_nowhere_to_go_answers_400_with_a_reason() {
     assert_eq!(invalid[0].json["reason"], "unknown_id");
     assert_eq!(invalid[0].json["path"], "/clktrb");
 }
+
+/// The traffic source's click id is recorded with the click: the configured
+/// parameter (`sclid`) first, then an ad platform's id appended to the
+/// landing URL, and a value no click id has is refused with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_s_click_id_is_recorded_from_the_tracker_or_the_landing_url() {
+    let broker = Broker::start();
+    let server = Server::start(example_config(&broker.addr)).await;
+    let targets = [
+        "/clktr?id=21378&sclid=aff-7781&gclid=G1&redir=https://shop.example.com/p",
+        "/clktr?id=21378&redir=https://shop.example.com/p?utm=x&gclid=Cj0KCQiA_x-1",
+        "/clktr?id=21378&fbclid=IwAR2abc&redir=https://shop.example.com/p",
+        "/clktr?id=21378&sclid=%3Cscript%3E&redir=https://shop.example.com/p",
+        "/clktr?id=21378&redir=https://shop.example.com/p",
+    ];
+    for target in targets {
+        let r = server.get(target, &[]).await;
+        assert_eq!(r.status, 302, "{target}");
+    }
+    server.stop().await;
+    let clicks = consume(&broker.addr, "pixel.clicks", targets.len());
+    assert_eq!(clicks.len(), targets.len());
+    let mut seen: Vec<(serde_json::Value, serde_json::Value, bool)> = clicks
+        .iter()
+        .map(|c| {
+            assert_common(&c.json, "click");
+            let invalid = c.json["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w == "source_click_id_invalid");
+            (
+                c.json["source_click_id"].clone(),
+                c.json["source_click_kind"].clone(),
+                invalid,
+            )
+        })
+        .collect();
+    seen.sort_by_key(|s| (s.0.to_string(), s.2));
+    let null = serde_json::Value::Null;
+    let s = |v: &str| serde_json::Value::from(v);
+    assert_eq!(
+        seen,
+        vec![
+            (s("Cj0KCQiA_x-1"), s("gclid"), false),
+            (s("IwAR2abc"), s("fbclid"), false),
+            (s("aff-7781"), s("source"), false),
+            (null.clone(), null.clone(), false),
+            (null.clone(), null, true),
+        ]
+    );
+}

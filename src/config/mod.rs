@@ -325,6 +325,10 @@ pub struct RedirectConfig {
     /// The landing-URL parameter that carries a click id (click trackers
     /// with `append_click_id`). Default `pxclid`.
     pub click_id_param: String,
+    /// The click tracker parameter that carries the traffic source's own
+    /// click id, recorded as the click's `source_click_id` for postbacks.
+    /// Default `sclid`.
+    pub source_click_param: String,
 }
 
 impl Default for RedirectConfig {
@@ -332,6 +336,7 @@ impl Default for RedirectConfig {
         RedirectConfig {
             allowed_hosts: AllowList::default(),
             click_id_param: "pxclid".into(),
+            source_click_param: "sclid".into(),
         }
     }
 }

@@ -452,6 +452,7 @@ fn cookie(cfg: &Config, r: &mut Report) {
             format!("{p:?} is not a URL parameter name; use up to 32 letters, digits, `_` or `-`"),
         );
     }
+    source_click_param(cfg, r);
     if cfg.privacy.tcf_vendor_id == Some(0) {
         r.add(
             "privacy.tcf_vendor_id",
@@ -579,5 +580,29 @@ fn url_ok(url: &str, path: &str, allow: &AllowList, r: &mut Report) {
         .replace("${USER_ID}", "0");
     if let Err(e) = allow.validate(&probe) {
         r.add(path, format!("{url:?}: {}", e.reason()));
+    }
+}
+
+/// Parameters a click tracker already reads, which the source's click id
+/// must not shadow.
+const PIXEL_PARAMS: &[&str] = &["id", "redir", "cachebuster", "ancost", "t", "other", "clid"];
+
+fn source_click_param(cfg: &Config, r: &mut Report) {
+    let p = &cfg.redirect.source_click_param;
+    let plain = !p.is_empty()
+        && p.len() <= 32
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !plain {
+        r.add(
+            "redirect.source_click_param",
+            "not a URL parameter name; use up to 32 letters, digits, `_` or `-`",
+        );
+    } else if PIXEL_PARAMS.contains(&p.as_str()) || *p == cfg.redirect.click_id_param {
+        r.add(
+            "redirect.source_click_param",
+            "names a parameter pixeld already reads (id, redir, cachebuster, ancost, t, other, clid, \
+             or redirect.click_id_param); choose another name, such as the default sclid",
+        );
     }
 }

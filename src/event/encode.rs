@@ -261,7 +261,12 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
     }
     match &event.body {
         Body::Impression(t) => touch(&mut w, t),
-        Body::Click(t) => touch(&mut w, t),
+        Body::Click(t) => {
+            touch(&mut w, t);
+            let source = t.source_click.as_ref();
+            w.opt_str("source_click_id", source.map(|s| s.id.as_ref()));
+            w.opt_str("source_click_kind", source.map(|s| s.kind.as_str()));
+        }
         Body::Conversion(cv) => conversion(&mut w, cv),
         Body::Adjustment(a) => {
             w.str("adjustment", a.kind.as_str());

@@ -685,6 +685,7 @@ mod tests {
             ancost_micros: Some(420_000),
             redir: None,
             segments_added: &[],
+            source_click: None,
         }
     }
 

@@ -147,6 +147,9 @@ pub struct Touch<'a, T> {
     pub redir: Option<Cow<'a, str>>,
     /// The tracker's server-side segment adds.
     pub segments_added: &'a [SegmentId],
+    /// A click's traffic-source click id (`sclid`, `gclid`, `fbclid`...);
+    /// always None for an impression.
+    pub source_click: Option<crate::pixel::source_click::SourceClick<'a>>,
 }
 
 /// A conversion pixel firing.

@@ -96,6 +96,8 @@ pub struct App {
     pub cookies: Cookies,
     /// Signs and checks click ids (with the cookie secret).
     pub click_ids: ClickIds,
+    /// `redirect.source_click_param` (a restart changes it).
+    pub source_click_param: String,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Longest query a pixel accepts.
@@ -137,6 +139,7 @@ impl App {
                 cfg.cookie.previous_secrets.clone(),
                 cfg.redirect.click_id_param.clone(),
             ),
+            source_click_param: cfg.redirect.source_click_param.clone(),
             trusted_proxies: cfg.server.trusted_proxies.clone(),
             max_query_bytes: cfg.server.max_query_bytes,
             max_request_line_bytes: cfg.server.max_request_line_bytes,

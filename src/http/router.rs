@@ -477,6 +477,7 @@ fn pixel<B>(
         catalog: &catalog,
         allow: &live.allow,
         click_ids: &app.click_ids,
+        source_click_param: &app.source_click_param,
     };
     let mut outcome = pixel::handle(request, &ctx);
     app.recent_orders.flag(&mut outcome.event, &catalog);

@@ -2,6 +2,7 @@
 //! redirect to the landing page.
 
 use super::click_id::{self, ClickId};
+use super::source_click::{self, Found, SourceClick};
 use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
 use crate::config::AllowList;
 use crate::event::{Body, Touch};
@@ -47,6 +48,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         });
         *url = click_id::append(url, &ctx.click_ids.param, &token);
     }
+    let source_click = source_click(&mut r, ctx, &reply);
     let body = Body::Click(Touch {
         tracker_id: tracker.id,
         line_item_id: tracker.line_item,
@@ -57,8 +59,30 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         ancost_micros,
         redir,
         segments_added: &tracker.add_segments,
+        source_click,
     });
     r.finish(body, reply)
+}
+
+/// The traffic source's click id, from the tracker's parameters or the
+/// landing URL the browser is sent to.
+fn source_click<'a>(
+    r: &mut Request<'a>,
+    ctx: &Context<'a>,
+    reply: &Reply,
+) -> Option<SourceClick<'a>> {
+    let landing = match reply {
+        Reply::Redirect(url) => Some(url.as_str()),
+        _ => None,
+    };
+    match source_click::find(r.query, landing, ctx.source_click_param) {
+        Found::Id(id) => Some(id),
+        Found::None => None,
+        Found::Invalid => {
+            r.warn("source_click_id_invalid");
+            None
+        }
+    }
 }
 
 /// Why a click has nowhere to go, in one line for the 400 body.

@@ -32,6 +32,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         ancost_micros,
         redir,
         segments_added: &tracker.add_segments,
+        source_click: None,
     });
     r.finish(body, reply)
 }

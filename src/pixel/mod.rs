@@ -13,6 +13,7 @@ pub mod query;
 pub mod segment;
 pub mod server_adjustment;
 pub mod server_conversion;
+pub mod source_click;
 pub mod tcf;
 
 use std::borrow::Cow;
@@ -53,6 +54,9 @@ pub struct Context<'c> {
     /// Signs the click ids of click trackers with `append_click_id` and
     /// checks the ones conversions hand back.
     pub click_ids: &'c click_id::ClickIds,
+    /// `redirect.source_click_param`: the traffic source's click id on a
+    /// click tracker request.
+    pub source_click_param: &'c str,
 }
 
 /// The request as the pixel layer sees it.

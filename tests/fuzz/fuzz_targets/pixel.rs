@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         catalog,
         allow: &cfg.redirect.allowed_hosts,
         click_ids: &click_ids,
+        source_click_param: "sclid",
     };
     for (kind, path) in [
         (PixelKind::Impression, "/imptr"),
