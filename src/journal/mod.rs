@@ -322,14 +322,9 @@ impl Journal {
             // a start-up that fails after the journal started drops it on
             // a runtime thread, where `blocking_send` panics.
             let mut job = Job::Stop;
-            loop {
-                match self.tx.try_send(job) {
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        job = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    _ => break,
-                }
+            while let Err(mpsc::error::TrySendError::Full(back)) = self.tx.try_send(job) {
+                job = back;
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
