@@ -3,7 +3,7 @@
 //! that does not validate changes nothing (every problem is logged); a valid
 //! one swaps the catalog (trackers, pixels, line items, segments,
 //! third-party pixels: the attribution engine reads its rules from it) and
-//! the request path's [`Live`] settings (redirect allowlist, IVT list, rate
+//! the request path's [`Live`] settings (redirect allowlist, `[sync]`, IVT list, rate
 //! limit, bounce, consent vendor, address policy) whole, so no request fails
 //! or waits. Keys that only a restart can change (listeners, `data_dir`,
 //! Kafka, the journal, the cookie) are named in the log and keep their

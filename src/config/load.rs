@@ -88,6 +88,7 @@ const SECTIONS: &[&str] = &[
     "ivt",
     "privacy",
     "api_keys",
+    "sync",
 ];
 
 /// [`parse`], with `vars` as the environment's overrides applied over the
@@ -132,6 +133,7 @@ pub fn parse_with_env(
             "journal" => set(&mut cfg.journal, section(value, &key, p)),
             "ivt" => set(&mut cfg.ivt, section(value, &key, p)),
             "privacy" => set(&mut cfg.privacy, section(value, &key, p)),
+            "sync" => set(&mut cfg.sync, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),

@@ -58,6 +58,7 @@ pub struct Config {
     pub ivt: IvtConfig,
     pub privacy: PrivacyConfig,
     pub api_keys: Vec<ApiKeyConfig>,
+    pub sync: SyncConfig,
     /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
     #[serde(skip)]
     pub from_env: Vec<(String, String)>,
@@ -339,6 +340,20 @@ impl Default for RedirectConfig {
             source_click_param: "sclid".into(),
         }
     }
+}
+
+/// `[sync]`: user-id sync with partners (`/getuid`, `/getuidnb`,
+/// `/getuidj`, `/getuidp`). Both keys are reloadable.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Partner hosts `/getuid` and `/getuidnb` may redirect to, written as
+    /// `redirect.allowed_hosts`; empty turns sync off (unlike
+    /// `redirect.allowed_hosts`, empty never means any host). Default empty.
+    pub allowed_hosts: AllowList,
+    /// Exact origins (`https://partner.example`, a port if not the
+    /// default) whose pages may read `/getuidj` with credentials. Default empty.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[kafka]`: where events go.

@@ -31,6 +31,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     server(cfg, &mut r);
     cookie(cfg, &mut r);
     kafka(cfg, &mut r);
+    sync(cfg, &mut r);
     let j = &cfg.journal;
     if j.segment_bytes < 4096 {
         r.add(
@@ -394,6 +395,55 @@ fn server(cfg: &Config, r: &mut Report) {
             );
         }
     }
+}
+
+/// `sync.cors_origins`: compared byte for byte with the browser's `Origin`
+/// header, so an entry must be written exactly as a browser sends it, or it
+/// would silently never match.
+fn sync(cfg: &Config, r: &mut Report) {
+    for (i, o) in cfg.sync.cors_origins.iter().enumerate() {
+        if !is_origin(o) {
+            r.add(
+                format!("sync.cors_origins[{i}]"),
+                format!(
+                    "{o:?} is not an origin; write scheme://host[:port] in lowercase, http or https, \
+                     no path nor trailing slash, e.g. \"https://partner.example\""
+                ),
+            );
+        }
+    }
+}
+
+/// `http(s)://host[:port]` as browsers serialise an origin: lowercase, no
+/// userinfo, path, query or trailing slash.
+pub fn is_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    });
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    port_ok && host_ok
 }
 
 fn cookie(cfg: &Config, r: &mut Report) {

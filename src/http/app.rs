@@ -34,6 +34,11 @@ pub struct Live {
     pub ip_policy: IpPolicy,
     /// `[[api_keys]]`: who may call the server-side API.
     pub api_keys: ApiKeys,
+    /// `sync.allowed_hosts`: partners `/getuid` may send the id to; empty
+    /// turns sync off.
+    pub sync_hosts: AllowList,
+    /// `sync.cors_origins`: origins whose scripts may read `/getuidj`.
+    pub sync_origins: Vec<String>,
 }
 
 impl Live {
@@ -67,6 +72,8 @@ impl Live {
             tcf_vendor: cfg.privacy.tcf_vendor_id,
             ip_policy: cfg.privacy.ip,
             api_keys: ApiKeys::new(cfg),
+            sync_hosts: cfg.sync.allowed_hosts.clone(),
+            sync_origins: cfg.sync.cors_origins.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod reload_queue;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod sync;
 
 pub use app::{App, Live, Reload};
 pub use router::Role;

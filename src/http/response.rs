@@ -80,6 +80,21 @@ pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     with(status, "application/json", Bytes::from(body))
 }
 
+/// A script built at run time (JSONP); `nosniff`, so a browser runs it
+/// only as the script it is declared to be.
+pub fn javascript(script: String) -> Response<Body> {
+    let mut resp = with(
+        StatusCode::OK,
+        "application/javascript; charset=utf-8",
+        Bytes::from(script),
+    );
+    resp.headers_mut().insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// A plain-text answer built at run time (a reload's report).
 pub fn owned_text(status: StatusCode, body: String) -> Response<Body> {
     with(status, "text/plain; charset=utf-8", Bytes::from(body))

@@ -22,7 +22,7 @@ use crate::event::{Common, Warnings};
 use crate::ids::EventId;
 use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
-use crate::telemetry::metric;
+use crate::telemetry::metric::{self, SyncRoute};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,8 @@ enum Route {
     Reload,
     /// The server-side API (`/v1/...`): a JSON body, a bearer key.
     Api(ApiRoute),
+    /// User-id sync with partners (`/getuid*`, [`super::sync`]).
+    Sync(SyncRoute),
 }
 
 impl Route {
@@ -65,6 +67,7 @@ impl Route {
             Route::Reload => "reload",
             Route::Api(ApiRoute::Conversions) => "v1_conversions",
             Route::Api(ApiRoute::Adjustments) => "v1_adjustments",
+            Route::Sync(sync) => sync.label(),
         }
     }
 }
@@ -83,6 +86,10 @@ fn route(path: &str, role: Role) -> Option<Route> {
         ("/-/reload", Role::Admin) => Route::Reload,
         ("/v1/conversions", Role::Public) => Route::Api(ApiRoute::Conversions),
         ("/v1/adjustments", Role::Public) => Route::Api(ApiRoute::Adjustments),
+        ("/getuid", Role::Public) => Route::Sync(SyncRoute::GetUid),
+        ("/getuidnb", Role::Public) => Route::Sync(SyncRoute::GetUidNb),
+        ("/getuidj", Role::Public) => Route::Sync(SyncRoute::GetUidJ),
+        ("/getuidp", Role::Public) => Route::Sync(SyncRoute::GetUidP),
         _ => return None,
     })
 }
@@ -270,6 +277,7 @@ fn respond_to<B>(
             None => response::text(StatusCode::NOT_FOUND, "no config file to reload\n"),
         },
         Route::Robots => response::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
+        Route::Sync(sync) => super::sync::answer(req, app, sync),
         // Answered by `serve`, which reads the body; never here.
         Route::Api(_) => response::not_found(),
     };

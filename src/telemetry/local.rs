@@ -28,6 +28,10 @@ pub const ROUTES: &[&str] = &[
     "metrics",
     "robots",
     "reload",
+    "getuid",
+    "getuidnb",
+    "getuidj",
+    "getuidp",
     "not_found",
 ];
 

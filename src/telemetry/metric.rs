@@ -63,6 +63,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (IVT_REQUESTS, Unit::Count, "Pixel requests flagged as invalid traffic, by category (crawler, preview, prefetch, automation, no_user_agent, ...)."),
     (READY, Unit::Count, "1 while /readyz answers 200, 0 while it answers 503 (checked every second)."),
     (JOURNAL_MAX_BYTES, Unit::Bytes, "journal.max_bytes: the disk budget journal_bytes is measured against."),
+    (USERSYNC_REQUESTS, Unit::Count, "User-id sync requests (/getuid, /getuidnb, /getuidj, /getuidp), by route and answer: uid (an id was handed out), zero (uid 0: no cookie, GPC, opted out, no consent), refused (sync off, a target or callback refused)."),
 ];
 
 /// The label values each labelled counter starts at 0 with, so that
@@ -202,6 +203,62 @@ pub const RECENT_ORDERS_FULL: &str = "duplicate_order_hints_dropped_total";
 pub const IVT_REQUESTS: &str = "ivt_requests_total";
 pub const READY: &str = "pixeld_ready";
 pub const JOURNAL_MAX_BYTES: &str = "journal_max_bytes";
+pub const USERSYNC_REQUESTS: &str = "usersync_requests_total";
+
+/// The `route` label of `usersync_requests_total` (and of the request
+/// metrics): one per sync route, so a label cannot be misspelt at a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRoute {
+    /// `/getuid?URL`: a redirect with the id, never a cookie.
+    GetUid,
+    /// `/getuidnb?URL`: the same, issuing an id to a browser without one.
+    GetUidNb,
+    /// `/getuidj`: JSON, for partners' scripts (CORS).
+    GetUidJ,
+    /// `/getuidp?callback=NAME`: JSONP.
+    GetUidP,
+}
+
+impl SyncRoute {
+    pub const ALL: [SyncRoute; 4] = [
+        SyncRoute::GetUid,
+        SyncRoute::GetUidNb,
+        SyncRoute::GetUidJ,
+        SyncRoute::GetUidP,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncRoute::GetUid => "getuid",
+            SyncRoute::GetUidNb => "getuidnb",
+            SyncRoute::GetUidJ => "getuidj",
+            SyncRoute::GetUidP => "getuidp",
+        }
+    }
+}
+
+/// The `answer` label of `usersync_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncAnswer {
+    /// A real id was handed to the partner.
+    Uid,
+    /// `0`: no id may be, or can be, handed out.
+    Zero,
+    /// Sync off, or the target or callback was refused (4xx).
+    Refused,
+}
+
+impl SyncAnswer {
+    pub const ALL: [SyncAnswer; 3] = [SyncAnswer::Uid, SyncAnswer::Zero, SyncAnswer::Refused];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncAnswer::Uid => "uid",
+            SyncAnswer::Zero => "zero",
+            SyncAnswer::Refused => "refused",
+        }
+    }
+}
 
 /// Registers the description and unit of every metric (called once, when
 /// the recorder is installed).
@@ -252,6 +309,13 @@ pub fn start_at_zero() {
             metrics::counter!(*name, *label => *v).absolute(0);
         }
     }
+    // Two labels, so not in KNOWN: every pair.
+    for route in SyncRoute::ALL {
+        for answer in SyncAnswer::ALL {
+            metrics::counter!(USERSYNC_REQUESTS, "route" => route.label(), "answer" => answer.label())
+                .absolute(0);
+        }
+    }
     for name in [
         KAFKA_DELIVERY_FAILED,
         ATTRIBUTION_DROPPED,
@@ -260,6 +324,12 @@ pub fn start_at_zero() {
     ] {
         metrics::counter!(name).absolute(0);
     }
+}
+
+/// One user-id sync request answered.
+pub fn usersync_request(route: SyncRoute, answer: SyncAnswer) {
+    metrics::counter!(USERSYNC_REQUESTS, "route" => route.label(), "answer" => answer.label())
+        .increment(1);
 }
 
 /// An order not remembered for the `duplicate_order_id` warning.
