@@ -563,6 +563,12 @@ fn a_browser_and_a_server_reporting_one_order_count_it_once(mode: Mode) {
     };
     std::fs::write(&config, &serve_text).unwrap();
     let process = Process::start(&config, port, &dir.join("pixeld.log"));
+    // Ready means the topics exist (serve creates them): a member started
+    // before that stops with "input topic(s) ... do not exist".
+    assert!(
+        process.wait_ready(200, Duration::from_secs(60)),
+        "pixeld serve did not become ready"
+    );
     let mut px = Pixeld {
         process,
         broker,

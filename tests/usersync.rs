@@ -292,3 +292,74 @@ fn sync_is_turned_on_and_off_by_a_reload() {
     assert_eq!(status_of(&raw_reload(admin)), 200);
     assert_eq!(status_of(&get(&p, target, &[])), 404);
 }
+
+/// `/mapuid`: the partner's id for the browser, published on
+/// `pixel.usersync` keyed by our id, with the known segments it adds; the
+/// GIF or the partner's next hop. A browser that sent `Sec-GPC: 1` gets the
+/// same answer, but no mapping is kept; a request without `member` or with
+/// a hostile `user` is an invalid event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapuid_publishes_the_partner_s_id_keyed_by_ours() {
+    let broker = common::Broker::start();
+    let server = common::Server::start(common::example_config(&broker.addr)).await;
+    let first = server.get("/imptr?id=2766", &[]).await;
+    let uid = first.set_uid().expect("an id");
+    let cookie = first.cookie().unwrap();
+    let c = [("cookie", cookie.as_str())];
+    let r = server
+        .get("/mapuid?member=958&user=P-77.a&seg=12192,999999", &c)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/gif"));
+    let r = server
+        .get(
+            "/mapuid?member=958&user=P-77.a&redir=https://shop.example.com/next",
+            &c,
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("https://shop.example.com/next"));
+    let r = server
+        .get(
+            "/mapuid?member=958&user=P-99",
+            &[("cookie", cookie.as_str()), ("sec-gpc", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for bad in ["/mapuid?user=P-1", "/mapuid?member=958&user=%3Cscript%3E"] {
+        assert_eq!(server.get(bad, &c).await.status, 200, "{bad}");
+    }
+    server.stop().await;
+
+    let syncs = common::consume(&broker.addr, "pixel.usersync", 3);
+    assert_eq!(syncs.len(), 3);
+    let mapped: Vec<_> = syncs
+        .iter()
+        .filter(|s| s.json["uid"] == uid.as_str())
+        .collect();
+    assert_eq!(mapped.len(), 2, "{syncs:?}");
+    for s in &mapped {
+        common::assert_common(&s.json, "usersync");
+        assert_eq!(s.key, uid);
+        assert_eq!(s.json["member"], 958);
+        assert_eq!(s.json["partner_uid"], "P-77.a");
+    }
+    let with_segment = mapped.iter().find(|s| s.json["redir"].is_null()).unwrap();
+    assert_eq!(with_segment.json["segments"], serde_json::json!([12192]));
+    let private = syncs
+        .iter()
+        .find(|s| s.json["uid"].is_null())
+        .expect("the GPC one");
+    assert_eq!(private.json["partner_uid"], serde_json::Value::Null);
+    assert!(private.json["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w == "not_mapped"));
+    let invalid = common::consume(&broker.addr, "pixel.invalid", 2);
+    let mut reasons: Vec<_> = invalid
+        .iter()
+        .map(|i| i.json["reason"].as_str().unwrap().to_string())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["member_missing", "user_invalid"]);
+}

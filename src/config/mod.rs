@@ -435,6 +435,9 @@ pub struct TopicsConfig {
     /// Retractions and restatements (`POST /v1/adjustments`), keyed and
     /// partitioned like conversions. Default `pixel.adjustments`.
     pub adjustments: String,
+    /// Partners' ids for browsers (`/mapuid`), keyed by our uid. Default
+    /// `pixel.usersync`.
+    pub usersync: String,
     /// The state of `pixeld attribute`, compacted, co-partitioned with the
     /// inputs. Default `pixel.attribution-state`.
     pub attribution_state: String,
@@ -442,7 +445,7 @@ pub struct TopicsConfig {
 
 impl TopicsConfig {
     /// The names in [`crate::sink::Topic::ALL`] order.
-    pub fn names(&self) -> [&str; 7] {
+    pub fn names(&self) -> [&str; 8] {
         [
             &self.impressions,
             &self.clicks,
@@ -451,6 +454,7 @@ impl TopicsConfig {
             &self.invalid,
             &self.attributions,
             &self.adjustments,
+            &self.usersync,
         ]
     }
 }
@@ -465,6 +469,7 @@ impl Default for TopicsConfig {
             invalid: "pixel.invalid".into(),
             attributions: "pixel.attributions".into(),
             adjustments: "pixel.adjustments".into(),
+            usersync: "pixel.usersync".into(),
             attribution_state: "pixel.attribution-state".into(),
         }
     }

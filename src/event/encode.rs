@@ -285,6 +285,12 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
             w.opt_str("redir", s.redir.as_deref());
         }
         Body::OptOut => {}
+        Body::UserSync(u) => {
+            w.id("member", u.member);
+            w.opt_str("partner_uid", u.partner_uid.as_deref());
+            w.ids("segments", &u.segments);
+            w.opt_str("redir", u.redir.as_deref());
+        }
         Body::Invalid(inv) => {
             w.str("path", inv.path);
             w.str("query", inv.query);

@@ -231,7 +231,7 @@ impl AttributionInput {
                     event_id: c.event_id,
                 })
             }),
-            Body::Segment(_) | Body::Invalid(_) => None,
+            Body::Segment(_) | Body::Invalid(_) | Body::UserSync(_) => None,
         }
     }
 

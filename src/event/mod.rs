@@ -5,6 +5,7 @@
 
 mod encode;
 pub mod input;
+mod source_click;
 pub mod text;
 mod warnings;
 
@@ -13,6 +14,7 @@ pub use input::{
     AdjustmentInput, AdjustmentKind, AttributionInput, ClickRef, ConversionInput, ForgetInput,
     Malformed, OrderId, TouchInput, TouchKind,
 };
+pub use source_click::{SourceClick, SourceClickKind};
 pub use warnings::Warnings;
 
 use std::borrow::Cow;
@@ -42,12 +44,14 @@ pub enum EventType {
     /// An advertiser's server retracted or restated a conversion
     /// (`POST /v1/adjustments`).
     Adjustment,
+    /// A partner told us its id for the browser (`/mapuid`).
+    UserSync,
 }
 
 impl EventType {
     /// Every type. The order is part of the journal's version-1 format (a
     /// kind's code is its index): append, never reorder.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::Impression,
         EventType::Click,
         EventType::Conversion,
@@ -56,6 +60,7 @@ impl EventType {
         EventType::Attribution,
         EventType::OptOut,
         EventType::Adjustment,
+        EventType::UserSync,
     ];
 
     /// The `type` field or header back to its type.
@@ -63,7 +68,7 @@ impl EventType {
         EventType::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             EventType::Impression => "impression",
             EventType::Click => "click",
@@ -73,6 +78,7 @@ impl EventType {
             EventType::Attribution => "attribution",
             EventType::OptOut => "optout",
             EventType::Adjustment => "adjustment",
+            EventType::UserSync => "usersync",
         }
     }
 }
@@ -149,7 +155,7 @@ pub struct Touch<'a, T> {
     pub segments_added: &'a [SegmentId],
     /// A click's traffic-source click id (`sclid`, `gclid`, `fbclid`...);
     /// always None for an impression.
-    pub source_click: Option<crate::pixel::source_click::SourceClick<'a>>,
+    pub source_click: Option<SourceClick<'a>>,
 }
 
 /// A conversion pixel firing.
@@ -205,6 +211,19 @@ pub struct SegmentChange<'a> {
     pub redir: Option<Cow<'a, str>>,
 }
 
+/// A partner's id for this browser (`/mapuid`).
+#[derive(Clone, Debug)]
+pub struct UserSync<'a> {
+    /// The partner (`member=`).
+    pub member: MemberId,
+    /// The partner's id for the browser (`user=`); None when the browser
+    /// has no id of ours to map it to (GPC, opted out, no consent).
+    pub partner_uid: Option<Cow<'a, str>>,
+    /// Segments the partner adds for the browser (`seg=`, known ids).
+    pub segments: Vec<SegmentId>,
+    pub redir: Option<Cow<'a, str>>,
+}
+
 /// A request that could not become an event of its type.
 #[derive(Clone, Debug)]
 pub struct Invalid<'a> {
@@ -241,6 +260,7 @@ pub enum Body<'a> {
     /// `uid` (in [`Common`]) opted out.
     OptOut,
     Adjustment(Adjustment<'a>),
+    UserSync(UserSync<'a>),
 }
 
 /// One event, ready to encode.
@@ -260,6 +280,7 @@ impl Event<'_> {
             Body::Invalid(_) => EventType::Invalid,
             Body::OptOut => EventType::OptOut,
             Body::Adjustment(_) => EventType::Adjustment,
+            Body::UserSync(_) => EventType::UserSync,
         }
     }
 }

@@ -59,6 +59,7 @@ impl Route {
             Route::Pixel(PixelKind::Click) => "clktr",
             Route::Pixel(PixelKind::Conversion) => "px",
             Route::Pixel(PixelKind::Segment) => "seg",
+            Route::Pixel(PixelKind::UserSync) => "mapuid",
             Route::OptOut => "optout",
             Route::Health => "healthz",
             Route::Ready => "readyz",
@@ -78,6 +79,7 @@ fn route(path: &str, role: Role) -> Option<Route> {
         ("/clktr" | "/clktrb", Role::Public) => Route::Pixel(PixelKind::Click),
         ("/px", Role::Public) => Route::Pixel(PixelKind::Conversion),
         ("/seg", Role::Public) => Route::Pixel(PixelKind::Segment),
+        ("/mapuid", Role::Public) => Route::Pixel(PixelKind::UserSync),
         ("/optout", Role::Public) => Route::OptOut,
         ("/robots.txt", Role::Public) => Route::Robots,
         ("/healthz", _) => Route::Health,
@@ -519,6 +521,44 @@ fn bounce_url(path: &str, query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every path the router knows has a slot of its own in the request
+    /// metrics: a label missing from the slots would be counted as
+    /// `not_found`.
+    #[test]
+    fn every_route_has_its_own_metrics_slot() {
+        let public = [
+            "/imptr",
+            "/clktr",
+            "/clktrb",
+            "/px",
+            "/seg",
+            "/mapuid",
+            "/optout",
+            "/robots.txt",
+            "/healthz",
+            "/readyz",
+            "/getuid",
+            "/getuidnb",
+            "/getuidj",
+            "/getuidp",
+            "/v1/conversions",
+            "/v1/adjustments",
+        ];
+        let admin = ["/healthz", "/readyz", "/metrics", "/-/reload"];
+        let routes = public
+            .iter()
+            .map(|p| (p, Role::Public))
+            .chain(admin.iter().map(|p| (p, Role::Admin)));
+        for (path, role) in routes {
+            let label = route(path, role).expect(path).label();
+            assert!(
+                crate::telemetry::local::ROUTES[..crate::telemetry::local::ROUTES.len() - 1]
+                    .contains(&label),
+                "{path}: {label}"
+            );
+        }
+    }
 
     #[test]
     fn a_panicking_handler_answers_the_gif() {

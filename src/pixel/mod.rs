@@ -15,6 +15,7 @@ pub mod server_adjustment;
 pub mod server_conversion;
 pub mod source_click;
 pub mod tcf;
+pub mod usersync;
 
 use std::borrow::Cow;
 
@@ -32,6 +33,8 @@ pub enum PixelKind {
     Click,
     Conversion,
     Segment,
+    /// `/mapuid`: a partner's id for the browser.
+    UserSync,
 }
 
 /// What the browser gets back.
@@ -112,6 +115,7 @@ pub fn handle<'a>(req: PixelRequest<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         PixelKind::Click => click::handle(r, ctx),
         PixelKind::Conversion => conversion::handle(r, ctx),
         PixelKind::Segment => segment::handle(r, ctx),
+        PixelKind::UserSync => usersync::handle(r, ctx),
     }
 }
 

@@ -33,9 +33,12 @@ pub enum Key {
     GppSid,
     /// The cookie bounce's marker (`cookie.bounce`).
     Bounced,
+    /// A partner's id for the browser (`/mapuid`).
+    User,
 }
 
-const KEY_COUNT: usize = 19;
+/// One slot per [`Key`]: the last variant's index, plus one.
+const KEY_COUNT: usize = Key::User as usize + 1;
 
 impl Key {
     fn from_bytes(k: &[u8]) -> Option<Key> {
@@ -59,6 +62,7 @@ impl Key {
             b"gpp" => Key::Gpp,
             b"gpp_sid" => Key::GppSid,
             b"pxbounce" => Key::Bounced,
+            b"user" => Key::User,
             _ => return None,
         })
     }
@@ -85,6 +89,7 @@ impl Key {
             Key::Gpp => "gpp",
             Key::GppSid => "gpp_sid",
             Key::Bounced => "pxbounce",
+            Key::User => "user",
         }
     }
 }

@@ -11,54 +11,7 @@
 use std::borrow::Cow;
 
 use super::query::decode;
-
-/// Which parameter carried the id: a postback destination takes `Source`,
-/// Meta's Conversions API `Fbclid`, Google's upload `Gclid`, `Gbraid` or
-/// `Wbraid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceClickKind {
-    Source,
-    Gclid,
-    Gbraid,
-    Wbraid,
-    Fbclid,
-}
-
-impl SourceClickKind {
-    /// In the order they are looked for: the configured parameter wins.
-    pub const ALL: [SourceClickKind; 5] = [
-        SourceClickKind::Source,
-        SourceClickKind::Gclid,
-        SourceClickKind::Gbraid,
-        SourceClickKind::Wbraid,
-        SourceClickKind::Fbclid,
-    ];
-
-    /// The event's `source_click_kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceClickKind::Source => "source",
-            SourceClickKind::Gclid => "gclid",
-            SourceClickKind::Gbraid => "gbraid",
-            SourceClickKind::Wbraid => "wbraid",
-            SourceClickKind::Fbclid => "fbclid",
-        }
-    }
-
-    fn param(self, source_param: &str) -> &str {
-        match self {
-            SourceClickKind::Source => source_param,
-            other => other.as_str(),
-        }
-    }
-}
-
-/// A source click id as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceClick<'a> {
-    pub kind: SourceClickKind,
-    pub id: Cow<'a, str>,
-}
+pub use crate::event::{SourceClick, SourceClickKind};
 
 /// Longest id kept: Google's and Meta's ids are about 100 characters; a
 /// longer value is not a click id but padding.
@@ -110,10 +63,10 @@ fn first<'q>(query: &'q str, source_param: &str) -> Option<Found<'q>> {
     })
 }
 
-/// The characters click ids are made of (base64url, UUIDs, numbers, the
+/// The characters click ids (and partners' user ids) are made of (base64url, UUIDs, numbers, the
 /// separators trackers use), and nothing that could be read as markup,
 /// quoting or another parameter.
-fn plausible(id: &str) -> bool {
+pub fn plausible(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
         && id

@@ -22,10 +22,11 @@ pub enum Topic {
     Invalid,
     Attributions,
     Adjustments,
+    UserSync,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::Impressions,
         Topic::Clicks,
         Topic::Conversions,
@@ -33,6 +34,7 @@ impl Topic {
         Topic::Invalid,
         Topic::Attributions,
         Topic::Adjustments,
+        Topic::UserSync,
     ];
 
     pub fn for_event(kind: EventType) -> Topic {
@@ -44,6 +46,7 @@ impl Topic {
             EventType::Invalid => Topic::Invalid,
             EventType::Attribution => Topic::Attributions,
             EventType::Adjustment => Topic::Adjustments,
+            EventType::UserSync => Topic::UserSync,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::metric::{self, BUCKETS};
+use crate::event::EventType;
 
 /// `route` label values of the request metrics, in slot order.
 pub const ROUTES: &[&str] = &[
@@ -22,6 +23,7 @@ pub const ROUTES: &[&str] = &[
     "clktr",
     "px",
     "seg",
+    "mapuid",
     "optout",
     "healthz",
     "readyz",
@@ -32,6 +34,8 @@ pub const ROUTES: &[&str] = &[
     "getuidnb",
     "getuidj",
     "getuidp",
+    "v1_conversions",
+    "v1_adjustments",
     "not_found",
 ];
 
@@ -40,16 +44,18 @@ pub const STATUSES: &[&str] = &[
     "200", "204", "302", "400", "403", "404", "405", "414", "431", "503", "other",
 ];
 
-/// `type` label values of `events_total`, in slot order.
-pub const EVENT_TYPES: &[&str] = &[
-    "impression",
-    "click",
-    "conversion",
-    "segment",
-    "invalid",
-    "attribution",
-    "optout",
-];
+/// `type` label values of `events_total`, in slot order: every
+/// [`EventType`], so a new type gets its own slot (a hand-kept list once
+/// counted adjustments as opt-outs).
+pub const EVENT_TYPES: &[&str] = &{
+    let mut names = [""; EventType::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = EventType::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// A histogram's slots: one count per bucket and one past the last, then
 /// the sum (as `f64` bits).
