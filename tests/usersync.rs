@@ -363,3 +363,36 @@ async fn mapuid_publishes_the_partner_s_id_keyed_by_ours() {
     reasons.sort();
     assert_eq!(reasons, ["member_missing", "user_invalid"]);
 }
+
+/// `sync.pixels` fire from the JavaScript form of segment and conversion
+/// pixels, with our id in place of `${UID}`; never from the image form, and
+/// never for a browser without an id of ours.
+#[test]
+fn sync_pixels_fire_from_the_script_form_only_and_only_with_an_id() {
+    let pixels =
+        "pixels = [{ url = \"https://a.sync.example/sync?our=${UID}\", format = \"img\" }]\n";
+    let (p, _) = start(&format!("{SYNC}{pixels}"));
+    let (cookie, uid) = cookie_from_a_pixel(&p);
+    let c = cookie.as_str();
+    let partner = format!("https://a.sync.example/sync?our={uid}");
+    for target in ["/seg?add=12192&t=1", "/px?id=7313&t=1"] {
+        let resp = get(&p, target, &[c]);
+        assert_eq!(status_of(&resp), 200, "{resp}");
+        assert!(body(&resp).contains(&partner), "{target}: {resp}");
+        let private = get(&p, target, &[c, "Sec-GPC: 1"]);
+        assert!(
+            !body(&private).contains("a.sync.example"),
+            "{target}: {private}"
+        );
+    }
+    for target in ["/seg?add=12192", "/px?id=7313"] {
+        let resp = get(&p, target, &[c]);
+        assert!(header_of(&resp, "location").is_none_or(|l| !l.contains("a.sync.example")));
+        assert!(!body(&resp).contains("a.sync.example"), "{target}: {resp}");
+    }
+    let impression = get(&p, "/imptr?id=2766&t=1", &[c]);
+    assert!(
+        !body(&impression).contains("a.sync.example"),
+        "{impression}"
+    );
+}

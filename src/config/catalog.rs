@@ -107,6 +107,8 @@ pub struct Catalog {
     pub conversion_pixels: HashMap<PixelId, ConversionPixel>,
     pub segments: HashMap<SegmentId, Segment>,
     pub line_items: HashMap<LineItemId, AdvertiserId>,
+    /// `sync.pixels`, for the JavaScript form of segment and conversion pixels.
+    pub sync_pixels: FireList,
 }
 
 fn minutes_ms(m: u32, max: u32) -> u64 {
@@ -220,6 +222,7 @@ impl Catalog {
             conversion_pixels,
             segments,
             line_items,
+            sync_pixels: FireList::new(cfg.sync.pixels.iter().map(Into::into).collect()),
         }))
     }
 }

@@ -354,6 +354,11 @@ pub struct SyncConfig {
     /// Exact origins (`https://partner.example`, a port if not the
     /// default) whose pages may read `/getuidj` with credentials. Default empty.
     pub cors_origins: Vec<String>,
+    /// Partners' sync pixels (`{ url, format }`, `${UID}` filled in), fired
+    /// by the JavaScript form of segment and conversion pixels for a
+    /// browser with an id. Their hosts must be on `allowed_hosts`. Default
+    /// empty.
+    pub pixels: Vec<PixelConfig>,
 }
 
 /// `[kafka]`: where events go.

@@ -401,6 +401,7 @@ fn server(cfg: &Config, r: &mut Report) {
 /// header, so an entry must be written exactly as a browser sends it, or it
 /// would silently never match.
 fn sync(cfg: &Config, r: &mut Report) {
+    sync_pixels(cfg, r);
     for (i, o) in cfg.sync.cors_origins.iter().enumerate() {
         if !is_origin(o) {
             r.add(
@@ -653,6 +654,27 @@ fn source_click_param(cfg: &Config, r: &mut Report) {
             "redirect.source_click_param",
             "names a parameter pixeld already reads (id, redir, cachebuster, ancost, t, other, clid, \
              or redirect.click_id_param); choose another name, such as the default sclid",
+        );
+    }
+}
+
+/// `sync.pixels` hand our id to a partner: only to one on
+/// `sync.allowed_hosts`, whatever their format.
+fn sync_pixels(cfg: &Config, r: &mut Report) {
+    let sync = &cfg.sync;
+    if !sync.pixels.is_empty() && sync.allowed_hosts.is_empty() {
+        r.add(
+            "sync.pixels",
+            "sync pixels need their partners' hosts on sync.allowed_hosts (empty turns sync off)",
+        );
+        return;
+    }
+    for (i, p) in sync.pixels.iter().enumerate() {
+        url_ok(
+            &p.url,
+            &format!("sync.pixels[{i}].url"),
+            &sync.allowed_hosts,
+            r,
         );
     }
 }

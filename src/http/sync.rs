@@ -403,5 +403,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sync.allowed_hosts[0]"), "{err}");
+        let pixels =
+            "pixels = [{ url = \"https://partner.example/p?u=${UID}\", format = \"img\" }, \
+            { url = \"https://evil.example/p?u=${UID}\", format = \"js\" }]\n";
+        let err = crate::config::parse(
+            &format!("[sync]\nallowed_hosts = [\"partner.example\"]\n{pixels}"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sync.pixels[1].url"), "{err}");
+        assert!(!err.contains("sync.pixels[0]"), "{err}");
+        let err = crate::config::parse(&format!("[sync]\n{pixels}"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync.pixels: sync pixels need"), "{err}");
     }
 }

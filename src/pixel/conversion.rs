@@ -3,7 +3,7 @@
 
 use super::click_id::ClickId;
 use super::query::Key;
-use super::{decimal, reply_in, segment, Context, Outcome, Request};
+use super::{add_sync, decimal, reply_in, segment, Context, Outcome, Request};
 use crate::event::{Body, Conversion, ConversionSource};
 use crate::ids::PixelId;
 
@@ -46,7 +46,8 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let segments_added = segment::id_list(&mut r, ctx, Key::Seg, "seg_invalid");
     let segments_removed = segment::id_list(&mut r, ctx, Key::Remove, "remove_invalid");
     let uid = r.common.uid;
-    let reply = reply_in(form, target, &pixel.piggybacks, uid);
+    let mut reply = reply_in(form, target, &pixel.piggybacks, uid);
+    add_sync(&mut reply, &ctx.catalog.sync_pixels, uid);
     let body = Body::Conversion(Conversion {
         pixel_id: pixel.id,
         advertiser_id: pixel.advertiser,

@@ -297,6 +297,17 @@ pub fn script_reply(pixels: &FireList, uid: Option<UserId>) -> Reply {
     Reply::Js(s)
 }
 
+/// Adds the partners' sync pixels (`sync.pixels`) to a JavaScript reply:
+/// never to the image form (one redirect at most, kept for the pixel's own
+/// piggyback), and never without an id of ours to hand over.
+pub fn add_sync(reply: &mut Reply, sync: &FireList, uid: Option<UserId>) {
+    if let (Reply::Js(script), Some(_)) = (reply, uid) {
+        for p in &sync.all {
+            script.push(p.format, expand(&p.url, uid));
+        }
+    }
+}
+
 /// The reply in the form asked for.
 pub fn reply_in(form: Form, redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
     match form {

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::query::Key;
-use super::{conversion::other, reply_in, Context, Outcome, Request};
+use super::{add_sync, conversion::other, reply_in, Context, Outcome, Request};
 use crate::config::FireList;
 use crate::event::{Body, SegmentChange};
 use crate::ids::{parse_u32, MemberId, SegmentId};
@@ -71,7 +71,8 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     }
     let uid = r.common.uid;
     let none = FireList::default();
-    let reply = reply_in(form, target, &none, uid);
+    let mut reply = reply_in(form, target, &none, uid);
+    add_sync(&mut reply, &ctx.catalog.sync_pixels, uid);
     r.finish(Body::Segment(change), reply)
 }
 
