@@ -87,6 +87,13 @@ impl Reload for Reloader {
             }
         };
         let live = Live::new(&cfg, Some(&app.live.load()));
+        let widened = widened(&app.live.load(), &live);
+        if !widened.is_empty() {
+            // Not refused (it may be what the operator meant), but never
+            // silent: a typo that empties an allowlist opens redirects to
+            // every host.
+            warn!(keys = %widened.join(", "), "config reload widens what is allowed: check these keys are meant");
+        }
         app.catalog.store(catalog);
         app.live.store(Arc::new(live));
         metric::config_in_force(&sha, Some(&in_force), now_ms() as f64 / 1000.0);
@@ -97,7 +104,7 @@ impl Reload for Reloader {
             if let Some(suppressed) = log {
                 info!(sha256 = %sha, suppressed, "config reloaded");
             }
-            Ok(format!("reloaded {sha}\n"))
+            Ok(format!("reloaded {sha}\n{}", widened_note(&widened)))
         } else {
             metric::config_reload("restart_needed");
             let keys = restart.join(", ");
@@ -105,7 +112,8 @@ impl Reload for Reloader {
                 warn!(sha256 = %sha, keys = %keys, suppressed, "config reloaded, except keys that need a restart: they keep their running values");
             }
             Ok(format!(
-                "reloaded {sha}; these keys need a restart and keep their running values: {keys}\n"
+                "reloaded {sha}; these keys need a restart and keep their running values: {keys}\n{}",
+                widened_note(&widened)
             ))
         }
     }
@@ -118,6 +126,35 @@ impl Reload for Reloader {
             let _ = self.reload();
         }
     }
+}
+
+/// The keys whose new value allows more than the running one: redirects
+/// to more hosts (an emptied `redirect.allowed_hosts` allows any), ids sent
+/// to more partners, consent no longer enforced.
+fn widened(before: &Live, after: &Live) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let any_host = after.allow.is_empty() && !before.allow.is_empty();
+    if any_host || (!before.allow.is_empty() && after.allow.adds_to(&before.allow)) {
+        keys.push("redirect.allowed_hosts");
+    }
+    if after.sync_hosts.adds_to(&before.sync_hosts) {
+        keys.push("sync.allowed_hosts");
+    }
+    if before.tcf_vendor.is_some() && after.tcf_vendor.is_none() {
+        keys.push("privacy.tcf_vendor_id");
+    }
+    keys
+}
+
+/// The line of a reload's answer that names the widened keys.
+fn widened_note(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    format!(
+        "these keys now allow more than before: {}\n",
+        keys.join(", ")
+    )
 }
 
 /// Reload log lines for a file already tried: at most one per 10 s.
@@ -203,6 +240,41 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_allow_more_are_named_and_narrowing_is_not() {
+        let text = "[redirect]\nallowed_hosts = [\"shop.example\"]\n\
+            [privacy]\ntcf_vendor_id = 42\n\
+            [sync]\nallowed_hosts = [\"partner.example\"]\n";
+        let strict = crate::config::parse(text, "t").unwrap();
+        let live = |cfg: &Config| Live::new(cfg, None);
+        assert!(widened(&live(&strict), &live(&strict)).is_empty());
+        let open = Config::default();
+        assert_eq!(
+            widened(&live(&strict), &live(&open)),
+            ["redirect.allowed_hosts", "privacy.tcf_vendor_id"],
+            "an emptied allowlist allows any host; an emptied sync list turns sync off"
+        );
+        assert_eq!(
+            widened(&live(&open), &live(&strict)),
+            ["sync.allowed_hosts"],
+            "redirects and consent narrow; sync, off before, now sends ids"
+        );
+        let more = crate::config::parse(
+            &text
+                .replace(
+                    "[\"partner.example\"]",
+                    "[\"partner.example\", \"other.example\"]",
+                )
+                .replace("[\"shop.example\"]", "[\"shop.example\", \"*.example\"]"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            widened(&live(&strict), &live(&more)),
+            ["redirect.allowed_hosts", "sync.allowed_hosts"]
+        );
+    }
 
     #[test]
     fn only_restart_keys_are_named() {

@@ -301,6 +301,49 @@ fn a_refused_reload_names_the_key_never_the_secret_in_its_answer_or_the_log() {
     }
 }
 
+/// A reload that widens what is allowed is applied (it may be meant) but
+/// never silent: the answer and a WARN name the keys. Emptying
+/// `redirect.allowed_hosts` lets redirects go to any host, which the click
+/// then shows; the same file again widens nothing.
+#[test]
+fn a_reload_that_widens_the_allowlist_names_the_key_in_its_answer_and_a_warning() {
+    let px = Served::start(|t| t);
+    let click = "/clktr?id=21378&redir=https://elsewhere.test/landing";
+    let before = raw_get_with(px.process.port, click, &[]);
+    assert_ne!(
+        common::header_of(&before, "location"),
+        Some("https://elsewhere.test/landing"),
+        "{before}"
+    );
+    let valid = std::fs::read_to_string(&px.path).unwrap();
+    let open = valid.replace(
+        "allowed_hosts = [\"example.com\", \"*.example.com\"]",
+        "allowed_hosts = []",
+    );
+    assert_ne!(open, valid, "the example config's allowlist line");
+    std::fs::write(&px.path, open).unwrap();
+    let answer = raw_reload(px.process.admin);
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(
+        answer.contains("these keys now allow more than before: redirect.allowed_hosts"),
+        "{answer}"
+    );
+    let log = px.log();
+    assert!(
+        log.contains("WARN") && log.contains("config reload widens what is allowed"),
+        "{log}"
+    );
+    let after = raw_get_with(px.process.port, click, &[]);
+    assert_eq!(
+        common::header_of(&after, "location"),
+        Some("https://elsewhere.test/landing"),
+        "{after}"
+    );
+    let again = raw_reload(px.process.admin);
+    assert_eq!(status_of(&again), 200, "{again}");
+    assert!(!again.contains("allow more"), "{again}");
+}
+
 /// A raw request to the admin listener at `port` with these header lines.
 fn admin_request(port: u16, method: &str, target: &str, headers: &[&str]) -> String {
     let mut head =

@@ -79,6 +79,14 @@ impl AllowList {
         self.entries.is_empty()
     }
 
+    /// Whether this list has an entry `before` did not have: a reload that
+    /// lets pixeld send browsers (or ids) somewhere new.
+    pub fn adds_to(&self, before: &AllowList) -> bool {
+        self.entries
+            .iter()
+            .any(|e| !before.entries.iter().any(|b| b.0 == e.0))
+    }
+
     fn allows(&self, host: &str) -> bool {
         if self.entries.is_empty() {
             return is_public_name(host);
