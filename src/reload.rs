@@ -140,6 +140,13 @@ fn widened(before: &Live, after: &Live) -> Vec<&'static str> {
     if after.sync_hosts.adds_to(&before.sync_hosts) {
         keys.push("sync.allowed_hosts");
     }
+    if after
+        .sync_origins
+        .iter()
+        .any(|o| !before.sync_origins.contains(o))
+    {
+        keys.push("sync.cors_origins");
+    }
     if before.tcf_vendor.is_some() && after.tcf_vendor.is_none() {
         keys.push("privacy.tcf_vendor_id");
     }
@@ -274,6 +281,16 @@ mod tests {
             widened(&live(&strict), &live(&more)),
             ["redirect.allowed_hosts", "sync.allowed_hosts"]
         );
+        let origins = crate::config::parse(
+            &format!("{text}cors_origins = [\"https://partner.example\"]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            widened(&live(&strict), &live(&origins)),
+            ["sync.cors_origins"]
+        );
+        assert!(widened(&live(&origins), &live(&strict)).is_empty());
     }
 
     #[test]

@@ -213,7 +213,22 @@ fn getuidj_and_getuidp_answer_json_with_cors_only_for_listed_origins() {
         &get(&p, "/getuidp", &[c]),
         "callback must be a plain JavaScript identifier",
     );
-    let resp = get(&p, "/getuidp?callback=cb_1.x", &[c]);
+    // Any page can include a script: without a partner's page as the
+    // Referer, the id is 0.
+    for referer in [
+        "",
+        "Referer: https://evil.example/page",
+        "Referer: https://partner.example.evil.example/",
+    ] {
+        let headers: Vec<&str> = [c, referer].into_iter().filter(|h| !h.is_empty()).collect();
+        let resp = get(&p, "/getuidp?callback=cb_1.x", &headers);
+        assert_eq!(body(&resp), "cb_1.x({\"uid\":\"0\"});", "{referer}: {resp}");
+    }
+    let resp = get(
+        &p,
+        "/getuidp?callback=cb_1.x",
+        &[c, "Referer: https://partner.example/sync.html"],
+    );
     assert_eq!(status_of(&resp), 200, "{resp}");
     assert_eq!(
         header_of(&resp, "content-type"),
@@ -229,6 +244,7 @@ fn getuidj_and_getuidp_answer_json_with_cors_only_for_listed_origins() {
         (["route=\"getuidj\"", "answer=\"zero\""], 1.0),
         (["route=\"getuidp\"", "answer=\"refused\""], 5.0),
         (["route=\"getuidp\"", "answer=\"uid\""], 1.0),
+        (["route=\"getuidp\"", "answer=\"zero\""], 3.0),
         (["route=\"getuid\"", "answer=\"refused\""], 0.0),
     ] {
         assert_eq!(
@@ -328,6 +344,10 @@ async fn mapuid_publishes_the_partner_s_id_keyed_by_ours() {
     for bad in ["/mapuid?user=P-1", "/mapuid?member=958&user=%3Cscript%3E"] {
         assert_eq!(server.get(bad, &c).await.status, 200, "{bad}");
     }
+    // Refused for a browser that sent GPC: the partner's id is not kept in
+    // the invalid event either.
+    let gpc = [("cookie", cookie.as_str()), ("sec-gpc", "1")];
+    assert_eq!(server.get("/mapuid?user=P-SECRET", &gpc).await.status, 200);
     server.stop().await;
 
     let syncs = common::consume(&broker.addr, "pixel.usersync", 3);
@@ -355,13 +375,25 @@ async fn mapuid_publishes_the_partner_s_id_keyed_by_ours() {
         .unwrap()
         .iter()
         .any(|w| w == "not_mapped"));
-    let invalid = common::consume(&broker.addr, "pixel.invalid", 2);
+    let invalid = common::consume(&broker.addr, "pixel.invalid", 3);
+    assert_eq!(invalid.len(), 3);
+    let private = invalid
+        .iter()
+        .find(|i| i.json["uid"].is_null())
+        .expect("the GPC one");
+    assert_eq!(private.json["query"], "", "{:?}", private.json);
+    assert!(!invalid
+        .iter()
+        .any(|i| i.json.to_string().contains("P-SECRET")));
     let mut reasons: Vec<_> = invalid
         .iter()
         .map(|i| i.json["reason"].as_str().unwrap().to_string())
         .collect();
     reasons.sort();
-    assert_eq!(reasons, ["member_missing", "user_invalid"]);
+    assert_eq!(
+        reasons,
+        ["member_missing", "member_missing", "user_invalid"]
+    );
 }
 
 /// `sync.pixels` fire from the JavaScript form of segment and conversion

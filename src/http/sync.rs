@@ -109,7 +109,17 @@ fn respond<B>(
         }
         SyncRoute::GetUidP => {
             let name = callback(raw).ok_or(Refusal::Callback)?;
-            let uid = read_only_uid(raw, headers, app, live);
+            // A script answer is readable by whatever page includes it (no
+            // CORS applies): the real id goes only to a page on a partner's
+            // host, as its `Referer` shows; any other page, or one that
+            // sends no `Referer`, gets `0`.
+            let partner_page = headers
+                .get(hyper::header::REFERER)
+                .and_then(|r| r.to_str().ok())
+                .is_some_and(|r| live.sync_hosts.validate(r).is_ok());
+            let uid = partner_page
+                .then(|| read_only_uid(raw, headers, app, live))
+                .flatten();
             let script = format!("{name}({});", json(uid.as_deref()));
             Ok((response::javascript(script), answered(&uid)))
         }

@@ -7,26 +7,24 @@
 use super::query::Key;
 use super::segment::id_list;
 use super::source_click;
-use super::{reply_in, Context, Form, Outcome, Request};
+use super::{fallback_reply, reply_in, Context, Form, Outcome, Request, Target};
 use crate::config::FireList;
-use crate::event::{Body, UserSync};
+use crate::event::{Body, Invalid, UserSync};
 use crate::ids::MemberId;
 
 pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
-    // An image, always: a partner fires it as a pixel or a redirect hop.
-    let form = Form::Image;
     let (redir, target) = r.redir(ctx.allow);
     let Some(member) = r.opt(Key::Member, "member_invalid") else {
-        return r.reject("member_missing", form, target);
+        return refuse(r, "member_missing", target);
     };
     let Some(member) = MemberId::parse(&member) else {
-        return r.reject("member_invalid", form, target);
+        return refuse(r, "member_invalid", target);
     };
     let Some(user) = r.opt(Key::User, "user_invalid") else {
-        return r.reject("user_missing", form, target);
+        return refuse(r, "user_missing", target);
     };
     if !source_click::plausible(&user) {
-        return r.reject("user_invalid", form, target);
+        return refuse(r, "user_invalid", target);
     }
     let segments = id_list(&mut r, ctx, Key::Seg, "seg_invalid");
     // Without an id of ours (GPC, opted out, no storage consent, cookies
@@ -38,7 +36,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         r.warn("not_mapped");
         None
     };
-    let reply = reply_in(form, target, &FireList::default(), None);
+    let reply = reply_in(Form::Image, target, &FireList::default(), None);
     let body = Body::UserSync(UserSync {
         member,
         partner_uid,
@@ -46,4 +44,14 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         redir,
     });
     r.finish(body, reply)
+}
+
+/// An invalid event, answered as an image (a partner fires `/mapuid` as a
+/// pixel or a redirect hop). Its query holds the partner's id for the
+/// browser: kept only when the browser has an id of ours, as a valid
+/// mapping would be.
+fn refuse<'a>(r: Request<'a>, reason: &'static str, target: Target) -> Outcome<'a> {
+    let query = if r.common.uid.is_some() { r.query } else { "" };
+    let body = Body::Invalid(Invalid::new(r.path, query, reason));
+    r.finish(body, fallback_reply(Form::Image, target))
 }
