@@ -86,8 +86,9 @@ impl Reload for Reloader {
                 return Err(format!("{}: {message}\n", p.path));
             }
         };
-        let live = Live::new(&cfg, Some(&app.live.load()));
-        let widened = widened(&app.live.load(), &live);
+        let running = app.live.load();
+        let live = Live::new(&cfg, Some(&running));
+        let widened = widened(&running, &live);
         if !widened.is_empty() {
             // Not refused (it may be what the operator meant), but never
             // silent: a typo that empties an allowlist opens redirects to

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::no_store::NoStore;
 use super::router::Role;
 use super::App;
+use crate::telemetry::RateLimit;
 
 /// Connection limits, from `[server]`.
 #[derive(Clone, Copy, Debug)]
@@ -52,48 +53,23 @@ fn refusal(e: &hyper::Error) -> Option<&'static str> {
     }
 }
 
-/// Log lines about failed accepts, at most one a second (the rest are
-/// counted into the next): out of descriptors, every accept fails at once.
-struct AcceptErrors {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl AcceptErrors {
-    fn new() -> AcceptErrors {
-        AcceptErrors {
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    fn failed(&mut self, listener: &'static str, e: &std::io::Error) {
-        crate::telemetry::metric::http_refused("accept_failed");
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            self.suppressed += 1;
-            return;
-        }
-        warn!(listener, error = %e, suppressed = self.suppressed, "accept failed (out of file descriptors?); backing off");
-        self.last = Some(std::time::Instant::now());
-        self.suppressed = 0;
-    }
-}
-
 /// The next connection; a failed accept (out of file descriptors and the
 /// like) backs off briefly rather than spinning.
+/// `log` keeps its lines to one a second (out of descriptors, every accept
+/// fails at once); the rest are counted into the next.
 async fn accept(
     listener: &TcpListener,
     name: &'static str,
-    errors: &mut AcceptErrors,
+    log: &RateLimit,
 ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(a) => return a,
             Err(e) => {
-                errors.failed(name, &e);
+                crate::telemetry::metric::http_refused("accept_failed");
+                if let Some(suppressed) = log.check() {
+                    warn!(listener = name, error = %e, suppressed, "accept failed (out of file descriptors?); backing off");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -164,9 +140,9 @@ where
 {
     let builder = http1(&limits);
     let connections = Connections::new(limits.max_connections, name);
-    let mut errors = AcceptErrors::new();
+    let accept_log = RateLimit::new(1_000);
     loop {
-        let (stream, _) = accept(&listener, name, &mut errors).await;
+        let (stream, _) = accept(&listener, name, &accept_log).await;
         let Ok((guard, stream)) = connections.admit(stream) else {
             continue;
         };
@@ -203,11 +179,11 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let builder = http1(&limits);
     let connections = Connections::new(limits.max_connections, name);
-    let mut errors = AcceptErrors::new();
+    let accept_log = RateLimit::new(1_000);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            (stream, peer) = accept(&listener, name, &mut errors) => {
+            (stream, peer) = accept(&listener, name, &accept_log) => {
                 let _ = stream.set_nodelay(true);
                 // The address the client reached: what the admin listener
                 // takes as its own in `Host` (the listener may be 0.0.0.0); unknown,
