@@ -57,6 +57,11 @@ enum Command {
     CheckConfig {
         #[arg(long, default_value = "config/pixeld.toml")]
         config: PathBuf,
+        /// The file the server runs with: also say which keys a reload to
+        /// --config would leave at their running value until a restart,
+        /// and which would allow more than before.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Print the exportable tag of a tracker, click tracker, pixel or segment.
     Tags {
@@ -93,6 +98,28 @@ fn load(path: &std::path::Path) -> Result<pixeld::config::Config, ExitCode> {
         eprint!("{e}");
         ExitCode::from(2)
     })
+}
+
+/// `check-config --against`: what a reload from the running file would do.
+fn print_reload(
+    running: &pixeld::config::Config,
+    new: &pixeld::config::Config,
+    path: &std::path::Path,
+) {
+    let (restart, widened) = pixeld::reload::compare(running, new);
+    println!("against {}:", path.display());
+    if restart.is_empty() && widened.is_empty() {
+        println!("  a reload applies every change");
+    }
+    if !restart.is_empty() {
+        println!(
+            "  needs a restart (a reload keeps the running value): {}",
+            restart.join(", ")
+        );
+    }
+    if !widened.is_empty() {
+        println!("  allows more than before: {}", widened.join(", "));
+    }
 }
 
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -136,7 +163,7 @@ fn run_replay(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match load(&config) {
+        Command::CheckConfig { config, against } => match load(&config) {
             Ok(cfg) => {
                 println!("{}: ok", config.display());
                 // Which values the environment set (names only: a value
@@ -144,7 +171,14 @@ fn main() -> ExitCode {
                 for (key, var) in &cfg.from_env {
                     println!("  {key} from the environment ({var})");
                 }
-                ExitCode::SUCCESS
+                match against.map(|running| (load(&running), running)) {
+                    None => ExitCode::SUCCESS,
+                    Some((Ok(running), path)) => {
+                        print_reload(&running, &cfg, &path);
+                        ExitCode::SUCCESS
+                    }
+                    Some((Err(code), _)) => code,
+                }
             }
             Err(code) => code,
         },

@@ -154,6 +154,14 @@ fn widened(before: &Live, after: &Live) -> Vec<&'static str> {
     keys
 }
 
+/// What a reload from `running` to `new` would do, for `pixeld
+/// check-config --against`: the keys that would keep their running value
+/// until a restart, and the keys that would allow more than before.
+pub fn compare(running: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
+    let widened = widened(&Live::new(running, None), &Live::new(new, None));
+    (restart_needed(running, new), widened)
+}
+
 /// The line of a reload's answer that names the widened keys.
 fn widened_note(keys: &[&str]) -> String {
     if keys.is_empty() {

@@ -376,3 +376,63 @@ fn shutdown_says_what_stays_in_the_journal_instead_of_all_delivered() {
         "{log}"
     );
 }
+
+#[test]
+fn check_config_against_the_running_file_names_restart_and_widened_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.toml");
+    let new = dir.path().join("new.toml");
+    std::fs::write(
+        &running,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[redirect]\nallowed_hosts = [\"shop.example\"]\n",
+    )
+    .unwrap();
+    let check = |new_text: &str| {
+        std::fs::write(&new, new_text).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&new)
+            .arg("--against")
+            .arg(&running)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let same = check(&std::fs::read_to_string(&running).unwrap());
+    assert!(same.contains("a reload applies every change"), "{same}");
+    assert!(
+        !same.contains("restart") && !same.contains("allows more"),
+        "{same}"
+    );
+    let text = check(
+        "[server]\nlisten = \"127.0.0.1:9090\"\nrate_limit_per_ip = 5\n\
+         [redirect]\nallowed_hosts = [\"shop.example\", \"other.example\"]\n",
+    );
+    assert!(
+        text.contains("needs a restart (a reload keeps the running value): server.listen\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("allows more than before: redirect.allowed_hosts\n"),
+        "{text}"
+    );
+    // Narrowing is not widening.
+    let narrower = check("[server]\nlisten = \"127.0.0.1:8080\"\n[redirect]\nallowed_hosts = [\"shop.example\"]\n[sync]\n");
+    assert!(!narrower.contains("allows more"), "{narrower}");
+    // A running file that does not validate is reported like --config.
+    std::fs::write(&running, "[server]\nlisten = \"nope\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&new)
+        .arg("--against")
+        .arg(&running)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
