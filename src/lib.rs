@@ -21,9 +21,13 @@
 //! [`reload`] re-reads the config of a running `serve` (SIGHUP, `POST
 //! /-/reload`, a watched file) and swaps what may change live.
 //!
-//! [`attribute`] is the other service: `pixeld attribute`, the engine as a
+//! [`attribute`] is the second service: `pixeld attribute`, the engine as a
 //! Kafka consumer-group member ([`attribution::cluster`]) for fleets of
-//! `serve` instances (`attribution.mode = "cluster"`).
+//! `serve` instances (`attribution.mode = "cluster"`). [`forward`] is the
+//! third: `pixeld forward` reads the attribution records and tells
+//! traffic sources and ad platforms ([`postback`]: postbacks, Meta's
+//! Conversions API, Google Ads uploads), with retries, dead letters and a
+//! delivery log.
 //!
 //! Around them: [`config`] (typed values, validation, the lookup catalog; read
 //! by all, reads only the leaves [`ids`] and [`files`]), [`serve`] (start-up and shutdown order),
@@ -42,10 +46,12 @@ pub mod delivery;
 pub mod event;
 pub mod fdlimit;
 pub mod files;
+pub mod forward;
 pub mod http;
 pub mod ids;
 pub mod journal;
 pub mod pixel;
+pub mod postback;
 pub mod reload;
 pub mod serve;
 pub mod sink;

@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         output_topic: Option<String>,
     },
+    /// Tell traffic sources and ad platforms about attributed conversions
+    /// (`[[destinations]]`): a consumer group on the attributions topic.
+    Forward {
+        #[arg(long, default_value = "config/pixeld.toml")]
+        config: PathBuf,
+    },
     /// Validate a config file and report every problem.
     CheckConfig {
         #[arg(long, default_value = "config/pixeld.toml")]
@@ -246,6 +252,24 @@ fn main() -> ExitCode {
                 &cfg,
                 pixeld::serve::shutdown_signal(),
             )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Forward { config } => {
+            pixeld::telemetry::init_logs(cli.log_format);
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{}", cfg.redactor.redact(&e.to_string()));

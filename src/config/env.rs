@@ -97,7 +97,8 @@ fn read_secret(key: &str, file: &toml::Value) -> Result<String, Problem> {
 
 /// Reads the secrets kept in files: `cookie.secret_file` (32 hex
 /// characters), `cookie.previous_secrets_file` (one per line),
-/// `server.admin_token_file`, `api_keys[i].secret_file`, and in
+/// `server.admin_token_file`, `api_keys[i].secret_file`,
+/// `destinations[i].token_file`, and in
 /// `[kafka.librdkafka]` any `<property>_file` (e.g. `sasl.password_file`,
 /// `ssl.key.password_file`), each replaced by its value. The values never
 /// reach a log or `check-config`'s output.
@@ -155,6 +156,24 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                     });
                 } else if let Some(s) = read(&at, &file, &mut problems) {
                     key.insert("secret".into(), toml::Value::String(s));
+                }
+            }
+        }
+    }
+    if let Some(list) = table.get_mut("destinations").and_then(|k| k.as_array_mut()) {
+        for (i, d) in list.iter_mut().enumerate() {
+            let Some(d) = d.as_table_mut() else {
+                continue;
+            };
+            if let Some(file) = d.remove("token_file") {
+                let at = format!("destinations[{i}].token_file");
+                if d.contains_key("token") {
+                    problems.push(Problem {
+                        path: at,
+                        message: format!("and destinations[{i}].token are both set; keep one"),
+                    });
+                } else if let Some(s) = read(&at, &file, &mut problems) {
+                    d.insert("token".into(), toml::Value::String(s));
                 }
             }
         }

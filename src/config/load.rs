@@ -89,6 +89,8 @@ const SECTIONS: &[&str] = &[
     "privacy",
     "api_keys",
     "sync",
+    "forward",
+    "destinations",
 ];
 
 /// [`parse`], with `vars` as the environment's overrides applied over the
@@ -134,6 +136,7 @@ pub fn parse_with_env(
             "ivt" => set(&mut cfg.ivt, section(value, &key, p)),
             "privacy" => set(&mut cfg.privacy, section(value, &key, p)),
             "sync" => set(&mut cfg.sync, section(value, &key, p)),
+            "forward" => set(&mut cfg.forward, section(value, &key, p)),
             "advertisers" => cfg.advertisers = list(value, &key, p),
             "line_items" => cfg.line_items = list(value, &key, p),
             "impression_trackers" => cfg.impression_trackers = list(value, &key, p),
@@ -141,6 +144,7 @@ pub fn parse_with_env(
             "conversion_pixels" => cfg.conversion_pixels = list(value, &key, p),
             "segments" => cfg.segments = list(value, &key, p),
             "api_keys" => cfg.api_keys = list(value, &key, p),
+            "destinations" => cfg.destinations = list(value, &key, p),
             _ => p.push(Problem {
                 path: key.clone(),
                 message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),
@@ -153,6 +157,15 @@ pub fn parse_with_env(
             Err(e) => problems.push(Problem {
                 path: "ivt.file".into(),
                 message: format!("{e}; fix the file or remove the key"),
+            }),
+        }
+    }
+    for (i, d) in cfg.destinations.iter_mut().enumerate() {
+        match super::template::Template::parse(&d.url) {
+            Ok(t) => d.template = t,
+            Err(message) => problems.push(Problem {
+                path: format!("destinations[{i}].url"),
+                message,
             }),
         }
     }

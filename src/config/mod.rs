@@ -6,17 +6,21 @@
 
 mod catalog;
 pub mod env;
+pub mod forward;
 pub mod ivt;
 mod load;
 pub mod redact;
 pub mod redirect;
 mod secret;
+pub mod template;
 mod types;
 mod validate;
+mod validate_forward;
 
 pub use catalog::{
     Catalog, ClickTracker, ConversionPixel, FireList, FirePixel, ImpressionTracker, Segment,
 };
+pub use forward::{DestinationConfig, DestinationKind, ForwardConfig, HttpMethod, StartFrom};
 pub use ivt::IvtList;
 pub use load::{load, parse, parse_with_env, ConfigError, Problem};
 pub use redirect::AllowList;
@@ -59,6 +63,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub api_keys: Vec<ApiKeyConfig>,
     pub sync: SyncConfig,
+    pub forward: ForwardConfig,
+    pub destinations: Vec<DestinationConfig>,
     /// Keys set by `PIXELD_<SECTION>__<KEY>` variables: (key, variable).
     #[serde(skip)]
     pub from_env: Vec<(String, String)>,
@@ -443,6 +449,12 @@ pub struct TopicsConfig {
     /// Partners' ids for browsers (`/mapuid`), keyed by our uid. Default
     /// `pixel.usersync`.
     pub usersync: String,
+    /// `pixeld forward`'s delivery log: one message per call attempt's
+    /// outcome. Default `pixel.postbacks`.
+    pub postbacks: String,
+    /// `pixeld forward`'s calls given up on, with the destination, the
+    /// last status and the body. Default `pixel.postbacks.dead`.
+    pub postbacks_dead: String,
     /// The state of `pixeld attribute`, compacted, co-partitioned with the
     /// inputs. Default `pixel.attribution-state`.
     pub attribution_state: String,
@@ -450,7 +462,7 @@ pub struct TopicsConfig {
 
 impl TopicsConfig {
     /// The names in [`crate::sink::Topic::ALL`] order.
-    pub fn names(&self) -> [&str; 8] {
+    pub fn names(&self) -> [&str; 10] {
         [
             &self.impressions,
             &self.clicks,
@@ -460,6 +472,8 @@ impl TopicsConfig {
             &self.attributions,
             &self.adjustments,
             &self.usersync,
+            &self.postbacks,
+            &self.postbacks_dead,
         ]
     }
 }
@@ -475,6 +489,8 @@ impl Default for TopicsConfig {
             attributions: "pixel.attributions".into(),
             adjustments: "pixel.adjustments".into(),
             usersync: "pixel.usersync".into(),
+            postbacks: "pixel.postbacks".into(),
+            postbacks_dead: "pixel.postbacks.dead".into(),
             attribution_state: "pixel.attribution-state".into(),
         }
     }
@@ -615,6 +631,10 @@ pub struct ConversionPixelConfig {
     /// turns it off.
     #[serde(default = "default_dedup")]
     pub dedup_minutes: u32,
+    /// ISO 4217 code of the values this pixel reports (`EUR`), for the
+    /// destinations that need one (Meta, Google, `${CURRENCY}`). Default none.
+    #[serde(default)]
+    pub currency: Option<String>,
     #[serde(default)]
     pub category: Option<Category>,
     /// Fired with the conversion: at most one `img` (the image response's one redirect).

@@ -51,13 +51,14 @@ impl Redactor {
 }
 
 /// Keys whose values are secrets: the cookie and click-id signing secrets,
-/// the admin token, the API keys' secrets, and every librdkafka property (passwords, keys).
+/// the admin token, the API keys' secrets, the destinations' tokens, and every librdkafka property (passwords, keys).
 fn is_secret_key(path: &[&str]) -> bool {
     matches!(
         path,
         ["cookie", "secret" | "previous_secrets", ..]
             | ["server", "admin_token", ..]
             | ["api_keys", "secret", ..]
+            | ["destinations", "token", ..]
             | ["kafka", "librdkafka", ..]
     ) || path.last().is_some_and(|k| k.ends_with("_file"))
 }

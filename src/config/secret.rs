@@ -157,6 +157,12 @@ impl BearerToken {
             .fold(0u8, |acc, (x, y)| acc | (x ^ y));
         std::hint::black_box(diff) == 0
     }
+
+    /// The token itself, to send it (a destination's `Authorization`
+    /// header). Never for a log or a message.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for BearerToken {

@@ -15,10 +15,10 @@ pub const MAX_POST_CLICK_MINUTES: u32 = 129_600;
 pub const MAX_SEGMENT_EXPIRE_MINUTES: u32 = 259_200;
 pub const MAX_PIXELS_PER_LINE_ITEM: usize = 20;
 
-struct Report(Vec<Problem>);
+pub(super) struct Report(Vec<Problem>);
 
 impl Report {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -215,6 +215,15 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     for (i, p) in cfg.conversion_pixels.iter().enumerate() {
         let at = format!("conversion_pixels[{i}]");
+        if p.currency
+            .as_deref()
+            .is_some_and(|c| !super::validate_forward::currency(c))
+        {
+            r.add(
+                format!("{at}.currency"),
+                "must be an ISO 4217 code of three capital letters (EUR, USD)",
+            );
+        }
         exists(
             &advertisers,
             p.advertiser,
@@ -273,6 +282,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         }
     }
     api_keys(cfg, &advertisers, &mut r);
+    super::validate_forward::forward(cfg, &mut r);
     r.0
 }
 

@@ -46,12 +46,16 @@ pub enum EventType {
     Adjustment,
     /// A partner told us its id for the browser (`/mapuid`).
     UserSync,
+    /// `pixeld forward`: one attempt to call a destination, and its outcome.
+    Postback,
+    /// `pixeld forward`: a call given up on (a final answer, or every attempt failed).
+    PostbackDead,
 }
 
 impl EventType {
     /// Every type. The order is part of the journal's version-1 format (a
     /// kind's code is its index): append, never reorder.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 11] = [
         EventType::Impression,
         EventType::Click,
         EventType::Conversion,
@@ -61,6 +65,8 @@ impl EventType {
         EventType::OptOut,
         EventType::Adjustment,
         EventType::UserSync,
+        EventType::Postback,
+        EventType::PostbackDead,
     ];
 
     /// The `type` field or header back to its type.
@@ -79,6 +85,8 @@ impl EventType {
             EventType::OptOut => "optout",
             EventType::Adjustment => "adjustment",
             EventType::UserSync => "usersync",
+            EventType::Postback => "postback",
+            EventType::PostbackDead => "postback_dead",
         }
     }
 }

@@ -571,7 +571,12 @@ mod tests {
     }
 
     fn topics() -> Topics {
-        Topics(["imp", "clk", "conv", "seg", "inv", "attr", "adj", "sync"].map(String::from))
+        Topics(
+            [
+                "imp", "clk", "conv", "seg", "inv", "attr", "adj", "sync", "pb", "pbdead",
+            ]
+            .map(String::from),
+        )
     }
 
     /// Ships `n` records through a mock failing as told; returns what it

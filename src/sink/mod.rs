@@ -23,10 +23,14 @@ pub enum Topic {
     Attributions,
     Adjustments,
     UserSync,
+    /// `pixeld forward`'s delivery log.
+    Postbacks,
+    /// `pixeld forward`'s calls given up on.
+    PostbacksDead,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 8] = [
+    pub const ALL: [Topic; 10] = [
         Topic::Impressions,
         Topic::Clicks,
         Topic::Conversions,
@@ -35,6 +39,8 @@ impl Topic {
         Topic::Attributions,
         Topic::Adjustments,
         Topic::UserSync,
+        Topic::Postbacks,
+        Topic::PostbacksDead,
     ];
 
     pub fn for_event(kind: EventType) -> Topic {
@@ -47,6 +53,8 @@ impl Topic {
             EventType::Attribution => Topic::Attributions,
             EventType::Adjustment => Topic::Adjustments,
             EventType::UserSync => Topic::UserSync,
+            EventType::Postback => Topic::Postbacks,
+            EventType::PostbackDead => Topic::PostbacksDead,
         }
     }
 }

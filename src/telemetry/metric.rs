@@ -63,6 +63,16 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (IVT_REQUESTS, Unit::Count, "Pixel requests flagged as invalid traffic, by category (crawler, preview, prefetch, automation, no_user_agent, ...)."),
     (READY, Unit::Count, "1 while /readyz answers 200, 0 while it answers 503 (checked every second)."),
     (JOURNAL_MAX_BYTES, Unit::Bytes, "journal.max_bytes: the disk budget journal_bytes is measured against."),
+    (FORWARD_ATTEMPTS, Unit::Count, "pixeld forward: calls to destinations, by destination and result (delivered, or the failure class: timeout, connect, status_3xx, status_408, status_429, status_4xx, status_5xx)."),
+    (FORWARD_RETRIES, Unit::Count, "pixeld forward: attempts scheduled again after a retriable failure, by destination."),
+    (FORWARD_DEAD_LETTERS, Unit::Count, "pixeld forward: calls written to the dead-letter topic, by destination and reason (final_answer: a 3xx or 4xx other than 408 and 429; attempts_exhausted)."),
+    (FORWARD_RECORDS, Unit::Count, "pixeld forward: attribution records read, by destination and result (queued, or why not: filtered, not_forwarded, no_click_id, no_user_data, not_supported)."),
+    (FORWARD_MALFORMED, Unit::Count, "pixeld forward: messages on the attributions topic that are not an attribution record (skipped, committed)."),
+    (FORWARD_DURATION, Unit::Seconds, "pixeld forward: one attempt's duration, by destination."),
+    (FORWARD_QUEUE_DEPTH, Unit::Count, "pixeld forward: calls queued or in flight, by destination; at forward.queue_capacity the partitions feeding it pause."),
+    (FORWARD_LAG, Unit::Count, "pixeld forward: records of an owned partition not yet committed (finished by every destination), by partition."),
+    (FORWARD_ORPHANED, Unit::Count, "pixeld forward: partitions whose commit stalled behind their log longer than any live owner's can while this instance does not own them (it rejoins the group)."),
+    (FORWARD_COMMITS, Unit::Count, "pixeld forward: offset commits, by result (ok, failed)."),
     (USERSYNC_REQUESTS, Unit::Count, "User-id sync requests (/getuid, /getuidnb, /getuidj, /getuidp), by route and answer: uid (an id was handed out), zero (uid 0: no cookie, GPC, opted out, no consent), refused (sync off, a target or callback refused)."),
 ];
 
@@ -135,6 +145,7 @@ const KNOWN: &[(&str, &str, &[&str])] = &[
 /// The names in [`ALL`] recorded as histograms.
 pub const HISTOGRAMS: &[&str] = &[
     CLUSTER_DECISION_DELAY,
+    FORWARD_DURATION,
     HTTP_DURATION,
     JOURNAL_APPEND_DURATION,
     KAFKA_DELIVERY_LATENCY,
@@ -204,6 +215,16 @@ pub const IVT_REQUESTS: &str = "ivt_requests_total";
 pub const READY: &str = "pixeld_ready";
 pub const JOURNAL_MAX_BYTES: &str = "journal_max_bytes";
 pub const USERSYNC_REQUESTS: &str = "usersync_requests_total";
+pub const FORWARD_ATTEMPTS: &str = "forward_attempts_total";
+pub const FORWARD_RETRIES: &str = "forward_retries_total";
+pub const FORWARD_DEAD_LETTERS: &str = "forward_dead_letters_total";
+pub const FORWARD_RECORDS: &str = "forward_records_total";
+pub const FORWARD_MALFORMED: &str = "forward_records_malformed_total";
+pub const FORWARD_DURATION: &str = "forward_call_duration_seconds";
+pub const FORWARD_QUEUE_DEPTH: &str = "forward_queue_depth";
+pub const FORWARD_LAG: &str = "forward_partition_lag";
+pub const FORWARD_ORPHANED: &str = "forward_orphaned_partitions";
+pub const FORWARD_COMMITS: &str = "forward_commits_total";
 
 /// The `route` label of `usersync_requests_total` (and of the request
 /// metrics): one per sync route, so a label cannot be misspelt at a call.
@@ -324,6 +345,71 @@ pub fn start_at_zero() {
     ] {
         metrics::counter!(name).absolute(0);
     }
+}
+
+/// `pixeld forward`'s labelled counters at 0 for each destination, so
+/// alerts see a series before the first failure.
+pub fn forward_start_at_zero<'a>(
+    destinations: impl Iterator<Item = &'a str>,
+    attempt_results: &[&'static str],
+    record_results: &[&'static str],
+) {
+    for d in destinations {
+        for r in attempt_results {
+            metrics::counter!(FORWARD_ATTEMPTS, "destination" => d.to_string(), "result" => *r)
+                .absolute(0);
+        }
+        for r in record_results {
+            metrics::counter!(FORWARD_RECORDS, "destination" => d.to_string(), "result" => *r)
+                .absolute(0);
+        }
+        for reason in ["final_answer", "attempts_exhausted"] {
+            metrics::counter!(FORWARD_DEAD_LETTERS, "destination" => d.to_string(), "reason" => reason).absolute(0);
+        }
+        metrics::counter!(FORWARD_RETRIES, "destination" => d.to_string()).absolute(0);
+    }
+    metrics::counter!(FORWARD_MALFORMED).absolute(0);
+    for result in ["ok", "failed"] {
+        metrics::counter!(FORWARD_COMMITS, "result" => result).absolute(0);
+    }
+}
+
+pub fn forward_attempt(destination: &str, result: &'static str, seconds: f64) {
+    metrics::counter!(FORWARD_ATTEMPTS, "destination" => destination.to_string(), "result" => result).increment(1);
+    metrics::histogram!(FORWARD_DURATION, "destination" => destination.to_string()).record(seconds);
+}
+
+pub fn forward_retry(destination: &str) {
+    metrics::counter!(FORWARD_RETRIES, "destination" => destination.to_string()).increment(1);
+}
+
+pub fn forward_dead_letter(destination: &str, reason: &'static str) {
+    metrics::counter!(FORWARD_DEAD_LETTERS, "destination" => destination.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn forward_record(destination: &str, result: &'static str) {
+    metrics::counter!(FORWARD_RECORDS, "destination" => destination.to_string(), "result" => result).increment(1);
+}
+
+pub fn forward_malformed() {
+    metrics::counter!(FORWARD_MALFORMED).increment(1);
+}
+
+pub fn forward_queue_depth(destination: &str, depth: usize) {
+    metrics::gauge!(FORWARD_QUEUE_DEPTH, "destination" => destination.to_string())
+        .set(depth as f64);
+}
+
+pub fn forward_lag(partition: i32, lag: i64) {
+    metrics::gauge!(FORWARD_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
+}
+
+pub fn forward_orphaned(partitions: usize) {
+    metrics::gauge!(FORWARD_ORPHANED).set(partitions as f64);
+}
+
+pub fn forward_commit(result: &'static str) {
+    metrics::counter!(FORWARD_COMMITS, "result" => result).increment(1);
 }
 
 /// One user-id sync request answered.

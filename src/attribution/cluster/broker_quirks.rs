@@ -32,7 +32,10 @@
 //!    LeaveGroup does bump the generation. A member that sees a partition's
 //!    committed offset stall while its log has more, for several session
 //!    timeouts, reports it (`attribution_orphaned_partitions`, `/readyz`)
-//!    and rejoins. Test: `tests/cluster.rs`, the kill test.
+//!    and rejoins. Test: `tests/cluster.rs`, the kill test. `pixeld
+//!    forward`'s group meets the same coordinator and uses the same
+//!    watch ([`Coverage`] over its one topic); test: `tests/forward.rs`,
+//!    the kill test.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,7 +43,6 @@ use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
 use super::inputs::InputTopic;
-use super::membership::Offsets;
 use crate::telemetry::metric;
 
 /// What to do with a message, given the offset its partition expects next.
@@ -158,19 +160,21 @@ impl ChangelogEnd {
     }
 }
 
-/// Watches the partitions this member does not own for a stalled commit.
-pub struct Coverage {
+/// Watches the partitions this member does not own for a stalled commit,
+/// per (topic, partition); `T` names the topic (the member's
+/// [`InputTopic`], `()` for a group of one topic).
+pub struct Coverage<T = InputTopic> {
     /// How long a commit may stall behind the log before its partition
     /// counts as owned by nobody.
     stall: Duration,
-    /// Per (input, partition): the committed offset and since when.
-    seen: HashMap<(InputTopic, i32), (i64, Instant)>,
+    /// Per (topic, partition): the committed offset and since when.
+    seen: HashMap<(T, i32), (i64, Instant)>,
 }
 
-impl Coverage {
+impl<T: Copy + Eq + std::hash::Hash> Coverage<T> {
     /// `stall`: several session timeouts, more than a grace and a commit
     /// interval, so a live owner's normal wait never counts.
-    pub fn new(stall: Duration) -> Coverage {
+    pub fn new(stall: Duration) -> Coverage<T> {
         Coverage {
             stall,
             seen: HashMap::new(),
@@ -179,7 +183,12 @@ impl Coverage {
 
     /// The partitions (not in `owned`) whose commit stalled behind the log
     /// for `stall`.
-    pub fn orphaned(&mut self, committed: &Offsets, ends: &Offsets, owned: &[i32]) -> Vec<i32> {
+    pub fn orphaned(
+        &mut self,
+        committed: &HashMap<(T, i32), i64>,
+        ends: &HashMap<(T, i32), i64>,
+        owned: &[i32],
+    ) -> Vec<i32> {
         let now = Instant::now();
         let mut out = Vec::new();
         for (&(topic, p), &end) in ends {
@@ -212,6 +221,7 @@ impl Coverage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::membership::Offsets;
     use super::*;
 
     #[test]

@@ -1,0 +1,140 @@
+//! The rules of `[forward]` and `[[destinations]]`, beside the rest of
+//! [`super::validate`]: what `pixeld forward` cannot honour is a problem at
+//! load, named by its key, never a call that fails for every record.
+
+use std::collections::HashSet;
+
+use super::forward::DestinationKind;
+use super::template::Template;
+use super::validate::Report;
+use super::Config;
+
+pub(super) fn forward(cfg: &Config, r: &mut Report) {
+    let f = &cfg.forward;
+    if f.queue_capacity == 0 {
+        r.add("forward.queue_capacity", "must be above 0");
+    }
+    if f.commit_interval_ms < 10 {
+        r.add("forward.commit_interval_ms", "is below 10");
+    }
+    if f.backoff_ms == 0 {
+        r.add("forward.backoff_ms", "must be above 0");
+    }
+    if f.max_backoff_ms < f.backoff_ms {
+        r.add("forward.max_backoff_ms", "is below forward.backoff_ms");
+    }
+    let mut ids = HashSet::new();
+    for (i, d) in cfg.destinations.iter().enumerate() {
+        let at = format!("destinations[{i}]");
+        if crate::ids::ApiKeyName::new(&d.id).is_none() {
+            r.add(
+                format!("{at}.id"),
+                "must be 1 to 32 letters, digits, '-' or '_'",
+            );
+        } else if !ids.insert(d.id.as_str()) {
+            r.add(
+                format!("{at}.id"),
+                "is used by another [[destinations]] entry; ids must be unique",
+            );
+        }
+        // A template that did not parse is reported by the loader already.
+        if Template::parse(&d.url).is_ok() {
+            url(&d.template, d.kind, &format!("{at}.url"), r);
+        }
+        limits(d, &at, r);
+        filters(cfg, d, &at, r);
+        if d.kind == DestinationKind::GoogleAdsUpload && d.conversion_action.is_none() {
+            r.add(
+                format!("{at}.conversion_action"),
+                "is missing: google_ads_upload needs the conversion action's resource name (customers/N/conversionActions/M)",
+            );
+        }
+    }
+}
+
+/// Absolute http(s), its host written out; macros only in postbacks.
+fn url(t: &Template, kind: DestinationKind, at: &str, r: &mut Report) {
+    let prefix = t.prefix();
+    let host = prefix
+        .strip_prefix("https://")
+        .or_else(|| prefix.strip_prefix("http://"));
+    let Some(host) = host else {
+        r.add(at, "must be an absolute http:// or https:// URL");
+        return;
+    };
+    let ends = host.find(['/', '?', '#']).is_some();
+    if host.is_empty() || (!ends && t.0.len() > 1) {
+        r.add(at, "must name its host before any macro");
+    }
+    if kind != DestinationKind::Postback && t.0.len() > 1 {
+        r.add(
+            at,
+            format!("takes no macros: only a postback's URL is a template; {} builds its body from the record", kind.as_str()),
+        );
+    }
+}
+
+fn limits(d: &super::DestinationConfig, at: &str, r: &mut Report) {
+    if !(1..=120_000).contains(&d.timeout_ms) {
+        r.add(format!("{at}.timeout_ms"), "is outside 1..=120000");
+    }
+    if !(1..=100).contains(&d.max_attempts) {
+        r.add(format!("{at}.max_attempts"), "is outside 1..=100");
+    }
+    if d.rate_per_s == 0 {
+        r.add(format!("{at}.rate_per_s"), "must be above 0");
+    }
+    if !(1..=1024).contains(&d.concurrency) {
+        r.add(format!("{at}.concurrency"), "is outside 1..=1024");
+    }
+}
+
+/// Filters name defined things; a destination that sends a value has a
+/// currency for every pixel it can receive.
+fn filters(cfg: &Config, d: &super::DestinationConfig, at: &str, r: &mut Report) {
+    let advertisers: HashSet<_> = cfg.advertisers.iter().map(|a| a.id).collect();
+    let line_items: HashSet<_> = cfg.line_items.iter().map(|l| l.id).collect();
+    let pixels: HashSet<_> = cfg.conversion_pixels.iter().map(|p| p.id).collect();
+    for (j, a) in d.advertisers.iter().enumerate() {
+        if !advertisers.contains(a) {
+            r.add(
+                format!("{at}.advertisers[{j}]"),
+                format!("{a} is not defined; add it under [[advertisers]] or fix the id"),
+            );
+        }
+    }
+    for (j, l) in d.line_items.iter().enumerate() {
+        if !line_items.contains(l) {
+            r.add(
+                format!("{at}.line_items[{j}]"),
+                format!("{l} is not defined; add it under [[line_items]] or fix the id"),
+            );
+        }
+    }
+    for (j, p) in d.pixels.iter().enumerate() {
+        if !pixels.contains(p) {
+            r.add(
+                format!("{at}.pixels[{j}]"),
+                format!("{p} is not defined; add it under [[conversion_pixels]] or fix the id"),
+            );
+        }
+    }
+    if d.kind == DestinationKind::Postback {
+        return;
+    }
+    for p in &cfg.conversion_pixels {
+        let reaches = (d.pixels.is_empty() || d.pixels.contains(&p.id))
+            && (d.advertisers.is_empty() || d.advertisers.contains(&p.advertiser));
+        if reaches && p.currency.is_none() {
+            r.add(
+                format!("{at}.kind"),
+                format!("{} sends values with their currency, and conversion pixel {} has none: set its currency (e.g. currency = \"EUR\") or leave it out of this destination's pixels", d.kind.as_str(), p.id),
+            );
+        }
+    }
+}
+
+/// `conversion_pixels[i].currency`: an ISO 4217 code.
+pub(super) fn currency(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}

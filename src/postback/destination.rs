@@ -1,0 +1,185 @@
+//! One `[[destinations]]` entry, typed, and the call it makes for a record.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::record::{ForwardRecord, Status};
+use super::{google, meta, url};
+use crate::config::template::{Macro, Template};
+use crate::config::{BearerToken, Config, DestinationConfig, DestinationKind, HttpMethod};
+use crate::ids::{AdvertiserId, EventId, LineItemId, PixelId};
+
+/// A destination as `pixeld forward` runs it.
+#[derive(Debug)]
+pub struct Destination {
+    pub id: String,
+    pub kind: DestinationKind,
+    pub method: HttpMethod,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub rate_per_s: u32,
+    pub concurrency: usize,
+    url: String,
+    template: Template,
+    advertisers: Vec<AdvertiserId>,
+    line_items: Vec<LineItemId>,
+    pixels: Vec<PixelId>,
+    token: Option<BearerToken>,
+    pub event_name: String,
+    pub conversion_action: String,
+    /// Mixed into the record's event id for the idempotency key.
+    tag: u64,
+}
+
+/// What the destination is told, ready to send.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: HttpMethod,
+    pub url: String,
+    /// JSON, for the kinds that take a body.
+    pub body: Option<Vec<u8>>,
+    /// The same for every attempt and every replay of this record to
+    /// this destination.
+    pub idempotency_key: String,
+    pub bearer: Option<String>,
+}
+
+/// Why a record is not sent to a destination (the `result` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Its advertiser, line item or pixel is not in the filters.
+    Filtered,
+    /// Not counted, or an adjustment that was refused.
+    NotForwarded,
+    /// The destination needs the source's click id and the record has none.
+    NoClickId,
+    /// Meta's API needs something to match the person by (`fbc`).
+    NoUserData,
+    /// Adjustments are not sent to this kind.
+    NotSupported,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 5] = [
+        Skip::Filtered,
+        Skip::NotForwarded,
+        Skip::NoClickId,
+        Skip::NoUserData,
+        Skip::NotSupported,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Skip::Filtered => "filtered",
+            Skip::NotForwarded => "not_forwarded",
+            Skip::NoClickId => "no_click_id",
+            Skip::NoUserData => "no_user_data",
+            Skip::NotSupported => "not_supported",
+        }
+    }
+}
+
+/// Per conversion pixel, the currency its values are in.
+pub type Currencies = HashMap<PixelId, String>;
+
+pub fn currencies(cfg: &Config) -> Currencies {
+    cfg.conversion_pixels
+        .iter()
+        .filter_map(|p| Some((p.id, p.currency.clone()?)))
+        .collect()
+}
+
+impl Destination {
+    pub fn new(d: &DestinationConfig) -> Destination {
+        Destination {
+            id: d.id.clone(),
+            kind: d.kind,
+            method: d.method(),
+            timeout: Duration::from_millis(d.timeout_ms),
+            max_attempts: d.max_attempts,
+            rate_per_s: d.rate_per_s,
+            concurrency: d.concurrency,
+            url: d.url.clone(),
+            template: d.template.clone(),
+            advertisers: d.advertisers.clone(),
+            line_items: d.line_items.clone(),
+            pixels: d.pixels.clone(),
+            token: d.token.clone(),
+            event_name: d.event_name.clone().unwrap_or_else(|| "Purchase".into()),
+            conversion_action: d.conversion_action.clone().unwrap_or_default(),
+            tag: fnv1a(d.id.as_bytes()),
+        }
+    }
+
+    fn matches(&self, r: &ForwardRecord) -> bool {
+        fn any_or<T: PartialEq>(list: &[T], v: T) -> bool {
+            list.is_empty() || list.contains(&v)
+        }
+        any_or(&self.advertisers, r.advertiser_id)
+            && any_or(&self.pixels, r.pixel_id)
+            && (self.line_items.is_empty()
+                || r.line_item_id.is_some_and(|l| self.line_items.contains(&l)))
+    }
+
+    /// One per record and destination, as a UUID.
+    pub fn idempotency_key(&self, record: EventId) -> String {
+        EventId::derive(record, self.tag)
+            .to_hyphenated()
+            .as_str()
+            .to_string()
+    }
+
+    /// The call for `r`, or why there is none.
+    pub fn call(&self, r: &ForwardRecord, currencies: &Currencies) -> Result<Call, Skip> {
+        let status = r.status().ok_or(Skip::NotForwarded)?;
+        if !self.matches(r) {
+            return Err(Skip::Filtered);
+        }
+        let key = self.idempotency_key(r.event_id);
+        let currency = currencies.get(&r.pixel_id).map(String::as_str);
+        let (url, body) = match self.kind {
+            DestinationKind::Postback => {
+                if self.template.uses(Macro::ClickId) && r.source_click_id.is_none() {
+                    return Err(Skip::NoClickId);
+                }
+                let values = url::Values {
+                    record: r,
+                    status,
+                    currency,
+                    key: &key,
+                };
+                (url::expand(&self.template, &values), None)
+            }
+            DestinationKind::MetaCapi if status != Status::Approved => {
+                return Err(Skip::NotSupported)
+            }
+            DestinationKind::MetaCapi => {
+                let body = meta::body(r, &self.event_name, currency).ok_or(Skip::NoUserData)?;
+                (self.url.clone(), Some(body))
+            }
+            DestinationKind::GoogleAdsUpload if status != Status::Approved => {
+                return Err(Skip::NotSupported)
+            }
+            DestinationKind::GoogleAdsUpload => {
+                let body =
+                    google::body(r, &self.conversion_action, currency).ok_or(Skip::NoClickId)?;
+                (self.url.clone(), Some(body))
+            }
+        };
+        Ok(Call {
+            method: self.method,
+            url,
+            body,
+            idempotency_key: key,
+            bearer: self.token.as_ref().map(|t| t.expose().to_string()),
+        })
+    }
+}
+
+/// FNV-1a: a stable tag per destination id (a restart or another
+/// instance derives the same idempotency keys).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
