@@ -16,6 +16,9 @@
 //!                                     pixeld's shipper and producer; print the
 //!                                     CPU per event of the process and of each
 //!                                     thread (Kafka delivery's own cost)
+//!   load-tool records BROKERS N      create pixel.attributions (6 partitions) and
+//!                                     produce N counted post-click records with a
+//!                                     source click id (benches/load/forward.sh)
 //!   load-tool fleet-load ... | fleet-check ...
 //!                                     the fault campaign's load and checker
 //!                                     (benches/faults/cluster.sh; see
@@ -46,13 +49,14 @@ fn main() {
         Some("count") if args.len() >= 3 => count(&args[1], &args[2..]),
         Some("inputs") if args.len() == 3 => inputs(&args[1], args[2].parse().expect("USERS")),
         Some("changelog") if args.len() == 3 => changelog(&args[1], &args[2]),
+        Some("records") if args.len() == 3 => records(&args[1], args[2].parse().expect("N")),
         Some("ship") if args.len() >= 3 => ship(
             &args[1],
             args[2].parse().expect("N"),
             args.get(3).map_or("lz4", String::as_str),
         ),
         _ => {
-            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC | ship BROKERS N [COMPRESSION]\n{}", fleet::USAGE);
+            eprintln!("usage: load-tool cookies SECRET N | count BROKERS TOPIC... | inputs BROKERS USERS | changelog BROKERS TOPIC | records BROKERS N | ship BROKERS N [COMPRESSION]\n{}", fleet::USAGE);
             std::process::exit(2);
         }
     }
@@ -120,6 +124,61 @@ fn count_topic(brokers: &str, topic: &str) -> (u64, usize) {
 }
 
 const INPUTS: [&str; 3] = ["pixel.impressions", "pixel.clicks", "pixel.conversions"];
+
+/// N counted records as the engine writes them (post-click, with the
+/// source's click id), for `pixeld forward` to send.
+fn records(brokers: &str, n: u64) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let new = [NewTopic::new(
+        "pixel.attributions",
+        6,
+        TopicReplication::Fixed(1),
+    )];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _ = rt.block_on(admin.create_topics(&new, &AdminOptions::new()));
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let now = pixeld::telemetry::now_ms();
+    for i in 0..n {
+        let uid = UserId::generate().to_hex();
+        let id = |ts: u64| pixeld::ids::EventId::new_v7(ts).to_hyphenated();
+        let body = format!(
+            r#"{{"v":1,"event_id":"{}","type":"attribution","ts":{now},"uid":"{}","conversion_event_id":"{}","pixel_id":7313,"advertiser_id":100,"counted":true,"attributed":true,"kind":"post_click","reason":null,"matched_by":"uid","touch_event_id":"{}","touch_ts":{},"line_item_id":5001,"tracker_id":21378,"publisher_id":777,"placement_id":null,"seconds_to_conversion":60,"order_id":"ORD{i}","value_micros":12500000,"late":false,"adjustment":null,"adjusts":null,"retracted":false,"conversions_delta":1,"value_delta_micros":12500000,"source_click_id":"SC{i}","source_click_kind":"source"}}"#,
+            id(now).as_str(),
+            uid.as_str(),
+            id(now).as_str(),
+            id(now - 60_000).as_str(),
+            now - 60_000
+        );
+        let mut record = BaseRecord::to("pixel.attributions")
+            .key(uid.as_str())
+            .payload(&body);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(60));
+    println!("{{\"records\":{n}}}");
+}
 
 fn inputs(brokers: &str, users: u64) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

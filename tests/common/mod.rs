@@ -6,9 +6,11 @@
 
 pub mod broker;
 pub mod browser;
+pub mod catcher;
 pub mod cluster;
 pub mod config;
 pub mod consume;
+pub mod forward;
 pub mod process;
 pub mod schema;
 pub mod server;
