@@ -60,6 +60,17 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         .arg("rules")
         .arg(deploy("prometheus/attribute_alerts_test.yml")));
     assert!(text.contains("SUCCESS"), "{text}");
+    // pixeld forward's: dead letters, orphaned partitions, a backed-up queue.
+    let text = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(deploy("prometheus/forward_alerts.yml")));
+    assert!(text.contains("SUCCESS: 3 rules found"), "{text}");
+    let text = run(Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(deploy("prometheus/forward_alerts_test.yml")));
+    assert!(text.contains("SUCCESS"), "{text}");
 }
 
 /// Prometheus on a free port, scraping `target` every second; stopped on drop.
