@@ -9,7 +9,7 @@ fault_kill9() {
   local slot pid
   slot=$(victim "$1")
   pid=${MEMBER_PID[$slot]}
-  kill -9 "$pid"
+  kill -9 "$pid" 2>/dev/null || say "NOTE: member pid $pid had already exited"
   wait "$pid" 2>/dev/null || true
   say "kill -9 of member pid $pid (slot $slot)"
   sleep 1
@@ -23,10 +23,10 @@ fault_stop() {
   local slot pid
   slot=$(victim "$1")
   pid=${MEMBER_PID[$slot]}
-  kill -STOP "$pid"
+  kill -STOP "$pid" 2>/dev/null || say "NOTE: member pid $pid had already exited"
   say "SIGSTOP of member pid $pid (slot $slot) for $STOP_SECONDS s"
   sleep "$STOP_SECONDS"
-  kill -CONT "$pid"
+  kill -CONT "$pid" 2>/dev/null || true
   say "SIGCONT of member pid $pid"
   member_ready "$slot"
 }
