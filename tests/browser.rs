@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::browser::{Browser, Sites, ThirdPartyCookies, CHROME_UA};
+use common::catcher::Catcher;
 use common::cluster::{read_all, write_config, Member};
+use common::forward::Forward;
 use common::{consume, consume_all, free_tcp_port, Broker, Consumed, Process, COOKIE_SECRET};
 use serde_json::Value;
 
@@ -72,6 +74,7 @@ advertiser = 100
 trigger = "hybrid"
 post_view_minutes = 1440
 post_click_minutes = 20160
+currency = "EUR"
 "#,
         data = common::fresh_dir().display(),
     )
@@ -79,11 +82,16 @@ post_click_minutes = 20160
 
 impl Pixeld {
     fn start(sites: &Sites, extra_cookie: &str) -> Pixeld {
-        let broker = Broker::start();
+        Pixeld::start_with(sites, extra_cookie, Broker::start(), "")
+    }
+
+    /// On `broker`, with `tail` appended to the config.
+    fn start_with(sites: &Sites, extra_cookie: &str, broker: Broker, tail: &str) -> Pixeld {
         let port = free_tcp_port();
         let dir = common::fresh_dir();
         let config = dir.join("pixeld.toml");
-        std::fs::write(&config, config_for(&broker.addr, port, sites, extra_cookie)).unwrap();
+        let text = config_for(&broker.addr, port, sites, extra_cookie) + tail;
+        std::fs::write(&config, text).unwrap();
         let process = Process::start(&config, port, &dir.join("pixeld.log"));
         Pixeld {
             process,
@@ -272,8 +280,21 @@ fn the_javascript_tag_fires_every_third_party_pixel_and_nothing_breaks_out() {
 /// Clicks the ad on the publisher page, lands on the advertiser's page, then
 /// buys on a second page of that site; returns the landing URL.
 fn click_and_buy(b: &Browser, sites: &Sites, px: &Pixeld, conversion_tag: &str) -> String {
+    click_and_buy_from(b, sites, px, conversion_tag, "")
+}
+
+/// [`click_and_buy`], the traffic source having put `source` (`&sclid=...`)
+/// on the click tracker's URL, before its `redir`.
+fn click_and_buy_from(
+    b: &Browser,
+    sites: &Sites,
+    px: &Pixeld,
+    conversion_tag: &str,
+    source: &str,
+) -> String {
     let link = px
         .tag(&["--click-tracker", "21378"])
+        .replace("&redir=", &format!("{source}&redir="))
         .replace("[CACHEBUSTER]", "1")
         .replace("[ANCOST]", "0.5")
         // Encoded, as ad servers pass a landing URL with its own query and
@@ -659,4 +680,127 @@ fn a_browser_and_a_server_reporting_one_order_count_it_once_in_process() {
 #[test]
 fn a_browser_and_a_server_reporting_one_order_count_it_once_in_a_fleet_of_two_members() {
     a_browser_and_a_server_reporting_one_order_count_it_once(Mode::Cluster);
+}
+
+/// `pixeld forward` beside the browser's pixeld: a postback for the
+/// traffic source, a Meta-shaped and a Google-shaped endpoint on the
+/// tests' own catcher.
+fn forward_tail(catcher: &Catcher, status: u16) -> String {
+    format!(
+        r#"
+[forward]
+listen = "127.0.0.1:{status}"
+start_from = "earliest"
+backoff_ms = 100
+session_timeout_ms = 6000
+[[destinations]]
+id = "source"
+kind = "postback"
+url = "{base}/ok/pb?clickid=${{CLICK_ID}}&payout=${{VALUE}}&tx=${{ORDER_ID}}&status=${{STATUS}}"
+pixels = [7313]
+[[destinations]]
+id = "meta"
+kind = "meta_capi"
+url = "{base}/ok/meta/events"
+token = "meta-access-token-0123456789"
+pixels = [7313]
+"#,
+        base = catcher.url("")
+    )
+}
+
+#[test]
+fn a_traffic_sources_click_id_reaches_its_postback_once_with_the_value() {
+    for mode in [ThirdPartyCookies::Allowed, ThirdPartyCookies::Default] {
+        let sites = Sites::start();
+        let catcher = Catcher::start();
+        let status = free_tcp_port();
+        let px = Pixeld::start_with(
+            &sites,
+            "",
+            Broker::start_sqlite(),
+            &forward_tail(&catcher, status),
+        );
+        let forward = Forward::start(&px.config, status);
+        let img = px
+            .tag(&["--pixel", "7313"])
+            .replace("t=2", "t=2&order_id=B77&value=49.90");
+        let b = Browser::start(mode);
+        click_and_buy_from(&b, &sites, &px, &img, "&sclid=SRC-42.x");
+        drop(b);
+        catcher.wait("/ok/pb", Duration::from_secs(60), |c| !c.is_empty());
+        // Once more after a second: a duplicate would show by then.
+        std::thread::sleep(Duration::from_secs(1));
+        let calls = catcher.caught("/ok/pb");
+        assert_eq!(
+            calls.len(),
+            1,
+            "{mode:?}: one call: {calls:?}\n{}",
+            forward.log_text()
+        );
+        let c = &calls[0];
+        assert_eq!(c.param("clickid").as_deref(), Some("SRC-42.x"), "{mode:?}");
+        assert_eq!(c.param("payout").as_deref(), Some("49.9"));
+        assert_eq!(c.param("tx").as_deref(), Some("B77"));
+        assert_eq!(c.param("status").as_deref(), Some("approved"));
+        assert_eq!(c.key().len(), 36, "an idempotency key");
+        // Meta gets nothing: that click carried no fbclid to match by.
+        assert!(catcher.caught("/ok/meta").is_empty());
+    }
+}
+
+#[test]
+fn a_meta_click_reaches_the_conversions_api_with_the_pixels_event_id_and_fbc() {
+    let sites = Sites::start();
+    let catcher = Catcher::start();
+    let status = free_tcp_port();
+    let mut px = Pixeld::start_with(
+        &sites,
+        "",
+        Broker::start_sqlite(),
+        &forward_tail(&catcher, status),
+    );
+    let forward = Forward::start(&px.config, status);
+    let img = px
+        .tag(&["--pixel", "7313"])
+        .replace("t=2", "t=2&order_id=M1&value=20");
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    click_and_buy_from(&b, &sites, &px, &img, "&fbclid=IwAR0xyz");
+    drop(b);
+    let calls = catcher.wait("/ok/meta", Duration::from_secs(60), |c| !c.is_empty());
+    assert_eq!(calls.len(), 1, "{calls:?}\n{}", forward.log_text());
+    let c = &calls[0];
+    assert_eq!(c.method, "POST");
+    assert_eq!(
+        c.headers.get("authorization").map(String::as_str),
+        Some("Bearer meta-access-token-0123456789")
+    );
+    assert_eq!(
+        c.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    px.stop();
+    let conversions = px.events("pixel.conversions");
+    let record = &consume(&px.broker.addr, "pixel.attributions", 1)[0].json;
+    let body = c.json();
+    let e = &body["data"][0];
+    assert_eq!(
+        e["event_id"], conversions[0].json["event_id"],
+        "the browser pixel's own id"
+    );
+    assert_eq!(e["event_name"], "Purchase");
+    assert_eq!(e["action_source"], "website");
+    assert_eq!(
+        e["event_time"],
+        conversions[0].json["ts"].as_u64().unwrap() / 1000
+    );
+    assert_eq!(
+        e["user_data"]["fbc"],
+        format!("fb.1.{}.IwAR0xyz", record["touch_ts"].as_u64().unwrap())
+    );
+    assert_eq!(e["custom_data"]["value"], 20.0);
+    assert_eq!(e["custom_data"]["currency"], "EUR");
+    assert_eq!(e["custom_data"]["order_id"], "M1");
+    // The postback destination needs a click id of its own source: none here.
+    assert!(catcher.caught("/ok/pb").is_empty());
 }

@@ -6,10 +6,10 @@
 /// conversion or the credited click.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Macro {
-    /// The traffic source's own click id (`sclid`, `gclid`, ...).
+    /// The traffic source's own click id: the one the click carried in
+    /// `redirect.source_click_param` (`sclid`); a Google or Meta click id
+    /// is for those destinations.
     ClickId,
-    /// Which parameter carried it (`source`, `gclid`, `fbclid`, ...).
-    ClickIdKind,
     OrderId,
     /// Decimal, as the conversion gave it (a restatement: the new value).
     Value,
@@ -35,9 +35,8 @@ pub enum Macro {
 }
 
 impl Macro {
-    pub const ALL: [Macro; 17] = [
+    pub const ALL: [Macro; 16] = [
         Macro::ClickId,
-        Macro::ClickIdKind,
         Macro::OrderId,
         Macro::Value,
         Macro::Currency,
@@ -59,7 +58,6 @@ impl Macro {
     pub const fn name(self) -> &'static str {
         match self {
             Macro::ClickId => "CLICK_ID",
-            Macro::ClickIdKind => "CLICK_ID_KIND",
             Macro::OrderId => "ORDER_ID",
             Macro::Value => "VALUE",
             Macro::Currency => "CURRENCY",

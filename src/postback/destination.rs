@@ -51,7 +51,8 @@ pub enum Skip {
     Filtered,
     /// Not counted, or an adjustment that was refused.
     NotForwarded,
-    /// The destination needs the source's click id and the record has none.
+    /// The destination needs a click id (the source's own for a postback,
+    /// a Google one for Google) and the credited click carried none.
     NoClickId,
     /// Meta's API needs something to match the person by (`fbc`).
     NoUserData,
@@ -139,7 +140,7 @@ impl Destination {
         let currency = currencies.get(&r.pixel_id).map(String::as_str);
         let (url, body) = match self.kind {
             DestinationKind::Postback => {
-                if self.template.uses(Macro::ClickId) && r.source_click_id.is_none() {
+                if self.template.uses(Macro::ClickId) && r.source_click().is_none() {
                     return Err(Skip::NoClickId);
                 }
                 let values = url::Values {

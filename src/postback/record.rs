@@ -88,6 +88,15 @@ impl ForwardRecord {
         }
     }
 
+    /// The traffic source's own click id (kind `source`, the configured
+    /// `redirect.source_click_param`), for `${CLICK_ID}`.
+    pub fn source_click(&self) -> Option<&str> {
+        match self.source_click_kind.as_deref() {
+            Some("source") => self.source_click_id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// `value_micros` as the decimal the conversion gave (`12.5`, `3`).
     pub fn value(&self) -> Option<String> {
         self.value_micros.map(decimal)

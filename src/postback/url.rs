@@ -17,8 +17,7 @@ impl Values<'_> {
         let r = self.record;
         let opt = |v: Option<String>| v.unwrap_or_default();
         match m {
-            Macro::ClickId => opt(r.source_click_id.clone()),
-            Macro::ClickIdKind => opt(r.source_click_kind.clone()),
+            Macro::ClickId => opt(r.source_click().map(str::to_string)),
             Macro::OrderId => opt(r.order_id.clone()),
             Macro::Value => opt(r.value()),
             Macro::Currency => opt(self.currency.map(str::to_string)),
