@@ -46,7 +46,7 @@ pub(super) fn forward(cfg: &Config, r: &mut Report) {
         if d.kind == DestinationKind::GoogleAdsUpload && d.conversion_action.is_none() {
             r.add(
                 format!("{at}.conversion_action"),
-                "is missing: google_ads_upload needs the conversion action's resource name (customers/N/conversionActions/M)",
+                "is missing: a Google Ads upload names the conversion action's resource (customers/N/conversionActions/M)",
             );
         }
     }
@@ -128,7 +128,7 @@ fn filters(cfg: &Config, d: &super::DestinationConfig, at: &str, r: &mut Report)
         if reaches && p.currency.is_none() {
             r.add(
                 format!("{at}.kind"),
-                format!("{} sends values with their currency, and conversion pixel {} has none: set its currency (e.g. currency = \"EUR\") or leave it out of this destination's pixels", d.kind.as_str(), p.id),
+                format!("this kind sends values with their currency, and conversion pixel {} has none: set its currency (e.g. currency = \"EUR\") or leave it out of this destination's pixels", p.id),
             );
         }
     }
@@ -137,4 +137,60 @@ fn filters(cfg: &Config, d: &super::DestinationConfig, at: &str, r: &mut Report)
 /// `conversion_pixels[i].currency`: an ISO 4217 code.
 pub(super) fn currency(code: &str) -> bool {
     code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    fn problems(tail: &str) -> Vec<String> {
+        let text = format!(
+            "[[advertisers]]\nid = 100\n[[conversion_pixels]]\nid = 7313\nadvertiser = 100\n{tail}"
+        );
+        match crate::config::parse(&text, "t") {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn what_forward_cannot_honour_is_named_by_its_key() {
+        let p = problems(
+            "[[destinations]]\nid = \"a\"\nkind = \"postback\"\nurl = \"https://s.example/?p=${PAYOUT}\"\n\
+             [[destinations]]\nid = \"a\"\nkind = \"meta_capi\"\nurl = \"https://m.example/${VALUE}\"\n\
+             [[destinations]]\nid = \"g\"\nkind = \"google_ads_upload\"\nurl = \"ftp://g.example/\"\npixels = [9]\n\
+             [[destinations]]\nid = \"h\"\nkind = \"postback\"\nurl = \"https://${CLICK_ID}.example/\"\nmax_attempts = 0\n",
+        );
+        let has = |want: &str| p.iter().any(|l| l.starts_with(want));
+        assert!(
+            has("destinations[0].url: unknown macro ${PAYOUT}; the known ones are"),
+            "{p:#?}"
+        );
+        assert!(has("destinations[1].id: is used by another"), "{p:#?}");
+        assert!(has("destinations[1].url: takes no macros"), "{p:#?}");
+        assert!(has("destinations[1].kind: this kind sends values with their currency, and conversion pixel 7313 has none"), "{p:#?}");
+        assert!(
+            has("destinations[2].url: must be an absolute http:// or https:// URL"),
+            "{p:#?}"
+        );
+        assert!(
+            has("destinations[2].pixels[0]: <number> is not defined"),
+            "{p:#?}"
+        );
+        assert!(
+            has("destinations[2].conversion_action: is missing"),
+            "{p:#?}"
+        );
+        assert!(
+            has("destinations[3].url: must name its host before any macro"),
+            "{p:#?}"
+        );
+        assert!(
+            has("destinations[3].max_attempts: is outside 1..=100"),
+            "{p:#?}"
+        );
+        assert!(problems("[[destinations]]\nid = \"ok\"\nkind = \"postback\"\nurl = \"https://s.example/pb?c=${CLICK_ID}\"\n").is_empty());
+    }
 }

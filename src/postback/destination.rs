@@ -184,3 +184,118 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(tail: &str) -> Config {
+        let text = format!(
+            "[[advertisers]]\nid = 100\n[[line_items]]\nid = 5001\nadvertiser = 100\nconversion_pixels = [7313]\n\
+             [[conversion_pixels]]\nid = 7313\nadvertiser = 100\ncurrency = \"EUR\"\n{tail}"
+        );
+        crate::config::parse(&text, "t").unwrap()
+    }
+
+    fn record(fields: &str) -> ForwardRecord {
+        serde_json::from_str(&format!(
+            r#"{{"event_id":"0190b1e2-0000-8000-8000-000000000001","ts":1796593592000,
+            "conversion_event_id":"0190b1e2-0000-7000-8000-000000000002","pixel_id":7313,
+            "advertiser_id":100,"line_item_id":5001,"kind":"post_click","touch_ts":1796593500000,
+            "order_id":"O 1&x","value_micros":12500000{fields}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_postback_fills_its_macros_url_encoded_and_needs_the_sources_own_click_id() {
+        let cfg = config(
+            "[[destinations]]\nid = \"net\"\nkind = \"postback\"\n\
+             url = \"https://s.example/pb?c=${CLICK_ID}&o=${ORDER_ID}&v=${VALUE}&cur=${CURRENCY}&s=${STATUS}&li=${LINE_ITEM_ID}\"\n",
+        );
+        let d = Destination::new(&cfg.destinations[0]);
+        let cur = currencies(&cfg);
+        let call = d
+            .call(
+                &record(r#","counted":true,"source_click_id":"a b","source_click_kind":"source""#),
+                &cur,
+            )
+            .unwrap();
+        assert_eq!(
+            call.url,
+            "https://s.example/pb?c=a%20b&o=O%201%26x&v=12.5&cur=EUR&s=approved&li=5001"
+        );
+        assert_eq!(call.method, HttpMethod::Get);
+        assert!(call.body.is_none());
+        let gclid = r#","counted":true,"source_click_id":"G1","source_click_kind":"gclid""#;
+        assert_eq!(d.call(&record(gclid), &cur).unwrap_err(), Skip::NoClickId);
+        assert_eq!(
+            d.call(&record(r#","counted":false,"reason":"duplicate""#), &cur)
+                .unwrap_err(),
+            Skip::NotForwarded
+        );
+        let refund = r#","counted":false,"adjustment":"retract","source_click_id":"S","source_click_kind":"source""#;
+        assert!(d
+            .call(&record(refund), &cur)
+            .unwrap()
+            .url
+            .contains("s=retracted"));
+        // The key is the same for the same record and destination, always.
+        let again = d
+            .call(
+                &record(r#","counted":true,"source_click_id":"a b","source_click_kind":"source""#),
+                &cur,
+            )
+            .unwrap();
+        assert_eq!(again.idempotency_key, call.idempotency_key);
+    }
+
+    #[test]
+    fn filters_and_kinds_decide_who_is_told() {
+        let cfg = config(
+            "[[line_items]]\nid = 5002\nadvertiser = 100\n\
+             [[destinations]]\nid = \"g\"\nkind = \"google_ads_upload\"\nurl = \"https://g.example/up\"\n\
+             conversion_action = \"customers/1/conversionActions/2\"\n\
+             [[destinations]]\nid = \"other\"\nkind = \"postback\"\nurl = \"https://s.example/pb\"\nline_items = [5002]\n",
+        );
+        let g = Destination::new(&cfg.destinations[0]);
+        let cur = currencies(&cfg);
+        let body = g
+            .call(
+                &record(r#","counted":true,"source_click_id":"G1","source_click_kind":"gclid""#),
+                &cur,
+            )
+            .unwrap()
+            .body
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let c = &j["conversions"][0];
+        assert_eq!(c["gclid"], "G1");
+        assert_eq!(c["conversion_action"], "customers/1/conversionActions/2");
+        assert_eq!(c["conversion_date_time"], "2026-12-06 21:46:32+00:00");
+        assert_eq!(c["conversion_value"], 12.5);
+        assert_eq!(c["currency_code"], "EUR");
+        assert_eq!(c["order_id"], "O 1&x");
+        let source = r#","counted":true,"source_click_id":"S","source_click_kind":"source""#;
+        assert_eq!(g.call(&record(source), &cur).unwrap_err(), Skip::NoClickId);
+        let retract = r#","counted":false,"adjustment":"retract","source_click_id":"G1","source_click_kind":"gclid""#;
+        assert_eq!(
+            g.call(&record(retract), &cur).unwrap_err(),
+            Skip::NotSupported
+        );
+        assert_eq!(
+            g.call(&record(r#","counted":true"#), &cur).unwrap_err(),
+            Skip::NoClickId
+        );
+        let other = Destination::new(&cfg.destinations[1]);
+        assert_eq!(
+            other.call(&record(source), &cur).unwrap_err(),
+            Skip::Filtered
+        );
+        assert_ne!(
+            other.idempotency_key(record(source).event_id),
+            g.idempotency_key(record(source).event_id),
+            "one key per record and destination"
+        );
+    }
+}
