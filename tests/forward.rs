@@ -143,6 +143,20 @@ fn every_destination_gets_each_record_once_through_retries_dead_letters_and_a_ha
     let catcher = Catcher::start();
     let s = setup(&catcher, FAULTS);
     let forward = Forward::start(&s.config, s.status);
+    // A message that is not a record (a stray producer's) is skipped and
+    // counted, and stops nothing.
+    {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let p = common::cluster::producer(&s.brokers);
+        p.send(
+            BaseRecord::to("pixel.attributions")
+                .key("x")
+                .payload("{\"not\": \"a record\"}"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
     let orders = ["A1", "A2", "A3"];
     let uids: Vec<String> = orders.iter().map(|o| convert(&s, o)).collect();
     let three = |c: &[Caught]| by_key(c).len() >= 3;
@@ -231,6 +245,14 @@ fn every_destination_gets_each_record_once_through_retries_dead_letters_and_a_ha
     assert!(
         metrics
             .contains(r#"forward_dead_letters_total{destination="bad",reason="final_answer"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("forward_records_malformed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"forward_records_total{destination="ok",result="queued"} 3"#),
         "{metrics}"
     );
 
