@@ -49,6 +49,7 @@ fn inputs(n: usize, seed: u64) -> Vec<Input> {
                     tracker: 2766,
                     publisher: PublisherId(777),
                     placement: Some(PlacementId(4242)),
+                    source_click: None,
                 })
             } else {
                 Input::Conversion(ConversionInput {
@@ -87,6 +88,7 @@ fn engine_throughput(c: &mut Criterion) {
                 tracker: 2766,
                 publisher: PublisherId(777),
                 placement: None,
+                source_click: None,
             }));
         }
     }

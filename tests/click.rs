@@ -171,3 +171,140 @@ async fn the_source_s_click_id_is_recorded_from_the_tracker_or_the_landing_url()
         ]
     );
 }
+
+/// A browser's request (an ordinary user agent: crawlers' touches never
+/// enter the attribution state), with its cookie when it has one.
+async fn browse(server: &Server, target: &str, cookie: Option<&str>) -> common::Reply {
+    let mut headers = vec![("user-agent", common::BROWSER_UA)];
+    headers.extend(cookie.map(|c| ("cookie", c)));
+    let r = server.get(target, &headers).await;
+    assert!(r.status == 200 || r.status == 302, "{target}: {}", r.status);
+    r
+}
+
+/// The attribution record of each conversion, in the conversions' order,
+/// each checked against the schema.
+fn records_of(brokers: &str, n: usize) -> Vec<serde_json::Value> {
+    let convs = consume(brokers, "pixel.conversions", n);
+    let records = consume(brokers, "pixel.attributions", n);
+    assert_eq!((convs.len(), records.len()), (n, n));
+    convs
+        .iter()
+        .map(|c| {
+            let r = records
+                .iter()
+                .find(|r| r.json["conversion_event_id"] == c.json["event_id"])
+                .unwrap_or_else(|| panic!("no record for {}", c.json));
+            common::assert_schema(&r.json);
+            r.json.clone()
+        })
+        .collect()
+}
+
+/// The traffic source's click id reaches the record of the conversion its
+/// click is credited with: the same browser's (matched by uid), and one
+/// that came back without a cookie with only the click id (`pxclid`
+/// handed back as `clid`). A click without one gives a record without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_s_click_id_is_on_the_record_of_the_conversion_its_click_earned() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.click_trackers[0].append_click_id = true;
+    let server = Server::start(cfg).await;
+    let shop = "redir=https://shop.example.com/p";
+    let r = browse(
+        &server,
+        &format!("/clktr?id=21378&sclid=aff-7781&{shop}"),
+        None,
+    )
+    .await;
+    let cookie = r.cookie().unwrap();
+    browse(&server, "/px?id=7313&order_id=S1", Some(&cookie)).await;
+
+    let r = browse(
+        &server,
+        &format!("/clktr?id=21378&sclid=aff-9000&{shop}"),
+        None,
+    )
+    .await;
+    let location = r.header("location").unwrap();
+    let token = location.split("pxclid=").nth(1).unwrap().to_string();
+    browse(
+        &server,
+        &format!("/px?id=7313&order_id=S2&clid={token}"),
+        None,
+    )
+    .await;
+
+    let r = browse(&server, &format!("/clktr?id=21378&{shop}"), None).await;
+    browse(
+        &server,
+        "/px?id=7313&order_id=S3",
+        Some(&r.cookie().unwrap()),
+    )
+    .await;
+    server.stop().await;
+
+    let clicks = consume(&broker.addr, "pixel.clicks", 3);
+    let records = records_of(&broker.addr, 3);
+    let said = |r: &serde_json::Value| {
+        let kind = r["kind"].as_str().unwrap_or_default();
+        let how = r["matched_by"].as_str().unwrap_or_default();
+        let id = r["source_click_id"].as_str().map(str::to_string);
+        let source = r["source_click_kind"].as_str().map(str::to_string);
+        (kind.to_string(), how.to_string(), id, source)
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        said(&records[0]),
+        (
+            "post_click".into(),
+            "uid".into(),
+            s("aff-7781"),
+            s("source")
+        )
+    );
+    assert_eq!(
+        said(&records[1]),
+        (
+            "post_click".into(),
+            "click_id".into(),
+            s("aff-9000"),
+            s("source")
+        )
+    );
+    assert_eq!(
+        said(&records[2]),
+        ("post_click".into(), "uid".into(), None, None)
+    );
+    for (record, click) in records.iter().zip(&clicks) {
+        assert_eq!(record["touch_event_id"], click.json["event_id"]);
+        assert_eq!(record["touch_ts"], click.json["ts"], "for Meta's fbc");
+    }
+}
+
+/// Without a journal the engine is fed over its channel and its state
+/// lives through a restart in the snapshot alone: a click's source click
+/// id (an ad platform's, on the landing URL) is still there for a
+/// conversion after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_source_click_id_survives_a_restart_in_the_snapshot() {
+    let broker = Broker::start();
+    let mut cfg = example_config(&broker.addr);
+    cfg.journal.durability = pixeld::config::Durability::Memory;
+    let server = Server::start(cfg.clone()).await;
+    let landing = "redir=https://shop.example.com/p?utm=x&fbclid=IwAR2abc";
+    let r = browse(&server, &format!("/clktr?id=21378&{landing}"), None).await;
+    let cookie = r.cookie().unwrap();
+    server.stop().await;
+
+    let server = Server::start(cfg).await;
+    browse(&server, "/px?id=7313", Some(&cookie)).await;
+    server.stop().await;
+    let clicks = consume(&broker.addr, "pixel.clicks", 1);
+    assert_eq!(clicks[0].json["source_click_id"], "IwAR2abc");
+    let records = records_of(&broker.addr, 1);
+    assert_eq!(records[0]["kind"], "post_click");
+    assert_eq!(records[0]["source_click_id"], "IwAR2abc");
+    assert_eq!(records[0]["source_click_kind"], "fbclid");
+}

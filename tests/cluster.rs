@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use common::cluster::*;
 use common::*;
+use pixeld::attribution::cluster::changelog::UserState;
 use pixeld::config::Catalog;
 use pixeld::event::EventType;
 use pixeld::ids::{EventId, UserId};
@@ -475,7 +476,8 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
     let _turn = turn();
     let broker = Broker::start_sqlite();
     create_inputs(&broker.addr);
-    // One-minute windows, swept every second: an old touch expires at once.
+    // One-minute view windows, swept every second: an old impression
+    // expires at once (clicks keep theirs: a fresh member credits them).
     let text = cluster_config(
         &broker.addr,
         free_tcp_port(),
@@ -486,7 +488,6 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
         ],
     )
     .replace("post_view_minutes = 1440", "post_view_minutes = 1")
-    .replace("post_click_minutes = 20160", "post_click_minutes = 1")
     .replace("post_view_minutes = 10080", "post_view_minutes = 1");
     let cfg = parsed(&text);
     let start = |cfg: &pixeld::config::Config| {
@@ -510,7 +511,7 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
             event(EventType::Impression, now + i, &uid, i),
         ));
         if i % 2 == 0 {
-            events.push((EventType::Click, event(EventType::Click, now + i, &uid, i)));
+            events.push((EventType::Click, click_of_source(now + i, &uid, i)));
         }
         if i % 4 == 0 {
             events.push((
@@ -545,6 +546,7 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
         assert_eq!(ua.len(), ub.len(), "partition {pa}: users restored");
     }
     assert_eq!(after.len(), before.len());
+    source_click_ids_outlive_their_member(&broker.addr, &cfg, &events, now, &after);
     b.stop().unwrap();
 
     let changelog = read_all(
@@ -565,6 +567,67 @@ fn a_fresh_member_restores_the_state_from_the_changelog_alone_and_expired_users_
     for m in &changelog {
         assert_eq!(m.partition, expected_partition(&m.key), "{}", m.key);
     }
+}
+
+/// The `i`th user's click at `ts`: every other one (`i % 4 == 2`) with its
+/// traffic source's click id, `sc-{i}`.
+fn click_of_source(ts: u64, uid: &str, i: u64) -> Value {
+    let mut click = event(EventType::Click, ts, uid, i);
+    if i % 4 == 2 {
+        click["source_click_id"] = json!(format!("sc-{i}"));
+        click["source_click_kind"] = json!("source");
+    }
+    click
+}
+
+/// After the restore test's fresh member restored from the changelog
+/// alone (`after`, its dump): every source click id came back with its
+/// click, and that member credits a purchase (7313, hybrid) to a click with
+/// one (user 2 of `events`) and to one without (user 4), and only the first
+/// record carries an id.
+fn source_click_ids_outlive_their_member(
+    brokers: &str,
+    cfg: &pixeld::config::Config,
+    events: &[(EventType, Value)],
+    now: u64,
+    after: &[(i32, Vec<(UserId, UserState)>)],
+) {
+    let sourced: usize = after
+        .iter()
+        .flat_map(|(_, users)| users.iter())
+        .map(|(_, u)| u.source_clicks.len())
+        .sum();
+    assert_eq!(sourced, 50, "every source click id restored with its click");
+
+    let clicked = |i: u64| {
+        let (_, click) = &events
+            .iter()
+            .filter(|(k, _)| *k == EventType::Click)
+            .nth(i as usize / 2)
+            .unwrap();
+        assert_eq!(click["ts"], now + i);
+        click["uid"].as_str().unwrap().to_string()
+    };
+    let purchases: Vec<(EventType, Value)> = [2u64, 4]
+        .into_iter()
+        .map(|i| {
+            let mut c = event(EventType::Conversion, now + 1_000 + i, &clicked(i), 0);
+            c["pixel_id"] = json!(7313);
+            (EventType::Conversion, c)
+        })
+        .collect();
+    publish(&producer(brokers), &cfg.kafka.topics, &purchases);
+    let got = by_conversion(&records(
+        brokers,
+        &conversion_ids(&purchases),
+        Duration::from_secs(60),
+    ));
+    let record = |n: usize| &got[purchases[n].1["event_id"].as_str().unwrap()];
+    assert_eq!(record(0)["kind"], "post_click", "{}", record(0));
+    assert_eq!(record(0)["source_click_id"], "sc-2");
+    assert_eq!(record(0)["source_click_kind"], "source");
+    assert_eq!(record(1)["kind"], "post_click", "{}", record(1));
+    assert!(record(1)["source_click_id"].is_null(), "{}", record(1));
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub mod order;
 pub mod record;
 pub mod rules;
 pub mod snapshot;
+pub mod source_click;
+#[cfg(test)]
+mod source_click_tests;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -69,7 +72,8 @@ impl Engine {
         match input {
             Input::Touch(t) => {
                 let mark = Mark::new(t.event_id, t.tracker, t.publisher, t.placement);
-                self.state.touch(t.uid, t.line_item, t.kind, mark);
+                self.state
+                    .touch_with(t.uid, t.line_item, t.kind, mark, t.source_click);
                 None
             }
             Input::Conversion(conversion) => Some(self.convert(conversion)),
@@ -124,7 +128,18 @@ impl Engine {
         if let Some(d) = dedup {
             d.remember(&self.state, uid, &conversion, decision);
         }
-        Attribution::of(conversion, decision)
+        let source = self.source_click_of(&conversion, decision.credit.as_ref());
+        Attribution::of(conversion, decision).with_source_click(source)
+    }
+
+    /// The traffic source's click id of a credited click, while the state
+    /// keeps it ([`source_click::credited`]).
+    pub fn source_click_of(
+        &self,
+        conversion: &ConversionInput,
+        credit: Option<&Credit>,
+    ) -> Option<crate::event::OwnedSourceClick> {
+        source_click::credited(self.state.source_clicks(), conversion, credit)
     }
 
     /// An adjustment, answered from the outcome remembered with its order
@@ -139,7 +154,12 @@ impl Engine {
             }
             _ => adjust::apply(None, &a),
         };
-        Attribution::of_adjustment(a.conversion, verdict)
+        // Best effort: the order outlives its click's mark (`dedup_minutes`
+        // against the post-click window, an eviction), and an original
+        // credited by click id to a user other than the one the adjustment
+        // names is not found. The original's record is the authority.
+        let source = self.source_click_of(&a.conversion, verdict.credit.as_ref());
+        Attribution::of_adjustment(a.conversion, verdict).with_source_click(source)
     }
 
     /// Drops what no pixel's window can reach any more.

@@ -29,7 +29,7 @@ use crate::event::AttributionInput;
 use crate::ids::EventId;
 
 /// One input waiting for its turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     pub ts_ms: u64,
     pub event_id: EventId,
@@ -213,6 +213,7 @@ mod tests {
             tracker: 1,
             publisher: PublisherId(1),
             placement: None,
+            source_click: None,
         })
     }
 

@@ -3,14 +3,14 @@
 use super::adjust::Verdict;
 use super::rules::Decision;
 pub use crate::event::{ConversionInput, OrderId};
-use crate::event::{EventType, JsonWriter, VERSION};
+use crate::event::{EventType, JsonWriter, OwnedSourceClick, VERSION};
 use crate::ids::EventId;
 
 /// Tag mixed into the conversion's event id to derive the record's id.
 const DERIVE_TAG: u64 = 0x6174_7472_6962_7574; // "attribut"
 
 /// One conversion's verdict, ready to encode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attribution {
     pub conversion: ConversionInput,
     pub decision: Decision,
@@ -21,6 +21,10 @@ pub struct Attribution {
     /// Its `conversion` is then the adjustment (its event id and time, and
     /// the order it names).
     pub adjustment: Option<Verdict>,
+    /// The traffic source's click id of the credited click, when the
+    /// credit is a click that had one (and, for an adjustment, the state
+    /// still keeps it).
+    pub source_click: Option<OwnedSourceClick>,
 }
 
 impl Attribution {
@@ -31,6 +35,7 @@ impl Attribution {
             decision,
             late: false,
             adjustment: None,
+            source_click: None,
         }
     }
 
@@ -47,6 +52,15 @@ impl Attribution {
             },
             late: false,
             adjustment: Some(verdict),
+            source_click: None,
+        }
+    }
+
+    /// The same record, carrying its credited click's source click id.
+    pub fn with_source_click(self, source_click: Option<OwnedSourceClick>) -> Attribution {
+        Attribution {
+            source_click,
+            ..self
         }
     }
 
@@ -128,6 +142,9 @@ impl Attribution {
                 }
             }
         }
+        let source = self.source_click.as_ref();
+        w.opt_str("source_click_id", source.map(|s| &*s.id));
+        w.opt_str("source_click_kind", source.map(|s| s.kind.as_str()));
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
         let value = self.adjustment.map_or(c.value_micros, |v| v.value_micros);
         w.opt_u64("value_micros", value);

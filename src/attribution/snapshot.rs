@@ -6,18 +6,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::state::{LineItemTouches, State};
-use super::wire::{put_mark, put_order, Reader};
+use super::wire::{put_mark, put_order, put_source_click, Reader};
 use crate::ids::{PixelId, UserId};
 
 const MAGIC: &[u8; 8] = b"PXDATTR\0";
 /// Bumped whenever the layout below changes; older files are ignored.
 /// 2: the journal position the state covers follows the version. 3: order
-/// ids. 4: their outcomes ([`super::wire::put_order`]).
-pub const FORMAT_VERSION: u32 = 4;
+/// ids. 4: their outcomes ([`super::wire::put_order`]). 5: the source
+/// click ids of kept clicks, after the orders (`u64 count`, then per id
+/// `u128 uid |` [`super::wire::put_source_click`]).
+pub const FORMAT_VERSION: u32 = 5;
 /// The version before order ids (read, never written).
 const WITHOUT_ORDERS: u32 = 2;
 /// The version with order ids but no outcomes (read, never written).
 const WITHOUT_OUTCOMES: u32 = 3;
+/// The version with outcomes but no source click ids (read, never written).
+const WITHOUT_SOURCE_CLICKS: u32 = 4;
 
 /// The snapshot file inside `data_dir`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -54,6 +58,12 @@ pub fn encode(state: &State, applied: u64) -> Vec<u8> {
     for (uid, o) in orders {
         out.extend_from_slice(&uid.0.to_le_bytes());
         put_order(&mut out, &o, true);
+    }
+    let sources = state.all_source_clicks();
+    out.extend_from_slice(&(sources.len() as u64).to_le_bytes());
+    for (uid, m) in &sources {
+        out.extend_from_slice(&uid.0.to_le_bytes());
+        put_source_click(&mut out, m);
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -107,7 +117,14 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     if version >= WITHOUT_OUTCOMES {
         for _ in 0..r.u64()? {
             let uid = UserId(r.u128()?);
-            orders.push((uid, r.order(version == FORMAT_VERSION)?));
+            orders.push((uid, r.order(version >= WITHOUT_SOURCE_CLICKS)?));
+        }
+    }
+    let mut sources = Vec::new();
+    if version >= FORMAT_VERSION {
+        for _ in 0..r.u64()? {
+            let uid = UserId(r.u128()?);
+            sources.push((uid, r.source_click()?));
         }
     }
     if !r.done() {
@@ -121,6 +138,10 @@ pub fn decode(bytes: &[u8], state: &State) -> Result<u64, String> {
     }
     for (uid, mark) in orders {
         state.remember_order(uid, mark);
+    }
+    // After the touches: an id is kept only with its click.
+    for (uid, mark) in sources {
+        state.remember_source_click(uid, mark);
     }
     Ok(applied)
 }
@@ -215,6 +236,77 @@ mod tests {
         assert!(back.order_seen(UserId(1), PixelId(7313), 42, 5_000, 0));
         assert_eq!(back.orders_of(UserId(1)), s.orders_of(UserId(1)));
         assert_eq!(back.entries(), s.entries());
+    }
+
+    use crate::event::{OwnedSourceClick, SourceClickKind};
+
+    const SCLID: &str = "aff-7781";
+
+    /// [`sample`] with a source click id on its user 1's click.
+    fn sample_with_source_click() -> (State, EventId) {
+        let s = sample();
+        let click = EventId::new_v7(3_000);
+        let source = OwnedSourceClick::new(SourceClickKind::Source, SCLID);
+        let m = Mark::new(click, 1, PublisherId(2), None);
+        s.touch_with(UserId(1), LineItemId(6), TouchKind::Click, m, source);
+        (s, click)
+    }
+
+    /// `bytes` (written with an empty source clicks section, or with it cut
+    /// off by `cut`) as an older `version` wrote them, checksum and all.
+    fn as_version(bytes: &[u8], version: u32, cut: usize) -> Vec<u8> {
+        let mut out = bytes[..bytes.len() - 4 - cut].to_vec();
+        out[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn source_click_ids_round_trip_and_a_version_4_file_still_loads() {
+        let (s, click) = sample_with_source_click();
+        let bytes = encode(&s, 99);
+        assert_eq!(&bytes[8..12], &5u32.to_le_bytes());
+        let back = State::default();
+        assert_eq!(decode(&bytes, &back), Ok(99));
+        assert_eq!(
+            back.source_clicks_of(UserId(1)),
+            s.source_clicks_of(UserId(1))
+        );
+        assert_eq!(
+            back.source_click(UserId(1), click).map(|c| c.id),
+            Some(SCLID.into())
+        );
+        assert_eq!(back.entries(), s.entries());
+        // Format 4: no source clicks section (its count was the last 8
+        // bytes before the checksum, and the one id's 16 + 16 + 3 + 8).
+        let v4 = as_version(&bytes, 4, 8 + 16 + 16 + 3 + SCLID.len());
+        let old = State::default();
+        assert_eq!(decode(&v4, &old), Ok(99));
+        assert_eq!(old.touches_of(UserId(1)), s.touches_of(UserId(1)));
+        assert_eq!(old.orders_of(UserId(1)), s.orders_of(UserId(1)));
+        assert!(old.all_source_clicks().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_source_click_is_refused_with_what_is_wrong() {
+        let (s, _) = sample_with_source_click();
+        let bytes = encode(&s, 0);
+        // The kind's byte: before the id's 2-byte length and its bytes.
+        let kind_at = bytes.len() - 4 - SCLID.len() - 2 - 1;
+        for (byte, at, why) in [
+            (9, kind_at, "source click kind 9"),
+            (0, kind_at + 1, "0 bytes"),
+            (b'"', kind_at + 3, "characters no click id has"),
+        ] {
+            let mut bad = bytes[..bytes.len() - 4].to_vec();
+            bad[at] = byte;
+            let bad = as_version(&[&bad[..], &[0; 4]].concat(), 5, 0);
+            let into = State::default();
+            let err = decode(&bad, &into).unwrap_err();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(into.users(), 0, "nothing half-loaded");
+        }
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! line item; per (user, pixel), when a conversion was last counted.
 //!
 //! Entries are compact (integer ids, the touch time carried inside its v7
-//! event id, no strings). Users live in shards that each own theirs, so a
-//! reader (gauges, snapshots, tests) holds up the engine only for one shard.
+//! event id, no strings; the few clicks that carry a traffic source's click
+//! id keep it in a map of its own, [`super::source_click`]). Users live in
+//! shards that each own theirs, so a reader (gauges, snapshots, tests)
+//! holds up the engine only for one shard.
 
 use dashmap::DashMap;
 
+use super::source_click::{SourceClickMark, SourceClicks};
+use crate::event::OwnedSourceClick;
 use crate::ids::{EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId};
 use crate::telemetry::metric;
 
@@ -197,6 +201,72 @@ impl Shard {
             .map(|i| self.nodes[i as usize].touches)
             .collect()
     }
+
+    /// [`State::sweep_users`] on this shard's touches.
+    fn sweep(&mut self, now_ms: u64, view_horizon_ms: u64, click_horizon_ms: u64, out: &mut Swept) {
+        let expired =
+            |m: &Mark, horizon: u64| m.is_set() && now_ms.saturating_sub(m.ts_ms()) > horizon;
+        let users: Vec<(Key, u32)> = self.index.iter().map(|(k, v)| (*k, *v)).collect();
+        for (k, first) in users {
+            let chain: Vec<u32> = self.chain(first).collect();
+            let mut kept = Vec::with_capacity(chain.len());
+            for i in chain {
+                let t = &mut self.nodes[i as usize].touches;
+                for (kind, horizon) in [
+                    (TouchKind::View, view_horizon_ms),
+                    (TouchKind::Click, click_horizon_ms),
+                ] {
+                    let m = t.get_mut(kind);
+                    if expired(m, horizon) {
+                        if kind == TouchKind::Click && out.track_clicks {
+                            out.clicks.push((uid_of(&k), m.event_id()));
+                        }
+                        *m = Mark::default();
+                        out.dropped += 1;
+                    }
+                }
+                if t.view.is_set() || t.click.is_set() {
+                    kept.push(i);
+                } else {
+                    self.free.push(i);
+                }
+            }
+            // Relink what is left.
+            let mut next = NONE;
+            for &i in kept.iter().rev() {
+                self.nodes[i as usize].next = next;
+                next = i;
+            }
+            if next == NONE {
+                self.index.remove(&k);
+                out.emptied.push(uid_of(&k));
+            } else {
+                self.index.insert(k, next);
+            }
+        }
+    }
+}
+
+/// What a sweep of the touches dropped.
+#[derive(Default)]
+struct Swept {
+    dropped: usize,
+    /// Users left without touches.
+    emptied: Vec<UserId>,
+    /// Whether to list the expired clicks: only when some click has a
+    /// source click id, whose entry must go with it.
+    track_clicks: bool,
+    clicks: Vec<(UserId, EventId)>,
+}
+
+/// What storing a touch did, for the source click ids kept beside it.
+struct Touched {
+    /// The touch is now the user's mark of its kind on its line item.
+    stored: bool,
+    /// The mark it replaced, if one was set.
+    replaced: Option<EventId>,
+    /// Users evicted to make room.
+    evicted: Vec<Key>,
 }
 
 const SHARDS: usize = 16;
@@ -277,6 +347,10 @@ pub struct State {
     counted: DashMap<UserId, Vec<(PixelId, u64)>>,
     /// Per user, the order ids seen within their pixel's `dedup_minutes`.
     orders: DashMap<UserId, Vec<OrderMark>>,
+    /// The traffic source's click ids of kept click marks. Locked only
+    /// ever on its own, never while a shard is: a shard's lock is released
+    /// before this map is touched.
+    source_clicks: SourceClicks,
     /// Users a shard holds at most (`attribution.max_users` / shards): a
     /// cookieless crowd or a bot flood evicts the least recently touched
     /// instead of growing the process until it dies.
@@ -302,6 +376,7 @@ impl State {
             shard_hasher: ahash::RandomState::new(),
             counted: DashMap::new(),
             orders: DashMap::new(),
+            source_clicks: SourceClicks::default(),
             max_per_shard: max_users.div_ceil(SHARDS).max(1),
             evicted: record_evicted.then(Default::default),
         }
@@ -317,6 +392,7 @@ impl State {
         }
         drop(self.counted.remove(&uid));
         drop(self.orders.remove(&uid));
+        self.source_clicks.forget(uid);
     }
 
     /// Whether `pixel` saw `order` for `uid` at a time within `window_ms`
@@ -400,28 +476,72 @@ impl State {
 
     /// Records a touch unless a later one of the same kind is already there.
     pub fn touch(&self, uid: UserId, line_item: LineItemId, kind: TouchKind, mark: Mark) {
+        self.touch_with(uid, line_item, kind, mark, None);
+    }
+
+    /// [`State::touch`], keeping a click's source click id while the click
+    /// is the line item's kept click mark.
+    pub fn touch_with(
+        &self,
+        uid: UserId,
+        line_item: LineItemId,
+        kind: TouchKind,
+        mark: Mark,
+        source: Option<OwnedSourceClick>,
+    ) {
+        let touched = self.touch_shard(uid, line_item, kind, mark);
+        for k in &touched.evicted {
+            self.source_clicks.forget(uid_of(k));
+        }
+        // A replaced click without an id of its own still takes its
+        // predecessor's along; a view leaves them be.
+        if kind == TouchKind::Click
+            && touched.stored
+            && (source.is_some() || touched.replaced.is_some())
+        {
+            self.source_clicks
+                .replace(uid, touched.replaced, mark.event_id(), source);
+        }
+    }
+
+    /// Stores the mark under the shard's lock (evicting when the shard is
+    /// full) and says what it did.
+    fn touch_shard(
+        &self,
+        uid: UserId,
+        line_item: LineItemId,
+        kind: TouchKind,
+        mark: Mark,
+    ) -> Touched {
         let mut shard = self.shard(uid);
         let shard = &mut *shard;
         let first = shard.index.get(&key(uid)).copied().unwrap_or(NONE);
         let existing = shard
             .chain(first)
             .find(|i| shard.nodes[*i as usize].touches.line_item == line_item.0);
+        let mut touched = Touched {
+            stored: true,
+            replaced: None,
+            evicted: Vec::new(),
+        };
         if let Some(i) = existing {
             let slot = shard.nodes[i as usize].touches.get_mut(kind);
-            if !slot.is_set() || mark.is_after(slot) {
+            touched.stored = !slot.is_set() || mark.is_after(slot);
+            if touched.stored {
+                touched.replaced = slot.is_set().then(|| slot.event_id());
                 *slot = mark;
             }
-            return;
+            return touched;
         }
         if first == NONE && shard.index.len() >= self.max_per_shard {
             // A sixteenth at a time: the scan that finds them is paid once
             // per that many new users.
-            let gone = shard.evict_oldest((self.max_per_shard / 16).max(1));
-            metric::attribution_evicted(gone.len());
+            touched.evicted = shard.evict_oldest((self.max_per_shard / 16).max(1));
+            metric::attribution_evicted(touched.evicted.len());
             if let Some(e) = &self.evicted {
                 e.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .extend(gone.iter().map(uid_of));
+                    .extend(touched.evicted.iter().map(uid_of));
             }
         }
         let mut touches = LineItemTouches {
@@ -431,6 +551,61 @@ impl State {
         *touches.get_mut(kind) = mark;
         let node = shard.alloc(touches, first);
         shard.index.insert(key(uid), node);
+        touched
+    }
+
+    /// The source click id of `uid`'s kept click `click`, if it had one.
+    pub fn source_click(&self, uid: UserId, click: EventId) -> Option<OwnedSourceClick> {
+        self.source_clicks.get(uid, click)
+    }
+
+    /// The source click ids of the clicks the engine keeps
+    /// ([`super::source_click::credited`] looks one up).
+    pub fn source_clicks(&self) -> &SourceClicks {
+        &self.source_clicks
+    }
+
+    /// One user's source click ids, sorted by click.
+    pub fn source_clicks_of(&self, uid: UserId) -> Vec<SourceClickMark> {
+        self.source_clicks.of(uid)
+    }
+
+    /// Every source click id (for snapshots).
+    pub fn all_source_clicks(&self) -> Vec<(UserId, SourceClickMark)> {
+        self.source_clicks.all()
+    }
+
+    /// Replaces a user's source click ids (a changelog value), keeping only
+    /// those whose click is one of the user's kept click marks: set the
+    /// touches first.
+    pub fn set_source_clicks(&self, uid: UserId, list: &[SourceClickMark]) {
+        let kept = self.kept_clicks(uid);
+        let list = list
+            .iter()
+            .filter(|m| kept.contains(&m.click.get()))
+            .cloned()
+            .collect();
+        self.source_clicks.set(uid, list);
+    }
+
+    /// Adds one source click id (loading a snapshot), if its click is kept.
+    pub fn remember_source_click(&self, uid: UserId, mark: SourceClickMark) {
+        if self.kept_clicks(uid).contains(&mark.click.get()) {
+            let mut list = self.source_clicks.of(uid);
+            list.retain(|m| m.click != mark.click);
+            list.push(mark);
+            self.source_clicks.set(uid, list);
+        }
+    }
+
+    /// The event ids of a user's kept click marks.
+    fn kept_clicks(&self, uid: UserId) -> Vec<EventId> {
+        self.with_touches(uid, |t| {
+            t.iter()
+                .filter(|t| t.click.is_set())
+                .map(|t| t.click.event_id())
+                .collect()
+        })
     }
 
     /// Calls `f` with a user's touches (empty when none), under the shard lock.
@@ -465,8 +640,10 @@ impl State {
         out
     }
 
-    /// Replaces a user's touches (for loading snapshots).
+    /// Replaces a user's touches (for loading snapshots); their source
+    /// click ids go with the old ones (the caller sets the new ones').
     pub fn set_touches(&self, uid: UserId, list: &[LineItemTouches]) {
+        self.source_clicks.forget(uid);
         let mut shard = self.shard(uid);
         let shard = &mut *shard;
         if let Some(first) = shard.index.remove(&key(uid)) {
@@ -535,7 +712,7 @@ impl State {
             .sum()
     }
 
-    /// Stored touch marks plus repeat marks.
+    /// Stored touch marks, repeat marks, order marks and source click ids.
     pub fn entries(&self) -> usize {
         let mut marks = 0;
         for shard in self.shards.iter() {
@@ -550,6 +727,7 @@ impl State {
         marks
             + self.counted.iter().map(|e| e.value().len()).sum::<usize>()
             + self.orders.iter().map(|e| e.value().len()).sum::<usize>()
+            + self.source_clicks.len()
     }
 
     /// Drops views older than `view_horizon_ms`, clicks older than
@@ -607,49 +785,23 @@ impl State {
         repeat_horizon: impl Fn(PixelId) -> Option<u64>,
         emptied: &mut Vec<UserId>,
     ) -> usize {
-        let mut dropped = 0;
-        let mut candidates = Vec::new();
-        let expired =
-            |m: &Mark, horizon: u64| m.is_set() && now_ms.saturating_sub(m.ts_ms()) > horizon;
+        let mut swept = Swept {
+            track_clicks: !self.source_clicks.is_empty(),
+            ..Default::default()
+        };
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let shard = &mut *shard;
-            let users: Vec<(Key, u32)> = shard.index.iter().map(|(k, v)| (*k, *v)).collect();
-            for (k, first) in users {
-                let chain: Vec<u32> = shard.chain(first).collect();
-                let mut kept = Vec::with_capacity(chain.len());
-                for i in chain {
-                    let t = &mut shard.nodes[i as usize].touches;
-                    for (kind, horizon) in [
-                        (TouchKind::View, view_horizon_ms),
-                        (TouchKind::Click, click_horizon_ms),
-                    ] {
-                        let m = t.get_mut(kind);
-                        if expired(m, horizon) {
-                            *m = Mark::default();
-                            dropped += 1;
-                        }
-                    }
-                    if t.view.is_set() || t.click.is_set() {
-                        kept.push(i);
-                    } else {
-                        shard.free.push(i);
-                    }
-                }
-                // Relink what is left.
-                let mut next = NONE;
-                for &i in kept.iter().rev() {
-                    shard.nodes[i as usize].next = next;
-                    next = i;
-                }
-                if next == NONE {
-                    shard.index.remove(&k);
-                    candidates.push(uid_of(&k));
-                } else {
-                    shard.index.insert(k, next);
-                }
-            }
+            shard.sweep(now_ms, view_horizon_ms, click_horizon_ms, &mut swept);
         }
+        // After the shards' locks: this map is never locked inside one.
+        for (uid, click) in &swept.clicks {
+            self.source_clicks.drop_click(*uid, *click);
+        }
+        let Swept {
+            mut dropped,
+            emptied: mut candidates,
+            ..
+        } = swept;
         self.counted.retain(|uid, marks| {
             marks.retain(|(pixel, ts)| {
                 let keep = repeat_horizon(*pixel).is_some_and(|h| now_ms.saturating_sub(*ts) <= h);

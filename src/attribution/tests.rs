@@ -96,6 +96,7 @@ fn touch(e: &Engine, kind: TouchKind, line_item: u32, ts: u64) -> EventId {
         tracker: 7,
         publisher: PublisherId(3),
         placement: Some(PlacementId(4)),
+        source_click: None,
     }));
     id
 }

@@ -8,9 +8,13 @@
 //!   with outcomes `u8 has outcome` and the outcome: `u128 conversion |
 //!   decision | u8 has value | u64 value | u8 retracted | u8 applied |
 //!   applied × (u128 adjustment | u8 had value | u64 value | u8 retracted)`
+//! - source click: `u128 click event id | u8 kind | u16 length | id`
+//!   ([`crate::event::OwnedSourceClick::put`])
 
 use super::rules::{Credit, CreditKind, Decision, MatchedBy, Reason};
+use super::source_click::SourceClickMark;
 use super::state::{AppliedAdjustment, Mark, OrderMark, OrderOutcome};
+use crate::event::OwnedSourceClick;
 use crate::ids::{EventId, LineItemId, PixelId, PlacementId, PublisherId};
 
 /// A touch as stored: `u128 event id | u32 tracker | u32 publisher | u32
@@ -71,6 +75,12 @@ pub fn put_order(out: &mut Vec<u8>, o: &OrderMark, with_outcome: bool) {
         put_opt_u64(out, a.value_before);
         out.push(a.retracted_before as u8);
     }
+}
+
+/// A kept click's source click id.
+pub fn put_source_click(out: &mut Vec<u8>, m: &SourceClickMark) {
+    out.extend_from_slice(&m.click.get().0.to_le_bytes());
+    m.source.put(out);
 }
 
 /// A reason's stored code: written by an exhaustive match, so a new reason
@@ -246,6 +256,18 @@ impl<'a> Reader<'a> {
             retracted,
             applied,
         })
+    }
+
+    /// A kept click's source click id ([`put_source_click`]).
+    pub fn source_click(&mut self) -> Result<SourceClickMark, String> {
+        let click = EventId(self.u128()?);
+        if click.0 == 0 {
+            return Err("a source click id without its click's event id".into());
+        }
+        let rest = &self.bytes[self.at..];
+        let (source, left) = OwnedSourceClick::take(rest)?;
+        self.at += rest.len() - left.len();
+        Ok(SourceClickMark::new(click, source))
     }
 
     /// Whether every byte was read.

@@ -6,7 +6,8 @@
 
 use serde::Deserialize;
 
-use super::{Body, Event, EventType};
+use super::source_click::OwnedSourceClick;
+use super::{Body, Event, EventType, SourceClickKind};
 use crate::ids::{
     AdvertiserId, ClickTrackerId, EventId, LineItemId, PixelId, PlacementId, PublisherId, UserId,
 };
@@ -60,7 +61,7 @@ impl OrderId {
 }
 
 /// An impression or click of a user with an id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TouchInput {
     pub uid: UserId,
     pub kind: TouchKind,
@@ -71,6 +72,12 @@ pub struct TouchInput {
     pub tracker: u32,
     pub publisher: PublisherId,
     pub placement: Option<PlacementId>,
+    /// A click's traffic-source click id: the engine keeps it with the
+    /// click, for the record of the conversion the click is credited with.
+    /// Boxed (the only heap memory an input may own): inline, every input
+    /// on the engine's channel would be [`super::source_click::MAX_LEN`]
+    /// bytes longer.
+    pub source_click: Option<OwnedSourceClick>,
 }
 
 /// The click a conversion's click id (`clid`) stands for: everything the
@@ -145,7 +152,7 @@ pub struct ForgetInput {
 }
 
 /// What the engine is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributionInput {
     Touch(TouchInput),
     /// A conversion, with or without an id.
@@ -192,7 +199,7 @@ impl AttributionInput {
         }
         // A crawler's or a prefetch's touch would only fill the state.
         let touch_ok = c.ivt.is_none();
-        let touch = |kind, line_item, tracker, publisher, placement| {
+        let touch = |kind, line_item, tracker, publisher, placement, source_click| {
             c.uid.filter(|_| touch_ok).map(|uid| {
                 AttributionInput::Touch(TouchInput {
                     uid,
@@ -202,6 +209,7 @@ impl AttributionInput {
                     tracker,
                     publisher,
                     placement,
+                    source_click,
                 })
             })
         };
@@ -212,6 +220,7 @@ impl AttributionInput {
                 t.tracker_id.0,
                 t.publisher_id,
                 t.placement_id,
+                None,
             ),
             Body::Click(t) => touch(
                 TouchKind::Click,
@@ -219,6 +228,12 @@ impl AttributionInput {
                 t.tracker_id.0,
                 t.publisher_id,
                 t.placement_id,
+                // Copied only for a click the engine takes (a user with
+                // an id, not invalid traffic).
+                t.source_click
+                    .as_ref()
+                    .filter(|_| touch_ok && c.uid.is_some())
+                    .map(OwnedSourceClick::from),
             ),
             Body::Conversion(cv) => Some(AttributionInput::Conversion(conversion_input(c, cv))),
             Body::Adjustment(a) => Some(AttributionInput::Adjustment(AdjustmentInput {
@@ -290,18 +305,20 @@ impl AttributionInput {
                 if e.ivt.is_some() {
                     return None;
                 }
+                let is_click = kind == EventType::Click;
                 let touch = TouchInput {
                     uid: uid?,
-                    kind: if kind == EventType::Impression {
-                        TouchKind::View
-                    } else {
+                    kind: if is_click {
                         TouchKind::Click
+                    } else {
+                        TouchKind::View
                     },
                     line_item: LineItemId(e.line_item_id?),
                     event_id,
                     tracker: e.tracker_id?,
                     publisher: PublisherId(e.publisher_id?),
                     placement: e.placement_id.map(PlacementId),
+                    source_click: e.source_click().filter(|_| is_click),
                 };
                 Some(AttributionInput::Touch(touch))
             }
@@ -407,13 +424,15 @@ pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
 ///
 /// ```text
 /// touch:      u8 1 (view) | 2 (click) | u128 uid | u32 line_item | u128 event_id | u32 tracker | u32 publisher | u32 placement (0: none)
+///             [ | source click (a click's: u8 kind code | u16 length | id) ]
 /// conversion: u8 3 | u8 has_uid | u128 uid | u128 event_id | u64 ts | u32 pixel | u32 advertiser | u8 order_len | order | u8 has_value | u64 value
 ///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) [ | u128 click user ] ]
 /// forget:     u8 4 | u128 uid | u128 event_id
 /// adjustment: u8 5 | u8 kind (1 retract, 2 restate) | the conversion's bytes after its tag
 /// ```
 /// The click is appended only when there is one, so the records of the
-/// release before click ids still decode.
+/// release before click ids still decode; so is a click's source click id,
+/// for the records of the release before it.
 impl AttributionInput {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -433,6 +452,9 @@ impl AttributionInput {
                 out.extend_from_slice(&t.tracker.to_le_bytes());
                 out.extend_from_slice(&t.publisher.0.to_le_bytes());
                 out.extend_from_slice(&t.placement.map_or(0, |p| p.0).to_le_bytes());
+                if let Some(s) = &t.source_click {
+                    s.put(out);
+                }
             }
             AttributionInput::Conversion(c) => {
                 out.push(3);
@@ -494,6 +516,15 @@ impl AttributionInput {
                 tracker: r.u32()?,
                 publisher: PublisherId(r.u32()?),
                 placement: Some(r.u32()?).filter(|p| *p != 0).map(PlacementId),
+                source_click: match r.0 {
+                    [] => None,
+                    _ if tag == 1 => return None,
+                    rest => {
+                        let (s, rest) = OwnedSourceClick::take(rest).ok()?;
+                        r.0 = rest;
+                        Some(s)
+                    }
+                },
             }),
             3 => AttributionInput::Conversion(decode_conversion(&mut r)?),
             5 => {
@@ -629,6 +660,21 @@ struct Fields<'a> {
     /// An adjustment's kind.
     #[serde(borrow, default)]
     adjustment: Option<&'a str>,
+    /// A click's; owned, since a producer may escape any character.
+    #[serde(default)]
+    source_click_id: Option<String>,
+    #[serde(borrow, default)]
+    source_click_kind: Option<&'a str>,
+}
+
+impl Fields<'_> {
+    /// A click's source click id, when both fields are there and make
+    /// sense; one that does not is dropped, not the click: the touch still
+    /// counts, only its postback would lack the id.
+    fn source_click(&self) -> Option<OwnedSourceClick> {
+        let kind = SourceClickKind::parse(self.source_click_kind?)?;
+        OwnedSourceClick::new(kind, self.source_click_id.as_deref()?)
+    }
 }
 
 /// A conversion's `click_id` object.
@@ -743,7 +789,7 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&json)
             );
-            if let Some(t) = typed {
+            if let Some(t) = &typed {
                 let mut bin = Vec::new();
                 t.encode(&mut bin);
                 assert_eq!(AttributionInput::decode(&bin), typed, "the binary form");
@@ -752,6 +798,56 @@ mod tests {
             some += typed.is_some() as usize;
         }
         assert_eq!(some, 4, "anonymous touches and HEAD requests give nothing");
+    }
+
+    #[test]
+    fn a_click_s_source_click_id_rides_along_in_every_form() {
+        let id = "Cj0KCQ-x_1";
+        let mut click = touch(ClickTrackerId(21378), None);
+        click.source_click = Some(crate::event::SourceClick {
+            kind: SourceClickKind::Gclid,
+            id: id.into(),
+        });
+        let event = Event {
+            common: common(Some(UserId(7)), Warnings::default()),
+            body: Body::Click(click),
+        };
+        let typed = AttributionInput::from_event(&event).unwrap();
+        let AttributionInput::Touch(t) = &typed else {
+            panic!("{typed:?}")
+        };
+        assert_eq!(
+            t.source_click,
+            OwnedSourceClick::new(SourceClickKind::Gclid, id)
+        );
+        let mut json = Vec::new();
+        encode(&event, &mut json);
+        let from_json = AttributionInput::from_json(EventType::Click, &json);
+        assert_eq!(from_json.as_ref(), Some(&typed));
+        let mut bin = Vec::new();
+        typed.encode(&mut bin);
+        assert_eq!(AttributionInput::decode(&bin).as_ref(), Some(&typed));
+        assert_eq!(AttributionInput::decode(&bin[..bin.len() - 1]), None);
+        // The release before wrote the same click without the id's bytes.
+        let without = AttributionInput::Touch(TouchInput {
+            source_click: None,
+            ..t.clone()
+        });
+        let mut old = Vec::new();
+        without.encode(&mut old);
+        assert_eq!(old.len() + 3 + id.len(), bin.len());
+        assert_eq!(AttributionInput::decode(&old).as_ref(), Some(&without));
+        // A view never carries one.
+        bin[0] = 1;
+        assert_eq!(AttributionInput::decode(&bin), None);
+        // A kind that makes no sense drops the id, not the click.
+        let text = String::from_utf8(json).unwrap();
+        let bad = text.replace("\"gclid\"", "\"msclkid\"");
+        assert_ne!(bad, text);
+        assert_eq!(
+            AttributionInput::from_json(EventType::Click, bad.as_bytes()),
+            Some(without)
+        );
     }
 
     #[test]

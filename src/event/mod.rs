@@ -5,7 +5,7 @@
 
 mod encode;
 pub mod input;
-mod source_click;
+pub mod source_click;
 pub mod text;
 mod warnings;
 
@@ -14,7 +14,7 @@ pub use input::{
     AdjustmentInput, AdjustmentKind, AttributionInput, ClickRef, ConversionInput, ForgetInput,
     Malformed, OrderId, TouchInput, TouchKind,
 };
-pub use source_click::{SourceClick, SourceClickKind};
+pub use source_click::{OwnedSourceClick, SourceClick, SourceClickKind};
 pub use warnings::Warnings;
 
 use std::borrow::Cow;

@@ -11,11 +11,8 @@
 use std::borrow::Cow;
 
 use super::query::decode;
+pub use crate::event::source_click::{plausible, MAX_LEN};
 pub use crate::event::{SourceClick, SourceClickKind};
-
-/// Longest id kept: Google's and Meta's ids are about 100 characters; a
-/// longer value is not a click id but padding.
-pub const MAX_LEN: usize = 256;
 
 /// What the request says about a source click id.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,17 +58,6 @@ fn first<'q>(query: &'q str, source_param: &str) -> Option<Found<'q>> {
             _ => Found::Invalid,
         })
     })
-}
-
-/// The characters click ids (and partners' user ids) are made of (base64url, UUIDs, numbers, the
-/// separators trackers use), and nothing that could be read as markup,
-/// quoting or another parameter.
-pub fn plausible(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.~:+/=".contains(&b))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (ATTRIBUTION_EVICTED, Unit::Count, "Users evicted from the attribution state because it held attribution.max_users."),
     (ATTRIBUTION_DROPPED, Unit::Count, "Attribution inputs lost to a full engine channel (memory mode)."),
     (ATTRIBUTION_USERS, Unit::Count, "Users the attribution engine holds state for."),
-    (ATTRIBUTION_ENTRIES, Unit::Count, "Touches and repeat marks the attribution engine holds."),
+    (ATTRIBUTION_ENTRIES, Unit::Count, "Touches, repeat marks, order ids and source click ids the attribution engine holds."),
     (ATTRIBUTION_SNAPSHOT_BYTES, Unit::Bytes, "Size of the last attribution snapshot."),
     (JOURNAL_BYTES, Unit::Bytes, "Bytes of journal segments on disk."),
     (JOURNAL_RECORDS_BEHIND, Unit::Count, "Journal records not yet acknowledged by Kafka."),

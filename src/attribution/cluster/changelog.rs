@@ -16,13 +16,19 @@
 //! ids to remember, so a user without any is still version 1. Version 3
 //! (written since adjustments) adds each order's outcome
 //! ([`crate::attribution::wire`]); version 2 is still read (its orders
-//! without outcomes: adjustments of them are `unknown_order`).
+//! without outcomes: adjustments of them are `unknown_order`). Version 4
+//! (since source click ids) is version 3, its orders section always there
+//! (maybe empty), then `u16 source clicks | source clicks` (source click:
+//! `u128 click event id | u8 kind | u16 length | id`, 19 bytes and the
+//! id), written only when one of the user's kept clicks has a source click
+//! id: every other user's value is what the release before wrote.
 //!
 //! One user with one line item's view and click is 68 bytes.
 
 use crate::attribution::rules::Decision;
+use crate::attribution::source_click::SourceClickMark;
 use crate::attribution::state::{LineItemTouches, Mark, OrderMark};
-use crate::attribution::wire::{put_decision, put_mark, put_order, Reader};
+use crate::attribution::wire::{put_decision, put_mark, put_order, put_source_click, Reader};
 use crate::ids::{EventId, PixelId};
 
 /// The first byte of a value without order ids (and the oldest this
@@ -32,6 +38,8 @@ pub const VERSION: u8 = 1;
 pub const VERSION_ORDERS: u8 = 2;
 /// The first byte of a value with order ids and their outcomes.
 pub const VERSION_OUTCOMES: u8 = 3;
+/// The first byte of a value with source click ids (and the newest).
+pub const VERSION_SOURCE_CLICKS: u8 = 4;
 
 /// A conversion decided but whose input offset is not committed yet: a
 /// re-read of it (after a crash, a rebalance, or a duplicate in the topic)
@@ -54,6 +62,8 @@ pub struct UserState {
     pub decided: Vec<Decided>,
     /// Order ids seen within their pixel's deduplication window.
     pub orders: Vec<OrderMark>,
+    /// The traffic source's click ids of kept clicks.
+    pub source_clicks: Vec<SourceClickMark>,
 }
 
 impl UserState {
@@ -62,14 +72,24 @@ impl UserState {
             && self.marks.is_empty()
             && self.decided.is_empty()
             && self.orders.is_empty()
+            && self.source_clicks.is_empty()
+    }
+
+    /// The oldest version that holds everything the user has: a value
+    /// stays readable by the release before as long as it can.
+    fn version(&self) -> u8 {
+        if !self.source_clicks.is_empty() {
+            VERSION_SOURCE_CLICKS
+        } else if !self.orders.is_empty() {
+            VERSION_OUTCOMES
+        } else {
+            VERSION
+        }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(if self.orders.is_empty() {
-            VERSION
-        } else {
-            VERSION_OUTCOMES
-        });
+        let version = self.version();
+        out.push(version);
         out.extend_from_slice(&(self.touches.len() as u16).to_le_bytes());
         for t in &self.touches {
             out.extend_from_slice(&t.line_item.to_le_bytes());
@@ -90,10 +110,16 @@ impl UserState {
             out.extend_from_slice(&d.offset.to_le_bytes());
             put_decision(out, &d.decision, d.late);
         }
-        if !self.orders.is_empty() {
+        if version >= VERSION_ORDERS {
             out.extend_from_slice(&(self.orders.len() as u16).to_le_bytes());
             for o in &self.orders {
                 put_order(out, o, true);
+            }
+        }
+        if version >= VERSION_SOURCE_CLICKS {
+            out.extend_from_slice(&(self.source_clicks.len() as u16).to_le_bytes());
+            for m in &self.source_clicks {
+                put_source_click(out, m);
             }
         }
     }
@@ -103,9 +129,9 @@ impl UserState {
     pub fn decode(bytes: &[u8]) -> Result<UserState, String> {
         let mut r = Reader::new(bytes, 0);
         let version = r.u8()?;
-        if !(VERSION..=VERSION_OUTCOMES).contains(&version) {
+        if !(VERSION..=VERSION_SOURCE_CLICKS).contains(&version) {
             return Err(format!(
-                "changelog value version {version}, this pixeld reads {VERSION} to {VERSION_OUTCOMES}"
+                "changelog value version {version}, this pixeld reads {VERSION} to {VERSION_SOURCE_CLICKS}"
             ));
         }
         let mut out = UserState::default();
@@ -140,7 +166,12 @@ impl UserState {
         }
         if version >= VERSION_ORDERS {
             for _ in 0..r.u16()? {
-                out.orders.push(r.order(version == VERSION_OUTCOMES)?);
+                out.orders.push(r.order(version >= VERSION_OUTCOMES)?);
+            }
+        }
+        if version >= VERSION_SOURCE_CLICKS {
+            for _ in 0..r.u16()? {
+                out.source_clicks.push(r.source_click()?);
             }
         }
         if !r.done() {
@@ -260,6 +291,7 @@ mod tests {
                     outcome: None,
                 },
             ],
+            source_clicks: vec![],
         };
         let mut buf = Vec::new();
         user.encode(&mut buf);
@@ -273,5 +305,108 @@ mod tests {
         // A version-1 value (no orders) with an orders section is refused.
         buf[0] = VERSION;
         assert!(UserState::decode(&buf).is_err());
+    }
+
+    fn sourced(click: &Mark, kind: SourceClickKind, id: &str) -> SourceClickMark {
+        SourceClickMark::new(click.event_id(), OwnedSourceClick::new(kind, id).unwrap())
+    }
+
+    use crate::event::{OwnedSourceClick, SourceClickKind};
+
+    #[test]
+    fn source_click_ids_round_trip_in_version_4_and_cost_19_bytes_and_the_id() {
+        let click = mark(2_000, 31);
+        let plain = UserState {
+            touches: vec![LineItemTouches {
+                line_item: 5,
+                view: mark(1_000, 2766),
+                click,
+            }],
+            ..Default::default()
+        };
+        let mut without = Vec::new();
+        plain.encode(&mut without);
+        assert_eq!(
+            without[0], VERSION,
+            "no id: the value the release before wrote"
+        );
+        let user = UserState {
+            source_clicks: vec![sourced(&click, SourceClickKind::Fbclid, "IwAR2abc")],
+            ..plain.clone()
+        };
+        let mut buf = Vec::new();
+        user.encode(&mut buf);
+        assert_eq!(buf[0], VERSION_SOURCE_CLICKS);
+        // An empty orders section, the count, and one id of 8 bytes.
+        assert_eq!(buf.len(), without.len() + 2 + 2 + 19 + 8);
+        assert_eq!(UserState::decode(&buf).unwrap(), user);
+        // With orders too, both sections come back.
+        let both = UserState {
+            orders: vec![OrderMark {
+                pixel: PixelId(7313),
+                order: 0xfeed,
+                ts_ms: 77,
+                outcome: None,
+            }],
+            ..user.clone()
+        };
+        let mut buf = Vec::new();
+        both.encode(&mut buf);
+        assert_eq!(UserState::decode(&buf).unwrap(), both);
+    }
+
+    #[test]
+    fn a_version_3_value_still_decodes_and_damaged_source_clicks_are_named() {
+        // What the release before wrote for a user with an order: version 3.
+        let v3 = UserState {
+            touches: vec![LineItemTouches {
+                line_item: 5,
+                view: Mark::default(),
+                click: mark(2_000, 31),
+            }],
+            orders: vec![OrderMark {
+                pixel: PixelId(7313),
+                order: 0xbeef,
+                ts_ms: 78,
+                outcome: None,
+            }],
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        v3.encode(&mut buf);
+        assert_eq!(buf[0], VERSION_OUTCOMES);
+        assert_eq!(UserState::decode(&buf).unwrap(), v3);
+
+        let click = v3.touches[0].click;
+        let user = UserState {
+            source_clicks: vec![sourced(&click, SourceClickKind::Source, "aff-7781")],
+            ..v3
+        };
+        let mut buf = Vec::new();
+        user.encode(&mut buf);
+        for cut in 0..buf.len() {
+            assert!(UserState::decode(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        let err = |b: &[u8]| UserState::decode(b).unwrap_err();
+        // The kind's byte: before the id's length and its 8 bytes.
+        let kind_at = buf.len() - 8 - 2 - 1;
+        let mut bad = buf.clone();
+        bad[kind_at] = 9;
+        assert!(err(&bad).contains("source click kind 9"), "{}", err(&bad));
+        let mut bad = buf.clone();
+        bad[kind_at + 3] = b'<';
+        assert!(err(&bad).contains("characters"), "{}", err(&bad));
+        let mut bad = buf.clone();
+        bad[kind_at - 16..kind_at].fill(0);
+        assert!(err(&bad).contains("without its click"), "{}", err(&bad));
+        let mut bad = buf.clone();
+        bad.push(0);
+        assert!(err(&bad).contains("trailing"), "{}", err(&bad));
+        // A version-3 value holding a source clicks section is refused.
+        let mut bad = buf.clone();
+        bad[0] = VERSION_OUTCOMES;
+        assert!(UserState::decode(&bad).is_err());
+        bad[0] = 5;
+        assert!(err(&bad).contains("version 5, this pixeld reads 1 to 4"));
     }
 }

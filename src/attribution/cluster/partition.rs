@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use super::changelog::{Decided, UserState};
 use super::inputs::{InputTopic, PerInput};
 use crate::attribution::order::{Held, Pushed, Reorder};
+use crate::attribution::source_click::SourceClickMark;
 use crate::attribution::state::OrderMark;
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
@@ -98,6 +99,10 @@ impl PartitionWork {
         };
         self.engine.state.set_user(uid, &user.touches, &user.marks);
         self.engine.state.set_orders(uid, &user.orders);
+        // After the touches: only the ids of clicks kept are taken.
+        self.engine
+            .state
+            .set_source_clicks(uid, &user.source_clicks);
         if user.decided.is_empty() {
             self.decided.remove(&uid);
         } else {
@@ -140,6 +145,14 @@ impl PartitionWork {
         now_ms: u64,
         out: &mut Vec<Out>,
     ) {
+        // Read before the input moves into the buffer.
+        let is_conversion = matches!(input, Input::Conversion(_));
+        let kind = match input {
+            Input::Touch(_) => "touch",
+            Input::Conversion(_) => "conversion",
+            Input::Forget(_) => "optout",
+            Input::Adjustment(_) => "adjustment",
+        };
         let held = Held::new(input, topic.index(), offset);
         if held.ts_ms > now_ms.saturating_add(self.max_future_ms) {
             self.skip(topic, offset);
@@ -160,14 +173,9 @@ impl PartitionWork {
             return;
         }
         self.read(topic, offset);
-        let (event_id, is_conversion) = (held.event_id, matches!(input, Input::Conversion(_)));
+        let event_id = held.event_id;
         if self.reorder.push(held) == Pushed::Late {
-            metric::cluster_late(match input {
-                Input::Touch(_) => "touch",
-                Input::Conversion(_) => "conversion",
-                Input::Forget(_) => "optout",
-                Input::Adjustment(_) => "adjustment",
-            });
+            metric::cluster_late(kind);
         }
         if is_conversion {
             self.arrivals.insert(event_id.0, now_ms);
@@ -218,9 +226,10 @@ impl PartitionWork {
                 self.dirty.insert(f.uid);
                 None
             }
-            Input::Touch(t) => {
+            Input::Touch(ref t) => {
+                let uid = t.uid;
                 self.engine.apply(held.input);
-                self.dirty.insert(t.uid);
+                self.dirty.insert(uid);
                 // Evicted users' changelog values go too (tombstones, or
                 // what is left of them), or a restore would bring them back.
                 self.dirty.extend(self.engine.state.take_evicted());
@@ -259,10 +268,13 @@ impl PartitionWork {
                     .and_then(|list| list.iter().find(|d| d.conversion == c.event_id));
                 if let Some(d) = earlier {
                     // Decided before (a re-read): the same answer, whatever
-                    // the state has learned since.
+                    // the state has learned since. A click's source click
+                    // id never changes, so looking it up again gives the
+                    // first record's, unless its click has left the state.
+                    let source = self.engine.source_click_of(&c, d.decision.credit.as_ref());
                     return Some(Attribution {
                         late: d.late,
-                        ..Attribution::of(c, d.decision)
+                        ..Attribution::of(c, d.decision).with_source_click(source)
                     });
                 }
                 let mut record = self.engine.apply(held.input)?;
@@ -343,6 +355,7 @@ impl PartitionWork {
                 marks: self.engine.state.repeat_marks_of(uid),
                 decided: self.decided.get(&uid).cloned().unwrap_or_default(),
                 orders: self.engine.state.orders_of(uid),
+                source_clicks: self.engine.state.source_clicks_of(uid),
             };
             if user.is_empty() {
                 write(uid, None);
@@ -373,12 +386,17 @@ impl PartitionWork {
         for (uid, order) in self.engine.state.all_orders() {
             users.entry(uid).or_default().orders.push(order);
         }
+        for (uid, mark) in self.engine.state.all_source_clicks() {
+            users.entry(uid).or_default().source_clicks.push(mark);
+        }
         let mut out: Vec<(UserId, UserState)> = users.into_iter().collect();
         for (_, s) in out.iter_mut() {
             s.touches.sort_by_key(|t| t.line_item);
             s.marks.sort_unstable();
             s.decided.sort_by_key(|d| d.offset);
             s.orders.sort_unstable_by_key(OrderMark::sort_key);
+            s.source_clicks
+                .sort_unstable_by_key(SourceClickMark::sort_key);
         }
         out.sort_by_key(|(u, _)| *u);
         out
@@ -413,6 +431,7 @@ mod tests {
             tracker: 1,
             publisher: PublisherId(1),
             placement: None,
+            source_click: None,
         })
     }
 
@@ -441,7 +460,7 @@ mod tests {
         });
         let mut outs = Vec::new();
         for (topic, offset, input) in inputs {
-            w.push(*topic, *offset, *input, now, &mut outs);
+            w.push(*topic, *offset, input.clone(), now, &mut outs);
         }
         for t in InputTopic::ALL {
             w.read_through(t, now);
@@ -573,6 +592,45 @@ mod tests {
         assert_eq!(w.held(), 0);
         w.push(InputTopic::Impressions, 3, view(T0), T0, &mut outs);
         assert_eq!(w.committable()[InputTopic::Conversions], Some(26));
+    }
+
+    /// A click as the member reads it off the clicks topic (its JSON, with
+    /// a source click id), then a conversion: the record carries the id,
+    /// the changelog value carries it to the next owner, and there a
+    /// conversion read again gets the same record and a new one the id.
+    #[test]
+    fn a_source_click_id_read_off_the_topic_reaches_the_record_and_the_next_owner() {
+        let mut w = work();
+        let json = format!(
+            r#"{{"event_id":"{}","type":"click","ts":{T0},"uid":"{}","tracker_id":31,"line_item_id":10,"publisher_id":1,"placement_id":null,"source_click_id":"aff-7781","source_click_kind":"source"}}"#,
+            EventId::new_v7(T0).to_hyphenated().as_str(),
+            U.to_hex().as_str()
+        );
+        let click = Input::read_json(crate::event::EventType::Click, json.as_bytes());
+        let click = click.unwrap().expect("a click of a user with an id");
+        let id = EventId::new_v7(T0 + 10);
+        let first = run(
+            &mut w,
+            &[
+                (InputTopic::Clicks, 0, click),
+                (InputTopic::Conversions, 0, conversion(100, T0 + 10, id)),
+            ],
+        );
+        let source = first[0].source_click.clone().expect("the click's id");
+        assert_eq!((&*source.id, source.kind.as_str()), ("aff-7781", "source"));
+        let mut next = restored_from(&mut w);
+        assert_eq!(next.dump(), w.dump(), "the id restored with its click");
+        let again = run(
+            &mut next,
+            &[(InputTopic::Conversions, 0, conversion(100, T0 + 10, id))],
+        );
+        assert_eq!(again, first);
+        let later = EventId::new_v7(T0 + 20);
+        let later = run(
+            &mut next,
+            &[(InputTopic::Conversions, 1, conversion(100, T0 + 20, later))],
+        );
+        assert_eq!(later[0].source_click, Some(source));
     }
 
     /// A commit that moves back (a frozen member's stale commit, which
