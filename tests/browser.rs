@@ -722,11 +722,13 @@ fn a_traffic_sources_click_id_reaches_its_postback_once_with_the_value() {
             &forward_tail(&catcher, status),
         );
         let forward = Forward::start(&px.config, status);
-        let img = px
-            .tag(&["--pixel", "7313"])
-            .replace("t=2", "t=2&order_id=B77&value=49.90");
+        // The script form: without third-party cookies it carries the
+        // click id the landing page kept, and the click is found by it.
+        let script = px
+            .tag(&["--pixel", "7313", "--js"])
+            .replace("t=1", "t=1&order_id=B77&value=49.90");
         let b = Browser::start(mode);
-        click_and_buy_from(&b, &sites, &px, &img, "&sclid=SRC-42.x");
+        click_and_buy_from(&b, &sites, &px, &script, "&sclid=SRC-42.x");
         drop(b);
         catcher.wait("/ok/pb", Duration::from_secs(60), |c| !c.is_empty());
         // Once more after a second: a duplicate would show by then.
