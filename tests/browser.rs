@@ -704,6 +704,13 @@ kind = "meta_capi"
 url = "{base}/ok/meta/events"
 token = "meta-access-token-0123456789"
 pixels = [7313]
+[[destinations]]
+id = "google"
+kind = "google_ads_upload"
+url = "{base}/ok/google/upload"
+token = "google-oauth-token-0123456789"
+conversion_action = "customers/1234567890/conversionActions/987654321"
+pixels = [7313]
 "#,
         base = catcher.url("")
     )
@@ -746,8 +753,9 @@ fn a_traffic_sources_click_id_reaches_its_postback_once_with_the_value() {
         assert_eq!(c.param("tx").as_deref(), Some("B77"));
         assert_eq!(c.param("status").as_deref(), Some("approved"));
         assert_eq!(c.key().len(), 36, "an idempotency key");
-        // Meta gets nothing: that click carried no fbclid to match by.
+        // Meta and Google get nothing: that click carried no id of theirs.
         assert!(catcher.caught("/ok/meta").is_empty());
+        assert!(catcher.caught("/ok/google").is_empty());
     }
 }
 
@@ -805,4 +813,61 @@ fn a_meta_click_reaches_the_conversions_api_with_the_pixels_event_id_and_fbc() {
     assert_eq!(e["custom_data"]["order_id"], "M1");
     // The postback destination needs a click id of its own source: none here.
     assert!(catcher.caught("/ok/pb").is_empty());
+}
+
+#[test]
+fn a_google_click_reaches_the_upload_with_its_gclid_time_zone_and_value() {
+    let sites = Sites::start();
+    let catcher = Catcher::start();
+    let status = free_tcp_port();
+    let mut px = Pixeld::start_with(
+        &sites,
+        "",
+        Broker::start_sqlite(),
+        &forward_tail(&catcher, status),
+    );
+    let forward = Forward::start(&px.config, status);
+    let img = px
+        .tag(&["--pixel", "7313"])
+        .replace("t=2", "t=2&order_id=G1&value=75.5");
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    click_and_buy_from(&b, &sites, &px, &img, "&gclid=Cj0KCQiA-test");
+    drop(b);
+    let calls = catcher.wait("/ok/google", Duration::from_secs(60), |c| !c.is_empty());
+    assert_eq!(calls.len(), 1, "{calls:?}\n{}", forward.log_text());
+    let c = &calls[0];
+    assert_eq!(c.method, "POST");
+    assert_eq!(
+        c.headers.get("authorization").map(String::as_str),
+        Some("Bearer google-oauth-token-0123456789")
+    );
+    px.stop();
+    let conversions = px.events("pixel.conversions");
+    let body = c.json();
+    let up = &body["conversions"][0];
+    assert_eq!(up["gclid"], "Cj0KCQiA-test");
+    assert_eq!(
+        up["conversion_action"],
+        "customers/1234567890/conversionActions/987654321"
+    );
+    // "yyyy-mm-dd hh:mm:ss+00:00", the conversion's own time.
+    let when = up["conversion_date_time"].as_str().unwrap();
+    assert_eq!(when.len(), 25, "{when}");
+    assert!(when.ends_with("+00:00"), "{when}");
+    let ts = conversions[0].json["ts"].as_u64().unwrap() / 1000;
+    let secs_of_day = ts % 86_400;
+    let hms = format!(
+        "{:02}:{:02}:{:02}",
+        secs_of_day / 3600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    );
+    assert_eq!(&when[11..19], hms, "{when}");
+    assert_eq!(up["conversion_value"], 75.5);
+    assert_eq!(up["currency_code"], "EUR");
+    assert_eq!(up["order_id"], "G1");
+    assert_eq!(body["partial_failure"], true);
+    // Neither the source's postback nor Meta had an id of theirs.
+    assert!(catcher.caught("/ok/pb").is_empty());
+    assert!(catcher.caught("/ok/meta").is_empty());
 }
