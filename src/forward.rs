@@ -105,11 +105,10 @@ pub async fn run(
     }
     info!("stopping: calls in flight finish, then the finished records are committed");
     stop.store(true, Ordering::Relaxed);
-    let result = tokio::task::spawn_blocking(move || looping.join())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(Ok(()));
+    let result = match tokio::task::spawn_blocking(move || looping.join()).await {
+        Ok(Ok(result)) => result,
+        _ => Err(ForwardError::Panicked),
+    };
     http.abort();
     result.map_err(ForwardServiceError::Run)
 }
@@ -170,6 +169,7 @@ fn start(cfg: &Config) -> Result<(Loop, Arc<Status>), ForwardServiceError> {
         finished: finished_tx,
         stop,
         in_flight: AtomicUsize::new(0),
+        epochs: Default::default(),
     });
     let handle = tokio::runtime::Handle::current();
     let _entered = handle.enter();

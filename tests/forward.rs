@@ -47,7 +47,8 @@ fn setup(catcher: &Catcher, destinations: &str) -> Setup {
         "\n[[api_keys]]\nid = \"shop\"\nsecret = \"{API_SECRET}\"\nadvertisers = [100]\n\
          \n[forward]\ngroup_id = \"forward-test\"\nlisten = \"127.0.0.1:{status}\"\n\
          start_from = \"earliest\"\nbackoff_ms = 100\nmax_backoff_ms = 400\n\
-         commit_interval_ms = 200\nsession_timeout_ms = 6000\ndrain_ms = 3000\n"
+         commit_interval_ms = 200\nsession_timeout_ms = 6000\ndrain_ms = 3000\n\
+         queue_capacity = 4\n"
     ) + &destinations.replace("CATCHER", &catcher.url(""));
     let config = dir.join("pixeld.toml");
     std::fs::write(&config, text).unwrap();
@@ -288,7 +289,8 @@ fn kill9_of_forward_mid_run_calls_every_record_again_with_the_same_key() {
     for o in &orders {
         convert(&s, o);
     }
-    // 100 ms a call, two at a time: the kill comes with most still to do.
+    // 100 ms a call, two at a time, four queued at most (the partitions
+    // pause and resume): the kill comes with most still to do.
     catcher.wait("/slow", Duration::from_secs(60), |c| c.len() >= 8);
     forward.kill9();
     let before = catcher.caught("/slow");

@@ -23,6 +23,9 @@ pub(super) fn forward(cfg: &Config, r: &mut Report) {
     if f.max_backoff_ms < f.backoff_ms {
         r.add("forward.max_backoff_ms", "is below forward.backoff_ms");
     }
+    if f.max_backoff_ms > 3_600_000 {
+        r.add("forward.max_backoff_ms", "is above 3600000 (an hour)");
+    }
     let mut ids = HashSet::new();
     for (i, d) in cfg.destinations.iter().enumerate() {
         let at = format!("destinations[{i}]");
@@ -43,6 +46,20 @@ pub(super) fn forward(cfg: &Config, r: &mut Report) {
         }
         limits(d, &at, r);
         filters(cfg, d, &at, r);
+        if d.kind != DestinationKind::Postback {
+            if d.token.is_none() {
+                r.add(
+                    format!("{at}.token"),
+                    "is missing: this kind's API takes a bearer token; set token_file (or token)",
+                );
+            }
+            if d.method == Some(super::HttpMethod::Get) {
+                r.add(
+                    format!("{at}.method"),
+                    "must be POST: this kind sends a JSON body",
+                );
+            }
+        }
         if d.kind == DestinationKind::GoogleAdsUpload && d.conversion_action.is_none() {
             r.add(
                 format!("{at}.conversion_action"),
@@ -65,6 +82,17 @@ fn url(t: &Template, kind: DestinationKind, at: &str, r: &mut Report) {
     let ends = host.find(['/', '?', '#']).is_some();
     if host.is_empty() || (!ends && t.0.len() > 1) {
         r.add(at, "must name its host before any macro");
+    }
+    // Every value is percent-encoded; the text around them must be a
+    // valid URL as written, or every call would fail at run time.
+    let bad = t.0.iter().any(|p| match p {
+        super::template::Piece::Text(text) => text
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b"\"<>\\^`{|}".contains(&b)),
+        super::template::Piece::Macro(_) => false,
+    });
+    if bad {
+        r.add(at, "has a character a URL cannot hold as written (a space, a quote, <>\\^`{|}, or non-ASCII): percent-encode it");
     }
     if kind != DestinationKind::Postback && t.0.len() > 1 {
         r.add(
@@ -159,9 +187,10 @@ mod tests {
     fn what_forward_cannot_honour_is_named_by_its_key() {
         let p = problems(
             "[[destinations]]\nid = \"a\"\nkind = \"postback\"\nurl = \"https://s.example/?p=${PAYOUT}\"\n\
-             [[destinations]]\nid = \"a\"\nkind = \"meta_capi\"\nurl = \"https://m.example/${VALUE}\"\n\
+             [[destinations]]\nid = \"a\"\nkind = \"meta_capi\"\nurl = \"https://m.example/${VALUE}\"\nmethod = \"GET\"\n\
              [[destinations]]\nid = \"g\"\nkind = \"google_ads_upload\"\nurl = \"ftp://g.example/\"\npixels = [9]\n\
-             [[destinations]]\nid = \"h\"\nkind = \"postback\"\nurl = \"https://${CLICK_ID}.example/\"\nmax_attempts = 0\n",
+             [[destinations]]\nid = \"h\"\nkind = \"postback\"\nurl = \"https://${CLICK_ID}.example/\"\nmax_attempts = 0\n\
+             [[destinations]]\nid = \"s\"\nkind = \"postback\"\nurl = \"https://s.example/a b?c=${CLICK_ID}\"\n",
         );
         let has = |want: &str| p.iter().any(|l| l.starts_with(want));
         assert!(

@@ -51,6 +51,9 @@ pub enum Outcome {
 /// The failure classes of `forward_attempts_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
+    /// The request could not be built (a URL the HTTP client refuses):
+    /// final, the same record builds the same request.
+    InvalidRequest,
     Timeout,
     Connect,
     Status3xx,
@@ -61,7 +64,8 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
+        Class::InvalidRequest,
         Class::Timeout,
         Class::Connect,
         Class::Status3xx,
@@ -73,6 +77,7 @@ impl Class {
 
     pub const fn label(self) -> &'static str {
         match self {
+            Class::InvalidRequest => "invalid_request",
             Class::Timeout => "timeout",
             Class::Connect => "connect",
             Class::Status3xx => "status_3xx",
@@ -119,6 +124,7 @@ impl Outcome {
 
     pub fn status(&self) -> Option<u16> {
         match self {
+            Outcome::Final { status: 0, .. } => None,
             Outcome::Delivered(s) | Outcome::Final { status: s, .. } => Some(*s),
             Outcome::Retry { status, .. } => *status,
         }
@@ -159,6 +165,41 @@ pub async fn attempt(client: &HttpClient, call: &Call, timeout: Duration) -> (Ou
 }
 
 async fn send(client: &HttpClient, call: &Call) -> Result<Outcome, String> {
+    let req = match request(call) {
+        Ok(r) => r,
+        Err(_) => {
+            return Ok(Outcome::Final {
+                class: Class::InvalidRequest,
+                status: 0,
+            })
+        }
+    };
+    let answer = client.request(req).await.map_err(|e| {
+        // hyper's error chain names the cause (refused, reset, TLS).
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    })?;
+    let status = answer.status().as_u16();
+    let outcome = Outcome::of_status(status, answer.headers().get(RETRY_AFTER));
+    // Read and dropped frame by frame (bounded by the timeout around the
+    // whole call), so a destination answering a large body costs no memory
+    // and the connection can be reused.
+    let mut body = answer.into_body();
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    Ok(outcome)
+}
+
+fn request(call: &Call) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
     let (method, body) = match call.method {
         HttpMethod::Get => (Method::GET, Bytes::new()),
         HttpMethod::Post => (
@@ -178,27 +219,9 @@ async fn send(client: &HttpClient, call: &Call) -> Result<Outcome, String> {
         req = req.header(CONTENT_TYPE, "application/json");
     }
     if let Some(token) = &call.bearer {
-        req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
     }
-    let req = req
-        .body(Full::new(body))
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    let answer = client.request(req).await.map_err(|e| {
-        // hyper's error chain names the cause (refused, reset, TLS).
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    })?;
-    let status = answer.status().as_u16();
-    let outcome = Outcome::of_status(status, answer.headers().get(RETRY_AFTER));
-    // Bounded by the timeout around the whole call.
-    let _ = answer.into_body().collect().await;
-    Ok(outcome)
+    req.body(Full::new(body))
 }
 
 /// The wait before attempt `next` (2, 3, ...): `base` doubled per attempt,

@@ -154,14 +154,25 @@ impl Loop {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for change in changes {
-            match change {
-                Change::Assigned(ps) => ps.into_iter().for_each(|p| {
-                    self.progress.assign(p);
-                }),
-                Change::Revoked(ps) => ps.into_iter().for_each(|p| {
-                    self.progress.revoke(p);
-                    self.held.remove(&p);
-                }),
+            let revoked = match change {
+                Change::Assigned(ps) => {
+                    for &p in &ps {
+                        let epoch = self.progress.assign(p);
+                        self.shared.set_epoch(p, Some(epoch));
+                        // librdkafka keeps a partition's pause flag across
+                        // an unassign: one paused for a full queue before a
+                        // rebalance would never be read again.
+                        self.pause(p, false);
+                    }
+                    continue;
+                }
+                Change::Revoked(ps) => ps,
+                Change::Lost => self.progress.owned(),
+            };
+            for p in revoked {
+                self.progress.revoke(p);
+                self.shared.set_epoch(p, None);
+                self.held.remove(&p);
             }
         }
     }
@@ -286,7 +297,10 @@ impl Loop {
         if todo.is_empty() {
             return Ok(());
         }
-        let (settled, failed) = self.shared.log.settled(Duration::from_secs(10));
+        self.start_positions();
+        // Short: the poll loop waits meanwhile; not settled yet is retried
+        // at the next interval.
+        let (settled, failed) = self.shared.log.settled(Duration::from_secs(2));
         if failed > 0 {
             return Err(ForwardError::LogLost(failed));
         }
@@ -311,6 +325,21 @@ impl Loop {
         Ok(())
     }
 
+    /// Where a partition that has no record read yet starts (its reset
+    /// position, `forward.start_from`): committed like any other, so a
+    /// quiet partition of a new group does not look stalled at offset 0
+    /// to the other instances' orphan watch.
+    fn start_positions(&mut self) {
+        let Ok(tpl) = self.consumer.position() else {
+            return;
+        };
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.progress.start_at(e.partition(), o);
+            }
+        }
+    }
+
     /// Lag, queue depths, and partitions no live instance owns.
     fn watch(&mut self) {
         for q in &self.queues {
@@ -328,6 +357,14 @@ impl Loop {
             let at = committed.get(&((), *p)).copied().unwrap_or(0);
             metric::forward_lag(*p, end - at);
         }
+        // Only partitions the group has committed: with start_from =
+        // "latest" a quiet partition of a new group has no commit and is no
+        // orphan (a dead instance's share of a group that never committed
+        // is not detected: said in the README).
+        let ends: group::Offsets = ends
+            .into_iter()
+            .filter(|(k, _)| committed.contains_key(k))
+            .collect();
         let orphaned = self.coverage.orphaned(&committed, &ends, &owned);
         self.status
             .orphaned

@@ -31,7 +31,8 @@ pub struct Destination {
     tag: u64,
 }
 
-/// What the destination is told, ready to send.
+/// What the destination is told, ready to send. Its `Debug` shows no
+/// token ([`BearerToken`]'s own hides it).
 #[derive(Clone, Debug)]
 pub struct Call {
     pub method: HttpMethod,
@@ -41,7 +42,7 @@ pub struct Call {
     /// The same for every attempt and every replay of this record to
     /// this destination.
     pub idempotency_key: String,
-    pub bearer: Option<String>,
+    pub bearer: Option<BearerToken>,
 }
 
 /// Why a record is not sent to a destination (the `result` label).
@@ -172,7 +173,7 @@ impl Destination {
             url,
             body,
             idempotency_key: key,
-            bearer: self.token.as_ref().map(|t| t.expose().to_string()),
+            bearer: self.token.clone(),
         })
     }
 }
@@ -255,7 +256,7 @@ mod tests {
         let cfg = config(
             "[[line_items]]\nid = 5002\nadvertiser = 100\n\
              [[destinations]]\nid = \"g\"\nkind = \"google_ads_upload\"\nurl = \"https://g.example/up\"\n\
-             conversion_action = \"customers/1/conversionActions/2\"\n\
+             conversion_action = \"customers/1/conversionActions/2\"\ntoken = \"google-token-0123456789\"\n\
              [[destinations]]\nid = \"other\"\nkind = \"postback\"\nurl = \"https://s.example/pb\"\nline_items = [5002]\n",
         );
         let g = Destination::new(&cfg.destinations[0]);

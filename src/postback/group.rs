@@ -31,6 +31,8 @@ pub struct Status {
 pub enum Change {
     Assigned(Vec<i32>),
     Revoked(Vec<i32>),
+    /// A failed rebalance: rdkafka unassigns everything.
+    Lost,
 }
 
 pub struct GroupCtx {
@@ -66,10 +68,15 @@ impl ConsumerContext for GroupCtx {
                 info!(partitions = ?partitions(tpl), "forward partitions assigned");
                 Change::Assigned(partitions(tpl))
             }
-            Rebalance::Revoke(tpl) => Change::Revoked(partitions(tpl)),
+            Rebalance::Revoke(tpl) => {
+                // Not ready until the next assignment (or while out of the group).
+                self.status.joined.store(false, Ordering::Relaxed);
+                Change::Revoked(partitions(tpl))
+            }
             Rebalance::Error(e) => {
-                warn!(error = %e, "consumer-group rebalance failed");
-                return;
+                warn!(error = %e, "consumer-group rebalance failed; every partition is dropped");
+                self.status.joined.store(false, Ordering::Relaxed);
+                Change::Lost
             }
         };
         self.changes

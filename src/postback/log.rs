@@ -2,13 +2,17 @@
 //! attempt's outcome (`pixel.postbacks`) and one dead letter per call given
 //! up on (`pixel.postbacks.dead`), through the one producer path
 //! ([`crate::sink::producer`]). A dead letter must be in Kafka before its
-//! record's offset is committed: [`Log::settled`] says whether everything
-//! produced so far was acknowledged, and counts what Kafka gave up on.
+//! record's offset is committed: every message gets a sequence number, and
+//! [`Log::settled`] says whether every message sent before it was called is
+//! acknowledged (messages sent meanwhile, for other calls, do not hold the
+//! commit back), and counts what Kafka gave up on.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use rdkafka::config::ClientConfig;
 
 use super::call::Outcome;
@@ -16,9 +20,14 @@ use super::destination::{Call, Destination};
 use crate::config::HttpMethod;
 use crate::event::{EventType, JsonWriter, VERSION};
 use crate::ids::EventId;
-use crate::sink::producer::{KafkaProducer, Outgoing, Produce, Topics};
+use crate::sink::producer::{KafkaProducer, Outgoing, Produce, Report, Topics};
 use crate::sink::Topic;
 use crate::telemetry::now_ms;
+
+/// A dead letter's URL and body are cut to this: a hostile record's
+/// values must not make a message the broker refuses (which would stop
+/// forward before it commits, again after every restart).
+const DEAD_LETTER_FIELD_MAX: usize = 65_536;
 
 /// The record a call is for.
 #[derive(Clone, Copy, Debug)]
@@ -29,28 +38,26 @@ pub struct About {
 
 pub struct Log {
     producer: KafkaProducer,
-    /// Messages Kafka reported as failed since start.
-    failed: Arc<AtomicU64>,
+    reports: Receiver<Report>,
+    /// The next message's sequence number (its delivery opaque).
+    next: AtomicU64,
+    /// Sequence numbers sent and not acknowledged yet.
+    outstanding: Mutex<BTreeSet<u64>>,
+    /// Messages Kafka refused or gave up on since start.
+    failed: AtomicU64,
 }
 
 impl Log {
     pub fn new(client: &ClientConfig, topics: Topics) -> Result<Log, rdkafka::error::KafkaError> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let failed = Arc::new(AtomicU64::new(0));
+        let (tx, reports) = crossbeam_channel::unbounded();
         let producer = KafkaProducer::new(client, topics, Some(tx))?;
-        let count = failed.clone();
-        // The reports' only reader; ends when the producer (its sender) goes.
-        std::thread::Builder::new()
-            .name("forward-reports".into())
-            .spawn(move || {
-                for (_, outcome) in rx {
-                    if outcome.is_err() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
-        Ok(Log { producer, failed })
+        Ok(Log {
+            producer,
+            reports,
+            next: AtomicU64::new(1),
+            outstanding: Mutex::new(BTreeSet::new()),
+            failed: AtomicU64::new(0),
+        })
     }
 
     /// One attempt's outcome.
@@ -94,9 +101,15 @@ impl Log {
                 HttpMethod::Post => "POST",
             },
         );
-        w.str("url", &call.url);
+        w.str("url", capped(&call.url));
         let body = call.body.as_deref().map(String::from_utf8_lossy);
-        w.opt_str("body", body.as_deref());
+        w.opt_str("body", body.as_deref().map(capped));
+        let cut = call.url.len() > DEAD_LETTER_FIELD_MAX
+            || call
+                .body
+                .as_ref()
+                .is_some_and(|b| b.len() > DEAD_LETTER_FIELD_MAX);
+        w.bool("truncated", cut);
         w.end();
         self.send(Topic::PostbacksDead, EventType::PostbackDead, about, &buf);
     }
@@ -110,19 +123,54 @@ impl Log {
             headers: &[("type", kind.as_str().as_bytes())],
             payload,
         };
-        if self.producer.send(&msg, 0).is_err() {
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        // Listed before it is sent, so its report cannot come first.
+        self.outstanding_set().insert(seq);
+        if self.producer.send(&msg, seq).is_err() {
             // Refused at once (queue full for 300 s of backlog, too
             // large): counted like a failed delivery, so nothing commits.
-            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.outstanding_set().remove(&seq);
+            self.failed.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    /// Whether every message so far is acknowledged (waiting at most
-    /// `timeout`), and how many Kafka gave up on since start.
-    pub fn settled(&self, timeout: Duration) -> (bool, u64) {
-        let left = self.producer.flush(timeout);
-        (left == 0, self.failed.load(Ordering::Relaxed))
+    fn outstanding_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.outstanding.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Whether every message sent before this call is acknowledged
+    /// (waiting at most `timeout`), and how many Kafka refused or gave up
+    /// on since start. Reports are read here, on the caller's thread, so a
+    /// failure is counted before the answer says "settled".
+    pub fn settled(&self, timeout: Duration) -> (bool, u64) {
+        let before = self.next.load(Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (seq, outcome) in self.reports.try_iter() {
+                self.outstanding_set().remove(&seq);
+                if outcome.is_err() {
+                    self.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let done = self.outstanding_set().range(..before).next().is_none();
+            if done || Instant::now() >= deadline {
+                return (done, self.failed.load(Ordering::SeqCst));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// `text` cut to [`DEAD_LETTER_FIELD_MAX`] bytes on a character boundary.
+fn capped(text: &str) -> &str {
+    if text.len() <= DEAD_LETTER_FIELD_MAX {
+        return text;
+    }
+    let mut end = DEAD_LETTER_FIELD_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn head<'b>(

@@ -32,6 +32,8 @@ pub enum ForwardError {
     /// past their records would lose what happened to them.
     #[error("Kafka gave up on {0} delivery-log or dead-letter message(s); stopping without committing past them (a restart calls those records again)")]
     LogLost(u64),
+    #[error("the forward thread panicked; stopping without committing further (a restart calls the unfinished records again)")]
+    Panicked,
     #[error("kafka: {what}: {source}")]
     Kafka {
         what: &'static str,

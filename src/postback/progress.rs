@@ -63,6 +63,15 @@ impl Progress {
         }
     }
 
+    /// Where reading starts, for a partition nothing was read from yet.
+    pub fn start_at(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.parts.get_mut(&partition) {
+            if p.next.is_none() && p.open.is_empty() {
+                p.next = Some(offset);
+            }
+        }
+    }
+
     /// One call of the record at `offset` finished.
     pub fn finished(&mut self, partition: i32, offset: i64, epoch: u64) {
         let Some(p) = self.parts.get_mut(&partition).filter(|p| p.epoch == epoch) else {

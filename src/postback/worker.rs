@@ -1,8 +1,11 @@
-//! One destination's queue and the calls it runs: at most `concurrency` at
-//! once, at most `rate_per_s` started per second, each retried with backoff
-//! up to `max_attempts`, then dead-lettered. A slow destination fills only
-//! its own queue; the consumer pauses the partitions that feed a full one.
+//! One destination's queue and the calls it runs: at most `concurrency`
+//! attempts at once (a call waiting for its next attempt holds no slot),
+//! at most `rate_per_s` started per second, each call retried with backoff
+//! up to `max_attempts`, then dead-lettered. At most `queue_capacity`
+//! calls are queued or under way: a slow destination fills only its own
+//! queue, and the consumer pauses the partitions that feed a full one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +48,25 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// Calls between their first attempt and their end.
     pub in_flight: AtomicUsize,
+    /// Each owned partition's assignment epoch: a call of a record whose
+    /// partition was revoked (and maybe assigned again) stops before its
+    /// next attempt; the new owner's copy of the record makes the call.
+    pub epochs: Mutex<HashMap<i32, u64>>,
+}
+
+impl Shared {
+    pub fn set_epoch(&self, partition: i32, epoch: Option<u64>) {
+        let mut e = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        match epoch {
+            Some(n) => e.insert(partition, n),
+            None => e.remove(&partition),
+        };
+    }
+
+    fn current(&self, job: &Job) -> bool {
+        let e = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        e.get(&job.partition) == Some(&job.epoch)
+    }
 }
 
 /// The consumer's side of a destination's queue.
@@ -59,7 +81,13 @@ pub struct Queue {
 pub fn start(destination: Arc<Destination>, capacity: usize, shared: Arc<Shared>) -> Queue {
     let (tx, rx) = mpsc::channel(capacity);
     let depth = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(run(destination.clone(), rx, shared, depth.clone()));
+    tokio::spawn(run(
+        destination.clone(),
+        rx,
+        shared,
+        depth.clone(),
+        capacity,
+    ));
     Queue {
         destination,
         tx,
@@ -72,33 +100,47 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     shared: Arc<Shared>,
     depth: Arc<AtomicUsize>,
+    capacity: usize,
 ) {
+    // Calls taken from the queue and not ended: with the queue's own
+    // capacity, what one destination holds is bounded.
+    let calls = Arc::new(Semaphore::new(capacity));
     let slots = Arc::new(Semaphore::new(d.concurrency));
     let rate = Arc::new(Rate::new(d.rate_per_s));
     while let Some(job) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(call) = calls.clone().acquire_owned().await else {
             break;
         };
-        let (d, shared, rate, depth) = (d.clone(), shared.clone(), rate.clone(), depth.clone());
+        let (d, shared, rate, depth, slots) = (
+            d.clone(),
+            shared.clone(),
+            rate.clone(),
+            depth.clone(),
+            slots.clone(),
+        );
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            deliver(&job, &d, &shared, &rate).await;
+            deliver(&job, &d, &shared, &rate, &slots).await;
             depth.fetch_sub(1, Ordering::Relaxed);
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            drop(slot);
+            drop(call);
         });
     }
 }
 
 /// Attempts until an end; reports the end to the consumer.
-async fn deliver(job: &Job, d: &Destination, shared: &Shared, rate: &Rate) {
+async fn deliver(job: &Job, d: &Destination, shared: &Shared, rate: &Rate, slots: &Semaphore) {
     let mut stop = shared.stop.clone();
     for n in 1..=d.max_attempts {
+        let Ok(slot) = slots.acquire().await else {
+            return;
+        };
         rate.wait().await;
-        if *stop.borrow() {
+        if *stop.borrow() || !shared.current(job) {
             return;
         }
         let (outcome, latency) = call::attempt(&shared.client, &job.call, d.timeout).await;
+        drop(slot);
         metric::forward_attempt(&d.id, outcome.label(), latency.as_secs_f64());
         shared
             .log
