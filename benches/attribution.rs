@@ -61,6 +61,7 @@ fn inputs(n: usize, seed: u64) -> Vec<Input> {
                     advertiser: AdvertiserId(100),
                     order_id: None,
                     value_micros: Some(1_000_000),
+                    context: None,
                 })
             }
         })

@@ -811,6 +811,20 @@ fn a_meta_click_reaches_the_conversions_api_with_the_pixels_event_id_and_fbc() {
     assert_eq!(e["custom_data"]["value"], 20.0);
     assert_eq!(e["custom_data"]["currency"], "EUR");
     assert_eq!(e["custom_data"]["order_id"], "M1");
+    // The browser as the conversion event recorded it (its address after
+    // privacy.ip), carried by the attribution record.
+    let conversion = &conversions[0].json;
+    for (sent, recorded) in [
+        (&e["user_data"]["client_user_agent"], "user_agent"),
+        (&e["user_data"]["client_ip_address"], "ip"),
+        (&e["event_source_url"], "referer"),
+    ] {
+        assert!(conversion[recorded].is_string(), "{recorded}: {conversion}");
+        assert_eq!(sent, &conversion[recorded], "{recorded}");
+    }
+    assert_eq!(record["client_user_agent"], conversion["user_agent"]);
+    assert_eq!(record["client_ip"], conversion["ip"]);
+    assert_eq!(record["page_url"], conversion["referer"]);
     // The postback destination needs a click id of its own source: none here.
     assert!(catcher.caught("/ok/pb").is_empty());
 }

@@ -145,6 +145,7 @@ mod tests {
                 advertiser: AdvertiserId(3),
                 order_id: None,
                 value_micros: value,
+                context: None,
             },
         }
     }

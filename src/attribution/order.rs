@@ -227,6 +227,7 @@ mod tests {
             advertiser: AdvertiserId(1),
             order_id: None,
             value_micros: None,
+            context: None,
         })
     }
 

@@ -145,6 +145,18 @@ impl Attribution {
         let source = self.source_click.as_ref();
         w.opt_str("source_click_id", source.map(|s| &*s.id));
         w.opt_str("source_click_kind", source.map(|s| s.kind.as_str()));
+        // What the conversion event already held (its address after
+        // `privacy.ip`), for destinations that match a person on it.
+        let context = c.context.as_deref();
+        w.opt_str(
+            "client_user_agent",
+            context.and_then(|x| x.user_agent.as_deref()),
+        );
+        match context.and_then(|x| x.ip) {
+            Some(ip) => w.display("client_ip", ip),
+            None => w.null("client_ip"),
+        }
+        w.opt_str("page_url", context.and_then(|x| x.page_url.as_deref()));
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
         let value = self.adjustment.map_or(c.value_micros, |v| v.value_micros);
         w.opt_u64("value_micros", value);

@@ -63,6 +63,7 @@ fn conversion(uid: Option<UserId>, click: Option<ClickRef>, ts: u64) -> Conversi
         advertiser: AdvertiserId(1),
         order_id: None,
         value_micros: Some(5_000_000),
+        context: None,
     }
 }
 

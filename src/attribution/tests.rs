@@ -121,6 +121,7 @@ fn convert_full(
         advertiser: AdvertiserId(1),
         order_id: None,
         value_micros: None,
+        context: None,
     };
     e.apply(Input::Conversion(input)).unwrap()
 }
@@ -342,12 +343,42 @@ fn config_changes_apply_to_touches_already_stored() {
 }
 
 #[test]
+fn the_record_carries_the_conversion_s_context_and_nulls_without_one() {
+    let e = engine();
+    let context = crate::event::ConversionContext::new(
+        Some("Mozilla/5.0 \"q\""),
+        Some("203.0.113.0".parse().unwrap()),
+        Some("https://shop.example/thanks"),
+    );
+    let input = ConversionInput {
+        context,
+        ..convert(&e, 105, T0).conversion
+    };
+    let a = e.apply(Input::Conversion(input)).unwrap();
+    let mut buf = Vec::new();
+    a.encode(&mut buf);
+    let j: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+    assert_eq!(j["client_user_agent"], "Mozilla/5.0 \"q\"");
+    assert_eq!(j["client_ip"], "203.0.113.0");
+    assert_eq!(j["page_url"], "https://shop.example/thanks");
+    // A server's conversion (or an opted-out browser's address): null,
+    // present all the same.
+    let plain = convert(&e, 105, T0 + 1);
+    let mut buf = Vec::new();
+    plain.encode(&mut buf);
+    let j: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+    for k in ["client_user_agent", "client_ip", "page_url"] {
+        assert_eq!(j.get(k), Some(&serde_json::Value::Null), "{k}");
+    }
+}
+
+#[test]
 fn the_record_id_is_derived_from_the_conversion_and_stable() {
     let e = engine();
     let a = convert(&e, 105, T0);
     let b = convert(&e, 105, T0);
     assert_ne!(a.event_id(), b.event_id());
-    let again = Attribution::of(a.conversion, a.decision);
+    let again = Attribution::of(a.conversion.clone(), a.decision);
     assert_eq!(again.event_id(), a.event_id());
     let mut buf = Vec::new();
     a.encode(&mut buf);
@@ -599,6 +630,7 @@ fn convert_order(e: &Engine, uid: Option<UserId>, pixel: u32, ts: u64, order: &s
         advertiser: AdvertiserId(1),
         order_id: crate::event::OrderId::new(order),
         value_micros: None,
+        context: None,
     };
     e.apply(Input::Conversion(input)).unwrap()
 }
@@ -730,6 +762,7 @@ fn convert_valued(e: &Engine, ts: u64, order: &str, value: u64) -> Attribution {
         advertiser: AdvertiserId(1),
         order_id: crate::event::OrderId::new(order),
         value_micros: Some(value),
+        context: None,
     };
     e.apply(Input::Conversion(input)).unwrap()
 }
@@ -750,6 +783,7 @@ fn adjust(
         advertiser: AdvertiserId(1),
         order_id: crate::event::OrderId::new(order),
         value_micros: value,
+        context: None,
     };
     let input = crate::event::AdjustmentInput { kind, conversion };
     e.apply(Input::Adjustment(input)).unwrap()

@@ -4,8 +4,11 @@
 //! journal, a Kafka topic). Both derivations give the same value
 //! (`tests::the_json_and_the_event_agree`).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
+use super::context::ConversionContext;
 use super::source_click::OwnedSourceClick;
 use super::{Body, Event, EventType, SourceClickKind};
 use crate::ids::{
@@ -95,7 +98,7 @@ pub struct ClickRef {
 }
 
 /// A conversion as the engine receives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversionInput {
     /// None for anonymous and opted-out users.
     pub uid: Option<UserId>,
@@ -107,6 +110,11 @@ pub struct ConversionInput {
     pub advertiser: AdvertiserId,
     pub order_id: Option<OrderId>,
     pub value_micros: Option<u64>,
+    /// A conversion's browser context, for its attribution record only
+    /// (never kept in the engine's state); None for a server's conversion
+    /// and for every adjustment. Boxed, so an input without one costs 8
+    /// bytes, not the strings' bounds.
+    pub context: Option<Box<ConversionContext>>,
 }
 
 /// What an adjustment does to the conversion it names.
@@ -137,7 +145,7 @@ impl AdjustmentKind {
 /// An adjustment as the engine receives it: `conversion` names the
 /// original (its user or click, pixel and order id) and carries the
 /// adjustment's own event id and time, and for a restatement the new value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdjustmentInput {
     pub kind: AdjustmentKind,
     pub conversion: ConversionInput,
@@ -235,10 +243,17 @@ impl AttributionInput {
                     .filter(|_| touch_ok && c.uid.is_some())
                     .map(OwnedSourceClick::from),
             ),
-            Body::Conversion(cv) => Some(AttributionInput::Conversion(conversion_input(c, cv))),
+            Body::Conversion(cv) => {
+                let context =
+                    ConversionContext::new(c.user_agent.as_deref(), c.ip, c.referer.as_deref());
+                Some(AttributionInput::Conversion(conversion_input(
+                    c, cv, context,
+                )))
+            }
+            // An adjustment's record goes to nobody's browser-matching API.
             Body::Adjustment(a) => Some(AttributionInput::Adjustment(AdjustmentInput {
                 kind: a.kind,
-                conversion: conversion_input(c, &a.conversion),
+                conversion: conversion_input(c, &a.conversion, None),
             })),
             Body::OptOut => c.uid.map(|uid| {
                 AttributionInput::Forget(ForgetInput {
@@ -323,6 +338,8 @@ impl AttributionInput {
                 Some(AttributionInput::Touch(touch))
             }
             _ => {
+                // Read before `click_id` moves out of `e`.
+                let context = e.context();
                 let click = match e.click_id {
                     Some(c) => Some(ClickRef {
                         event_id: EventId::parse(c.event_id)?,
@@ -346,6 +363,7 @@ impl AttributionInput {
                     advertiser: AdvertiserId(e.advertiser_id?),
                     order_id: e.order_id.as_deref().and_then(OrderId::new),
                     value_micros: e.value_micros,
+                    context: None,
                 };
                 if kind == EventType::Adjustment {
                     let kind = AdjustmentKind::parse(e.adjustment?)?;
@@ -354,14 +372,21 @@ impl AttributionInput {
                         conversion,
                     }));
                 }
-                Some(AttributionInput::Conversion(conversion))
+                Some(AttributionInput::Conversion(ConversionInput {
+                    context,
+                    ..conversion
+                }))
             }
         }
     }
 }
 
 /// A conversion's (or adjustment's) engine input.
-fn conversion_input(c: &super::Common<'_>, cv: &super::Conversion<'_>) -> ConversionInput {
+fn conversion_input(
+    c: &super::Common<'_>,
+    cv: &super::Conversion<'_>,
+    context: Option<Box<ConversionContext>>,
+) -> ConversionInput {
     ConversionInput {
         uid: conversion_user(c.uid, c.new_uid, cv.click.as_ref()),
         click: cv.click,
@@ -371,6 +396,7 @@ fn conversion_input(c: &super::Common<'_>, cv: &super::Conversion<'_>) -> Conver
         advertiser: cv.advertiser_id,
         order_id: cv.order_id.as_deref().and_then(OrderId::new),
         value_micros: cv.value_micros,
+        context,
     }
 }
 
@@ -429,10 +455,13 @@ pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
 ///             [ | u128 click event_id | u32 line_item | u32 tracker | u32 publisher | u32 placement (0: none) [ | u128 click user ] ]
 /// forget:     u8 4 | u128 uid | u128 event_id
 /// adjustment: u8 5 | u8 kind (1 retract, 2 restate) | the conversion's bytes after its tag
+/// conversion with a context: u8 6 | context (ConversionContext::put) | the conversion's bytes after its tag
 /// ```
 /// The click is appended only when there is one, so the records of the
 /// release before click ids still decode; so is a click's source click id,
-/// for the records of the release before it.
+/// for the records of the release before it. A conversion's context has a
+/// tag of its own (the conversion's tail is already told by its length),
+/// so a conversion without one is written as before and tag 3 still reads.
 impl AttributionInput {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -457,7 +486,13 @@ impl AttributionInput {
                 }
             }
             AttributionInput::Conversion(c) => {
-                out.push(3);
+                match &c.context {
+                    Some(context) => {
+                        out.push(6);
+                        context.put(out);
+                    }
+                    None => out.push(3),
+                }
                 encode_conversion(c, out);
             }
             AttributionInput::Adjustment(a) => {
@@ -527,6 +562,14 @@ impl AttributionInput {
                 },
             }),
             3 => AttributionInput::Conversion(decode_conversion(&mut r)?),
+            6 => {
+                let (context, rest) = ConversionContext::take(r.0)?;
+                r.0 = rest;
+                AttributionInput::Conversion(ConversionInput {
+                    context,
+                    ..decode_conversion(&mut r)?
+                })
+            }
             5 => {
                 let kind = match r.u8()? {
                     1 => AdjustmentKind::Retract,
@@ -582,6 +625,7 @@ fn decode_conversion(r: &mut Bytes<'_>) -> Option<ConversionInput> {
         advertiser,
         order_id: OrderId::new(order),
         value_micros: has_value.then_some(value),
+        context: None,
     })
 }
 
@@ -665,6 +709,13 @@ struct Fields<'a> {
     source_click_id: Option<String>,
     #[serde(borrow, default)]
     source_click_kind: Option<&'a str>,
+    /// A conversion's context. Borrowed unless escaped (an agent may quote).
+    #[serde(borrow, default)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    referer: Option<Cow<'a, str>>,
 }
 
 impl Fields<'_> {
@@ -674,6 +725,13 @@ impl Fields<'_> {
     fn source_click(&self) -> Option<OwnedSourceClick> {
         let kind = SourceClickKind::parse(self.source_click_kind?)?;
         OwnedSourceClick::new(kind, self.source_click_id.as_deref()?)
+    }
+
+    /// A conversion's context, bounded as on the request path; an address
+    /// that does not parse is dropped, not the conversion.
+    fn context(&self) -> Option<Box<ConversionContext>> {
+        let ip = self.ip.as_deref().and_then(|s| s.parse().ok());
+        ConversionContext::new(self.user_agent.as_deref(), ip, self.referer.as_deref())
     }
 }
 
@@ -848,6 +906,109 @@ mod tests {
             AttributionInput::from_json(EventType::Click, bad.as_bytes()),
             Some(without)
         );
+    }
+
+    /// A browser's conversion: its agent, address and page, as the pixel
+    /// recorded them.
+    fn browser_conversion(ip: Option<&str>) -> Event<'static> {
+        let mut c = common(Some(UserId(7)), Warnings::default());
+        c.ip = ip.map(|s| s.parse().unwrap());
+        c.referer = Some("https://shop.example/thanks?o=1&q=\"x\"".into());
+        Event {
+            common: c,
+            body: Body::Conversion(Conversion {
+                pixel_id: PixelId(7313),
+                advertiser_id: AdvertiserId(100),
+                order_id: Some("ORD42".into()),
+                value_micros: Some(12_500_000),
+                other: None,
+                segments_added: vec![],
+                segments_removed: vec![],
+                redir: None,
+                click: None,
+                source: super::super::ConversionSource::Browser,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_conversion_s_context_rides_along_in_every_form() {
+        for ip in [Some("203.0.113.0"), Some("2001:db8::"), None] {
+            let event = browser_conversion(ip);
+            let typed = AttributionInput::from_event(&event).unwrap();
+            let AttributionInput::Conversion(c) = &typed else {
+                panic!("{typed:?}")
+            };
+            let context = c.context.as_deref().unwrap();
+            assert_eq!(
+                context.user_agent.as_deref(),
+                Some("Mozilla/5.0 \"quoted\"")
+            );
+            assert_eq!(context.ip, event.common.ip);
+            assert_eq!(
+                context.page_url.as_deref(),
+                Some("https://shop.example/thanks?o=1&q=\"x\"")
+            );
+            // The member's path: the event's JSON (escaped quotes and all).
+            let mut json = Vec::new();
+            encode(&event, &mut json);
+            let read = AttributionInput::read_json(EventType::Conversion, &json);
+            assert_eq!(read.as_ref().ok().and_then(|i| i.as_ref()), Some(&typed));
+            // The journal's path: the binary form, cut anywhere refused.
+            let mut bin = Vec::new();
+            typed.encode(&mut bin);
+            assert_eq!(bin[0], 6);
+            assert_eq!(AttributionInput::decode(&bin).as_ref(), Some(&typed));
+            for cut in 1..bin.len() {
+                assert_eq!(AttributionInput::decode(&bin[..cut]), None, "cut {cut}");
+            }
+            // The release before wrote the same conversion under tag 3,
+            // without the context: it still reads.
+            let without = AttributionInput::Conversion(ConversionInput {
+                context: None,
+                ..c.clone()
+            });
+            let mut old = Vec::new();
+            without.encode(&mut old);
+            assert_eq!(old[0], 3);
+            assert_eq!(AttributionInput::decode(&old), Some(without));
+        }
+    }
+
+    #[test]
+    fn a_context_is_bounded_alike_from_the_event_and_the_json_and_never_on_an_adjustment() {
+        let mut event = browser_conversion(Some("203.0.113.0"));
+        let long = "A".repeat(crate::event::context::MAX_USER_AGENT + 1);
+        event.common.user_agent = Some(long.into());
+        let typed = AttributionInput::from_event(&event).unwrap();
+        let AttributionInput::Conversion(c) = &typed else {
+            panic!("{typed:?}")
+        };
+        assert_eq!(c.context.as_ref().unwrap().user_agent, None);
+        let mut json = Vec::new();
+        encode(&event, &mut json);
+        assert_eq!(
+            AttributionInput::from_json(EventType::Conversion, &json),
+            Some(typed)
+        );
+        // An address that does not parse is dropped, not the conversion.
+        let text = String::from_utf8(json).unwrap();
+        let bad = text.replace("\"203.0.113.0\"", "\"not-an-ip\"");
+        assert_ne!(bad, text);
+        let Some(AttributionInput::Conversion(c)) =
+            AttributionInput::from_json(EventType::Conversion, bad.as_bytes())
+        else {
+            panic!("{bad}")
+        };
+        assert_eq!(c.context.unwrap().ip, None);
+        // The same fields on an adjustment's JSON are not carried.
+        let adjustment = text.replace("\"order_id\"", "\"adjustment\":\"retract\",\"order_id\"");
+        let Some(AttributionInput::Adjustment(a)) =
+            AttributionInput::from_json(EventType::Adjustment, adjustment.as_bytes())
+        else {
+            panic!("{adjustment}")
+        };
+        assert_eq!(a.conversion.context, None);
     }
 
     #[test]

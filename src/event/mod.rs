@@ -3,12 +3,14 @@
 //! An event borrows its strings from the request it came from; it lives only
 //! as long as it takes to encode it into a reused buffer.
 
+pub mod context;
 mod encode;
 pub mod input;
 pub mod source_click;
 pub mod text;
 mod warnings;
 
+pub use context::ConversionContext;
 pub use encode::{encode, JsonWriter};
 pub use input::{
     AdjustmentInput, AdjustmentKind, AttributionInput, ClickRef, ConversionInput, ForgetInput,

@@ -299,4 +299,44 @@ mod tests {
             "one key per record and destination"
         );
     }
+
+    #[test]
+    fn meta_matches_on_fbclid_or_on_the_browsers_address_and_agent() {
+        let cfg = config(
+            "[[destinations]]\nid = \"m\"\nkind = \"meta_capi\"\nurl = \"https://m.example/events\"\ntoken = \"meta-access-token-0123456789\"\n",
+        );
+        let m = Destination::new(&cfg.destinations[0]);
+        let cur = currencies(&cfg);
+        let event = |fields: &str| {
+            let body = m.call(&record(fields), &cur).unwrap().body.unwrap();
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            j["data"][0].clone()
+        };
+        let browser = r#","client_user_agent":"Mozilla/5.0 (X11)","client_ip":"203.0.113.0","page_url":"https://shop.example/thanks""#;
+        let fbclid = r#","counted":true,"source_click_id":"IwAR2","source_click_kind":"fbclid""#;
+        let e = event(&format!("{fbclid}{browser}"));
+        assert_eq!(e["user_data"]["fbc"], "fb.1.1796593500000.IwAR2");
+        assert_eq!(e["user_data"]["client_user_agent"], "Mozilla/5.0 (X11)");
+        assert_eq!(e["user_data"]["client_ip_address"], "203.0.113.0");
+        assert_eq!(e["event_source_url"], "https://shop.example/thanks");
+        assert_eq!(e["custom_data"]["currency"], "EUR");
+        // Without an fbclid, the address and the agent together still match.
+        let e = event(&format!(r#","counted":true{browser}"#));
+        assert_eq!(e["user_data"].get("fbc"), None);
+        assert_eq!(e["user_data"]["client_ip_address"], "203.0.113.0");
+        assert_eq!(e["event_source_url"], "https://shop.example/thanks");
+        // The fbclid alone is enough; its body has no browser fields.
+        let e = event(fbclid);
+        assert_eq!(e["user_data"].get("client_ip_address"), None);
+        assert_eq!(e.get("event_source_url"), None);
+        // Neither: an agent without an address (privacy.ip = "drop", an
+        // opted-out browser) matches nobody, and nothing is sent.
+        let no_ip = r#","counted":true,"client_user_agent":"Mozilla/5.0","client_ip":null,"page_url":"https://shop.example/""#;
+        assert_eq!(m.call(&record(no_ip), &cur).unwrap_err(), Skip::NoUserData);
+        let no_agent = r#","counted":true,"client_ip":"203.0.113.0""#;
+        assert_eq!(
+            m.call(&record(no_agent), &cur).unwrap_err(),
+            Skip::NoUserData
+        );
+    }
 }

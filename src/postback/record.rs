@@ -45,6 +45,16 @@ pub struct ForwardRecord {
     pub source_click_id: Option<String>,
     #[serde(default)]
     pub source_click_kind: Option<String>,
+    /// The conversion's browser, as its event recorded it (the address
+    /// after `privacy.ip`): what Meta matches a person on without `fbc`.
+    /// Absent from the records of releases before them.
+    #[serde(default)]
+    pub client_user_agent: Option<String>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+    /// The page that fired the conversion pixel.
+    #[serde(default)]
+    pub page_url: Option<String>,
 }
 
 fn event_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EventId, D::Error> {

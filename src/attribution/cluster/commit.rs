@@ -200,6 +200,7 @@ mod tests {
             advertiser: AdvertiserId(1),
             order_id: None,
             value_micros: None,
+            context: None,
         });
         partition.push(InputTopic::Conversions, 0, conversion, ts, &mut work.outs);
         for t in InputTopic::ALL {

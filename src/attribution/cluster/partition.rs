@@ -239,9 +239,10 @@ impl PartitionWork {
                 // Its answer is kept with the order (the outcome's memo of
                 // applied adjustments), which the changelog carries, so a
                 // re-read answers the same.
-                let mut record = self.engine.apply(held.input)?;
+                let uid = a.conversion.state_user();
+                let mut record = self.engine.apply(Input::Adjustment(a))?;
                 record.late = late;
-                if let Some(uid) = a.conversion.state_user() {
+                if let Some(uid) = uid {
                     self.dirty.insert(uid);
                 }
                 Some(record)
@@ -258,7 +259,7 @@ impl PartitionWork {
                 // user's partition).
                 let Some(uid) = c.state_user() else {
                     // No state, so nothing a re-read could answer differently.
-                    let mut record = self.engine.apply(held.input)?;
+                    let mut record = self.engine.apply(Input::Conversion(c))?;
                     record.late = late;
                     return Some(record);
                 };
@@ -277,10 +278,11 @@ impl PartitionWork {
                         ..Attribution::of(c, d.decision).with_source_click(source)
                     });
                 }
-                let mut record = self.engine.apply(held.input)?;
+                let conversion = c.event_id;
+                let mut record = self.engine.apply(Input::Conversion(c))?;
                 record.late = late;
                 self.decided.entry(uid).or_default().push(Decided {
-                    conversion: c.event_id,
+                    conversion,
                     offset: held.offset,
                     decision: record.decision,
                     late,
@@ -445,6 +447,7 @@ mod tests {
             advertiser: AdvertiserId(1),
             order_id: None,
             value_micros: None,
+            context: None,
         })
     }
 
