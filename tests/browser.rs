@@ -753,9 +753,18 @@ fn a_traffic_sources_click_id_reaches_its_postback_once_with_the_value() {
         assert_eq!(c.param("tx").as_deref(), Some("B77"));
         assert_eq!(c.param("status").as_deref(), Some("approved"));
         assert_eq!(c.key().len(), 36, "an idempotency key");
-        // Meta and Google get nothing: that click carried no id of theirs.
-        assert!(catcher.caught("/ok/meta").is_empty());
+        // Google gets nothing: that click carried no id of Google's. Meta
+        // matches on the browser's address and agent: no fbc without an
+        // fbclid.
         assert!(catcher.caught("/ok/google").is_empty());
+        let meta = catcher.wait("/ok/meta", Duration::from_secs(30), |c| !c.is_empty());
+        assert_eq!(meta.len(), 1, "{mode:?}: {meta:?}");
+        let user = &meta[0].json()["data"][0]["user_data"];
+        assert!(user.get("fbc").is_none(), "{user}");
+        assert!(
+            user["client_user_agent"].is_string() && user["client_ip_address"].is_string(),
+            "{user}"
+        );
     }
 }
 
@@ -881,7 +890,10 @@ fn a_google_click_reaches_the_upload_with_its_gclid_time_zone_and_value() {
     assert_eq!(up["currency_code"], "EUR");
     assert_eq!(up["order_id"], "G1");
     assert_eq!(body["partial_failure"], true);
-    // Neither the source's postback nor Meta had an id of theirs.
+    // The source's postback had no id of its own source; Meta matched on
+    // the browser's address and agent, without an fbc.
     assert!(catcher.caught("/ok/pb").is_empty());
-    assert!(catcher.caught("/ok/meta").is_empty());
+    let meta = catcher.wait("/ok/meta", Duration::from_secs(30), |c| !c.is_empty());
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    assert!(meta[0].json()["data"][0]["user_data"].get("fbc").is_none());
 }
