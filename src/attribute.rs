@@ -11,9 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -141,7 +138,9 @@ pub async fn run(
     let status = member.status.clone();
     let http = {
         let cfg = cfg.clone();
-        tokio::spawn(async move { serve_status(listener, status, &cfg).await })
+        tokio::spawn(async move {
+            crate::http::status_page::serve(listener, &cfg.server, move || readiness(&status)).await
+        })
     };
     tokio::pin!(shutdown);
     loop {
@@ -162,54 +161,21 @@ pub async fn run(
     result.map_err(AttributeError::Cluster)
 }
 
-/// Connections the member's status listener takes at most: Prometheus and
-/// an orchestrator's probes, not a crowd.
-pub const STATUS_MAX_CONNECTIONS: usize = 64;
-
-/// `/readyz` and `/metrics`, with serve's header timeout, a connection cap
-/// and accept back-off (issue 25, finding 6: held connections made
-/// `/readyz` unreachable and the accept loop spun on EMFILE).
-async fn serve_status(listener: TcpListener, status: Arc<Status>, cfg: &Config) {
-    let limits = crate::http::Limits {
-        header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
-        max_header_bytes: cfg.server.max_header_bytes,
-        shutdown_timeout: Duration::ZERO,
-        max_connections: STATUS_MAX_CONNECTIONS,
-    };
-    crate::http::server::run_status(listener, limits, "status", move |req| {
-        answer(req.uri().path(), &status)
-    })
-    .await
-}
-
-fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
-    let (code, body) = match path {
-        "/readyz" if status.ready() => (StatusCode::OK, "ready\n".to_string()),
-        "/readyz" if status.orphaned.load(std::sync::atomic::Ordering::Relaxed) > 0 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} partition(s) owned by no live member; rejoining the group\n",
-                status.orphaned.load(std::sync::atomic::Ordering::Relaxed)
-            ),
-        ),
-        "/readyz" if status.restoring.load(std::sync::atomic::Ordering::Relaxed) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "restoring partitions from the changelog\n".into(),
-        ),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not in the consumer group yet\n".into(),
-        ),
-        "/metrics" => (StatusCode::OK, crate::telemetry::render()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = code;
-    r.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
-    r
+/// Whether the member is ready, and why not: its `/readyz`.
+fn readiness(status: &Status) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if status.ready() {
+        Ok(())
+    } else if status.orphaned.load(Relaxed) > 0 {
+        Err(format!(
+            "{} partition(s) owned by no live member; rejoining the group",
+            status.orphaned.load(Relaxed)
+        ))
+    } else if status.restoring.load(Relaxed) {
+        Err("restoring partitions from the changelog".into())
+    } else {
+        Err("not in the consumer group yet".into())
+    }
 }
 
 /// A replay writes only to a topic of its own: the names this config reads

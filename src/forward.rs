@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -80,7 +77,9 @@ pub async fn run(
     info!(listen = %addr, destinations = cfg.destinations.len(), "pixeld forward: /readyz and /metrics");
     let http = {
         let (cfg, status) = (cfg.clone(), status.clone());
-        tokio::spawn(async move { serve_status(listener, status, &cfg).await })
+        tokio::spawn(async move {
+            crate::http::status_page::serve(listener, &cfg.server, move || readiness(&status)).await
+        })
     };
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Duration::from_millis(cfg.forward.drain_ms);
@@ -268,40 +267,16 @@ fn wait_for_topic(
     }
 }
 
-/// `/readyz` and `/metrics`, with the member's limits.
-async fn serve_status(listener: TcpListener, status: Arc<Status>, cfg: &Config) {
-    let limits = crate::http::Limits {
-        header_read_timeout: Duration::from_millis(cfg.server.header_read_timeout_ms),
-        max_header_bytes: cfg.server.max_header_bytes,
-        shutdown_timeout: Duration::ZERO,
-        max_connections: crate::attribute::STATUS_MAX_CONNECTIONS,
-    };
-    crate::http::server::run_status(listener, limits, "status", move |req| {
-        answer(req.uri().path(), &status)
-    })
-    .await
-}
-
-fn answer(path: &str, status: &Status) -> Response<Full<Bytes>> {
+/// Whether forward is ready, and why not: its `/readyz`.
+fn readiness(status: &Status) -> Result<(), String> {
     let orphaned = status.orphaned.load(Ordering::Relaxed);
-    let (code, body) = match path {
-        "/readyz" if orphaned > 0 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{orphaned} partition(s) owned by no live instance; rejoining the group\n"),
-        ),
-        "/readyz" if status.joined.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".into()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not in the consumer group yet\n".into(),
-        ),
-        "/metrics" => (StatusCode::OK, crate::telemetry::render()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = code;
-    r.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
-    r
+    if orphaned > 0 {
+        Err(format!(
+            "{orphaned} partition(s) owned by no live instance; rejoining the group"
+        ))
+    } else if status.joined.load(Ordering::Relaxed) {
+        Ok(())
+    } else {
+        Err("not in the consumer group yet".into())
+    }
 }

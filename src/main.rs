@@ -135,6 +135,27 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
+/// Runs a background service (`attribute`, `forward`) on `builder`'s
+/// runtime until it ends; its error, redacted, and its exit code.
+fn until_done<E: std::fmt::Display>(
+    cfg: &pixeld::config::Config,
+    builder: tokio::runtime::Builder,
+    service: impl std::future::Future<Output = Result<(), E>>,
+    exit_code: impl Fn(&E) -> u8,
+) -> ExitCode {
+    let runtime = match runtime(builder) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(service) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", cfg.redactor.redact(&e.to_string()));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
 /// `pixeld attribute --replay`: prints the summary as JSON.
 fn run_replay(
     cfg: &pixeld::config::Config,
@@ -244,20 +265,9 @@ fn main() -> ExitCode {
                 return run_replay(&cfg, from, to, output_topic);
             }
             // One thread: the member runs on its own; this only serves /readyz.
-            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(pixeld::attribute::run(
-                &cfg,
-                pixeld::serve::shutdown_signal(),
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
-                    ExitCode::from(e.exit_code())
-                }
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread();
+            let run = pixeld::attribute::run(&cfg, pixeld::serve::shutdown_signal());
+            until_done(&cfg, runtime, run, |e| e.exit_code())
         }
         Command::Forward { config } => {
             pixeld::telemetry::init_logs(cli.log_format);
@@ -265,17 +275,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            match runtime.block_on(pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
-                    ExitCode::from(e.exit_code())
-                }
-            }
+            let runtime = tokio::runtime::Builder::new_multi_thread();
+            let run = pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal());
+            until_done(&cfg, runtime, run, |e| e.exit_code())
         }
         Command::Serve { config } => {
             pixeld::telemetry::init_logs(cli.log_format);

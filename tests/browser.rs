@@ -770,33 +770,11 @@ fn a_traffic_sources_click_id_reaches_its_postback_once_with_the_value() {
 
 #[test]
 fn a_meta_click_reaches_the_conversions_api_with_the_pixels_event_id_and_fbc() {
-    let sites = Sites::start();
-    let catcher = Catcher::start();
-    let status = free_tcp_port();
-    let mut px = Pixeld::start_with(
-        &sites,
-        "",
-        Broker::start_sqlite(),
-        &forward_tail(&catcher, status),
-    );
-    let forward = Forward::start(&px.config, status);
-    let img = px
-        .tag(&["--pixel", "7313"])
-        .replace("t=2", "t=2&order_id=M1&value=20");
-    let b = Browser::start(ThirdPartyCookies::Allowed);
-    click_and_buy_from(&b, &sites, &px, &img, "&fbclid=IwAR0xyz");
-    drop(b);
-    let calls = catcher.wait("/ok/meta", Duration::from_secs(60), |c| !c.is_empty());
-    assert_eq!(calls.len(), 1, "{calls:?}\n{}", forward.log_text());
-    let c = &calls[0];
-    assert_eq!(c.method, "POST");
-    assert_eq!(
-        c.headers.get("authorization").map(String::as_str),
-        Some("Bearer meta-access-token-0123456789")
-    );
-    assert_eq!(
-        c.headers.get("content-type").map(String::as_str),
-        Some("application/json")
+    let (mut px, catcher, _forward, c) = forwarded_purchase(
+        "order_id=M1&value=20",
+        "&fbclid=IwAR0xyz",
+        "/ok/meta",
+        "Bearer meta-access-token-0123456789",
     );
     px.stop();
     let conversions = px.events("pixel.conversions");
@@ -840,29 +818,11 @@ fn a_meta_click_reaches_the_conversions_api_with_the_pixels_event_id_and_fbc() {
 
 #[test]
 fn a_google_click_reaches_the_upload_with_its_gclid_time_zone_and_value() {
-    let sites = Sites::start();
-    let catcher = Catcher::start();
-    let status = free_tcp_port();
-    let mut px = Pixeld::start_with(
-        &sites,
-        "",
-        Broker::start_sqlite(),
-        &forward_tail(&catcher, status),
-    );
-    let forward = Forward::start(&px.config, status);
-    let img = px
-        .tag(&["--pixel", "7313"])
-        .replace("t=2", "t=2&order_id=G1&value=75.5");
-    let b = Browser::start(ThirdPartyCookies::Allowed);
-    click_and_buy_from(&b, &sites, &px, &img, "&gclid=Cj0KCQiA-test");
-    drop(b);
-    let calls = catcher.wait("/ok/google", Duration::from_secs(60), |c| !c.is_empty());
-    assert_eq!(calls.len(), 1, "{calls:?}\n{}", forward.log_text());
-    let c = &calls[0];
-    assert_eq!(c.method, "POST");
-    assert_eq!(
-        c.headers.get("authorization").map(String::as_str),
-        Some("Bearer google-oauth-token-0123456789")
+    let (mut px, catcher, _forward, c) = forwarded_purchase(
+        "order_id=G1&value=75.5",
+        "&gclid=Cj0KCQiA-test",
+        "/ok/google",
+        "Bearer google-oauth-token-0123456789",
     );
     px.stop();
     let conversions = px.events("pixel.conversions");
@@ -896,4 +856,45 @@ fn a_google_click_reaches_the_upload_with_its_gclid_time_zone_and_value() {
     let meta = catcher.wait("/ok/meta", Duration::from_secs(30), |c| !c.is_empty());
     assert_eq!(meta.len(), 1, "{meta:?}");
     assert!(meta[0].json()["data"][0]["user_data"].get("fbc").is_none());
+}
+
+/// A click whose landing URL carries `landing` (a source's click id) and a
+/// purchase with the tag's `conversion` parameters, in Chromium, with
+/// `pixeld forward` running: the one call caught at `path`, checked as a
+/// JSON POST with the destination's `authorization`.
+fn forwarded_purchase(
+    conversion: &str,
+    landing: &str,
+    path: &str,
+    authorization: &str,
+) -> (Pixeld, Catcher, Forward, common::catcher::Caught) {
+    let sites = Sites::start();
+    let catcher = Catcher::start();
+    let status = free_tcp_port();
+    let px = Pixeld::start_with(
+        &sites,
+        "",
+        Broker::start_sqlite(),
+        &forward_tail(&catcher, status),
+    );
+    let forward = Forward::start(&px.config, status);
+    let img = px
+        .tag(&["--pixel", "7313"])
+        .replace("t=2", &format!("t=2&{conversion}"));
+    let b = Browser::start(ThirdPartyCookies::Allowed);
+    click_and_buy_from(&b, &sites, &px, &img, landing);
+    drop(b);
+    let mut calls = catcher.wait(path, Duration::from_secs(60), |c| !c.is_empty());
+    assert_eq!(calls.len(), 1, "{calls:?}\n{}", forward.log_text());
+    let c = calls.remove(0);
+    assert_eq!(c.method, "POST");
+    assert_eq!(
+        c.headers.get("authorization").map(String::as_str),
+        Some(authorization)
+    );
+    assert_eq!(
+        c.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    (px, catcher, forward, c)
 }

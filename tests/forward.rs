@@ -147,16 +147,16 @@ fn every_destination_gets_each_record_once_through_retries_dead_letters_and_a_ha
     // A message that is not a record (a stray producer's) is skipped and
     // counted, and stops nothing.
     {
-        use rdkafka::producer::{BaseRecord, Producer};
+        use rdkafka::producer::BaseRecord;
         let p = common::cluster::producer(&s.brokers);
         p.send(
-            BaseRecord::to("pixel.attributions")
+            BaseRecord::with_opaque_to("pixel.attributions", 0)
                 .key("x")
                 .payload("{\"not\": \"a record\"}"),
         )
         .map_err(|(e, _)| e)
         .unwrap();
-        p.flush(Duration::from_secs(10)).unwrap();
+        common::cluster::flushed(&p);
     }
     let orders = ["A1", "A2", "A3"];
     let uids: Vec<String> = orders.iter().map(|o| convert(&s, o)).collect();

@@ -13,6 +13,7 @@ pub mod reload_queue;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod status_page;
 pub mod sync;
 
 pub use app::{App, Live, Reload};

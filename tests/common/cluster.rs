@@ -23,7 +23,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use super::config::{config_text, fresh_dir, q};
-use super::process::{raw_get, Process};
+use super::process::{raw_get, Background, Process};
 
 pub const PARTITIONS: i32 = 6;
 
@@ -32,7 +32,26 @@ pub const PARTITIONS: i32 = 6;
 /// members' heartbeats into rebalance storms that no deployment sees.
 pub fn turn() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    eprintln!("in-process members log to {}", member_log().display());
+    turn
+}
+
+/// Where the members started in this test process (`Member::start`) log:
+/// a failed test names the file, so its members' own account of the
+/// rebalances, restores and commits is there to read.
+pub fn member_log() -> &'static Path {
+    static LOG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("pixeld-members-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path).expect("member log");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pixeld=debug,librdkafka=debug,info")
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+        path
+    })
 }
 
 /// The example config for a fleet on `brokers`: serve on `port`, in cluster
@@ -86,74 +105,39 @@ pub fn parsed(text: &str) -> Config {
 }
 
 /// `pixeld attribute` as a real process.
-pub struct Member {
-    pub child: std::process::Child,
-    pub status_port: u16,
-    pub log: PathBuf,
-}
+pub struct Member(pub Background);
 
 impl Member {
     /// Starts a member and waits until its `/readyz` says ready.
     pub fn start(config: &Path, status_port: u16) -> Member {
         let log = fresh_dir().join("attribute.log");
         let m = Member::spawn(config, status_port, &log);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while raw_get(status_port, "/readyz").is_none_or(|(s, _)| s != 200) {
-            assert!(
-                Instant::now() < deadline,
-                "pixeld attribute did not become ready; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        m.wait_ready();
         m
     }
 
     pub fn spawn(config: &Path, status_port: u16, log: &Path) -> Member {
-        let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pixeld"))
-            .args(["attribute", "--config"])
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,pixeld::attribution::cluster=trace")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Member {
-            child,
+        let env = [("RUST_LOG", "info,pixeld::attribution::cluster=trace")];
+        Member(Background::spawn(
+            "attribute",
+            config,
             status_port,
-            log: log.to_path_buf(),
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        super::process::signal(self.child.id(), "KILL");
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, and the exit code once it has left (it commits and leaves
-    /// the group first).
-    pub fn terminate(&mut self) -> Option<i32> {
-        super::process::signal(self.child.id(), "TERM");
-        self.child.wait().ok().and_then(|s| s.code())
-    }
-
-    pub fn metrics(&self) -> String {
-        raw_get(self.status_port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+            log,
+            &env,
+        ))
     }
 }
 
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Member {
+    type Target = Background;
+    fn deref(&self) -> &Background {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Background {
+        &mut self.0
     }
 }
 
@@ -304,40 +288,87 @@ pub fn json_of(record: &Attribution) -> Value {
 }
 
 /// A producer keyed like pixeld's (the Java client's murmur2).
-pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+pub fn producer(brokers: &str) -> ThreadedProducer<Deliveries> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(Deliveries::default())
         .unwrap()
 }
 
-/// Publishes `events` in the given order to their topics, keyed by uid.
+/// The test producer's failed deliveries, by the message's index: a flush
+/// only says the queue is empty, not that the broker took every message. A
+/// test that blamed the member for inputs the broker never stored would
+/// hunt the wrong bug (seen 3 of 10 runs under stress-ng and two builds: the
+/// member found every input partition empty 10 s after the publish).
+#[derive(Default)]
+pub struct Deliveries {
+    failed: std::sync::Mutex<Vec<(usize, String)>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, index: usize) {
+        if let Err((e, m)) = result {
+            let what = format!("{}/{}: {e}", m.topic(), m.partition());
+            self.failed.lock().unwrap().push((index, what));
+        }
+    }
+}
+
+/// Flushes `producer` and asserts that the broker took every message.
+pub fn flushed(producer: &ThreadedProducer<Deliveries>) {
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let failed = producer.context().failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "the broker refused test messages: {failed:?}"
+    );
+}
+
+/// Publishes `events` in the given order to their topics, keyed by uid,
+/// and makes sure the broker stored every one: a failed message is sent
+/// again (at most five rounds), as a producer with retries would.
 pub fn publish(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &ThreadedProducer<Deliveries>,
     topics: &pixeld::config::TopicsConfig,
     events: &[(EventType, Value)],
 ) {
-    for (kind, json) in events {
-        let topic = match kind {
-            EventType::Impression => &topics.impressions,
-            EventType::Click => &topics.clicks,
-            _ => &topics.conversions,
-        };
-        let key = json["uid"].as_str().unwrap_or_default().to_string();
-        let payload = json.to_string();
-        // The record's time is the event's, as pixeld's producers set it.
-        let ts = json["ts"].as_i64().unwrap_or_default();
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .timestamp(ts),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
+    let mut todo: Vec<usize> = (0..events.len()).collect();
+    for round in 0..5 {
+        for &i in &todo {
+            let (kind, json) = &events[i];
+            let topic = match kind {
+                EventType::Impression => &topics.impressions,
+                EventType::Click => &topics.clicks,
+                _ => &topics.conversions,
+            };
+            let key = json["uid"].as_str().unwrap_or_default().to_string();
+            let payload = json.to_string();
+            // The record's time is the event's, as pixeld's producers set it.
+            let ts = json["ts"].as_i64().unwrap_or_default();
+            let record = BaseRecord::with_opaque_to(topic, i)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(ts);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let failed = std::mem::take(&mut *producer.context().failed.lock().unwrap());
+        if failed.is_empty() {
+            return;
+        }
+        eprintln!(
+            "publish round {round}: the broker refused {} inputs, first {:?}",
+            failed.len(),
+            failed[0]
+        );
+        todo = failed.into_iter().map(|(i, _)| i).collect();
+        todo.sort_unstable();
+        std::thread::sleep(Duration::from_secs(1));
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    panic!("the broker refused {} test inputs five times", todo.len());
 }

@@ -177,3 +177,81 @@ pub fn percentile_ms(lat: &mut [Duration], p: f64) -> f64 {
     let i = ((lat.len() - 1) as f64 * p / 100.0).round() as usize;
     lat[i].as_secs_f64() * 1000.0
 }
+
+/// A background service (`pixeld attribute`, `pixeld forward`) as a real
+/// process: its log file and its status listener (`/readyz`, `/metrics`).
+pub struct Background {
+    pub child: Child,
+    pub status_port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Background {
+    /// Starts `pixeld SUBCOMMAND --config CONFIG` with its stderr in `log`.
+    pub fn spawn(
+        subcommand: &str,
+        config: &std::path::Path,
+        status_port: u16,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Background {
+        let file = std::fs::File::create(log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pixeld"))
+            .args([subcommand, "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Background {
+            child,
+            status_port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Waits until `/readyz` says ready; fails with the log after 60 s.
+    pub fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while raw_get(self.status_port, "/readyz").is_none_or(|(s, _)| s != 200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not become ready; log:\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit code once it has left (it commits and leaves
+    /// its group first).
+    pub fn terminate(&mut self) -> Option<i32> {
+        signal(self.child.id(), "TERM");
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn metrics(&self) -> String {
+        raw_get(self.status_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
