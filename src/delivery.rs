@@ -16,6 +16,7 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::event::{encode, AttributionInput, Event, EventType};
 use crate::journal::{AppendError, Journal, TryAppend};
+use crate::sink::headers::EventHeaders;
 use crate::sink::{Message, Sink, SinkError, Topic};
 use crate::telemetry::metric;
 
@@ -40,6 +41,9 @@ pub struct Delivery {
     /// The attribution engine reads the journal: each record carries the
     /// engine's input as aux bytes (none is written when nobody reads it).
     journal_inputs: bool,
+    /// Cluster mode: each message carries the engine's input as its
+    /// `pixeld-input` header, for the members ([`crate::sink::headers`]).
+    input_header: bool,
 }
 
 thread_local! {
@@ -73,6 +77,7 @@ impl Delivery {
             sink,
             tap: None,
             journal_inputs: engine_reads,
+            input_header: false,
         }
     }
 
@@ -83,7 +88,15 @@ impl Delivery {
             sink,
             tap,
             journal_inputs: false,
+            input_header: false,
         }
+    }
+
+    /// Every message also carries the engine's input as a header (cluster
+    /// mode: the members read it instead of the JSON).
+    pub fn with_input_header(mut self) -> Delivery {
+        self.input_header = true;
+        self
     }
 
     /// Encodes `event` and starts delivering it. The receipt must be
@@ -93,7 +106,7 @@ impl Delivery {
         let hex = crate::event::input::partition_user(event).map(|u| u.to_hex());
         let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
         // Derived only when someone reads it.
-        let input = (self.journal_inputs || self.tap.is_some())
+        let input = (self.journal_inputs || self.tap.is_some() || self.input_header)
             .then(|| AttributionInput::from_event(event))
             .flatten();
         let receipt = BUFFER.with(|buf| {
@@ -102,12 +115,19 @@ impl Delivery {
             encode(event, &mut buf);
             let payload_len = buf.len();
             // With a journal, the engine's input rides along as the record's
-            // aux bytes: the engine then reads it without parsing the JSON.
-            if let (true, Some(input)) = (self.journal_inputs, &input) {
+            // aux bytes, or as a header for the members: either way its
+            // reader skips the JSON. An empty header says "nothing for the
+            // engine".
+            if let (true, Some(input)) = (self.journal_inputs || self.input_header, &input) {
                 input.encode(&mut buf);
             }
-            let (payload, aux) = buf.split_at(payload_len);
-            self.submit_with(kind, key, payload, aux, event.common.ts_ms)
+            let (payload, extra) = buf.split_at(payload_len);
+            let (aux, header) = if self.input_header {
+                (&[][..], Some(extra))
+            } else {
+                (extra, None)
+            };
+            self.submit_with(kind, key, payload, aux, header, event.common.ts_ms)
         });
         if let (Some(tap), None, Some(input)) = (&self.tap, &self.journal, input) {
             tap.offer(input);
@@ -124,7 +144,7 @@ impl Delivery {
         payload: &[u8],
         ts_ms: u64,
     ) -> Receipt {
-        self.submit_with(kind, key, payload, &[], ts_ms)
+        self.submit_with(kind, key, payload, &[], None, ts_ms)
     }
 
     fn submit_with(
@@ -133,13 +153,14 @@ impl Delivery {
         key: &[u8],
         payload: &[u8],
         aux: &[u8],
+        input_header: Option<&[u8]>,
         ts_ms: u64,
     ) -> Receipt {
         let topic = Topic::for_event(kind);
         let state = match &self.journal {
             Some(journal) => {
-                let headers: [(&str, &[u8]); 1] = [("type", kind.as_str().as_bytes())];
-                let body = Journal::body(topic, &headers, key, payload, aux);
+                let headers = EventHeaders::new(kind, input_header);
+                let body = Journal::body(topic, headers.as_slice(), key, payload, aux);
                 // Queued at once when the writer's queue has room, so the
                 // receipt holds no reference on the shared journal.
                 match journal.try_append(body, ts_ms) {
@@ -160,6 +181,7 @@ impl Delivery {
                     key,
                     kind,
                     payload,
+                    input: input_header,
                 };
                 State::Done(self.sink.publish(msg).map_err(Dropped::Sink))
             }

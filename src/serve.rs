@@ -318,9 +318,15 @@ impl Services {
                 (Some(Source::Channel(feed.clone())), Some(feed))
             }
         };
-        let delivery = Arc::new(match &journal {
+        let delivery = match &journal {
             Some(j) => Delivery::journal(j.clone(), outputs.sink.clone(), in_process),
             None => Delivery::direct(outputs.sink.clone(), feed.map(|f| f as Arc<dyn Tap>)),
+        };
+        // The members read the engine's input from a header, not the JSON.
+        let cluster = cfg.attribution.enabled && cfg.attribution.mode == AttributionMode::Cluster;
+        let delivery = Arc::new(match cluster {
+            true => delivery.with_input_header(),
+            false => delivery,
         });
         let engine = match source {
             Some(source) => {

@@ -107,10 +107,11 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn publish(&self, msg: Message<'_>) -> Result<(), SinkError> {
+        let headers = super::headers::EventHeaders::new(msg.kind, msg.input);
         let out = Outgoing {
             topic: msg.topic,
             key: msg.key,
-            headers: &[("type", msg.kind.as_str().as_bytes())],
+            headers: headers.as_slice(),
             payload: msg.payload,
         };
         self.producer.send(&out, 0).map_err(|e| match e.kind {

@@ -2,6 +2,7 @@
 //! encoded events to a [`Sink`] and never wait on it.
 
 pub mod embedded;
+pub mod headers;
 pub mod kafka;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
@@ -68,6 +69,8 @@ pub struct Message<'a> {
     /// The `type` header.
     pub kind: EventType,
     pub payload: &'a [u8],
+    /// The engine's input for the `pixeld-input` header ([`headers`]).
+    pub input: Option<&'a [u8]>,
 }
 
 /// Why a sink could not take a message. Few cases, each with one reaction.
