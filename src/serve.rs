@@ -44,8 +44,10 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), StartEr
     let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start().map_err(StartError::Kafka)?;
         let brokers = embedded.bootstrap_servers();
+        let topics = Topics::from_config(&cfg.kafka.topics);
+        let names: Vec<&str> = topics.names().iter().map(String::as_str).collect();
         embedded
-            .create_topics(&cfg.kafka.topics.names(), cfg.kafka.partitions)
+            .create_topics(&names, cfg.kafka.partitions)
             .map_err(StartError::Kafka)?;
         info!(
             bootstrap = %brokers,

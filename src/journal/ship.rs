@@ -571,12 +571,7 @@ mod tests {
     }
 
     fn topics() -> Topics {
-        Topics(
-            [
-                "imp", "clk", "conv", "seg", "inv", "attr", "adj", "sync", "pb", "pbdead",
-            ]
-            .map(String::from),
-        )
+        Topics::from_config(&crate::config::TopicsConfig::default())
     }
 
     /// Ships `n` records through a mock failing as told; returns what it
@@ -676,7 +671,7 @@ mod tests {
             let lines = fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
             let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
             assert_eq!(line["seq"], 2);
-            assert_eq!(line["topic"], "clk");
+            assert_eq!(line["topic"], "pixel.clicks");
             assert_eq!(line["payload"], "{\"i\":2}");
         }
     }

@@ -258,6 +258,33 @@ impl SyncRoute {
     }
 }
 
+crate::indexed::indexed_enum! {
+    /// The `route` label of the request metrics: one slot per route in each
+    /// thread's figures ([`super::local`]), found by its index, never by
+    /// comparing text. `NotFound` is every path no route takes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RouteLabel {
+        Imptr => "imptr",
+        Clktr => "clktr",
+        Px => "px",
+        Seg => "seg",
+        MapUid => "mapuid",
+        OptOut => "optout",
+        Healthz => "healthz",
+        Readyz => "readyz",
+        Metrics => "metrics",
+        Robots => "robots",
+        Reload => "reload",
+        GetUid => "getuid",
+        GetUidNb => "getuidnb",
+        GetUidJ => "getuidj",
+        GetUidP => "getuidp",
+        V1Conversions => "v1_conversions",
+        V1Adjustments => "v1_adjustments",
+        NotFound => "not_found",
+    }
+}
+
 /// The `answer` label of `usersync_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncAnswer {
@@ -449,7 +476,7 @@ pub fn journal_max_bytes(bytes: u64) {
 }
 
 /// An event was delivered as far as the durability mode promises.
-pub fn event_delivered(kind: &'static str) {
+pub fn event_delivered(kind: crate::event::EventType) {
     super::local::event_delivered(kind);
 }
 
@@ -615,7 +642,7 @@ pub fn cluster_decision_delay(seconds: f64) {
 
 /// One request answered on `route` with `status`, after `seconds`
 /// (recorded per thread: [`super::local`]).
-pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+pub fn http_request(route: RouteLabel, status: u16, seconds: f64) {
     super::local::http_request(route, status, seconds);
 }
 
