@@ -475,10 +475,7 @@ impl Services {
         let left_in_journal = match (self.shipper.take(), &self.journal) {
             (Some(s), _) => s.stop(),
             // No shipper: everything journaled stays there.
-            (None, Some(j)) => j
-                .shared
-                .written()
-                .saturating_sub(j.shared.shipped.load(std::sync::atomic::Ordering::Relaxed)),
+            (None, Some(j)) => j.shared.written().saturating_sub(j.shared.shipped()),
             (None, None) => 0,
         };
         let undelivered = self.sink.flush(self.flush_timeout);

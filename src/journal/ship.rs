@@ -16,11 +16,10 @@ use crossbeam_channel::{unbounded, Receiver};
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use super::{Cursor, Position, Record, Shared};
+use super::{checkpoint, Cursor, Position, Record, Shared};
 use crate::sink::producer::{KafkaProducer, Outgoing, Produce, Refusal, Report, Topics};
 use crate::telemetry::{metric, now_ms, RateLimit};
 
-const CHECKPOINT: &str = "journal.checkpoint";
 /// Records handed to librdkafka and not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 100_000;
 
@@ -28,31 +27,6 @@ const MAX_IN_FLIGHT: usize = 100_000;
 /// before the next (a busy journal ships in rounds of thousands).
 const WORTH_A_ROUND: usize = 1024;
 const ROUND_PAUSE: Duration = Duration::from_millis(5);
-
-/// The shipped watermark saved on disk (0 when none or unreadable).
-pub fn load_checkpoint(dir: &Path) -> u64 {
-    let Ok(bytes) = fs::read(dir.join(CHECKPOINT)) else {
-        return 0;
-    };
-    if bytes.len() != 12 {
-        warn!("journal checkpoint unreadable; shipping the whole journal again");
-        return 0;
-    }
-    let (seq, crc) = bytes.split_at(8);
-    if crc32fast::hash(seq).to_le_bytes() != crc {
-        warn!("journal checkpoint corrupt; shipping the whole journal again");
-        return 0;
-    }
-    u64::from_le_bytes(seq.try_into().unwrap_or_default())
-}
-
-/// Saved atomically and durably: a checkpoint lost to a power cut would
-/// ship the whole journal again.
-fn save_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
-    let mut bytes = seq.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
-    crate::files::write_atomic(&dir.join(CHECKPOINT), &bytes)
-}
 
 /// Owns the shipper thread.
 pub struct Shipper {
@@ -100,7 +74,7 @@ impl Shipper {
         settings: ShipSettings,
     ) -> Result<Shipper, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let from = shared.shipped.load(Ordering::Relaxed);
+        let from = shared.shipped();
         let mut ship = Ship {
             cursor: Cursor::new(shared.clone(), from),
             reread: Cursor::new(shared.clone(), from),
@@ -215,7 +189,7 @@ impl Ship {
             self.report();
             if let Some(since) = draining_since {
                 let all_done =
-                    self.in_flight.is_empty() && self.cursor.next_seq >= self.shared.written();
+                    self.in_flight.is_empty() && self.cursor.next_seq() >= self.shared.written();
                 if all_done || since.elapsed() > self.drain_timeout {
                     let watermark = self.watermark();
                     self.save(watermark);
@@ -230,7 +204,7 @@ impl Ship {
                 // (librdkafka lingers `linger_ms` anyway).
                 if self.in_flight.is_empty() {
                     self.shared
-                        .wait_for(self.cursor.next_seq, Duration::from_millis(50));
+                        .wait_for(self.cursor.next_seq(), Duration::from_millis(50));
                 } else {
                     std::thread::sleep(ROUND_PAUSE);
                 }
@@ -259,7 +233,7 @@ impl Ship {
     fn watermark(&self) -> u64 {
         match self.in_flight.iter().find(|f| !f.done) {
             Some(f) => f.seq,
-            None => self.cursor.next_seq,
+            None => self.cursor.next_seq(),
         }
     }
 
@@ -427,8 +401,8 @@ impl Ship {
     }
 
     fn save(&mut self, watermark: u64) {
-        self.shared.shipped.store(watermark, Ordering::Relaxed);
-        if let Err(e) = save_checkpoint(&self.shared.dir, watermark) {
+        self.shared.set_shipped(watermark);
+        if let Err(e) = checkpoint::save(self.shared.dir(), watermark) {
             warn!(error = %e, "cannot save the journal checkpoint");
             return;
         }
@@ -439,16 +413,14 @@ impl Ship {
     /// Deletes segments whose every record is shipped and covered by the
     /// attribution snapshot (never the one being written).
     fn delete_shipped(&mut self) {
-        let keep_from = self
-            .saved
-            .min(self.shared.engine_snapshot.load(Ordering::Relaxed));
+        let keep_from = self.saved.min(self.shared.engine_snapshot());
         let segs = self.shared.segments();
         for pair in segs.windows(2) {
             let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
             if *next_first <= keep_from {
                 if let Ok(meta) = fs::metadata(path) {
                     if fs::remove_file(path).is_ok() {
-                        self.shared.bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+                        self.shared.segment_deleted(meta.len());
                     }
                 }
             } else {
@@ -633,7 +605,7 @@ mod tests {
         let (delivered, left, dir) = ship(20, None);
         assert_eq!(delivered, (0..20).collect::<Vec<_>>());
         assert_eq!(left, 0);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 20);
+        assert_eq!(checkpoint::load(&dir.path().join("journal")), 20);
         assert!(
             segments_of(dir.path()).len() <= 1,
             "shipped segments are deleted (the one being written stays)"
@@ -641,7 +613,7 @@ mod tests {
     }
 
     fn segments_of(dir: &Path) -> Vec<(u64, PathBuf)> {
-        crate::journal::segments(&dir.join("journal"))
+        crate::journal::segment::list(&dir.join("journal"))
     }
 
     #[test]
@@ -651,7 +623,7 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "record 3 came later");
         assert_eq!(left, 0);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 10);
+        assert_eq!(checkpoint::load(&dir.path().join("journal")), 10);
     }
 
     #[test]
@@ -667,7 +639,7 @@ mod tests {
             let (delivered, left, dir) = ship(6, Some((2, failure)));
             assert_eq!(delivered, [0, 1, 3, 4, 5], "{failure:?}");
             assert_eq!(left, 0);
-            assert_eq!(load_checkpoint(&dir.path().join("journal")), 6);
+            assert_eq!(checkpoint::load(&dir.path().join("journal")), 6);
             let lines = fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
             let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
             assert_eq!(line["seq"], 2);
@@ -680,7 +652,7 @@ mod tests {
     fn the_checkpoint_never_passes_an_unacknowledged_record() {
         let (delivered, left, dir) = ship(8, Some((4, Failure::NoReport)));
         assert_eq!(delivered, [0, 1, 2, 3, 5, 6, 7]);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 4);
+        assert_eq!(checkpoint::load(&dir.path().join("journal")), 4);
         assert_eq!(left, 4, "records 4..8 stay for the next start");
     }
 }
