@@ -61,6 +61,8 @@ pub struct Journal {
     tx: mpsc::Sender<Job>,
     /// Set by [`Journal::stop`]: appends after it are refused.
     stopped: AtomicBool,
+    /// The progress every reader follows (cursors, the shipper, the
+    /// engine, readiness): read through its methods.
     pub shared: Arc<Shared>,
     /// The writer thread, joined on [`Journal::stop`].
     thread: Mutex<Option<JoinHandle<()>>>,
