@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pixeld::event::EventType;
 use pixeld::journal::{Journal, Settings, TryAppend};
 use pixeld::sink::Topic;
-use pixeld::telemetry::metric;
+use pixeld::telemetry::metric::{self, RouteLabel};
 
 /// Runs `op` `iters` times on each of `threads` threads at once; the wall
 /// time of the slowest, which criterion divides by `iters`.
@@ -76,9 +76,9 @@ fn registry_request(_: &(), i: u64) {
 fn local_request(_: &(), i: u64) {
     metric::http_in_flight(1);
     metric::journal_appended(0.0001);
-    metric::event_delivered("impression");
+    metric::event_delivered(EventType::Impression);
     metric::http_in_flight(-1);
-    metric::http_request("imptr", 200, (i % 7) as f64 * 1e-4);
+    metric::http_request(RouteLabel::Imptr, 200, (i % 7) as f64 * 1e-4);
 }
 
 /// A reference taken and dropped on one shared `Arc` (what cloning the

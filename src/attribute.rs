@@ -19,6 +19,7 @@ use crate::attribution::cluster::{
 };
 use crate::config::{Catalog, Config, Problem};
 use crate::sink::kafka::{client_config, consumer_config};
+use crate::sink::producer::Topics;
 use crate::telemetry::prometheus;
 
 /// Why `pixeld attribute` did not start (exit code 2) or stopped (1).
@@ -186,7 +187,7 @@ fn readiness(status: &Status) -> Result<(), String> {
 fn refuse_live_topic(cfg: &Config, output_topic: &str) -> Result<(), AttributeError> {
     let default = crate::config::TopicsConfig::default();
     let live = |t: &crate::config::TopicsConfig| {
-        let mut names = t.names().map(str::to_string).to_vec();
+        let mut names = Topics::from_config(t).names().to_vec();
         names.push(t.attribution_state.clone());
         names
     };

@@ -329,7 +329,7 @@ fn appended<E>(answer: Result<Result<u64, AppendError>, E>) -> Result<(), Droppe
 
 fn count(kind: EventType, outcome: Result<(), Dropped>) {
     match outcome {
-        Ok(()) => metric::event_delivered(kind.as_str()),
+        Ok(()) => metric::event_delivered(kind),
         Err(e) => metric::event_dropped(e.reason()),
     }
 }

@@ -34,8 +34,10 @@
 //! [`tags`] (exportable tags), [`ids`] (newtype ids), [`telemetry`] (every
 //! metric's name and description, logs), [`files`] (atomic, durable small
 //! files), [`background`] (threads that never preempt the request path),
-//! [`fdlimit`] (the open-file limit against the connections allowed) and
-//! [`alloc`] (mimalloc, and huge pages for the large tables).
+//! [`fdlimit`] (the open-file limit against the connections allowed),
+//! [`alloc`] (mimalloc, and huge pages for the large tables) and `indexed`
+//! (enums that index tables: `ALL`, `COUNT` and `index()` derived from the
+//! variants, so a new variant cannot miss a table).
 
 pub mod alloc;
 pub mod attribute;
@@ -49,6 +51,7 @@ pub mod files;
 pub mod forward;
 pub mod http;
 pub mod ids;
+mod indexed;
 pub mod journal;
 pub mod pixel;
 pub mod postback;

@@ -44,8 +44,10 @@ pub fn outputs(cfg: &Config) -> Result<(Outputs, Option<EmbeddedKafka>), StartEr
     let (brokers, embedded) = if cfg.kafka.brokers.trim().is_empty() {
         let embedded = EmbeddedKafka::start().map_err(StartError::Kafka)?;
         let brokers = embedded.bootstrap_servers();
+        let topics = Topics::from_config(&cfg.kafka.topics);
+        let names: Vec<&str> = topics.names().iter().map(String::as_str).collect();
         embedded
-            .create_topics(&cfg.kafka.topics.names(), cfg.kafka.partitions)
+            .create_topics(&names, cfg.kafka.partitions)
             .map_err(StartError::Kafka)?;
         info!(
             bootstrap = %brokers,
@@ -479,10 +481,7 @@ impl Services {
         let left_in_journal = match (self.shipper.take(), &self.journal) {
             (Some(s), _) => s.stop(),
             // No shipper: everything journaled stays there.
-            (None, Some(j)) => j
-                .shared
-                .written()
-                .saturating_sub(j.shared.shipped.load(std::sync::atomic::Ordering::Relaxed)),
+            (None, Some(j)) => j.shared.written().saturating_sub(j.shared.shipped()),
             (None, None) => 0,
         };
         let undelivered = self.sink.flush(self.flush_timeout);

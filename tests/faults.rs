@@ -13,6 +13,7 @@ use common::{consume, example_config, Server};
 use pixeld::config::Config;
 use pixeld::serve::Outputs;
 use pixeld::sink::kafka::{client_config, KafkaSink};
+use pixeld::sink::producer::Topics;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -31,7 +32,7 @@ async fn on_mock_cluster(
     let brokers = cluster.bootstrap_servers();
     let mut cfg = example_config(&brokers);
     adjust(&mut cfg);
-    for topic in cfg.kafka.topics.names() {
+    for topic in Topics::from_config(&cfg.kafka.topics).names() {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let sink = Arc::new(KafkaSink::start(&cfg.kafka, &brokers).unwrap());

@@ -389,12 +389,7 @@ fn ship(brokers: &str, n: u64, compression: &str) {
         },
     )
     .expect("shipper");
-    while journal
-        .shared
-        .shipped
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < n
-    {
+    while journal.shared.shipped() < n {
         if started.elapsed() > Duration::from_secs(300) {
             eprintln!("not shipped within 300 s");
             std::process::exit(1);

@@ -384,10 +384,7 @@ impl EngineTask {
         let (tx, input) = match source {
             Source::Channel(feed) => (Some(feed.tx.clone()), Inputs::Channel(feed.rx.clone())),
             Source::Journal(journal) => {
-                journal
-                    .shared
-                    .engine_snapshot
-                    .store(applied, Ordering::Relaxed);
+                journal.shared.set_engine_snapshot(applied);
                 let cursor = Cursor::new(journal.shared.clone(), applied);
                 (None, Inputs::Journal(journal, Box::new(cursor)))
             }
@@ -490,7 +487,7 @@ impl Runner {
             Ok(bytes) => {
                 metric::attribution_snapshot_written(bytes);
                 if let Some(j) = journal {
-                    j.shared.engine_snapshot.store(applied, Ordering::Relaxed);
+                    j.shared.set_engine_snapshot(applied);
                 }
                 tracing::debug!(
                     bytes,
@@ -559,7 +556,7 @@ impl Runner {
                         finished = true;
                     } else {
                         j.shared
-                            .wait_for(c.next_seq, wait.min(Duration::from_millis(100)));
+                            .wait_for(c.next_seq(), wait.min(Duration::from_millis(100)));
                     }
                 }
             }
@@ -573,7 +570,7 @@ impl Runner {
             }
             if now >= next_snapshot || finished {
                 self.snapshot(
-                    cursor.as_ref().map_or(0, |c| c.next_seq),
+                    cursor.as_ref().map_or(0, |c| c.next_seq()),
                     journal.as_deref(),
                 );
                 metric::attribution_state(self.engine.state.users(), self.engine.state.entries());

@@ -460,24 +460,6 @@ pub struct TopicsConfig {
     pub attribution_state: String,
 }
 
-impl TopicsConfig {
-    /// The names in [`crate::sink::Topic::ALL`] order.
-    pub fn names(&self) -> [&str; 10] {
-        [
-            &self.impressions,
-            &self.clicks,
-            &self.conversions,
-            &self.segments,
-            &self.invalid,
-            &self.attributions,
-            &self.adjustments,
-            &self.usersync,
-            &self.postbacks,
-            &self.postbacks_dead,
-        ]
-    }
-}
-
 impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {

@@ -31,65 +31,30 @@ use crate::ids::{
 /// Version of the event format; bumped on incompatible changes.
 pub const VERSION: u32 = 1;
 
-/// The `type` field and Kafka header of each event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Impression,
-    Click,
-    Conversion,
-    Segment,
-    Invalid,
-    Attribution,
-    /// A browser opted out (`/optout`): consumers forget the id; published
-    /// on the segments topic, the one that holds what is known of a user.
-    OptOut,
-    /// An advertiser's server retracted or restated a conversion
-    /// (`POST /v1/adjustments`).
-    Adjustment,
-    /// A partner told us its id for the browser (`/mapuid`).
-    UserSync,
-    /// `pixeld forward`: one attempt to call a destination, and its outcome.
-    Postback,
-    /// `pixeld forward`: a call given up on (a final answer, or every attempt failed).
-    PostbackDead,
-}
-
-impl EventType {
-    /// Every type. The order is part of the journal's version-1 format (a
-    /// kind's code is its index): append, never reorder.
-    pub const ALL: [EventType; 11] = [
-        EventType::Impression,
-        EventType::Click,
-        EventType::Conversion,
-        EventType::Segment,
-        EventType::Invalid,
-        EventType::Attribution,
-        EventType::OptOut,
-        EventType::Adjustment,
-        EventType::UserSync,
-        EventType::Postback,
-        EventType::PostbackDead,
-    ];
-
-    /// The `type` field or header back to its type.
-    pub fn parse(s: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventType::Impression => "impression",
-            EventType::Click => "click",
-            EventType::Conversion => "conversion",
-            EventType::Segment => "segment",
-            EventType::Invalid => "invalid",
-            EventType::Attribution => "attribution",
-            EventType::OptOut => "optout",
-            EventType::Adjustment => "adjustment",
-            EventType::UserSync => "usersync",
-            EventType::Postback => "postback",
-            EventType::PostbackDead => "postback_dead",
-        }
+crate::indexed::indexed_enum! {
+    /// The `type` field and Kafka header of each event. The declaration
+    /// order is part of the journal's version-1 format (a kind's code is
+    /// its index): append, never reorder.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum EventType {
+        Impression => "impression",
+        Click => "click",
+        Conversion => "conversion",
+        Segment => "segment",
+        Invalid => "invalid",
+        Attribution => "attribution",
+        /// A browser opted out (`/optout`): consumers forget the id; published
+        /// on the segments topic, the one that holds what is known of a user.
+        OptOut => "optout",
+        /// An advertiser's server retracted or restated a conversion
+        /// (`POST /v1/adjustments`).
+        Adjustment => "adjustment",
+        /// A partner told us its id for the browser (`/mapuid`).
+        UserSync => "usersync",
+        /// `pixeld forward`: one attempt to call a destination, and its outcome.
+        Postback => "postback",
+        /// `pixeld forward`: a call given up on (a final answer, or every attempt failed).
+        PostbackDead => "postback_dead",
     }
 }
 
@@ -314,3 +279,42 @@ numeric!(
     SegmentId,
     MemberId
 );
+
+#[cfg(test)]
+mod tests {
+    use super::EventType;
+
+    /// Each type's text parses back to it, and its slot (the journal's
+    /// code, the metrics' slot) holds it.
+    #[test]
+    fn every_event_type_round_trips_through_its_text_and_its_slot() {
+        for (i, kind) in EventType::ALL.into_iter().enumerate() {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+            assert_eq!(EventType::ALL[kind.index()], kind);
+            assert_eq!(kind.index(), i);
+        }
+        assert_eq!(EventType::parse("Impression"), None);
+    }
+
+    /// The codes are the journal's version-1 format: a journal written
+    /// before an upgrade is read after it.
+    #[test]
+    fn the_journal_codes_of_existing_types_never_move() {
+        let codes = [
+            "impression",
+            "click",
+            "conversion",
+            "segment",
+            "invalid",
+            "attribution",
+            "optout",
+            "adjustment",
+            "usersync",
+            "postback",
+            "postback_dead",
+        ];
+        for (code, text) in codes.iter().enumerate() {
+            assert_eq!(EventType::ALL[code].as_str(), *text);
+        }
+    }
+}

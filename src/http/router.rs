@@ -22,7 +22,7 @@ use crate::event::{Common, Warnings};
 use crate::ids::EventId;
 use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
-use crate::telemetry::metric::{self, SyncRoute};
+use crate::telemetry::metric::{self, RouteLabel, SyncRoute};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,23 +52,27 @@ enum Route {
 }
 
 impl Route {
-    /// The `route` label of the request metrics.
-    fn label(&self) -> &'static str {
+    /// The `route` label of the request metrics: a match, so a new route
+    /// does not compile until it has its label.
+    fn label(&self) -> RouteLabel {
         match self {
-            Route::Pixel(PixelKind::Impression) => "imptr",
-            Route::Pixel(PixelKind::Click) => "clktr",
-            Route::Pixel(PixelKind::Conversion) => "px",
-            Route::Pixel(PixelKind::Segment) => "seg",
-            Route::Pixel(PixelKind::UserSync) => "mapuid",
-            Route::OptOut => "optout",
-            Route::Health => "healthz",
-            Route::Ready => "readyz",
-            Route::Metrics => "metrics",
-            Route::Robots => "robots",
-            Route::Reload => "reload",
-            Route::Api(ApiRoute::Conversions) => "v1_conversions",
-            Route::Api(ApiRoute::Adjustments) => "v1_adjustments",
-            Route::Sync(sync) => sync.label(),
+            Route::Pixel(PixelKind::Impression) => RouteLabel::Imptr,
+            Route::Pixel(PixelKind::Click) => RouteLabel::Clktr,
+            Route::Pixel(PixelKind::Conversion) => RouteLabel::Px,
+            Route::Pixel(PixelKind::Segment) => RouteLabel::Seg,
+            Route::Pixel(PixelKind::UserSync) => RouteLabel::MapUid,
+            Route::OptOut => RouteLabel::OptOut,
+            Route::Health => RouteLabel::Healthz,
+            Route::Ready => RouteLabel::Readyz,
+            Route::Metrics => RouteLabel::Metrics,
+            Route::Robots => RouteLabel::Robots,
+            Route::Reload => RouteLabel::Reload,
+            Route::Api(ApiRoute::Conversions) => RouteLabel::V1Conversions,
+            Route::Api(ApiRoute::Adjustments) => RouteLabel::V1Adjustments,
+            Route::Sync(SyncRoute::GetUid) => RouteLabel::GetUid,
+            Route::Sync(SyncRoute::GetUidNb) => RouteLabel::GetUidNb,
+            Route::Sync(SyncRoute::GetUidJ) => RouteLabel::GetUidJ,
+            Route::Sync(SyncRoute::GetUidP) => RouteLabel::GetUidP,
         }
     }
 }
@@ -126,7 +130,7 @@ where
     // Looked up once, outside the guard: a panicking handler's request is
     // still counted under its own route.
     let found = route(req.uri().path(), role);
-    let label = found.as_ref().map_or("not_found", Route::label);
+    let label = found.as_ref().map_or(RouteLabel::NotFound, Route::label);
     // An API call is answered in the future: it reads its body.
     let mut api_request = None;
     let (mut resp, then) = match (api_call(&req, app, found.as_ref()), &found) {
@@ -522,11 +526,11 @@ fn bounce_url(path: &str, query: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Every path the router knows has a slot of its own in the request
-    /// metrics: a label missing from the slots would be counted as
-    /// `not_found`.
+    /// Every path the router knows is counted under a label of its own,
+    /// and every label but `not_found` is some path's: the labels and the
+    /// routes are the same table.
     #[test]
-    fn every_route_has_its_own_metrics_slot() {
+    fn every_route_round_trips_through_its_metrics_label() {
         let public = [
             "/imptr",
             "/clktr",
@@ -550,14 +554,19 @@ mod tests {
             .iter()
             .map(|p| (p, Role::Public))
             .chain(admin.iter().map(|p| (p, Role::Admin)));
+        let mut seen = [false; RouteLabel::COUNT];
         for (path, role) in routes {
             let label = route(path, role).expect(path).label();
-            assert!(
-                crate::telemetry::local::ROUTES[..crate::telemetry::local::ROUTES.len() - 1]
-                    .contains(&label),
-                "{path}: {label}"
-            );
+            assert_ne!(label, RouteLabel::NotFound, "{path}");
+            seen[label.index()] = true;
         }
+        seen[RouteLabel::NotFound.index()] = true;
+        let unused: Vec<_> = RouteLabel::ALL
+            .into_iter()
+            .filter(|l| !seen[l.index()])
+            .collect();
+        assert!(unused.is_empty(), "labels no path takes: {unused:?}");
+        assert!(route("/nope", Role::Public).is_none());
     }
 
     #[test]

@@ -89,16 +89,20 @@ pub struct Record<'a> {
     pub aux: &'a [u8],
 }
 
-/// A topic's code: its discriminant, which is its place in `Topic::ALL`
-/// (`sink::tests::every_topic_is_at_its_discriminant`).
+/// A topic's code: its index, its place in `Topic::ALL` (the declaration
+/// order, which therefore only grows at its end).
 fn topic_code(t: Topic) -> u8 {
-    t as u8
+    t.index() as u8
 }
+
+// A version-1 body starts with its topic code: no code may be taken for
+// the version-2 tag, or fail to fit the byte.
+const _: () = assert!(Topic::COUNT < VERSION_2 as usize);
 
 /// Version-1 kind codes: the index in this list (the order of
 /// [`EventType::ALL`], which must therefore only grow at its end; version 1
 /// knew the first six).
-const KINDS: [EventType; EventType::ALL.len()] = EventType::ALL;
+const KINDS: [EventType; EventType::COUNT] = EventType::ALL;
 
 /// Appends a version-2 record body to `out`. Header names are at most 255
 /// bytes and values at most 65535 (longer ones are cut: pixeld's own are a
@@ -177,7 +181,7 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
     let body = &buf[HEADER..HEADER + len];
     let decoded = match body.first() {
         Some(&VERSION_2) => decode_v2(body, seq, ts_ms),
-        Some(code) if (*code as usize) < Topic::ALL.len() => decode_v1(body, seq, ts_ms),
+        Some(code) if (*code as usize) < Topic::COUNT => decode_v1(body, seq, ts_ms),
         _ => None,
     };
     match decoded {

@@ -2,11 +2,16 @@
 //! with its original payload, and moves the checkpoint only past records the
 //! broker acknowledged. Poison records go to a dead-letter file. Segments
 //! that are shipped (and replayed into the attribution snapshot) are deleted.
+//!
+//! Here: the thread and its loop (what is in flight, acknowledgements,
+//! retries, the checkpoint). [`produce`]: one record to the producer, and
+//! the dead-letter file.
+
+mod produce;
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,11 +21,11 @@ use crossbeam_channel::{unbounded, Receiver};
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use super::{Cursor, Position, Record, Shared};
-use crate::sink::producer::{KafkaProducer, Outgoing, Produce, Refusal, Report, Topics};
+use super::{checkpoint, Cursor, Position, Shared};
+use crate::sink::producer::{KafkaProducer, Produce, Refusal, Report, Topics};
 use crate::telemetry::{metric, now_ms, RateLimit};
+use produce::{dead_letter, send, Sent};
 
-const CHECKPOINT: &str = "journal.checkpoint";
 /// Records handed to librdkafka and not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 100_000;
 
@@ -28,31 +33,6 @@ const MAX_IN_FLIGHT: usize = 100_000;
 /// before the next (a busy journal ships in rounds of thousands).
 const WORTH_A_ROUND: usize = 1024;
 const ROUND_PAUSE: Duration = Duration::from_millis(5);
-
-/// The shipped watermark saved on disk (0 when none or unreadable).
-pub fn load_checkpoint(dir: &Path) -> u64 {
-    let Ok(bytes) = fs::read(dir.join(CHECKPOINT)) else {
-        return 0;
-    };
-    if bytes.len() != 12 {
-        warn!("journal checkpoint unreadable; shipping the whole journal again");
-        return 0;
-    }
-    let (seq, crc) = bytes.split_at(8);
-    if crc32fast::hash(seq).to_le_bytes() != crc {
-        warn!("journal checkpoint corrupt; shipping the whole journal again");
-        return 0;
-    }
-    u64::from_le_bytes(seq.try_into().unwrap_or_default())
-}
-
-/// Saved atomically and durably: a checkpoint lost to a power cut would
-/// ship the whole journal again.
-fn save_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
-    let mut bytes = seq.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
-    crate::files::write_atomic(&dir.join(CHECKPOINT), &bytes)
-}
 
 /// Owns the shipper thread.
 pub struct Shipper {
@@ -100,7 +80,7 @@ impl Shipper {
         settings: ShipSettings,
     ) -> Result<Shipper, String> {
         let stop = Arc::new(AtomicBool::new(false));
-        let from = shared.shipped.load(Ordering::Relaxed);
+        let from = shared.shipped();
         let mut ship = Ship {
             cursor: Cursor::new(shared.clone(), from),
             reread: Cursor::new(shared.clone(), from),
@@ -157,16 +137,6 @@ struct InFlight {
     done: bool,
 }
 
-/// What became of one produce call.
-enum Sent {
-    /// librdkafka has it; its delivery report will tell.
-    Queued,
-    /// Refused for good (e.g. too large): dead-lettered.
-    Dead,
-    /// Refused for now (queue full): produce it again later.
-    Later,
-}
-
 struct Ship {
     shared: Arc<Shared>,
     cursor: Cursor,
@@ -215,7 +185,7 @@ impl Ship {
             self.report();
             if let Some(since) = draining_since {
                 let all_done =
-                    self.in_flight.is_empty() && self.cursor.next_seq >= self.shared.written();
+                    self.in_flight.is_empty() && self.cursor.next_seq() >= self.shared.written();
                 if all_done || since.elapsed() > self.drain_timeout {
                     let watermark = self.watermark();
                     self.save(watermark);
@@ -230,7 +200,7 @@ impl Ship {
                 // (librdkafka lingers `linger_ms` anyway).
                 if self.in_flight.is_empty() {
                     self.shared
-                        .wait_for(self.cursor.next_seq, Duration::from_millis(50));
+                        .wait_for(self.cursor.next_seq(), Duration::from_millis(50));
                 } else {
                     std::thread::sleep(ROUND_PAUSE);
                 }
@@ -259,7 +229,7 @@ impl Ship {
     fn watermark(&self) -> u64 {
         match self.in_flight.iter().find(|f| !f.done) {
             Some(f) => f.seq,
-            None => self.cursor.next_seq,
+            None => self.cursor.next_seq(),
         }
     }
 
@@ -427,8 +397,8 @@ impl Ship {
     }
 
     fn save(&mut self, watermark: u64) {
-        self.shared.shipped.store(watermark, Ordering::Relaxed);
-        if let Err(e) = save_checkpoint(&self.shared.dir, watermark) {
+        self.shared.set_shipped(watermark);
+        if let Err(e) = checkpoint::save(self.shared.dir(), watermark) {
             warn!(error = %e, "cannot save the journal checkpoint");
             return;
         }
@@ -439,16 +409,14 @@ impl Ship {
     /// Deletes segments whose every record is shipped and covered by the
     /// attribution snapshot (never the one being written).
     fn delete_shipped(&mut self) {
-        let keep_from = self
-            .saved
-            .min(self.shared.engine_snapshot.load(Ordering::Relaxed));
+        let keep_from = self.saved.min(self.shared.engine_snapshot());
         let segs = self.shared.segments();
         for pair in segs.windows(2) {
             let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
             if *next_first <= keep_from {
                 if let Ok(meta) = fs::metadata(path) {
                     if fs::remove_file(path).is_ok() {
-                        self.shared.bytes.fetch_sub(meta.len(), Ordering::Relaxed);
+                        self.shared.segment_deleted(meta.len());
                     }
                 }
             } else {
@@ -473,219 +441,5 @@ impl Drop for Ship {
     }
 }
 
-/// Hands one record to the producer, with its headers as journaled.
-fn send(
-    producer: &dyn Produce,
-    topics: &Topics,
-    log: &RateLimit,
-    dead_letter_file: &Path,
-    r: &Record<'_>,
-) -> Sent {
-    // pixeld's records carry one header; a few more fit without allocating.
-    let mut list: [(&str, &[u8]); 8] = [("", &[]); 8];
-    let mut n = 0;
-    for h in r.headers.iter().take(list.len()) {
-        list[n] = h;
-        n += 1;
-    }
-    let out = Outgoing {
-        topic: r.topic,
-        key: r.key,
-        headers: &list[..n],
-        payload: r.payload,
-    };
-    match producer.send(&out, r.seq) {
-        Ok(()) => Sent::Queued,
-        Err(e) if e.kind == Refusal::Permanent => {
-            dead_letter(dead_letter_file, topics, r, &e.message);
-            Sent::Dead
-        }
-        Err(e) => {
-            if e.kind != Refusal::QueueFull {
-                if let Some(held) = log.check() {
-                    warn!(error = %e.message, suppressed = held, "produce refused; will retry");
-                }
-            }
-            Sent::Later
-        }
-    }
-}
-
-/// Appends the record to the dead-letter file, one JSON line, with the
-/// reason: the checkpoint may then pass it.
-fn dead_letter(path: &Path, topics: &Topics, r: &Record<'_>, reason: &str) {
-    let mut line = Vec::with_capacity(r.payload.len() + 128);
-    let mut w = crate::event::JsonWriter::object(&mut line);
-    w.u64("seq", r.seq);
-    w.u64("ts", r.ts_ms);
-    w.str("reason", reason);
-    w.str("topic", topics.name(r.topic));
-    w.str("key", &String::from_utf8_lossy(r.key));
-    w.str("payload", &String::from_utf8_lossy(r.payload));
-    w.end();
-    line.push(b'\n');
-    let written = crate::files::private_options()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut file| file.write_all(&line));
-    metric::journal_dead_letter();
-    let seq = r.seq;
-    match written {
-        Ok(()) => {
-            warn!(seq, reason, file = %path.display(), "record refused by the broker for good; written to the dead-letter file")
-        }
-        Err(e) => {
-            warn!(seq, reason, error = %e, "record refused by the broker for good, and the dead-letter file cannot be written")
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::EventType;
-    use crate::journal::{Journal, Settings};
-    use crate::sink::producer::mock::{Failure, MockProducer};
-    use crate::sink::Topic;
-
-    fn journal(dir: &Path, n: u64) -> Journal {
-        let j = Journal::open(&Settings {
-            dir: dir.to_path_buf(),
-            fsync: false,
-            max_bytes: 1 << 30,
-            segment_bytes: 300,
-        })
-        .unwrap();
-        for i in 0..n {
-            let body = Journal::body(
-                Topic::Clicks,
-                &[("type", EventType::Click.as_str().as_bytes())],
-                b"k",
-                format!("{{\"i\":{i}}}").as_bytes(),
-                &[],
-            );
-            assert_eq!(j.append_blocking(body, 1_000 + i), Ok(i));
-        }
-        j
-    }
-
-    fn topics() -> Topics {
-        Topics(
-            [
-                "imp", "clk", "conv", "seg", "inv", "attr", "adj", "sync", "pb", "pbdead",
-            ]
-            .map(String::from),
-        )
-    }
-
-    /// Ships `n` records through a mock failing as told; returns what it
-    /// delivered (payload indexes), the records left, and the data dir.
-    fn ship(n: u64, failure: Option<(usize, Failure)>) -> (Vec<u64>, u64, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let j = journal(&dir.path().join("journal"), n);
-        let (tx, rx) = unbounded();
-        let mock = Arc::new(match failure {
-            Some((at, f)) => MockProducer::new_failing_at(at, f, tx),
-            None => MockProducer::new(tx),
-        });
-        struct Shared(Arc<MockProducer>);
-        impl Produce for Shared {
-            fn send(
-                &self,
-                msg: &Outgoing<'_>,
-                opaque: u64,
-            ) -> Result<(), crate::sink::producer::ProduceError> {
-                self.0.send(msg, opaque)
-            }
-            fn flush(&self, timeout: Duration) -> usize {
-                self.0.flush(timeout)
-            }
-        }
-        let settings = ShipSettings {
-            topics: topics(),
-            dead_letter: dir.path().join("dead-letter.jsonl"),
-            drain_timeout: Duration::from_millis(300),
-        };
-        let shipper = Shipper::start_with(
-            j.shared.clone(),
-            Box::new(Shared(mock.clone())),
-            rx,
-            settings,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while mock.delivered().len() < n as usize - 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let left = shipper.stop();
-        let delivered = mock
-            .delivered()
-            .iter()
-            .map(|t| {
-                assert_eq!(t.topic, Topic::Clicks);
-                assert_eq!(t.headers, [("type".to_string(), b"click".to_vec())]);
-                let v: serde_json::Value = serde_json::from_slice(&t.payload).unwrap();
-                v["i"].as_u64().unwrap()
-            })
-            .collect();
-        (delivered, left, dir)
-    }
-
-    #[test]
-    fn everything_is_produced_in_order_and_the_checkpoint_passes_it() {
-        let (delivered, left, dir) = ship(20, None);
-        assert_eq!(delivered, (0..20).collect::<Vec<_>>());
-        assert_eq!(left, 0);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 20);
-        assert!(
-            segments_of(dir.path()).len() <= 1,
-            "shipped segments are deleted (the one being written stays)"
-        );
-    }
-
-    fn segments_of(dir: &Path) -> Vec<(u64, PathBuf)> {
-        crate::journal::segments(&dir.join("journal"))
-    }
-
-    #[test]
-    fn a_retriable_delivery_failure_is_produced_again() {
-        let (delivered, left, dir) = ship(10, Some((3, Failure::RetriableReport)));
-        let mut sorted = delivered.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "record 3 came later");
-        assert_eq!(left, 0);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 10);
-    }
-
-    #[test]
-    fn a_full_queue_is_tried_again() {
-        let (delivered, left, _dir) = ship(10, Some((0, Failure::QueueFull)));
-        assert_eq!(delivered, (0..10).collect::<Vec<_>>());
-        assert_eq!(left, 0);
-    }
-
-    #[test]
-    fn a_permanent_refusal_is_dead_lettered_and_the_rest_delivered() {
-        for failure in [Failure::PermanentReport, Failure::PermanentAtSend] {
-            let (delivered, left, dir) = ship(6, Some((2, failure)));
-            assert_eq!(delivered, [0, 1, 3, 4, 5], "{failure:?}");
-            assert_eq!(left, 0);
-            assert_eq!(load_checkpoint(&dir.path().join("journal")), 6);
-            let lines = fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-            let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
-            assert_eq!(line["seq"], 2);
-            assert_eq!(line["topic"], "clk");
-            assert_eq!(line["payload"], "{\"i\":2}");
-        }
-    }
-
-    #[test]
-    fn the_checkpoint_never_passes_an_unacknowledged_record() {
-        let (delivered, left, dir) = ship(8, Some((4, Failure::NoReport)));
-        assert_eq!(delivered, [0, 1, 2, 3, 5, 6, 7]);
-        assert_eq!(load_checkpoint(&dir.path().join("journal")), 4);
-        assert_eq!(left, 4, "records 4..8 stay for the next start");
-    }
-}
+mod tests;

@@ -1,5 +1,8 @@
+use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::path::Path;
 
+use super::segment::list as segments;
 use super::*;
 use crate::event::EventType;
 use crate::sink::Topic;

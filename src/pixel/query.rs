@@ -7,90 +7,36 @@
 
 use std::borrow::Cow;
 
-/// The query parameters any pixel understands. Unknown keys are ignored, as
-/// ad servers append their own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Key {
-    Id,
-    Cachebuster,
-    Ancost,
-    T,
-    OrderId,
-    Value,
-    Other,
-    Seg,
-    Remove,
-    Add,
-    AddCode,
-    RemoveCode,
-    Member,
-    /// A click id handed back with a conversion.
-    Clid,
-    Gdpr,
-    GdprConsent,
-    Gpp,
-    GppSid,
-    /// The cookie bounce's marker (`cookie.bounce`).
-    Bounced,
-    /// A partner's id for the browser (`/mapuid`).
-    User,
-}
-
-/// One slot per [`Key`]: the last variant's index, plus one.
-const KEY_COUNT: usize = Key::User as usize + 1;
-
-impl Key {
-    fn from_bytes(k: &[u8]) -> Option<Key> {
-        Some(match k {
-            b"id" => Key::Id,
-            b"cachebuster" => Key::Cachebuster,
-            b"ancost" => Key::Ancost,
-            b"t" => Key::T,
-            b"order_id" => Key::OrderId,
-            b"value" => Key::Value,
-            b"other" => Key::Other,
-            b"seg" => Key::Seg,
-            b"remove" => Key::Remove,
-            b"add" => Key::Add,
-            b"add_code" => Key::AddCode,
-            b"remove_code" => Key::RemoveCode,
-            b"member" => Key::Member,
-            b"clid" => Key::Clid,
-            b"gdpr" => Key::Gdpr,
-            b"gdpr_consent" => Key::GdprConsent,
-            b"gpp" => Key::Gpp,
-            b"gpp_sid" => Key::GppSid,
-            b"pxbounce" => Key::Bounced,
-            b"user" => Key::User,
-            _ => return None,
-        })
-    }
-
-    /// The parameter's name, used to build warning codes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Key::Id => "id",
-            Key::Cachebuster => "cachebuster",
-            Key::Ancost => "ancost",
-            Key::T => "t",
-            Key::OrderId => "order_id",
-            Key::Value => "value",
-            Key::Other => "other",
-            Key::Seg => "seg",
-            Key::Remove => "remove",
-            Key::Add => "add",
-            Key::AddCode => "add_code",
-            Key::RemoveCode => "remove_code",
-            Key::Member => "member",
-            Key::Clid => "clid",
-            Key::Gdpr => "gdpr",
-            Key::GdprConsent => "gdpr_consent",
-            Key::Gpp => "gpp",
-            Key::GppSid => "gpp_sid",
-            Key::Bounced => "pxbounce",
-            Key::User => "user",
-        }
+crate::indexed::indexed_enum! {
+    /// The query parameters any pixel understands, by their names in the
+    /// query (`as_str`, and `parse` back). Unknown keys are ignored, as ad
+    /// servers append their own.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Key {
+        Id => "id",
+        Cachebuster => "cachebuster",
+        Ancost => "ancost",
+        T => "t",
+        OrderId => "order_id",
+        Value => "value",
+        Other => "other",
+        Seg => "seg",
+        Remove => "remove",
+        Add => "add",
+        AddCode => "add_code",
+        RemoveCode => "remove_code",
+        Member => "member",
+        /// A click id handed back with a conversion.
+        Clid => "clid",
+        Gdpr => "gdpr",
+        GdprConsent => "gdpr_consent",
+        Gpp => "gpp",
+        GppSid => "gpp_sid",
+        /// The cookie bounce's marker (`cookie.bounce`).
+        Bounced => "pxbounce",
+        /// A partner's id for the browser (`/mapuid`).
+        User => "user",
     }
 }
 
@@ -122,7 +68,7 @@ impl<'a> Param<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Query<'a> {
     /// Raw (undecoded) value of each known key; the first occurrence wins.
-    values: [Option<&'a str>; KEY_COUNT],
+    values: [Option<&'a str>; Key::COUNT],
     /// Everything after the first `redir=`, `&` and `=` included.
     redir: Option<&'a str>,
 }
@@ -139,17 +85,18 @@ impl<'a> Query<'a> {
         while start <= bytes.len() {
             let end = memchr(b'&', &bytes[start..]).map_or(bytes.len(), |i| start + i);
             let pair = &bytes[start..end];
+            // `&` and `=` are ASCII: the key's ends are character boundaries.
             let (key, value_start, has_eq) = match memchr(b'=', pair) {
-                Some(eq) => (&pair[..eq], start + eq + 1, true),
-                None => (pair, end, false),
+                Some(eq) => (&raw[start..start + eq], start + eq + 1, true),
+                None => (&raw[start..end], end, false),
             };
-            if has_eq && key == b"redir" {
+            if has_eq && key == "redir" {
                 // The target is the rest of the query, whatever it contains.
                 q.redir = Some(&raw[value_start.min(raw.len())..]);
                 break;
             }
-            if let Some(k) = Key::from_bytes(key) {
-                let slot = &mut q.values[k as usize];
+            if let Some(k) = Key::parse(key) {
+                let slot = &mut q.values[k.index()];
                 if slot.is_none() {
                     *slot = Some(&raw[value_start..end]);
                 }
@@ -161,7 +108,7 @@ impl<'a> Query<'a> {
 
     /// The raw, undecoded value of `key`, as it appeared first.
     pub fn raw(&self, key: Key) -> Option<&'a str> {
-        self.values[key as usize]
+        self.values[key.index()]
     }
 
     /// The decoded value of `key` (`+` is a space, `%XX` a byte).
@@ -435,6 +382,21 @@ mod tests {
         assert!(Query::parse(&at_limit, 100).is_ok());
         let over = format!("{at_limit}7");
         assert_eq!(Query::parse(&over, 100).unwrap_err(), QueryError::TooLong);
+    }
+
+    /// Every key is found under its own name, in its own slot.
+    #[test]
+    fn every_key_round_trips_through_its_name_and_its_slot() {
+        for key in Key::ALL {
+            assert_eq!(Key::parse(key.as_str()), Some(key));
+            let raw = format!("{}=v{}", key.as_str(), key.index());
+            let q = Query::parse(&raw, MAX).unwrap();
+            for other in Key::ALL {
+                let want = (other == key).then(|| format!("v{}", key.index()));
+                assert_eq!(q.raw(other).map(String::from), want, "{raw}: {other:?}");
+            }
+        }
+        assert_eq!(Key::parse("redir"), None);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl KafkaSink {
         let ready = Arc::new(AtomicBool::new(false));
         let setup = TopicSetup {
             admin,
-            topics: topics.0.to_vec(),
+            topics: topics.names().to_vec(),
             partitions: cfg.partitions,
             replication: cfg.replication_factor,
             ready: ready.clone(),

@@ -13,37 +13,28 @@ use std::time::Duration;
 
 use crate::event::EventType;
 
-/// Where an event goes; the Kafka sink maps each to a configured topic name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    Impressions,
-    Clicks,
-    Conversions,
-    Segments,
-    Invalid,
-    Attributions,
-    Adjustments,
-    UserSync,
-    /// `pixeld forward`'s delivery log.
-    Postbacks,
-    /// `pixeld forward`'s calls given up on.
-    PostbacksDead,
+crate::indexed::indexed_enum! {
+    /// Where an event goes; the Kafka sink maps each to a configured topic
+    /// name. The declaration order is the journal's topic code: append,
+    /// never reorder.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Topic {
+        Impressions,
+        Clicks,
+        Conversions,
+        Segments,
+        Invalid,
+        Attributions,
+        Adjustments,
+        UserSync,
+        /// `pixeld forward`'s delivery log.
+        Postbacks,
+        /// `pixeld forward`'s calls given up on.
+        PostbacksDead,
+    }
 }
 
 impl Topic {
-    pub const ALL: [Topic; 10] = [
-        Topic::Impressions,
-        Topic::Clicks,
-        Topic::Conversions,
-        Topic::Segments,
-        Topic::Invalid,
-        Topic::Attributions,
-        Topic::Adjustments,
-        Topic::UserSync,
-        Topic::Postbacks,
-        Topic::PostbacksDead,
-    ];
-
     pub fn for_event(kind: EventType) -> Topic {
         match kind {
             EventType::Impression => Topic::Impressions,
@@ -110,13 +101,21 @@ pub trait Sink: Send + Sync + 'static {
 mod tests {
     use super::Topic;
 
-    /// The journal's topic codes and the producer's name table index by
-    /// discriminant: a variant out of place in `ALL` would send its events
-    /// to another topic.
+    /// Each topic is at its index in `ALL`, the journal's code and the
+    /// producer's slot for its name and handle.
     #[test]
-    fn every_topic_is_at_its_discriminant() {
-        for (i, t) in Topic::ALL.iter().enumerate() {
-            assert_eq!(*t as usize, i, "{t:?}");
+    fn every_topic_round_trips_through_its_slot() {
+        for (i, t) in Topic::ALL.into_iter().enumerate() {
+            assert_eq!(t.index(), i, "{t:?}");
+            assert_eq!(Topic::ALL[t.index()], t);
         }
+    }
+
+    /// The journal's version-1 and 2 formats store these codes.
+    #[test]
+    fn the_journal_codes_of_existing_topics_never_move() {
+        assert_eq!(Topic::Impressions.index(), 0);
+        assert_eq!(Topic::UserSync.index(), 7);
+        assert_eq!(Topic::PostbacksDead.index(), 9);
     }
 }

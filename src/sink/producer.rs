@@ -16,6 +16,7 @@ use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use tracing::warn;
 
 use super::Topic;
+use crate::config::TopicsConfig;
 use crate::telemetry::{metric, RateLimit};
 
 /// One message to produce, borrowed for the call.
@@ -81,24 +82,40 @@ pub trait Produce: Send + Sync {
     fn flush(&self, timeout: Duration) -> usize;
 }
 
-/// Topic name per [`Topic`], in `Topic::ALL` order.
+/// Topic name per [`Topic`], at its index.
 #[derive(Clone, Debug)]
-pub struct Topics(pub [String; Topic::ALL.len()]);
+pub struct Topics([String; Topic::COUNT]);
 
 impl Topics {
     /// The configured names (`[kafka.topics]`).
-    pub fn from_config(cfg: &crate::config::TopicsConfig) -> Topics {
-        Topics(cfg.names().map(String::from))
-    }
-
-    /// Where `topic` is in `Topic::ALL` (and so in the names and handles):
-    /// its discriminant (`sink::tests::every_topic_is_at_its_discriminant`).
-    fn index(topic: Topic) -> usize {
-        topic as usize
+    pub fn from_config(cfg: &TopicsConfig) -> Topics {
+        Topics(Topic::ALL.map(|t| configured(cfg, t).to_string()))
     }
 
     pub fn name(&self, topic: Topic) -> &str {
-        &self.0[Topics::index(topic)]
+        &self.0[topic.index()]
+    }
+
+    /// Every name, in `Topic::ALL` order.
+    pub fn names(&self) -> &[String; Topic::COUNT] {
+        &self.0
+    }
+}
+
+/// The `[kafka.topics]` entry of `topic`: a match, so a new topic without
+/// its entry does not compile (a list "in the same order" once could).
+fn configured(cfg: &TopicsConfig, topic: Topic) -> &str {
+    match topic {
+        Topic::Impressions => &cfg.impressions,
+        Topic::Clicks => &cfg.clicks,
+        Topic::Conversions => &cfg.conversions,
+        Topic::Segments => &cfg.segments,
+        Topic::Invalid => &cfg.invalid,
+        Topic::Attributions => &cfg.attributions,
+        Topic::Adjustments => &cfg.adjustments,
+        Topic::UserSync => &cfg.usersync,
+        Topic::Postbacks => &cfg.postbacks,
+        Topic::PostbacksDead => &cfg.postbacks_dead,
     }
 }
 
@@ -179,8 +196,8 @@ impl Drop for TopicHandle {
 
 /// A librdkafka producer behind [`Produce`].
 pub struct KafkaProducer {
-    /// Per [`Topic`], in `Topic::ALL` order. Declared before `producer` so
-    /// they are released before the client is.
+    /// Per [`Topic`], at its index. Declared before `producer` so they are
+    /// released before the client is.
     handles: Vec<TopicHandle>,
     producer: ThreadedProducer<Context>,
 }
@@ -200,8 +217,8 @@ impl KafkaProducer {
         };
         let producer: ThreadedProducer<Context> = client.create_with_context(context)?;
         let rk = producer.client().native_ptr();
-        let mut handles = Vec::with_capacity(topics.0.len());
-        for name in &topics.0 {
+        let mut handles = Vec::with_capacity(Topic::COUNT);
+        for name in topics.names() {
             let c_name = std::ffi::CString::new(name.as_str()).map_err(|_| {
                 KafkaError::ClientCreation(format!("topic name {name:?} has a NUL"))
             })?;
@@ -222,7 +239,7 @@ impl KafkaProducer {
 impl Produce for KafkaProducer {
     fn send(&self, msg: &Outgoing<'_>, opaque: u64) -> Result<(), ProduceError> {
         use rdsys::rd_kafka_vtype_t::*;
-        let rkt = self.handles[Topics::index(msg.topic)].0;
+        let rkt = self.handles[msg.topic.index()].0;
         let rk = self.producer.client().native_ptr();
         // An anonymous event (no user id) goes with a NULL key, which the
         // partitioner spreads; an empty key would hash every anonymous
@@ -401,5 +418,29 @@ pub mod mock {
         fn flush(&self, _timeout: Duration) -> usize {
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Topic, Topics};
+    use crate::config::TopicsConfig;
+
+    /// Each topic finds its own configured name in its slot: no two topics
+    /// share one (the defaults are all different).
+    #[test]
+    fn every_topic_round_trips_through_the_name_table() {
+        let topics = Topics::from_config(&TopicsConfig::default());
+        for t in Topic::ALL {
+            let name = topics.name(t);
+            let found: Vec<Topic> = Topic::ALL
+                .into_iter()
+                .filter(|o| topics.name(*o) == name)
+                .collect();
+            assert_eq!(found, [t], "{name}");
+            assert_eq!(topics.names()[t.index()], name);
+        }
+        assert_eq!(topics.name(Topic::Impressions), "pixel.impressions");
+        assert_eq!(topics.name(Topic::PostbacksDead), "pixel.postbacks.dead");
     }
 }

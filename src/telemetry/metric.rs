@@ -226,58 +226,59 @@ pub const FORWARD_LAG: &str = "forward_partition_lag";
 pub const FORWARD_ORPHANED: &str = "forward_orphaned_partitions";
 pub const FORWARD_COMMITS: &str = "forward_commits_total";
 
-/// The `route` label of `usersync_requests_total` (and of the request
-/// metrics): one per sync route, so a label cannot be misspelt at a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncRoute {
-    /// `/getuid?URL`: a redirect with the id, never a cookie.
-    GetUid,
-    /// `/getuidnb?URL`: the same, issuing an id to a browser without one.
-    GetUidNb,
-    /// `/getuidj`: JSON, for partners' scripts (CORS).
-    GetUidJ,
-    /// `/getuidp?callback=NAME`: JSONP.
-    GetUidP,
-}
-
-impl SyncRoute {
-    pub const ALL: [SyncRoute; 4] = [
-        SyncRoute::GetUid,
-        SyncRoute::GetUidNb,
-        SyncRoute::GetUidJ,
-        SyncRoute::GetUidP,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            SyncRoute::GetUid => "getuid",
-            SyncRoute::GetUidNb => "getuidnb",
-            SyncRoute::GetUidJ => "getuidj",
-            SyncRoute::GetUidP => "getuidp",
-        }
+crate::indexed::indexed_enum! {
+    /// The `route` label of `usersync_requests_total` (and of the request
+    /// metrics): one per sync route, so a label cannot be misspelt at a call.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SyncRoute {
+        /// `/getuid?URL`: a redirect with the id, never a cookie.
+        GetUid => "getuid",
+        /// `/getuidnb?URL`: the same, issuing an id to a browser without one.
+        GetUidNb => "getuidnb",
+        /// `/getuidj`: JSON, for partners' scripts (CORS).
+        GetUidJ => "getuidj",
+        /// `/getuidp?callback=NAME`: JSONP.
+        GetUidP => "getuidp",
     }
 }
 
-/// The `answer` label of `usersync_requests_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncAnswer {
-    /// A real id was handed to the partner.
-    Uid,
-    /// `0`: no id may be, or can be, handed out.
-    Zero,
-    /// Sync off, or the target or callback was refused (4xx).
-    Refused,
+crate::indexed::indexed_enum! {
+    /// The `route` label of the request metrics: one slot per route in each
+    /// thread's figures ([`super::local`]), found by its index, never by
+    /// comparing text. `NotFound` is every path no route takes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RouteLabel {
+        Imptr => "imptr",
+        Clktr => "clktr",
+        Px => "px",
+        Seg => "seg",
+        MapUid => "mapuid",
+        OptOut => "optout",
+        Healthz => "healthz",
+        Readyz => "readyz",
+        Metrics => "metrics",
+        Robots => "robots",
+        Reload => "reload",
+        GetUid => "getuid",
+        GetUidNb => "getuidnb",
+        GetUidJ => "getuidj",
+        GetUidP => "getuidp",
+        V1Conversions => "v1_conversions",
+        V1Adjustments => "v1_adjustments",
+        NotFound => "not_found",
+    }
 }
 
-impl SyncAnswer {
-    pub const ALL: [SyncAnswer; 3] = [SyncAnswer::Uid, SyncAnswer::Zero, SyncAnswer::Refused];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            SyncAnswer::Uid => "uid",
-            SyncAnswer::Zero => "zero",
-            SyncAnswer::Refused => "refused",
-        }
+crate::indexed::indexed_enum! {
+    /// The `answer` label of `usersync_requests_total`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SyncAnswer {
+        /// A real id was handed to the partner.
+        Uid => "uid",
+        /// `0`: no id may be, or can be, handed out.
+        Zero => "zero",
+        /// Sync off, or the target or callback was refused (4xx).
+        Refused => "refused",
     }
 }
 
@@ -333,7 +334,7 @@ pub fn start_at_zero() {
     // Two labels, so not in KNOWN: every pair.
     for route in SyncRoute::ALL {
         for answer in SyncAnswer::ALL {
-            metrics::counter!(USERSYNC_REQUESTS, "route" => route.label(), "answer" => answer.label())
+            metrics::counter!(USERSYNC_REQUESTS, "route" => route.as_str(), "answer" => answer.as_str())
                 .absolute(0);
         }
     }
@@ -414,7 +415,7 @@ pub fn forward_commit(result: &'static str) {
 
 /// One user-id sync request answered.
 pub fn usersync_request(route: SyncRoute, answer: SyncAnswer) {
-    metrics::counter!(USERSYNC_REQUESTS, "route" => route.label(), "answer" => answer.label())
+    metrics::counter!(USERSYNC_REQUESTS, "route" => route.as_str(), "answer" => answer.as_str())
         .increment(1);
 }
 
@@ -449,7 +450,7 @@ pub fn journal_max_bytes(bytes: u64) {
 }
 
 /// An event was delivered as far as the durability mode promises.
-pub fn event_delivered(kind: &'static str) {
+pub fn event_delivered(kind: crate::event::EventType) {
     super::local::event_delivered(kind);
 }
 
@@ -615,7 +616,7 @@ pub fn cluster_decision_delay(seconds: f64) {
 
 /// One request answered on `route` with `status`, after `seconds`
 /// (recorded per thread: [`super::local`]).
-pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+pub fn http_request(route: RouteLabel, status: u16, seconds: f64) {
     super::local::http_request(route, status, seconds);
 }
 
@@ -686,6 +687,21 @@ pub fn config_in_force(sha256: &str, previous: Option<&str>, at_unix_seconds: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sync route is counted under the same `route` label in
+    /// `usersync_requests_total` and in the request metrics, and its text
+    /// parses back.
+    #[test]
+    fn every_sync_route_and_answer_round_trips_through_its_label() {
+        for route in SyncRoute::ALL {
+            assert_eq!(SyncRoute::parse(route.as_str()), Some(route));
+            let label = RouteLabel::parse(route.as_str());
+            assert!(label.is_some(), "{route:?}");
+        }
+        for answer in SyncAnswer::ALL {
+            assert_eq!(SyncAnswer::parse(answer.as_str()), Some(answer));
+        }
+    }
 
     #[test]
     fn the_readme_catalog_is_current() {

@@ -1,0 +1,146 @@
+//! The shipper against a mock producer that fails on demand: order, the
+//! checkpoint, retries and dead letters.
+
+use std::path::Path;
+
+use super::*;
+use crate::event::EventType;
+use crate::journal::{Journal, Settings};
+use crate::sink::producer::mock::{Failure, MockProducer};
+use crate::sink::producer::Outgoing;
+use crate::sink::Topic;
+
+fn journal(dir: &Path, n: u64) -> Journal {
+    let j = Journal::open(&Settings {
+        dir: dir.to_path_buf(),
+        fsync: false,
+        max_bytes: 1 << 30,
+        segment_bytes: 300,
+    })
+    .unwrap();
+    for i in 0..n {
+        let body = Journal::body(
+            Topic::Clicks,
+            &[("type", EventType::Click.as_str().as_bytes())],
+            b"k",
+            format!("{{\"i\":{i}}}").as_bytes(),
+            &[],
+        );
+        assert_eq!(j.append_blocking(body, 1_000 + i), Ok(i));
+    }
+    j
+}
+
+fn topics() -> Topics {
+    Topics::from_config(&crate::config::TopicsConfig::default())
+}
+
+/// Ships `n` records through a mock failing as told; returns what it
+/// delivered (payload indexes), the records left, and the data dir.
+fn ship(n: u64, failure: Option<(usize, Failure)>) -> (Vec<u64>, u64, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir.path().join("journal"), n);
+    let (tx, rx) = unbounded();
+    let mock = Arc::new(match failure {
+        Some((at, f)) => MockProducer::new_failing_at(at, f, tx),
+        None => MockProducer::new(tx),
+    });
+    struct Shared(Arc<MockProducer>);
+    impl Produce for Shared {
+        fn send(
+            &self,
+            msg: &Outgoing<'_>,
+            opaque: u64,
+        ) -> Result<(), crate::sink::producer::ProduceError> {
+            self.0.send(msg, opaque)
+        }
+        fn flush(&self, timeout: Duration) -> usize {
+            self.0.flush(timeout)
+        }
+    }
+    let settings = ShipSettings {
+        topics: topics(),
+        dead_letter: dir.path().join("dead-letter.jsonl"),
+        drain_timeout: Duration::from_millis(300),
+    };
+    let shipper = Shipper::start_with(
+        j.shared.clone(),
+        Box::new(Shared(mock.clone())),
+        rx,
+        settings,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.delivered().len() < n as usize - 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let left = shipper.stop();
+    let delivered = mock
+        .delivered()
+        .iter()
+        .map(|t| {
+            assert_eq!(t.topic, Topic::Clicks);
+            assert_eq!(t.headers, [("type".to_string(), b"click".to_vec())]);
+            let v: serde_json::Value = serde_json::from_slice(&t.payload).unwrap();
+            v["i"].as_u64().unwrap()
+        })
+        .collect();
+    (delivered, left, dir)
+}
+
+#[test]
+fn everything_is_produced_in_order_and_the_checkpoint_passes_it() {
+    let (delivered, left, dir) = ship(20, None);
+    assert_eq!(delivered, (0..20).collect::<Vec<_>>());
+    assert_eq!(left, 0);
+    assert_eq!(checkpoint::load(&dir.path().join("journal")), 20);
+    assert!(
+        segments_of(dir.path()).len() <= 1,
+        "shipped segments are deleted (the one being written stays)"
+    );
+}
+
+fn segments_of(dir: &Path) -> Vec<(u64, PathBuf)> {
+    crate::journal::segment::list(&dir.join("journal"))
+}
+
+#[test]
+fn a_retriable_delivery_failure_is_produced_again() {
+    let (delivered, left, dir) = ship(10, Some((3, Failure::RetriableReport)));
+    let mut sorted = delivered.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "record 3 came later");
+    assert_eq!(left, 0);
+    assert_eq!(checkpoint::load(&dir.path().join("journal")), 10);
+}
+
+#[test]
+fn a_full_queue_is_tried_again() {
+    let (delivered, left, _dir) = ship(10, Some((0, Failure::QueueFull)));
+    assert_eq!(delivered, (0..10).collect::<Vec<_>>());
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_permanent_refusal_is_dead_lettered_and_the_rest_delivered() {
+    for failure in [Failure::PermanentReport, Failure::PermanentAtSend] {
+        let (delivered, left, dir) = ship(6, Some((2, failure)));
+        assert_eq!(delivered, [0, 1, 3, 4, 5], "{failure:?}");
+        assert_eq!(left, 0);
+        assert_eq!(checkpoint::load(&dir.path().join("journal")), 6);
+        let lines = fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
+        assert_eq!(line["seq"], 2);
+        assert_eq!(line["topic"], "pixel.clicks");
+        assert_eq!(line["payload"], "{\"i\":2}");
+    }
+}
+
+#[test]
+fn the_checkpoint_never_passes_an_unacknowledged_record() {
+    let (delivered, left, dir) = ship(8, Some((4, Failure::NoReport)));
+    assert_eq!(delivered, [0, 1, 2, 3, 5, 6, 7]);
+    assert_eq!(checkpoint::load(&dir.path().join("journal")), 4);
+    assert_eq!(left, 4, "records 4..8 stay for the next start");
+}
