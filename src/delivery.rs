@@ -391,4 +391,49 @@ mod tests {
             "each refused event once, with its own reason"
         );
     }
+
+    /// Cluster mode: the member reads the engine's input from the
+    /// `pixeld-input` header, in both durabilities; an event that is
+    /// nothing to the engine carries the header empty, and the in-process
+    /// modes carry none.
+    #[test]
+    fn cluster_mode_sends_the_engine_s_input_as_a_header() {
+        use crate::event::input::tests::{common, touch};
+        use crate::event::{Body, Warnings};
+        use crate::ids::{TrackerId, UserId};
+        use crate::sink::headers::INPUT;
+        let event = |uid| Event {
+            common: common(uid, Warnings::default()),
+            body: Body::Impression(touch(TrackerId(2766), None)),
+        };
+        let known = event(Some(UserId(7)));
+        let mut expected = Vec::new();
+        AttributionInput::from_event(&known)
+            .unwrap()
+            .encode(&mut expected);
+        let anonymous = event(None);
+
+        let sink = Arc::new(MemorySink::default());
+        let direct = Delivery::direct(sink.clone(), None).with_input_header();
+        for e in [&known, &anonymous] {
+            assert_eq!(direct.submit(e).wait(), Ok(()));
+        }
+        let inputs: Vec<Option<Vec<u8>>> = sink.take().into_iter().map(|r| r.input).collect();
+        assert_eq!(inputs, [Some(expected.clone()), Some(vec![])]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path(), 1 << 30);
+        let journaled = Delivery::journal(j.clone(), sink.clone(), false).with_input_header();
+        let plain = Delivery::journal(j.clone(), sink, false);
+        for d in [&journaled, &plain] {
+            assert_eq!(d.submit(&known).wait(), Ok(()));
+        }
+        let mut c = Cursor::new(j.shared.clone(), 0);
+        let mut seen = Vec::new();
+        c.read_each(10, |r| {
+            let header = r.headers.iter().find(|(name, _)| *name == INPUT);
+            seen.push((header.map(|(_, v)| v.to_vec()), r.aux.is_empty()));
+        });
+        assert_eq!(seen, [(Some(expected), true), (None, true)]);
+    }
 }

@@ -9,7 +9,9 @@
 # USERS users get an impression each, a click for one in two and a conversion
 # for one in four (2.0 inputs per user with one in four converting), all an hour
 # old, produced into the three input topics (6 partitions) before the member
-# starts. The member runs pinned to core 0; tansu (memory storage, nice 19)
+# starts, each with the engine's input as a `pixeld-input` header beside the
+# JSON as `pixeld serve` in cluster mode sends it (PIXELD_INPUT_HEADER=0: JSON
+# only, so the member decodes the JSON). The member runs pinned to core 0; tansu (memory storage, nice 19)
 # and the load tool on core 1. Prints one JSON object.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,7 +82,7 @@ RSS_RESTORED=$(rss_kib $MEMBER)
 kill -TERM $MEMBER; wait $MEMBER || true
 
 python3 - "$INPUTS" "$CONVERSIONS" "$START" "$END" "$CPU0" "$CPU1" "$LATE" "$CHANGELOG" "$WORK/member2.log" "$USERS" "$RESTORE_CPU" "$RSS_BASE" "$RSS_RESTORED" <<'EOF'
-import json, re, sys
+import json, os, re, sys
 inputs, conversions = int(sys.argv[1]), int(sys.argv[2])
 wall = float(sys.argv[4]) - float(sys.argv[3])
 cpu = float(sys.argv[6]) - float(sys.argv[5])
@@ -91,7 +93,7 @@ for line in open(sys.argv[9]):
     if m:
         users += int(m.group(1)); restore_ms += int(m.group(2))
 print(json.dumps({
-    "users": int(sys.argv[10]), "inputs": inputs, "conversions": conversions,
+    "users": int(sys.argv[10]), "input_header": os.environ.get("PIXELD_INPUT_HEADER") != "0", "inputs": inputs, "conversions": conversions,
     "wall_seconds": round(wall, 2), "inputs_per_second": round(inputs / wall),
     "member_cpu_seconds": round(cpu, 2), "inputs_per_cpu_second": round(inputs / cpu) if cpu else None,
     "late": float(sys.argv[7]),

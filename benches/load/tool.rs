@@ -211,12 +211,39 @@ fn inputs(brokers: &str, users: u64) {
     let t0 = pixeld::telemetry::now_ms() - 3_600_000;
     let started = Instant::now();
     let mut counts = [0u64; 3];
+    let with_header = std::env::var("PIXELD_INPUT_HEADER").as_deref() != Ok("0");
     for i in 0..users {
         let uid = UserId::generate().to_hex();
         let uid = uid.as_str();
         let ts = t0 + i * 3_000_000 / users.max(1);
         let mut send = |kind: usize, ts: u64, body: String| {
+            // The engine's input as `pixeld serve` in cluster mode sends it
+            // beside the JSON (PIXELD_INPUT_HEADER=0: JSON only, as before).
+            let mut input = Vec::new();
             let mut record = BaseRecord::to(INPUTS[kind]).key(uid).payload(&body);
+            if with_header {
+                let kind = [
+                    pixeld::event::EventType::Impression,
+                    pixeld::event::EventType::Click,
+                    pixeld::event::EventType::Conversion,
+                ][kind];
+                if let Ok(Some(i)) =
+                    pixeld::event::AttributionInput::read_json(kind, body.as_bytes())
+                {
+                    i.encode(&mut input);
+                }
+                record = record.headers(
+                    rdkafka::message::OwnedHeaders::new()
+                        .insert(rdkafka::message::Header {
+                            key: "type",
+                            value: Some(kind.as_str()),
+                        })
+                        .insert(rdkafka::message::Header {
+                            key: pixeld::sink::headers::INPUT,
+                            value: Some(&input[..]),
+                        }),
+                );
+            }
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

@@ -749,7 +749,7 @@ struct ClickFields<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -763,7 +763,7 @@ mod tests {
     use crate::event::{encode, Common, Conversion, Touch, Warnings};
     use crate::ids::{ClickTrackerId, TrackerId};
 
-    fn common(uid: Option<UserId>, warnings: Warnings) -> Common<'static> {
+    pub(crate) fn common(uid: Option<UserId>, warnings: Warnings) -> Common<'static> {
         Common {
             event_id: EventId::new_v7(1_764_000_000_123),
             ts_ms: 1_764_000_000_123,
@@ -778,7 +778,7 @@ mod tests {
         }
     }
 
-    fn touch<T>(tracker_id: T, placement: Option<PlacementId>) -> Touch<'static, T> {
+    pub(crate) fn touch<T>(tracker_id: T, placement: Option<PlacementId>) -> Touch<'static, T> {
         Touch {
             tracker_id,
             line_item_id: LineItemId(5001),

@@ -13,6 +13,8 @@ pub struct Record {
     pub key: Vec<u8>,
     pub kind: EventType,
     pub payload: Vec<u8>,
+    /// The `pixeld-input` header's value, when the message has one.
+    pub input: Option<Vec<u8>>,
 }
 
 impl Record {
@@ -41,6 +43,7 @@ impl Sink for MemorySink {
             key: msg.key.to_vec(),
             kind: msg.kind,
             payload: msg.payload.to_vec(),
+            input: msg.input.map(<[u8]>::to_vec),
         };
         self.records
             .lock()
