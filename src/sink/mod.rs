@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod memory;
 pub mod partition;
 pub mod producer;
+pub mod transactional;
 
 use std::time::Duration;
 

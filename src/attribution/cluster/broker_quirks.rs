@@ -36,9 +36,37 @@
 //!    forward`'s group meets the same coordinator and uses the same
 //!    watch ([`Coverage`] over its one topic); test: `tests/forward.rs`,
 //!    the kill test.
+//!
+//! Two more decide the guarantee at start ([`super::guarantee`]) rather
+//! than work around anything: a broker found short of transactions gets
+//! the at-least-once member, the same one `attribution.transactions = "off"`
+//! gets.
+//!
+//! 4. [`txn_offsets_applied`], for **librdkafka's mock cluster** (2.12.1,
+//!    `rdkafka_mock_handlers.c`, read 2026-12-07): it takes every
+//!    transactional request (InitProducerId, AddPartitionsToTxn,
+//!    AddOffsetsToTxn, TxnOffsetCommit, EndTxn) and checks the producer's
+//!    id and epoch, but its TxnOffsetCommit stores nothing (only
+//!    OffsetCommit calls `rd_kafka_mock_commit_offset`), its EndTxn writes
+//!    no control record, and its Fetch answers the last stable offset as
+//!    the high watermark with no aborted transactions: a `read_committed`
+//!    reader sees aborted and open transactions' messages, and a
+//!    transactional member's input offsets would never advance. Nor does
+//!    it fence by transactional id: a second InitProducerId of the same id
+//!    gets a new producer id and the old one stays valid. The probe
+//!    reads its offset back and finds it missing. Test:
+//!    `guarantee::tests`, and `tests/transactions.rs` (a member process on
+//!    the mock).
+//! 5. **tansu 0.6.0** does not route `EndTxn` (the connection is dropped;
+//!    issue 21), so the probe's commit fails within
+//!    [`crate::sink::transactional::TXN_TIMEOUT`]. Test:
+//!    `tests/transactions.rs`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use tracing::{error, warn};
 
@@ -217,6 +245,34 @@ impl<T: Copy + Eq + std::hash::Hash> Coverage<T> {
     pub fn reset(&mut self) {
         self.seen.clear();
     }
+}
+
+/// How long a committed probe offset may take to show: Kafka writes a
+/// transaction's markers after `EndTxn` answers, and a `read_committed`
+/// offset fetch waits for them.
+const TXN_OFFSET_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the offset `want` a probe transaction committed for `tpl`'s one
+/// partition is the group's committed offset now ([`self`], item 4).
+pub fn txn_offsets_applied(
+    reader: &BaseConsumer,
+    tpl: &TopicPartitionList,
+    want: i64,
+) -> Result<(), String> {
+    let deadline = Instant::now() + TXN_OFFSET_WAIT;
+    let mut seen = None;
+    while Instant::now() < deadline {
+        if let Ok(found) = reader.committed_offsets(tpl.clone(), Duration::from_secs(2)) {
+            seen = found.elements().first().map(|e| e.offset());
+            if seen == Some(Offset::Offset(want)) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "the brokers acknowledged a transaction (EndTxn) but did not apply the offset it carried (committed {want}, read back {seen:?}): its input offsets would never advance"
+    ))
 }
 
 #[cfg(test)]
