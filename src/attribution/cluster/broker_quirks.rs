@@ -57,10 +57,11 @@
 //!    reads its offset back and finds it missing. Test:
 //!    `guarantee::tests`, and `tests/transactions.rs` (a member process on
 //!    the mock).
-//! 5. **tansu 0.6.0** does not route `EndTxn` (the connection is dropped;
-//!    issue 21), so the probe's commit fails within
-//!    [`crate::sink::transactional::TXN_TIMEOUT`]. Test:
-//!    `tests/transactions.rs`.
+//! 5. **tansu 0.6.0** registers a transactional id (InitProducerId) but
+//!    does not list `EndTxn` in its ApiVersions (a raw `EndTxn` drops the
+//!    connection; issue 21): librdkafka refuses the probe's commit itself,
+//!    "EndTxnRequest (KIP-98) not supported by broker", in under a second
+//!    (observed 2026-12-07). Test: `tests/transactions.rs`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -279,6 +280,72 @@ pub fn txn_offsets_applied(
 mod tests {
     use super::super::membership::Offsets;
     use super::*;
+
+    /// Item 4 as observed: if a librdkafka upgrade makes the mock keep
+    /// Kafka's transactional rules, this fails, and the mock can then
+    /// serve as the exactly-once test broker.
+    #[test]
+    fn the_mock_cluster_shows_aborted_messages_and_drops_transaction_offsets() {
+        use rdkafka::message::Message;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use rdkafka::ClientConfig;
+
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", "quirk")
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        producer.begin_transaction().unwrap();
+        producer
+            .send(BaseRecord::<str, str>::to("t").key("k").payload("aborted"))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer.abort_transaction(Duration::from_secs(10)).unwrap();
+
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "quirk-readers")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        reader.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            assert!(Instant::now() < deadline, "the aborted message was hidden");
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                break m.payload().map(<[u8]>::to_vec);
+            }
+        };
+        assert_eq!(seen.as_deref(), Some(&b"aborted"[..]));
+
+        producer.begin_transaction().unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("t", 0, Offset::Offset(1))
+            .unwrap();
+        let group = reader.group_metadata().unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))
+            .unwrap();
+        producer
+            .commit_transaction(Duration::from_secs(10))
+            .unwrap();
+        let mut asked = TopicPartitionList::new();
+        asked.add_partition("t", 0);
+        assert!(
+            txn_offsets_applied(&reader, &asked, 5).is_err(),
+            "the mock applied a transaction's offsets"
+        );
+    }
 
     #[test]
     fn repeats_are_dropped_and_skips_sought_back_further_each_time() {

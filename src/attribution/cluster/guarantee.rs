@@ -104,6 +104,9 @@ fn probe(settings: &Settings) -> Result<Output, String> {
         .ok_or("the probe consumer has no group metadata")?;
     output.commit(Some((&tpl, &group))).map_err(|e| match e {
         TxnFailed::Aborted(e) => format!("the brokers aborted a probe transaction: {e}"),
+        TxnFailed::Fatal(ClusterError::Fenced { what, source }) => {
+            format!("the brokers refused a probe transaction ({what}): {source}")
+        }
         TxnFailed::Fatal(e) => format!("the brokers refused a probe transaction: {e}"),
     })?;
     broker_quirks::txn_offsets_applied(&reader, &tpl, next)?;

@@ -62,7 +62,24 @@ impl Output {
             config.set("enable.idempotence", "true");
         }
         if let Some(id) = transactional_id {
-            config.set("transactional.id", id);
+            // librdkafka refuses a message timeout above the transaction's
+            // (a message still in flight when the broker aborts its
+            // transaction). A minute, librdkafka's default, unless the
+            // `librdkafka` table says otherwise: the broker aborts a dead
+            // member's open transaction after it, and `read_committed`
+            // readers of its partitions wait at most that long.
+            let txn_ms: u64 = config
+                .get("transaction.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60_000);
+            let message_ms: u64 = config
+                .get("message.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(300_000);
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", txn_ms.to_string())
+                .set("message.timeout.ms", message_ms.min(txn_ms).to_string());
         }
         let producer =
             NamedProducer::new(&config).map_err(|e| ClusterError::kafka("producer", e))?;
@@ -165,11 +182,11 @@ impl Output {
                 .map_err(|e| TxnFailed::Fatal(fatal("beginning a transaction", e)))?;
             self.open = true;
         }
-        let sent = match offsets {
-            Some((tpl, group)) => self.producer.send_offsets(tpl, group),
-            None => Ok(()),
-        };
-        let result = sent.and_then(|()| self.producer.commit());
+        if let Some((tpl, group)) = offsets {
+            self.retried(|p| p.send_offsets(tpl, group))
+                .map_err(|e| self.failed("adding the input offsets to the transaction", e))?;
+        }
+        let result = self.retried(NamedProducer::commit);
         // Delivery reports of a committed (or aborted) transaction are
         // librdkafka's to judge: commit fails if any message failed.
         let _ = self.producer.failures();
@@ -179,6 +196,23 @@ impl Output {
                 Ok(())
             }
             Err(e) => Err(self.failed("committing the transaction", e)),
+        }
+    }
+
+    /// `call`, again while librdkafka calls its failure retriable (a
+    /// timeout, a coordinator moving): the call resumes the same
+    /// operation, and nothing else (an abort included) may run until it
+    /// ends. Three tries, each bounded by the transactional timeout.
+    fn retried(
+        &self,
+        call: impl Fn(&NamedProducer) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
+        let mut tries = 1;
+        loop {
+            match call(&self.producer) {
+                Err(e) if tries < 3 && TxnRefusal::of(&e) == TxnRefusal::Retriable => tries += 1,
+                other => return other,
+            }
         }
     }
 
@@ -194,17 +228,19 @@ impl Output {
             .map_err(|e| fatal("aborting the transaction", e))
     }
 
-    /// Sorts a failed transactional call by librdkafka's verdict; an
-    /// abortable one is aborted here.
+    /// Sorts a failed transactional call by librdkafka's verdict: an
+    /// abortable one is aborted here; one still retriable after its tries
+    /// leaves the producer inside a call it cannot leave, so it is fatal.
     fn failed(&mut self, what: &str, e: KafkaError) -> TxnFailed {
         match TxnRefusal::of(&e) {
-            TxnRefusal::Fatal => TxnFailed::Fatal(fatal(what, e)),
-            // A retriable commit is retried by the next interval's commit
-            // of a transaction librdkafka still holds open; aborting here
-            // instead is as safe and simpler to reason about.
-            TxnRefusal::Abortable | TxnRefusal::Retriable => match self.abort() {
+            TxnRefusal::Fatal | TxnRefusal::Retriable => TxnFailed::Fatal(fatal(what, e)),
+            TxnRefusal::Abortable => match self.abort() {
                 Ok(()) => TxnFailed::Aborted(e),
-                Err(fatal) => TxnFailed::Fatal(fatal),
+                Err(ClusterError::Fenced {
+                    what: aborting,
+                    source,
+                }) => TxnFailed::Fatal(fatal(&format!("{what}: {e}; then {aborting}"), source)),
+                Err(other) => TxnFailed::Fatal(other),
             },
         }
     }
