@@ -102,6 +102,13 @@ impl Work {
         let group = consumer.group_metadata();
         let with = match (&group, moved) {
             (Some(g), true) => Some((offsets, g)),
+            (None, true) => {
+                // Committing the writes without their offsets would
+                // repeat them after a crash: this transaction goes.
+                warn!("the consumer has no group metadata; aborting the attribution transaction");
+                self.output.abort()?;
+                return Ok(Committed::Aborted);
+            }
             _ => None,
         };
         match self.output.commit(with) {
