@@ -1,6 +1,6 @@
 //! Start and stop: check the topics, choose the guarantee (and with it the
-//! producer), create the consumer, join the group, run the member thread; stop finishes the batch in hand,
-//! commits and leaves.
+//! producer), create the consumer, join the group, run the member thread;
+//! stop finishes the batch in hand, commits and leaves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
