@@ -387,6 +387,32 @@ mod tests {
         );
     }
 
+    /// A member that finds it lost its partitions after it produced
+    /// records (they joined the open transaction) aborts that transaction
+    /// when it drops them, and its producer serves the next one.
+    #[test]
+    fn a_member_that_lost_its_partitions_aborts_the_open_transaction() {
+        let mock = mock();
+        let settings = settings(&mock.bootstrap_servers());
+        let mut work = work_with_records(&settings, transactional(&settings, "members-l"), 2);
+        work.publish().unwrap();
+        assert!(work.output.in_transaction());
+        let consumer = group_consumer(&settings);
+        let lost = work.commit(&consumer, || false).unwrap();
+        assert!(matches!(lost, Committed::NotOwner), "{lost:?}");
+        assert!(work.output.in_transaction(), "nothing committed");
+        work.revoke(false).unwrap();
+        assert!(
+            !work.output.in_transaction(),
+            "the transaction was not aborted"
+        );
+        let mut partition = PartitionWork::new(0, work.catalog.clone(), 0, usize::MAX);
+        add_conversions(&mut work, &mut partition, 0, 1);
+        work.partitions.insert(0, partition);
+        let done = work.commit(&consumer, || true).unwrap();
+        assert!(matches!(done, Committed::Done), "{done:?}");
+    }
+
     /// The group coordinator refuses the offsets of a member of an older
     /// generation (`ILLEGAL_GENERATION`, how `exactly_once_v2` fences a
     /// zombie; injected here, the mock does not check generations): the

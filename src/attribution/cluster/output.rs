@@ -94,6 +94,13 @@ impl Output {
         self.producer.transactional()
     }
 
+    /// A transaction is open (tests: the mock cluster cannot show an
+    /// abort, since it hides no aborted message).
+    #[cfg(test)]
+    pub fn in_transaction(&self) -> bool {
+        self.open
+    }
+
     /// Registers the transactional id (fencing its older producers).
     pub fn init(&self) -> Result<(), KafkaError> {
         self.producer.init()
