@@ -17,8 +17,8 @@ use rdkafka::TopicPartitionList;
 use super::producer::{headers, key_or_null, Context, ProduceError, Report};
 
 /// How long one transactional call may take: a coordinator that does not
-/// answer within it (tansu 0.6.0 drops the connection on `EndTxn`) counts as
-/// a refusal, never as a hang.
+/// answer within it counts as a refusal, never as a hang (a member's
+/// start-up probe, and each commit, wait at most this long per call).
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A producer by topic name, optionally transactional.
