@@ -113,7 +113,32 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
         sweep_interval: Duration::from_secs(a.sweep_interval_secs),
         session_timeout_ms: a.session_timeout_ms,
         max_users: a.max_users,
+        transactions: a.transactions,
+        transactional_id: transactional_id(&a.group_id, a.listen),
     })
+}
+
+/// `<group_id>-<host name>-<listen port>`: one per member instance, and the
+/// same across its restarts. With `exactly_once_v2` the group coordinator
+/// fences a zombie by its generation, so the id need not follow the
+/// partitions; it must be unique among live members (two live members of
+/// one id would fence each other in turn: on one host the listener port
+/// differs, or the second member could not bind it) and stable across a
+/// restart, so that a member restarted after a crash aborts its own
+/// predecessor's open transaction at once (`InitProducerId`) instead of
+/// leaving `read_committed` readers of those partitions waiting for the
+/// transaction timeout.
+fn transactional_id(group_id: &str, listen: SocketAddr) -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that much and NUL-terminates a name that fits.
+    let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(0);
+    let host = match std::str::from_utf8(&name[..end]) {
+        Ok(h) if ok && !h.is_empty() => h,
+        _ => "localhost",
+    };
+    format!("{group_id}-{host}-{}", listen.port())
 }
 
 /// Runs one member until `shutdown` resolves (or the member fails).

@@ -26,7 +26,8 @@ pub use load::{load, parse, parse_with_env, ConfigError, Problem};
 pub use redirect::AllowList;
 pub use secret::{BearerToken, Secret};
 pub use types::{
-    parse_net, AttributionMode, Durability, IpPolicy, KafkaAcks, KafkaCompression, Repeat, SameSite,
+    parse_net, AttributionMode, Durability, IpPolicy, KafkaAcks, KafkaCompression, Repeat,
+    SameSite, Transactions,
 };
 
 use std::collections::BTreeMap;
@@ -168,6 +169,10 @@ pub struct AttributionConfig {
     /// flood cannot grow the state until the process dies. About 150 bytes
     /// per user. Default 10000000.
     pub max_users: usize,
+    /// `auto` (probe the brokers at start: Kafka transactions where they
+    /// work, else at least once), `required` (refuse to start without them)
+    /// or `off`. Read by `pixeld attribute`. Default `auto`.
+    pub transactions: Transactions,
 }
 
 impl Default for AttributionConfig {
@@ -185,6 +190,7 @@ impl Default for AttributionConfig {
             snapshot_interval_secs: 60,
             sweep_interval_secs: 60,
             max_users: 10_000_000,
+            transactions: Transactions::Auto,
         }
     }
 }

@@ -83,6 +83,21 @@ string_enum!(
 );
 
 string_enum!(
+    /// `attribution.transactions`: whether `pixeld attribute` commits its
+    /// records, changelog writes and input offsets in one Kafka transaction.
+    Transactions {
+        /// Probe the brokers at start; transactions where they work,
+        /// otherwise at least once (logged either way).
+        Auto => "auto",
+        /// Transactions or no start: a broker that cannot give them stops
+        /// start-up naming this key.
+        Required => "required",
+        /// At least once, every repeat identical; no probe.
+        Off => "off",
+    }
+);
+
+string_enum!(
     /// `journal.durability`: how far an answered event is protected.
     Durability {
         /// Written to the journal (page cache) before the response: survives

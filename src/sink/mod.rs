@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod memory;
 pub mod partition;
 pub mod producer;
+pub mod transactional;
 
 use std::time::Duration;
 

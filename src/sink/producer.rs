@@ -1,8 +1,11 @@
 //! The one seam to a Kafka producer, shared by the direct sink and the
 //! journal's shipper: one client context (logs, errors, delivery counts),
-//! one header builder, one topic table. [`Produce`] is the trait both use,
-//! so the shipper's retry, dead-letter and checkpoint logic is unit-tested
-//! with `mock::MockProducer` (tests only), which fails on demand.
+//! one header builder, one key rule, one error classification, one topic
+//! table; [`super::transactional`] builds the attribution member's producer
+//! (named topics, chosen partitions, Kafka transactions) from the same
+//! parts. [`Produce`] is the trait the sink and the shipper use, so the
+//! shipper's retry, dead-letter and checkpoint logic is unit-tested with
+//! `mock::MockProducer` (tests only), which fails on demand.
 
 use std::time::Duration;
 
@@ -50,7 +53,7 @@ pub enum Refusal {
 }
 
 impl ProduceError {
-    fn from_kafka(e: &KafkaError) -> ProduceError {
+    pub fn from_kafka(e: &KafkaError) -> ProduceError {
         let kind = match e.rdkafka_error_code() {
             Some(RDKafkaErrorCode::QueueFull) => Refusal::QueueFull,
             Some(
@@ -67,6 +70,55 @@ impl ProduceError {
             message: e.to_string(),
         }
     }
+}
+
+/// What a failed transactional call leaves: librdkafka's own verdict on
+/// the error, which is the only one that knows the producer's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnRefusal {
+    /// The producer can never commit again (fenced by a newer producer with
+    /// the same `transactional.id`, or a broker that refused the protocol):
+    /// stop publishing.
+    Fatal,
+    /// This transaction is lost: abort it; the producer may start another.
+    Abortable,
+    /// Timed out or the coordinator moved: the same call may be repeated.
+    Retriable,
+}
+
+impl TxnRefusal {
+    pub fn of(e: &KafkaError) -> TxnRefusal {
+        match e {
+            KafkaError::Transaction(t) if t.is_fatal() => TxnRefusal::Fatal,
+            KafkaError::Transaction(t) if t.txn_requires_abort() => TxnRefusal::Abortable,
+            KafkaError::Transaction(t) if t.is_retriable() => TxnRefusal::Retriable,
+            // Anything else from a transactional call (a state error, say)
+            // cannot be reasoned about: treat the producer as unusable.
+            _ => TxnRefusal::Fatal,
+        }
+    }
+}
+
+/// The key rule: an empty key (an anonymous event) is produced as Kafka's
+/// NULL key, which the partitioner spreads; an empty key would hash every
+/// anonymous event of the fleet to one fixed partition.
+pub fn key_or_null(key: &[u8]) -> Option<&[u8]> {
+    (!key.is_empty()).then_some(key)
+}
+
+/// The header builder for producers that go through rdkafka's records
+/// ([`super::transactional`]); [`KafkaProducer::send`] writes the same
+/// pairs straight into librdkafka's headers.
+pub fn headers(pairs: &[(&str, &[u8])]) -> rdkafka::message::OwnedHeaders {
+    pairs.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(pairs.len()),
+        |h, (key, value)| {
+            h.insert(rdkafka::message::Header {
+                key,
+                value: Some(*value),
+            })
+        },
+    )
 }
 
 /// A delivery report: the `opaque` given to [`Produce::send`], and how it went.
@@ -129,6 +181,18 @@ pub struct Context {
     error_log: RateLimit,
     /// One librdkafka warning per 10 s at most.
     librdkafka_log: RateLimit,
+}
+
+impl Context {
+    /// Delivery reports go to `reports`, if given.
+    pub fn new(reports: Option<Sender<Report>>) -> Context {
+        Context {
+            reports,
+            failure_log: RateLimit::new(10_000),
+            error_log: RateLimit::new(10_000),
+            librdkafka_log: RateLimit::new(10_000),
+        }
+    }
 }
 
 impl ClientContext for Context {
@@ -209,13 +273,8 @@ impl KafkaProducer {
         topics: Topics,
         reports: Option<Sender<Report>>,
     ) -> Result<KafkaProducer, KafkaError> {
-        let context = Context {
-            reports,
-            failure_log: RateLimit::new(10_000),
-            error_log: RateLimit::new(10_000),
-            librdkafka_log: RateLimit::new(10_000),
-        };
-        let producer: ThreadedProducer<Context> = client.create_with_context(context)?;
+        let producer: ThreadedProducer<Context> =
+            client.create_with_context(Context::new(reports))?;
         let rk = producer.client().native_ptr();
         let mut handles = Vec::with_capacity(Topic::COUNT);
         for name in topics.names() {
@@ -241,13 +300,10 @@ impl Produce for KafkaProducer {
         use rdsys::rd_kafka_vtype_t::*;
         let rkt = self.handles[msg.topic.index()].0;
         let rk = self.producer.client().native_ptr();
-        // An anonymous event (no user id) goes with a NULL key, which the
-        // partitioner spreads; an empty key would hash every anonymous
-        // event of the fleet to one fixed partition.
-        let key_ptr = if msg.key.is_empty() {
-            std::ptr::null()
-        } else {
-            msg.key.as_ptr() as *const std::ffi::c_void
+        // The key rule ([`key_or_null`]).
+        let key_ptr = match key_or_null(msg.key) {
+            None => std::ptr::null(),
+            Some(key) => key.as_ptr() as *const std::ffi::c_void,
         };
         // SAFETY: every pointer is valid for the call; with F_COPY librdkafka
         // copies key and payload before returning, and on success it owns

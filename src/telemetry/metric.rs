@@ -40,6 +40,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
     (CLUSTER_ORPHANED, Unit::Count, "pixeld attribute: partitions whose committed offset stalled behind their log for several session timeouts while this member does not own them: owned by no live member (the member rejoins the group)."),
+    (CLUSTER_EXACTLY_ONCE, Unit::Count, "pixeld attribute: 1 when this member commits records, changelog and input offsets in Kafka transactions (exactly once for read_committed readers), 0 when it runs at least once (attribution.transactions, the probe at start)."),
     (CLUSTER_FUTURE, Unit::Count, "pixeld attribute: inputs dated beyond attribution.max_future_ms, applied as they arrived instead of waiting for the watermark."),
     (CLUSTER_MALFORMED, Unit::Count, "pixeld attribute: messages on an input topic that are not a pixeld event of their kind (skipped, their offset committed), by topic and reason (no_type, not_an_event, event_id, uid)."),
     (CLUSTER_CHANGELOG_INVALID, Unit::Count, "pixeld attribute: changelog values that could not be read at a restore; the user started with an empty state."),
@@ -191,6 +192,7 @@ pub const CLUSTER_RECORDS: &str = "attribution_cluster_produced_total";
 pub const CLUSTER_COMMITS: &str = "attribution_commits_total";
 pub const CLUSTER_RESUMED_AHEAD: &str = "attribution_resumed_ahead_total";
 pub const CLUSTER_ORPHANED: &str = "attribution_orphaned_partitions";
+pub const CLUSTER_EXACTLY_ONCE: &str = "attribution_exactly_once";
 pub const CLUSTER_FUTURE: &str = "attribution_future_inputs_total";
 pub const CLUSTER_MALFORMED: &str = "attribution_inputs_malformed_total";
 pub const CLUSTER_CHANGELOG_INVALID: &str = "attribution_changelog_invalid_total";
@@ -596,6 +598,10 @@ pub fn cluster_resumed_ahead() {
 
 pub fn cluster_orphaned(partitions: usize) {
     metrics::gauge!(CLUSTER_ORPHANED).set(partitions as f64);
+}
+
+pub fn cluster_exactly_once(on: bool) {
+    metrics::gauge!(CLUSTER_EXACTLY_ONCE).set(if on { 1.0 } else { 0.0 });
 }
 
 pub fn cluster_future_input() {

@@ -36,9 +36,38 @@
 //!    forward`'s group meets the same coordinator and uses the same
 //!    watch ([`Coverage`] over its one topic); test: `tests/forward.rs`,
 //!    the kill test.
+//!
+//! Two more decide the guarantee at start ([`super::guarantee`]) rather
+//! than work around anything: a broker found short of transactions gets
+//! the at-least-once member, the same one `attribution.transactions = "off"`
+//! gets.
+//!
+//! 4. [`txn_offsets_applied`], for **librdkafka's mock cluster** (2.12.1,
+//!    `rdkafka_mock_handlers.c`, read 2026-12-07): it takes every
+//!    transactional request (InitProducerId, AddPartitionsToTxn,
+//!    AddOffsetsToTxn, TxnOffsetCommit, EndTxn) and checks the producer's
+//!    id and epoch, but its TxnOffsetCommit stores nothing (only
+//!    OffsetCommit calls `rd_kafka_mock_commit_offset`), its EndTxn writes
+//!    no control record, and its Fetch answers the last stable offset as
+//!    the high watermark with no aborted transactions: a `read_committed`
+//!    reader sees aborted and open transactions' messages, and a
+//!    transactional member's input offsets would never advance. Nor does
+//!    it fence by transactional id: a second InitProducerId of the same id
+//!    gets a new producer id and the old one stays valid. The probe
+//!    reads its offset back and finds it missing. Test:
+//!    `guarantee::tests`, and `tests/transactions.rs` (a member process on
+//!    the mock).
+//! 5. **tansu 0.6.0** registers a transactional id (InitProducerId) but
+//!    does not list `EndTxn` in its ApiVersions (a raw `EndTxn` drops the
+//!    connection; issue 21): librdkafka refuses the probe's commit itself,
+//!    "EndTxnRequest (KIP-98) not supported by broker", in under a second
+//!    (observed 2026-12-07). Test: `tests/transactions.rs`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use tracing::{error, warn};
 
@@ -219,10 +248,104 @@ impl<T: Copy + Eq + std::hash::Hash> Coverage<T> {
     }
 }
 
+/// How long a committed probe offset may take to show: Kafka writes a
+/// transaction's markers after `EndTxn` answers, and a `read_committed`
+/// offset fetch waits for them.
+const TXN_OFFSET_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the offset `want` a probe transaction committed for `tpl`'s one
+/// partition is the group's committed offset now ([`self`], item 4).
+pub fn txn_offsets_applied(
+    reader: &BaseConsumer,
+    tpl: &TopicPartitionList,
+    want: i64,
+) -> Result<(), String> {
+    let deadline = Instant::now() + TXN_OFFSET_WAIT;
+    let mut seen = None;
+    while Instant::now() < deadline {
+        if let Ok(found) = reader.committed_offsets(tpl.clone(), Duration::from_secs(2)) {
+            seen = found.elements().first().map(|e| e.offset());
+            if seen == Some(Offset::Offset(want)) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "the brokers acknowledged a transaction (EndTxn) but did not apply the offset it carried (committed {want}, read back {seen:?}): its input offsets would never advance"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::membership::Offsets;
     use super::*;
+
+    /// Item 4 as observed: if a librdkafka upgrade makes the mock keep
+    /// Kafka's transactional rules, this fails, and the mock can then
+    /// serve as the exactly-once test broker.
+    #[test]
+    fn the_mock_cluster_shows_aborted_messages_and_drops_transaction_offsets() {
+        use rdkafka::message::Message;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use rdkafka::ClientConfig;
+
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", "quirk")
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        producer.begin_transaction().unwrap();
+        producer
+            .send(BaseRecord::<str, str>::to("t").key("k").payload("aborted"))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        producer.abort_transaction(Duration::from_secs(10)).unwrap();
+
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "quirk-readers")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        reader.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            assert!(Instant::now() < deadline, "the aborted message was hidden");
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                break m.payload().map(<[u8]>::to_vec);
+            }
+        };
+        assert_eq!(seen.as_deref(), Some(&b"aborted"[..]));
+
+        producer.begin_transaction().unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("t", 0, Offset::Offset(1))
+            .unwrap();
+        let group = reader.group_metadata().unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))
+            .unwrap();
+        producer
+            .commit_transaction(Duration::from_secs(10))
+            .unwrap();
+        let mut asked = TopicPartitionList::new();
+        asked.add_partition("t", 0);
+        assert!(
+            txn_offsets_applied(&reader, &asked, 5).is_err(),
+            "the mock applied a transaction's offsets"
+        );
+    }
 
     #[test]
     fn repeats_are_dropped_and_skips_sought_back_further_each_time() {

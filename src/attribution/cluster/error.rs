@@ -27,6 +27,20 @@ pub enum ClusterError {
         #[source]
         source: Option<KafkaError>,
     },
+    /// A transactional call failed for good: another producer took this
+    /// member's `transactional.id` (a replacement fenced it) or the broker
+    /// cannot do transactions. Nothing uncommitted becomes visible; the
+    /// member stops publishing.
+    #[error("kafka refused this member's transaction for good ({what}): {source}; stopping without committing, a restart replays the inputs")]
+    Fenced {
+        what: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// `attribution.transactions = "required"` and the brokers cannot give
+    /// them: start-up stops rather than run with a weaker guarantee.
+    #[error("attribution.transactions = \"required\", but {why}; use brokers with Kafka transactions (Kafka 2.5 or later), or set attribution.transactions = \"auto\" to run at least once where they are missing")]
+    Guarantee { why: String },
     /// The member's thread could not start, or panicked.
     #[error("the attribution member thread {0}")]
     Thread(String),
@@ -44,7 +58,9 @@ impl ClusterError {
     /// must fix first.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClusterError::Delivery { .. } | ClusterError::Thread(_) => 1,
+            ClusterError::Delivery { .. }
+            | ClusterError::Fenced { .. }
+            | ClusterError::Thread(_) => 1,
             _ => 2,
         }
     }

@@ -1,6 +1,6 @@
-//! Start and stop: check the topics, create the producer and the consumer,
-//! join the group, run the member thread; stop finishes the batch in hand,
-//! commits and leaves.
+//! Start and stop: check the topics, choose the guarantee (and with it the
+//! producer), create the consumer, join the group, run the member thread;
+//! stop finishes the batch in hand, commits and leaves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,14 +13,14 @@ use tracing::info;
 
 use super::broker_quirks::{Coverage, GapGuard};
 use super::changelog::UserState;
+use super::guarantee::{self, Guarantee};
 use super::membership::MemberCtx;
-use super::output::Output;
 use super::poll::{BrokerTrouble, Liveness, Runner};
 use super::work::Work;
 use super::{topics, ClusterError, Settings, Status};
 use crate::config::Catalog;
 use crate::ids::UserId;
-use crate::telemetry::RateLimit;
+use crate::telemetry::{metric, RateLimit};
 
 /// Owns the member thread; [`Member::stop`] finishes the batch in hand,
 /// commits, and leaves the group.
@@ -45,14 +45,22 @@ impl Member {
             replication,
             Duration::from_secs(30),
         )?;
+        let (output, guarantee) = guarantee::choose(&settings)?;
+        let mut settings = settings;
+        if guarantee == Guarantee::ExactlyOnce {
+            // Inputs, and the changelog a restore reads, as committed: an
+            // aborted transaction's writes are never read back.
+            settings.consumer.set("isolation.level", "read_committed");
+        }
+        metric::cluster_exactly_once(guarantee == Guarantee::ExactlyOnce);
         info!(
             partitions,
             group = %settings.group_id,
-            guarantee = "at least once, every repeat identical (no Kafka transactions)",
+            guarantee = guarantee.describe(),
+            transactional_id = output.transactional().then_some(settings.transactional_id.as_str()),
             "attribution topics are co-partitioned; joining the group"
         );
         let status = Arc::new(Status::default());
-        let output = Output::new(&settings.producer)?;
         let work = Arc::new(Mutex::new(Work::new(
             settings.clone(),
             catalog,

@@ -66,13 +66,17 @@ impl ConsumerContext for MemberCtx {
                 // keeps nothing: another member owns the partitions now.
                 let clean = match work.commit(consumer, || self.liveness.owner()) {
                     Ok(Committed::Done | Committed::Unchanged) => true,
-                    Ok(Committed::Failed | Committed::NotOwner) => false,
+                    Ok(Committed::Failed | Committed::NotOwner | Committed::Aborted) => false,
                     Err(e) => {
                         warn!(error = %e, "writing before a revoke failed; the next owner redoes it");
                         false
                     }
                 };
-                work.revoke(clean);
+                if let Err(e) = work.revoke(clean) {
+                    // The member thread's next write meets the same dead
+                    // producer and stops the member.
+                    warn!(error = %e, "aborting the transaction before a revoke failed");
+                }
             }
             Rebalance::Assign(tpl) => {
                 metric::cluster_rebalance("assign");

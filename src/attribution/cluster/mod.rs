@@ -11,16 +11,23 @@
 //! [`crate::attribution::Engine`] and rules as `pixeld serve`), produce
 //! records ([`output`]). Every `commit_interval` ([`commit`]) it produces
 //! the records decided so far, writes each changed user's state to the
-//! changelog, waits until Kafka acknowledged all of it, and only then
-//! commits the input offsets; a revoke in the middle of a batch does the
-//! same before the partitions go ([`membership`]). A crash replays inputs
-//! from the last commit against a state that may be ahead of them; touches
-//! are idempotent and a conversion already decided answers from its stored
+//! changelog and commits the input offsets; a revoke in the middle of a
+//! batch does the same before the partitions go ([`membership`]).
+//!
+//! Which guarantee that gives is decided at start ([`guarantee`]): where
+//! the brokers have Kafka transactions, records, changelog writes and
+//! offsets commit in one transaction (exactly once for `read_committed`
+//! readers; an aborted transaction drops the state and restores the
+//! partitions). Elsewhere the member waits until Kafka acknowledged the
+//! writes before it commits the offsets: a crash replays inputs from the
+//! last commit against a state that may be ahead of them; touches are
+//! idempotent and a conversion already decided answers from its stored
 //! decision, so a replay can duplicate a record but never change one.
 //!
-//! Rooms: [`member`] (start and stop), [`membership`] (rebalances),
-//! [`poll`] (the loop), [`commit`], [`restore`], [`output`] (the member's
-//! producer), [`work`] (what the thread and the callbacks share),
+//! Rooms: [`member`] (start and stop), [`guarantee`] (the probe),
+//! [`membership`] (rebalances), [`poll`] (the loop), [`commit`],
+//! [`restore`], [`output`] (the member's producer, on the sink's producer
+//! seam), [`work`] (what the thread and the callbacks share),
 //! [`inputs`] (the input topics as an enum), [`error`], and
 //! [`broker_quirks`], the one place that works around a broker's behaviour.
 
@@ -28,6 +35,7 @@ pub mod broker_quirks;
 pub mod changelog;
 mod commit;
 mod error;
+mod guarantee;
 pub mod inputs;
 mod member;
 mod membership;
@@ -45,6 +53,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 pub use self::error::ClusterError;
+pub use self::guarantee::Guarantee;
 pub use self::inputs::{InputTopic, PerInput};
 pub use self::member::Member;
 pub use self::topics::ClusterTopics;
@@ -68,6 +77,11 @@ pub struct Settings {
     pub session_timeout_ms: u32,
     /// `attribution.max_users`, per owned partition.
     pub max_users: usize,
+    /// `attribution.transactions`.
+    pub transactions: crate::config::Transactions,
+    /// The producer's `transactional.id` when transactions are tried
+    /// (see `attribute::transactional_id` for why it is this one).
+    pub transactional_id: String,
 }
 
 /// Readiness and progress, read by the member's HTTP listener and tests.

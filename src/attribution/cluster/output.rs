@@ -1,73 +1,49 @@
-//! The member's producer: attribution records and changelog writes, with an
-//! idempotent producer (no reordering or duplicates from its own retries)
-//! and a delivery count that stops the member before it commits anything a
-//! failed write covered.
+//! The member's producer: attribution records and changelog writes through
+//! the sink's producer seam ([`crate::sink::transactional`]), idempotent (no
+//! reordering or duplicates from its own retries), and either
+//! transactional (everything between two commits, with the input offsets,
+//! in one Kafka transaction) or counted: a delivery failure stops the member
+//! before it commits anything the failed write covered.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, TopicPartitionList};
 
 use super::partition::Out;
 use super::ClusterError;
 use crate::event::EventType;
-use crate::telemetry::{metric, now_ms, RateLimit};
+use crate::sink::producer::TxnRefusal;
+use crate::sink::transactional::NamedProducer;
+use crate::telemetry::{metric, now_ms};
 
-/// Counts the producer's outcomes.
-pub struct ProduceCtx {
-    failed: AtomicU64,
-    /// The first failure, for the error.
-    first_failure: Mutex<Option<KafkaError>>,
-    log: RateLimit,
-}
-
-impl ClientContext for ProduceCtx {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::telemetry::librdkafka_log(&self.log, level, fac, message);
-    }
-
-    /// Exported as metrics, never logged (rdkafka's default logs the whole
-    /// statistics, about 4 KB, at INFO every interval).
-    fn stats(&self, s: rdkafka::Statistics) {
-        metric::kafka_producer_statistics(&s);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        crate::telemetry::kafka_client_error(&self.log, &error, reason);
-    }
-}
-
-impl ProducerContext for ProduceCtx {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => metric::kafka_delivered(None),
-            Err((e, _)) => {
-                metric::kafka_delivery_failed();
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| e.clone());
-            }
-        }
-    }
+/// Why a transaction did not commit.
+#[derive(Debug)]
+pub enum TxnFailed {
+    /// Aborted: nothing of it is visible to a `read_committed` reader, and
+    /// the member's state has applied inputs whose outputs are gone.
+    Aborted(KafkaError),
+    /// The producer can never commit again: the member must stop.
+    Fatal(ClusterError),
 }
 
 pub struct Output {
-    producer: ThreadedProducer<ProduceCtx>,
+    producer: NamedProducer,
     /// Reused for encoding.
     buf: Vec<u8>,
-    /// Delivery failures already accounted for.
-    failures_seen: u64,
+    /// A transaction is open (transactional mode): begun at the first write
+    /// after a commit, so an idle member opens none.
+    open: bool,
 }
 
 impl Output {
-    pub fn new(settings: &ClientConfig) -> Result<Output, ClusterError> {
+    /// An at-least-once producer, or with `transactional_id` a
+    /// transactional one (not initialised: [`Output::init`]).
+    pub fn new(
+        settings: &ClientConfig,
+        transactional_id: Option<&str>,
+    ) -> Result<Output, ClusterError> {
         let mut config = settings.clone();
         // Changelog writes and records must not be reordered by producer
         // retries (a changelog value overtaken by an older one would restore
@@ -77,57 +53,82 @@ impl Output {
         // first idempotent produce after a restart, see the fault campaign),
         // one request in flight keeps the order, and a retry can at most
         // duplicate a record, which consumers deduplicate by `event_id`.
+        // Transactions need idempotence ([`super::guarantee`] refuses them
+        // where it is off).
         config.set("acks", "all");
         if config.get("enable.idempotence") == Some("false") {
             config.set("max.in.flight.requests.per.connection", "1");
         } else {
             config.set("enable.idempotence", "true");
         }
-        let producer = config
-            .create_with_context(ProduceCtx {
-                failed: AtomicU64::new(0),
-                first_failure: Mutex::new(None),
-                log: RateLimit::new(10_000),
-            })
-            .map_err(|e| ClusterError::kafka("producer", e))?;
+        if let Some(id) = transactional_id {
+            // librdkafka refuses a message timeout above the transaction's
+            // (a message still in flight when the broker aborts its
+            // transaction). A minute, librdkafka's default, unless the
+            // `librdkafka` table says otherwise: the broker aborts a dead
+            // member's open transaction after it, and `read_committed`
+            // readers of its partitions wait at most that long.
+            let txn_ms: u64 = config
+                .get("transaction.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60_000);
+            let message_ms: u64 = config
+                .get("message.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(300_000);
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", txn_ms.to_string())
+                .set("message.timeout.ms", message_ms.min(txn_ms).to_string());
+        }
+        let producer =
+            NamedProducer::new(&config).map_err(|e| ClusterError::kafka("producer", e))?;
         Ok(Output {
             producer,
             buf: Vec::with_capacity(1024),
-            failures_seen: 0,
+            open: false,
         })
     }
 
-    /// Produces one message, waiting while librdkafka's queue is full. A
-    /// `None` key is Kafka's NULL key (spread by the partitioner), never an
-    /// empty one (which hashes to one fixed partition).
+    pub fn transactional(&self) -> bool {
+        self.producer.transactional()
+    }
+
+    /// A transaction is open (tests: the mock cluster cannot show an
+    /// abort, since it hides no aborted message).
+    #[cfg(test)]
+    pub fn in_transaction(&self) -> bool {
+        self.open
+    }
+
+    /// Registers the transactional id (fencing its older producers).
+    pub fn init(&self) -> Result<(), KafkaError> {
+        self.producer.init()
+    }
+
+    /// Produces one message, waiting while librdkafka's queue is full; an
+    /// empty key is Kafka's NULL key (the seam's key rule). In
+    /// transactional mode the message joins the open transaction.
     pub fn send(
-        &self,
+        &mut self,
         topic: &str,
         partition: Option<i32>,
-        key: Option<&[u8]>,
+        key: &[u8],
         payload: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
+        headers: &[(&str, &[u8])],
     ) -> Result<(), ClusterError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        record.key = key;
-        record.payload = payload;
-        record.partition = partition;
-        record.headers = headers;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    return Err(ClusterError::Delivery {
-                        what: format!("producing to {topic}"),
-                        source: Some(e),
-                    })
-                }
-            }
+        if self.transactional() && !self.open {
+            self.producer
+                .begin()
+                .map_err(|e| fatal("beginning a transaction", e))?;
+            self.open = true;
         }
+        self.producer
+            .send(topic, partition, key, payload, headers)
+            .map_err(|e| ClusterError::Delivery {
+                what: format!("producing to {topic}: {}", e.message),
+                source: None,
+            })
     }
 
     /// Produces `outs` to the attributions topic, keyed by user.
@@ -135,17 +136,14 @@ impl Output {
         let now = now_ms();
         let mut buf = std::mem::take(&mut self.buf);
         let n = outs.len() as u64;
+        let kind = EventType::Attribution.as_str().as_bytes();
         for out in outs.drain(..) {
             buf.clear();
             metric::attribution_record(out.record.result());
             out.record.encode(&mut buf);
             let hex = out.record.conversion.uid.map(|u| u.to_hex());
-            let key = hex.as_ref().map(|h| h.as_str().as_bytes());
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "type",
-                value: Some(EventType::Attribution.as_str()),
-            });
-            self.send(topic, None, key, Some(&buf), Some(headers))?;
+            let key = hex.as_ref().map_or(&[][..], |h| h.as_str().as_bytes());
+            self.send(topic, None, key, Some(&buf), &[("type", kind)])?;
             metric::cluster_decision_delay(now.saturating_sub(out.arrived_ms) as f64 / 1000.0);
         }
         self.buf = buf;
@@ -155,8 +153,8 @@ impl Output {
         Ok(())
     }
 
-    /// Waits until Kafka acknowledged everything produced; an error if it
-    /// gave up on any of it since the last call.
+    /// At-least-once mode: waits until Kafka acknowledged everything
+    /// produced; an error if it gave up on any of it since the last call.
     pub fn flush(&mut self) -> Result<(), ClusterError> {
         if let Err(e) = self.producer.flush(Duration::from_secs(60)) {
             return Err(ClusterError::Delivery {
@@ -164,20 +162,100 @@ impl Output {
                 source: Some(e),
             });
         }
-        let ctx = self.producer.context();
-        let failed = ctx.failed.load(Ordering::Relaxed);
-        if failed > self.failures_seen {
-            self.failures_seen = failed;
-            let first = ctx
-                .first_failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            return Err(ClusterError::Delivery {
-                what: format!("{} message(s) failed", failed),
-                source: first,
-            });
+        match self.producer.failures() {
+            (0, _) => Ok(()),
+            (failed, first) => Err(ClusterError::Delivery {
+                what: format!(
+                    "{failed} message(s) failed, the first: {}",
+                    first.map_or_else(String::new, |e| e.message)
+                ),
+                source: None,
+            }),
         }
-        Ok(())
+    }
+
+    /// Transactional mode: adds `offsets` (if any) to the open transaction,
+    /// beginning one if none is, and commits it.
+    pub fn commit(
+        &mut self,
+        offsets: Option<(&TopicPartitionList, &ConsumerGroupMetadata)>,
+    ) -> Result<(), TxnFailed> {
+        if offsets.is_none() && !self.open {
+            return Ok(());
+        }
+        if !self.open {
+            self.producer
+                .begin()
+                .map_err(|e| TxnFailed::Fatal(fatal("beginning a transaction", e)))?;
+            self.open = true;
+        }
+        if let Some((tpl, group)) = offsets {
+            self.retried(|p| p.send_offsets(tpl, group))
+                .map_err(|e| self.failed("adding the input offsets to the transaction", e))?;
+        }
+        let result = self.retried(NamedProducer::commit);
+        // Delivery reports of a committed (or aborted) transaction are
+        // librdkafka's to judge: commit fails if any message failed.
+        let _ = self.producer.failures();
+        match result {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => Err(self.failed("committing the transaction", e)),
+        }
+    }
+
+    /// `call`, again while librdkafka calls its failure retriable (a
+    /// timeout, a coordinator moving): the call resumes the same
+    /// operation, and nothing else (an abort included) may run until it
+    /// ends. Three tries, each bounded by the transactional timeout.
+    fn retried(
+        &self,
+        call: impl Fn(&NamedProducer) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
+        let mut tries = 1;
+        loop {
+            match call(&self.producer) {
+                Err(e) if tries < 3 && TxnRefusal::of(&e) == TxnRefusal::Retriable => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any: none of its messages or
+    /// offsets becomes visible to a `read_committed` reader.
+    pub fn abort(&mut self) -> Result<(), ClusterError> {
+        if !std::mem::take(&mut self.open) {
+            return Ok(());
+        }
+        let _ = self.producer.failures();
+        self.producer
+            .abort()
+            .map_err(|e| fatal("aborting the transaction", e))
+    }
+
+    /// Sorts a failed transactional call by librdkafka's verdict: an
+    /// abortable one is aborted here; one still retriable after its tries
+    /// leaves the producer inside a call it cannot leave, so it is fatal.
+    fn failed(&mut self, what: &str, e: KafkaError) -> TxnFailed {
+        match TxnRefusal::of(&e) {
+            TxnRefusal::Fatal | TxnRefusal::Retriable => TxnFailed::Fatal(fatal(what, e)),
+            TxnRefusal::Abortable => match self.abort() {
+                Ok(()) => TxnFailed::Aborted(e),
+                Err(ClusterError::Fenced {
+                    what: aborting,
+                    source,
+                }) => TxnFailed::Fatal(fatal(&format!("{what}: {e}; then {aborting}"), source)),
+                Err(other) => TxnFailed::Fatal(other),
+            },
+        }
+    }
+}
+
+fn fatal(what: &str, source: KafkaError) -> ClusterError {
+    ClusterError::Fenced {
+        what: what.to_string(),
+        source,
     }
 }

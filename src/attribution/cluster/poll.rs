@@ -163,7 +163,7 @@ impl Runner {
     /// another member now. Drop it all, unproduced, and rejoin.
     fn fence(&mut self) -> Result<(), ClusterError> {
         warn!("the member thread stalled longer than the session timeout; dropping its partitions unproduced and rejoining");
-        self.lock().revoke(false);
+        self.lock().revoke(false)?;
         self.rejoin("stalled past the session timeout")
     }
 
@@ -253,9 +253,19 @@ impl Runner {
         }
         if now_i >= timers.commit {
             timers.commit = Instant::now() + commit_every;
-            if let Committed::NotOwner = w.commit(&self.consumer, || self.liveness.owner())? {
-                w.revoke(false);
-                return Ok(Some("this member no longer owns its partitions"));
+            match w.commit(&self.consumer, || self.liveness.owner())? {
+                Committed::NotOwner => {
+                    w.revoke(false)?;
+                    return Ok(Some("this member no longer owns its partitions"));
+                }
+                // Rejoining gives a fresh assignment: each partition is
+                // restored from the changelog (its committed writes only)
+                // and read from its committed offsets, as a new owner would.
+                Committed::Aborted => {
+                    w.revoke(false)?;
+                    return Ok(Some("a transaction was aborted"));
+                }
+                Committed::Done | Committed::Unchanged | Committed::Failed => {}
             }
         }
         if now_i >= timers.coverage {
@@ -328,7 +338,10 @@ impl Runner {
     fn finish(&mut self) -> Result<(), ClusterError> {
         let mut w = self.lock();
         w.release(now_ms());
-        w.commit(&self.consumer, || self.liveness.owner())?;
+        match w.commit(&self.consumer, || self.liveness.owner())? {
+            Committed::NotOwner | Committed::Aborted => w.revoke(false)?,
+            Committed::Done | Committed::Unchanged | Committed::Failed => {}
+        }
         info!("attribution member committed and is leaving the group");
         Ok(())
     }

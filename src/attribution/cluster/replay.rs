@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -24,6 +23,7 @@ use super::{ClusterError, ClusterTopics, InputTopic};
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
 use crate::event::EventType;
+use crate::sink::transactional::NamedProducer;
 
 /// What to replay.
 pub struct Replay {
@@ -82,9 +82,7 @@ impl Replay {
             .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| ClusterError::kafka("replay reader", e))?;
-        let producer: ThreadedProducer<DefaultProducerContext> = self
-            .producer
-            .create()
+        let producer = NamedProducer::new(&self.producer)
             .map_err(|e| ClusterError::kafka("replay producer", e))?;
         let meta = reader
             .fetch_metadata(
@@ -112,36 +110,7 @@ impl Replay {
                     continue;
                 }
                 summary.add(&record);
-                buf.clear();
-                record.encode(&mut buf);
-                let hex = record.conversion.uid.map(|u| u.to_hex());
-                // No user: a NULL key, spread by the partitioner.
-                let key = hex.as_ref().map(|h| h.as_str().as_bytes());
-                let headers = OwnedHeaders::new().insert(Header {
-                    key: "type",
-                    value: Some(EventType::Attribution.as_str()),
-                });
-                let mut out: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.output_topic)
-                    .payload(&buf[..])
-                    .headers(headers);
-                out.key = key;
-                loop {
-                    match producer.send(out) {
-                        Ok(()) => break,
-                        // Only a full queue is worth waiting on: any other
-                        // refusal (a record too large) would loop forever.
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            out = r;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        Err((e, _)) => {
-                            return Err(ClusterError::Delivery {
-                                what: format!("producing to {}", self.output_topic),
-                                source: Some(e),
-                            })
-                        }
-                    }
-                }
+                self.write(&producer, &record, &mut buf)?;
             }
         }
         producer
@@ -150,8 +119,38 @@ impl Replay {
                 what: "flush".into(),
                 source: Some(e),
             })?;
+        if let (failed @ 1.., first) = producer.failures() {
+            return Err(ClusterError::Delivery {
+                what: format!(
+                    "{failed} record(s) failed, the first: {}",
+                    first.map_or_else(String::new, |e| e.message)
+                ),
+                source: None,
+            });
+        }
         summary.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
         Ok(summary)
+    }
+
+    /// Produces one record to the output topic, keyed by user (the seam's
+    /// key rule: no user, a NULL key), waiting while the queue is full.
+    fn write(
+        &self,
+        producer: &NamedProducer,
+        record: &Attribution,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ClusterError> {
+        buf.clear();
+        record.encode(buf);
+        let hex = record.conversion.uid.map(|u| u.to_hex());
+        let key = hex.as_ref().map_or(&[][..], |h| h.as_str().as_bytes());
+        let kind = EventType::Attribution.as_str().as_bytes();
+        producer
+            .send(&self.output_topic, None, key, Some(buf), &[("type", kind)])
+            .map_err(|e| ClusterError::Delivery {
+                what: format!("producing to {}: {}", self.output_topic, e.message),
+                source: None,
+            })
     }
 
     /// Partition `p` of the inputs from `from_ms` on (events up to

@@ -90,6 +90,8 @@ fn committed_offsets<C: ConsumerContext>(
 fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), ClusterError> {
     let mut config = settings.consumer.clone();
     config
+        // `isolation.level` comes from the member's consumer settings:
+        // `read_committed` when the member writes in transactions.
         .set("group.id", format!("{}-restore", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::output::Output;
 use super::partition::{Out, PartitionWork};
-use super::{Settings, Status};
+use super::{ClusterError, Settings, Status};
 use crate::config::Catalog;
 
 pub struct Work {
@@ -60,15 +60,19 @@ impl Work {
 
     /// The partitions go. After a clean commit their state is current and
     /// is parked for the next assignment; otherwise (the assignment was
-    /// lost, or the commit failed) it is dropped with the records not
-    /// produced: the next owner decides those conversions again.
-    pub fn revoke(&mut self, clean: bool) {
+    /// lost, the commit failed or was aborted) it is dropped with the
+    /// records not produced, and the open transaction, if any, is aborted:
+    /// the next owner decides those conversions again. An error only when
+    /// the abort failed for good (the producer can never commit again).
+    pub fn revoke(&mut self, clean: bool) -> Result<(), ClusterError> {
         let parts = std::mem::take(&mut self.partitions);
         self.parked = if clean { parts } else { BTreeMap::new() };
+        self.last_committed.clear();
         if !clean {
             self.outs.clear();
+            self.output.abort()?;
         }
-        self.last_committed.clear();
+        Ok(())
     }
 
     /// Applies, in every owned partition, what the watermark allows.
