@@ -198,7 +198,7 @@ fn listed(offsets: &TopicPartitionList) -> Vec<(String, i32, i64)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! On librdkafka's mock cluster (an in-process broker that keeps
     //! Kafka's rules).
 
@@ -221,7 +221,8 @@ mod tests {
 
     const NAMES: [&str; InputTopic::COUNT] = ["imp", "clk", "conv", "seg", "adj"];
 
-    fn settings(brokers: &str) -> Settings {
+    /// A member's settings on `brokers`, for the cluster's unit tests.
+    pub(in crate::attribution::cluster) fn settings(brokers: &str) -> Settings {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", brokers);
         Settings {
@@ -263,6 +264,13 @@ mod tests {
         add_conversions(&mut work, &mut partition, 0, n);
         work.partitions.insert(0, partition);
         work
+    }
+
+    /// Decides `n` more conversions in the owned partition 0.
+    fn decide_more(work: &mut Work, first: u64, n: u64) {
+        let mut partition = work.partitions.remove(&0).unwrap();
+        add_conversions(work, &mut partition, first, n);
+        work.partitions.insert(0, partition);
     }
 
     /// Pushes conversions of users first+1..=first+n at offsets first.. and
@@ -371,16 +379,12 @@ mod tests {
             RDKafkaApiKey::EndTxn,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
         );
-        let mut partition = zombie.partitions.remove(&0).unwrap();
-        add_conversions(&mut zombie, &mut partition, 1, 1);
-        zombie.partitions.insert(0, partition);
+        decide_more(&mut zombie, 1, 1);
         match zombie.commit(&consumer, || true) {
             Err(ClusterError::Fenced { .. }) => {}
             other => panic!("the fenced member went on: {other:?}"),
         }
-        let mut partition = zombie.partitions.remove(&0).unwrap();
-        add_conversions(&mut zombie, &mut partition, 2, 1);
-        zombie.partitions.insert(0, partition);
+        decide_more(&mut zombie, 2, 1);
         assert!(
             zombie.commit(&consumer, || true).is_err(),
             "a fenced producer wrote again"

@@ -118,34 +118,15 @@ mod tests {
     //! On librdkafka's mock cluster, which takes transactions but drops
     //! their offsets (`broker_quirks`, item 4).
 
-    use std::time::Duration;
-
     use rdkafka::mocking::MockCluster;
-    use rdkafka::ClientConfig;
 
     use super::*;
-    use crate::attribution::cluster::{ClusterTopics, PerInput};
 
     fn settings(brokers: &str, transactions: Transactions) -> Settings {
-        let mut client = ClientConfig::new();
-        client.set("bootstrap.servers", brokers);
         Settings {
-            producer: client.clone(),
-            consumer: client,
-            group_id: "members".into(),
-            topics: ClusterTopics {
-                inputs: PerInput::from_fn(|t| t.as_str().to_string()),
-                changelog: "state".into(),
-                attributions: "records".into(),
-            },
-            grace_ms: 0,
-            max_future_ms: 300_000,
-            commit_interval: Duration::from_secs(1),
-            sweep_interval: Duration::from_secs(60),
-            session_timeout_ms: 10_000,
-            max_users: usize::MAX,
             transactions,
             transactional_id: "members-probe-test".into(),
+            ..crate::attribution::cluster::commit::tests::settings(brokers)
         }
     }
 

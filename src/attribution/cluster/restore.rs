@@ -86,6 +86,36 @@ fn committed_offsets<C: ConsumerContext>(
     }
 }
 
+/// The changelog reader's context: librdkafka's log and errors as the
+/// member's own, less the end of the partition, which the reader asks for
+/// (`enable.partition.eof`) and which rdkafka's default context logs at
+/// ERROR, six times per restore of six partitions.
+struct ReaderCtx {
+    log: crate::telemetry::RateLimit,
+}
+
+impl Default for ReaderCtx {
+    fn default() -> ReaderCtx {
+        ReaderCtx {
+            log: crate::telemetry::RateLimit::new(10_000),
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ReaderCtx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::telemetry::librdkafka_log(&self.log, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            crate::telemetry::kafka_client_error(&self.log, &error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ReaderCtx {}
+
 /// Reads changelog partition `p` from the beginning to its end into `work`.
 fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), ClusterError> {
     let mut config = settings.consumer.clone();
@@ -100,8 +130,8 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
         .set("max.partition.fetch.bytes", "16777216")
         .set("fetch.max.bytes", "67108864")
         .set("queued.min.messages", "1000000");
-    let reader: BaseConsumer = config
-        .create()
+    let reader: BaseConsumer<ReaderCtx> = config
+        .create_with_context(ReaderCtx::default())
         .map_err(|e| ClusterError::kafka("changelog reader", e))?;
     let topic = &settings.topics.changelog;
     let (low, high) = loop {
