@@ -145,7 +145,14 @@ impl Engine {
     /// An adjustment, answered from the outcome remembered with its order
     /// (kept as long as the pixel deduplicates: `dedup_minutes`).
     fn adjust(&self, a: crate::event::AdjustmentInput) -> Attribution {
-        let verdict = match (a.conversion.state_user(), a.conversion.order_id) {
+        // Named by its order alone (`orders_by_id`): the order's owner.
+        let owner = || {
+            let order = a.conversion.order_id?;
+            self.state
+                .order_owner(a.conversion.pixel, order.fingerprint())
+        };
+        let user = a.conversion.state_user().or_else(owner);
+        let verdict = match (user, a.conversion.order_id) {
             (Some(uid), Some(order)) => {
                 self.state
                     .with_order(uid, a.conversion.pixel, order.fingerprint(), |outcome| {

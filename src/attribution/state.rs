@@ -347,6 +347,10 @@ pub struct State {
     counted: DashMap<UserId, Vec<(PixelId, u64)>>,
     /// Per user, the order ids seen within their pixel's `dedup_minutes`.
     orders: DashMap<UserId, Vec<OrderMark>>,
+    /// Whose order each (pixel, order fingerprint) is, for an adjustment
+    /// that names its order alone; kept with `orders` (the latest user to
+    /// report an order id owns it).
+    order_owners: DashMap<(PixelId, u64), UserId>,
     /// The traffic source's click ids of kept click marks. Locked only
     /// ever on its own, never while a shard is: a shard's lock is released
     /// before this map is touched.
@@ -376,6 +380,7 @@ impl State {
             shard_hasher: ahash::RandomState::new(),
             counted: DashMap::new(),
             orders: DashMap::new(),
+            order_owners: DashMap::new(),
             source_clicks: SourceClicks::default(),
             max_per_shard: max_users.div_ceil(SHARDS).max(1),
             evicted: record_evicted.then(Default::default),
@@ -391,7 +396,9 @@ impl State {
             shard.free.extend(chain);
         }
         drop(self.counted.remove(&uid));
-        drop(self.orders.remove(&uid));
+        if let Some((_, marks)) = self.orders.remove(&uid) {
+            self.disown(uid, &marks);
+        }
         self.source_clicks.forget(uid);
     }
 
@@ -415,7 +422,21 @@ impl State {
     /// Remembers an order id (its first sighting: a duplicate does not
     /// move the window).
     pub fn remember_order(&self, uid: UserId, mark: OrderMark) {
+        self.order_owners.insert((mark.pixel, mark.order), uid);
         self.orders.entry(uid).or_default().push(mark);
+    }
+
+    /// The user whose order `order` (a fingerprint) on `pixel` is.
+    pub fn order_owner(&self, pixel: PixelId, order: u64) -> Option<UserId> {
+        self.order_owners.get(&(pixel, order)).map(|u| *u)
+    }
+
+    /// Drops `uid`'s claim on the orders of `marks`.
+    fn disown(&self, uid: UserId, marks: &[OrderMark]) {
+        for m in marks {
+            self.order_owners
+                .remove_if(&(m.pixel, m.order), |_, owner| *owner == uid);
+        }
     }
 
     /// One user's order marks, sorted.
@@ -455,10 +476,16 @@ impl State {
 
     /// Replaces a user's order marks (a changelog value).
     pub fn set_orders(&self, uid: UserId, orders: &[OrderMark]) {
-        if orders.is_empty() {
-            self.orders.remove(&uid);
+        let before = if orders.is_empty() {
+            self.orders.remove(&uid).map(|(_, marks)| marks)
         } else {
-            self.orders.insert(uid, orders.to_vec());
+            self.orders.insert(uid, orders.to_vec())
+        };
+        if let Some(before) = before {
+            self.disown(uid, &before);
+        }
+        for m in orders {
+            self.order_owners.insert((m.pixel, m.order), uid);
         }
     }
 
@@ -760,10 +787,14 @@ impl State {
     ) -> usize {
         let mut dropped = 0;
         let mut candidates = Vec::new();
+        let mut gone = Vec::new();
         self.orders.retain(|uid, marks| {
             marks.retain(|m| {
                 let keep = now_ms.saturating_sub(m.ts_ms) <= horizon(m.pixel);
                 dropped += usize::from(!keep);
+                if !keep {
+                    gone.push((*uid, *m));
+                }
                 keep
             });
             if marks.is_empty() {
@@ -771,6 +802,15 @@ impl State {
             }
             !marks.is_empty()
         });
+        for (uid, m) in gone {
+            let still = self.orders.get(&uid).is_some_and(|list| {
+                list.iter()
+                    .any(|x| x.pixel == m.pixel && x.order == m.order)
+            });
+            if !still {
+                self.disown(uid, &[m]);
+            }
+        }
         emptied.extend(candidates.into_iter().filter(|u| !self.knows(*u)));
         dropped
     }

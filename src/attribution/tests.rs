@@ -853,3 +853,60 @@ fn an_adjustment_of_an_unknown_or_uncounted_order_changes_nothing() {
     assert_eq!(json(&r)["adjusts"], sale.event_id().to_string());
     assert_eq!(r.deltas(), (-1, -5_000_000));
 }
+
+/// An adjustment that names its order alone (no uid, no click id: the
+/// in-process engine's `orders_by_id`) finds the user who reported it; an
+/// opt-out or the end of the order's window forgets whose it was.
+#[test]
+fn an_adjustment_by_order_id_alone_finds_the_order_s_user() {
+    use crate::event::AdjustmentKind::Retract;
+    let e = engine();
+    touch(&e, TouchKind::Click, 10, T0);
+    let sale = convert_valued(&e, T0 + MIN, "R1", 50_000_000);
+    let by_order = |ts: u64, order: &str| {
+        let conversion = ConversionInput {
+            click: None,
+            uid: None,
+            event_id: EventId::new_v7(ts),
+            ts_ms: ts,
+            pixel: PixelId(100),
+            advertiser: AdvertiserId(1),
+            order_id: crate::event::OrderId::new(order),
+            value_micros: None,
+            context: None,
+        };
+        let input = crate::event::AdjustmentInput {
+            kind: Retract,
+            conversion,
+        };
+        e.apply(Input::Adjustment(input)).unwrap()
+    };
+    let r = by_order(T0 + 2 * MIN, "R1");
+    assert_eq!(json(&r)["adjusts"], sale.event_id().to_string());
+    assert_eq!(json(&r)["kind"], "post_click", "the original's credit");
+    assert_eq!(r.deltas(), (-1, -50_000_000));
+    assert_eq!(
+        by_order(T0 + 3 * MIN, "OTHER").decision.reason,
+        Some(Reason::UnknownOrder)
+    );
+    // Forgotten with the user.
+    convert_valued(&e, T0 + 4 * MIN, "R2", 1_000_000);
+    e.apply(Input::Forget(crate::event::ForgetInput {
+        uid: U,
+        event_id: EventId::new_v7(T0 + 5 * MIN),
+    }));
+    assert_eq!(
+        by_order(T0 + 6 * MIN, "R2").decision.reason,
+        Some(Reason::UnknownOrder)
+    );
+    assert_eq!(e.state.order_owner(PixelId(100), order_fp("R2")), None);
+    // Forgotten with the order's window.
+    convert_valued(&e, T0 + 7 * MIN, "R3", 1_000_000);
+    assert_eq!(e.state.order_owner(PixelId(100), order_fp("R3")), Some(U));
+    e.sweep(T0 + 7 * MIN + 400 * 24 * 60 * MIN);
+    assert_eq!(e.state.order_owner(PixelId(100), order_fp("R3")), None);
+}
+
+fn order_fp(order: &str) -> u64 {
+    crate::event::OrderId::new(order).unwrap().fingerprint()
+}

@@ -125,6 +125,9 @@ pub struct App {
     /// Orders this instance answered lately, for the `duplicate_order_id`
     /// warning.
     pub recent_orders: super::recent_orders::RecentOrders,
+    /// The in-process engine finds an adjustment's order by its id alone
+    /// (`POST /v1/adjustments` without `uid` or `clid`).
+    pub orders_by_id: bool,
 }
 
 impl App {
@@ -156,6 +159,8 @@ impl App {
             reloads: ReloadQueue::default(),
             admin: AdminGuard::new(&cfg.server),
             recent_orders: Default::default(),
+            orders_by_id: cfg.attribution.enabled
+                && cfg.attribution.mode == crate::config::AttributionMode::InProcess,
         }
     }
 }

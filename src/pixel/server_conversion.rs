@@ -146,6 +146,11 @@ pub struct Caller<'c> {
     pub advertisers: &'c [AdvertiserId],
     /// When the request came (ms).
     pub now_ms: u64,
+    /// Whether an adjustment may name its order by pixel and order id
+    /// alone: the in-process engine indexes its orders by id; a fleet's
+    /// member holds only its users' orders, and an adjustment without the
+    /// user or click could not be routed to it.
+    pub orders_by_id: bool,
 }
 
 /// Whether a click id must still be inside its pixel's post-click window.
@@ -186,7 +191,8 @@ pub fn checked<'a>(
         Some(token) => Some(click(token, ts_ms, pixel, caller, window)?),
         None => None,
     };
-    if uid.is_none() && click.is_none() {
+    let order_suffices = window == ClickWindow::Ignore && caller.orders_by_id;
+    if uid.is_none() && click.is_none() && !order_suffices {
         return Err(Rejection::NoIdentity);
     }
     let conversion = Conversion {

@@ -139,6 +139,7 @@ fn accept(route: ApiRoute, bytes: &[u8], key: &ApiKey, app: &App) -> Result<Chec
         key: key.name,
         advertisers: &key.advertisers,
         now_ms: now_ms(),
+        orders_by_id: app.orders_by_id,
     };
     let mut outcomes = Vec::with_capacity(items.len());
     let mut receipts = Vec::new();
