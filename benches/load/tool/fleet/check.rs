@@ -23,6 +23,11 @@ use super::windows::{window, Window};
 /// what it had to say has been said.
 const QUIET: Duration = Duration::from_secs(3);
 
+/// How long before its cycle a check starts reading: a cycle's users are
+/// new, and their touches come a second before their purchase; a member's
+/// record of a conversion comes after it.
+const BEFORE_MS: u64 = 180_000;
+
 pub fn run(args: &Args) {
     let k: usize = args.num("cycle");
     let w = window(args.str("cycles"), k).expect("the cycle has not ended yet");
@@ -32,7 +37,8 @@ pub fn run(args: &Args) {
     let deadline = started + Duration::from_secs(args.num_or("wait", 60));
     let mut seen = Seen::default();
     let topics = [IMPRESSIONS, CLICKS, CONVERSIONS, ATTRIBUTIONS];
-    let mut reader = Reader::new(args.str("brokers"), &topics).unwrap_or_else(|e| {
+    let from_ms = w.lo.saturating_sub(BEFORE_MS);
+    let mut reader = Reader::new(args.str("brokers"), &topics, from_ms).unwrap_or_else(|e| {
         // A line all the same, so that the campaign's report counts it.
         println!("fault={} check_failed=1 cycle={k}", w.name);
         eprintln!("fleet-check: cycle {k}: cannot read the topics: {e}");
@@ -110,7 +116,7 @@ fn settle(
         // Records still missing once all is quiet: maybe only this reader
         // missed them (checked every 15 s, and once more at the end).
         if !complete && (over || (quiet && reread_at.elapsed() > Duration::from_secs(15))) {
-            reread(brokers, seen);
+            reread(brokers, seen, w.lo.saturating_sub(BEFORE_MS));
             reread_at = Instant::now();
         }
         if (quiet && missing(seen, w) == 0 && unpublished == 0) || over {
@@ -131,10 +137,10 @@ fn missing(seen: &Seen, w: &Window) -> usize {
 /// yet: a fresh read of every topic tells either from a record never
 /// written, and keeps an input event it lacks out of the reference's blind
 /// spot.
-fn reread(brokers: &str, seen: &mut Seen) {
+fn reread(brokers: &str, seen: &mut Seen, from_ms: u64) {
     let mut fresh = Seen::default();
     let topics = [IMPRESSIONS, CLICKS, CONVERSIONS, ATTRIBUTIONS];
-    let Ok(mut reader) = Reader::new(brokers, &topics) else {
+    let Ok(mut reader) = Reader::new(brokers, &topics, from_ms) else {
         return;
     };
     let deadline = Instant::now() + Duration::from_secs(20);
