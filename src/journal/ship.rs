@@ -1,6 +1,7 @@
 //! The shipper: reads the journal in order, produces each record to Kafka
 //! with its original payload, and moves the checkpoint only past records the
-//! broker acknowledged. Poison records go to a dead-letter file. Segments
+//! broker acknowledged (learnt per range from a delivery barrier, since its
+//! producer reports failures only: [`Ship::confirm`]). Poison records go to a dead-letter file. Segments
 //! that are shipped (and replayed into the attribution snapshot) are deleted.
 //!
 //! Here: the thread and its loop (what is in flight, acknowledgements,
