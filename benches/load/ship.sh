@@ -49,8 +49,9 @@ med = {f"{b}/{c}": {"cpu_us_per_event": statistics.median(x["cpu_us_per_event"] 
                     "threads": {t: statistics.median(x["threads"].get(t, 0) for x in rs)
                                 for t in sorted({t for x in rs for t in x["threads"]})}}
        for (b, c), rs in sorted(table.items())}
+env = " ".join(f'{k}="{os.environ[k]}"' for k in ("COMPRESSIONS", "BEFORE") if os.environ.get(k))
 doc = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
-       "command": f"benches/load/ship.sh {n} {rounds}", "events": int(n), "median": med, "runs": rows}
+       "command": f"{env} benches/load/ship.sh {n} {rounds}".strip(), "events": int(n), "median": med, "runs": rows}
 out = f"benches/results/ship-{doc['date']}.json"
 json.dump(doc, open(out, "w"), indent=1)
 print(f"\n{doc['date']}: Kafka delivery, {n} events, median of {rounds}")
