@@ -5,7 +5,8 @@
 # delivery reports), per event and per thread. The tool runs on core 0, the
 # broker (memory storage, nice 19) on core 1. ROUNDS runs per compression.
 # BEFORE=path/to/an/older/load-tool alternates it with this build, same
-# broker, same rounds (a before/after in one run).
+# broker, same rounds (a before/after in one run). COMPRESSIONS="lz4 none"
+# by default; e.g. COMPRESSIONS="none lz4 zstd" compares all three.
 #
 #   benches/load/ship.sh [N] [ROUNDS]          e.g. 500000 3
 # Writes benches/results/ship-DATE.json.
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/../.."
 . benches/load/common.sh
 N=${1:-500000}
 ROUNDS=${2:-3}
+COMPRESSIONS=${COMPRESSIONS:-lz4 none}
 need_tools
 cargo build --release --locked -q --example load-tool
 setup_run
@@ -21,7 +23,7 @@ builds="now=target/release/examples/load-tool"
 [ -n "${BEFORE:-}" ] && builds="before=$BEFORE $builds"
 results="$work/ship.jsonl"; : >"$results"
 for round in $(seq 1 "$ROUNDS"); do
-  for compression in lz4 none; do
+  for compression in $COMPRESSIONS; do
     for b in $builds; do
       # A fresh broker per run: every run produces to an empty topic.
       BROKER_PORT=$(free_port)
@@ -47,8 +49,9 @@ med = {f"{b}/{c}": {"cpu_us_per_event": statistics.median(x["cpu_us_per_event"] 
                     "threads": {t: statistics.median(x["threads"].get(t, 0) for x in rs)
                                 for t in sorted({t for x in rs for t in x["threads"]})}}
        for (b, c), rs in sorted(table.items())}
+env = " ".join(f'{k}="{os.environ[k]}"' for k in ("COMPRESSIONS", "BEFORE") if os.environ.get(k))
 doc = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
-       "command": f"benches/load/ship.sh {n} {rounds}", "events": int(n), "median": med, "runs": rows}
+       "command": f"{env} benches/load/ship.sh {n} {rounds}".strip(), "events": int(n), "median": med, "runs": rows}
 out = f"benches/results/ship-{doc['date']}.json"
 json.dump(doc, open(out, "w"), indent=1)
 print(f"\n{doc['date']}: Kafka delivery, {n} events, median of {rounds}")

@@ -1,6 +1,7 @@
 //! The shipper: reads the journal in order, produces each record to Kafka
 //! with its original payload, and moves the checkpoint only past records the
-//! broker acknowledged. Poison records go to a dead-letter file. Segments
+//! broker acknowledged (learnt per range from a delivery barrier, since its
+//! producer reports failures only: [`Ship::confirm`]). Poison records go to a dead-letter file. Segments
 //! that are shipped (and replayed into the attribution snapshot) are deleted.
 //!
 //! Here: the thread and its loop (what is in flight, acknowledgements,
@@ -67,6 +68,10 @@ impl Shipper {
         // The journal holds the record; librdkafka retries for a while, then
         // the shipper produces it again, for as long as it takes.
         client.set("message.timeout.ms", retry_after.as_millis().to_string());
+        // No report for a success: a range is confirmed at once by the
+        // delivery barrier (`Ship::confirm`), instead of one report, one
+        // channel message and one lookup per record.
+        client.set("delivery.report.only.error", "true");
         let producer = KafkaProducer::new(&client, settings.topics.clone(), Some(tx))
             .map_err(|e| format!("journal shipper producer: {e}"))?;
         Shipper::start_with(shared, Box::new(producer), rx, settings)
@@ -88,6 +93,7 @@ impl Shipper {
             producer,
             acks: reports,
             in_flight: VecDeque::new(),
+            awaiting: None,
             retry: VecDeque::new(),
             dead_letter: settings.dead_letter,
             topics: settings.topics,
@@ -133,8 +139,22 @@ struct InFlight {
     /// For the oldest-unshipped-age gauge.
     ts_ms: u64,
     at: Position,
+    /// The producer has its latest attempt: the next barrier confirms it.
+    /// False while it waits in `retry` to be produced again.
+    sent: bool,
     /// Acknowledged (or dead-lettered): the checkpoint may pass it.
     done: bool,
+}
+
+/// A range of records produced and not confirmed yet. No record is produced
+/// while one awaits: the barrier is the producer having nothing unresolved,
+/// which a producer given more every round would never reach.
+struct Awaiting {
+    /// When it was produced (the delivery-latency metric).
+    since: Instant,
+    /// It filled `MAX_IN_FLIGHT` (a backlog): flushed rather than left to
+    /// linger, since the next range is ready now.
+    full: bool,
 }
 
 struct Ship {
@@ -150,6 +170,8 @@ struct Ship {
     /// In sequence order (gaps only where a damaged segment was skipped);
     /// the checkpoint is the first not done.
     in_flight: VecDeque<InFlight>,
+    /// The range produced last, until the barrier confirms it.
+    awaiting: Option<Awaiting>,
     /// Sequence numbers to produce again (retriable failures).
     retry: VecDeque<u64>,
     dead_letter: PathBuf,
@@ -170,7 +192,17 @@ impl Ship {
                 draining_since = Some(Instant::now());
             }
             self.take_acks(Duration::ZERO);
-            let produced = self.produce();
+            self.confirm();
+            let produced = if self.awaiting.is_none() {
+                self.produce()
+            } else {
+                0
+            };
+            if produced > 0 {
+                let full = self.in_flight.len() >= MAX_IN_FLIGHT;
+                let since = Instant::now();
+                self.awaiting = Some(Awaiting { since, full });
+            }
             let watermark = self.watermark();
             if last_save.elapsed() > Duration::from_millis(200) || stopping {
                 if watermark != self.saved {
@@ -201,12 +233,19 @@ impl Ship {
                 if self.in_flight.is_empty() {
                     self.shared
                         .wait_for(self.cursor.next_seq(), Duration::from_millis(50));
+                } else if self.awaiting.as_ref().is_some_and(|a| a.full) {
+                    self.producer.flush(ROUND_PAUSE);
                 } else {
                     std::thread::sleep(ROUND_PAUSE);
                 }
             } else if produced == 0 {
-                // Draining: wait only for acknowledgements.
-                self.take_acks(Duration::from_millis(20));
+                // Draining: wait only for the barrier (flushing, so the last
+                // batches do not linger) or a failure report.
+                if self.awaiting.is_some() {
+                    self.producer.flush(Duration::from_millis(20));
+                } else {
+                    self.take_acks(Duration::from_millis(20));
+                }
             }
         }
     }
@@ -252,6 +291,9 @@ impl Ship {
                 }
                 Err(e) if e.kind == Refusal::Permanent => self.dead_on_delivery(seq, &e.message),
                 Err(e) => {
+                    if let Some(f) = self.entry(seq) {
+                        f.sent = false;
+                    }
                     metric::journal_ship_retry();
                     if let Some(held) = self.log.check() {
                         warn!(error = %e.message, suppressed = held, "delivery failed; the record will be produced again");
@@ -261,10 +303,42 @@ impl Ship {
             }
         }
         metric::journal_shipped(shipped);
-        // Drop the acknowledged prefix.
+        self.drop_done();
+    }
+
+    /// Drops the acknowledged prefix.
+    fn drop_done(&mut self) {
         while self.in_flight.front().is_some_and(|f| f.done) {
             self.in_flight.pop_front();
         }
+    }
+
+    /// The delivery barrier. The producer reports only failures, so a
+    /// success is known only this way: once nothing it was given is
+    /// unresolved, every record it has the latest attempt of is
+    /// acknowledged, except those whose failure report is on the channel,
+    /// taken first (they go back to `retry`, not done). Only this thread
+    /// produces, and nothing is produced between the check and the marking,
+    /// so no record sent after the check is marked. Across partitions and
+    /// within one, order does not matter: the barrier covers every message.
+    fn confirm(&mut self) {
+        let Some(range) = &self.awaiting else { return };
+        if self.producer.unresolved() > 0 {
+            return;
+        }
+        let seconds = range.since.elapsed().as_secs_f64();
+        self.awaiting = None;
+        self.take_acks(Duration::ZERO);
+        let mut confirmed = 0;
+        for f in self.in_flight.iter_mut().filter(|f| f.sent && !f.done) {
+            f.done = true;
+            confirmed += 1;
+        }
+        if confirmed > 0 {
+            metric::journal_shipped(confirmed);
+            metric::kafka_delivered_range(confirmed, seconds);
+        }
+        self.drop_done();
     }
 
     /// Hands records to librdkafka: retries first, then new ones, straight
@@ -307,6 +381,7 @@ impl Ship {
                     seq: r.seq,
                     ts_ms: r.ts_ms,
                     at,
+                    sent: matches!(sent, Sent::Queued),
                     done: matches!(sent, Sent::Dead),
                 });
             });
@@ -351,7 +426,10 @@ impl Ship {
                 });
             }
             match sent {
-                Some(Sent::Queued) => produced += 1,
+                Some(Sent::Queued) => {
+                    self.in_flight[i].sent = true;
+                    produced += 1;
+                }
                 Some(Sent::Dead) => self.in_flight[i].done = true,
                 Some(Sent::Later) => {
                     // Full again: this one and the rest wait for the next round.

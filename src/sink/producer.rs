@@ -132,6 +132,12 @@ pub trait Produce: Send + Sync {
     /// Waits at most `timeout` for queued messages; returns how many are
     /// still undelivered.
     fn flush(&self, timeout: Duration) -> usize;
+    /// Messages sent whose outcome is not known yet, without waiting. 0 is
+    /// the shipper's delivery barrier: every message sent before was either
+    /// acknowledged or its failure report is already on the reports
+    /// channel (so a producer that reports only failures still tells when
+    /// a range is durable).
+    fn unresolved(&self) -> usize;
 }
 
 /// Topic name per [`Topic`], at its index.
@@ -355,8 +361,27 @@ impl Produce for KafkaProducer {
         }
     }
 
+    /// `rd_kafka_flush` itself, not rdkafka's `flush`: with reports as
+    /// events (rdkafka's mode) it waits on librdkafka's condition variable,
+    /// linger off, while the producer's thread serves the events; rdkafka's
+    /// polls the queue in a loop whose last millisecond spins (the timeout
+    /// truncates to 0 ms), which cost the shipper's barrier waits several
+    /// µs of CPU per event.
     fn flush(&self, timeout: Duration) -> usize {
-        let _ = self.producer.flush(timeout);
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: the live client; flush only waits and wakes brokers.
+        unsafe { rdsys::rd_kafka_flush(self.producer.client().native_ptr(), ms) };
+        self.unresolved()
+    }
+
+    /// `rd_kafka_outq_len`: messages not destroyed yet plus events not
+    /// served yet. librdkafka destroys an acknowledged message at once when
+    /// only failures are reported (`delivery.report.only.error`), and a
+    /// failed one only after its report event was served and dropped, which
+    /// is after `Context::delivery` sent it on the channel; so 0 means
+    /// every earlier message is acknowledged or its failure is on the
+    /// channel.
+    fn unresolved(&self) -> usize {
         self.producer.in_flight_count().max(0) as usize
     }
 }
@@ -399,7 +424,11 @@ pub mod mock {
     pub struct MockProducer {
         reports: Sender<Report>,
         fail_at: Option<(usize, Failure)>,
+        /// Like `delivery.report.only.error`: no report for a success.
+        errors_only: bool,
         calls: AtomicUsize,
+        /// Messages taken whose report never comes ([`Failure::NoReport`]).
+        hung: AtomicUsize,
         /// Messages acknowledged, in order.
         pub delivered: Mutex<Vec<Taken>>,
     }
@@ -409,7 +438,9 @@ pub mod mock {
             MockProducer {
                 reports,
                 fail_at: None,
+                errors_only: false,
                 calls: AtomicUsize::new(0),
+                hung: AtomicUsize::new(0),
                 delivered: Mutex::new(Vec::new()),
             }
         }
@@ -418,6 +449,15 @@ pub mod mock {
             MockProducer {
                 fail_at: Some((n, failure)),
                 ..MockProducer::new(reports)
+            }
+        }
+
+        /// Reports failures only, as the shipper's producer does
+        /// (`delivery.report.only.error`).
+        pub fn errors_only(self) -> MockProducer {
+            MockProducer {
+                errors_only: true,
+                ..self
             }
         }
 
@@ -451,7 +491,10 @@ pub mod mock {
                     let _ = self.reports.send((opaque, Err(error(Refusal::Permanent))));
                     return Ok(());
                 }
-                Some(Failure::NoReport) => return Ok(()),
+                Some(Failure::NoReport) => {
+                    self.hung.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 None => {}
             }
             self.delivered
@@ -467,12 +510,22 @@ pub mod mock {
                         .collect(),
                     payload: msg.payload.to_vec(),
                 });
-            let _ = self.reports.send((opaque, Ok(())));
+            if !self.errors_only {
+                let _ = self.reports.send((opaque, Ok(())));
+            }
             Ok(())
         }
 
-        fn flush(&self, _timeout: Duration) -> usize {
-            0
+        fn flush(&self, timeout: Duration) -> usize {
+            // A hung message never resolves: the whole timeout goes by.
+            if self.unresolved() > 0 {
+                std::thread::sleep(timeout);
+            }
+            self.unresolved()
+        }
+
+        fn unresolved(&self) -> usize {
+            self.hung.load(Ordering::Relaxed)
         }
     }
 }

@@ -197,8 +197,14 @@ pub fn journal_appended(seconds: f64) {
 /// A message acknowledged by Kafka, `seconds` after it was created (the
 /// delivery-report thread records one per message).
 pub fn kafka_delivered(seconds: Option<f64>) {
+    kafka_delivered_many(1, seconds);
+}
+
+/// `n` messages acknowledged at once (the shipper's confirmed range), one
+/// latency observation for them all.
+pub fn kafka_delivered_many(n: u64, seconds: Option<f64>) {
     with(|s| {
-        s.add(KAFKA_DELIVERED, 1);
+        s.add(KAFKA_DELIVERED, n);
         if let Some(seconds) = seconds {
             s.observe(KAFKA_LATENCY, seconds);
         }

@@ -536,6 +536,13 @@ pub fn kafka_delivered(seconds: Option<f64>) {
     super::local::kafka_delivered(seconds);
 }
 
+/// The journal shipper's `n` messages, confirmed by one delivery barrier
+/// (its producer reports only failures): `seconds` from the range's
+/// produce to its confirmation, observed once for the range.
+pub fn kafka_delivered_range(n: u64, seconds: f64) {
+    super::local::kafka_delivered_many(n, Some(seconds));
+}
+
 /// The per-thread total of [`kafka_delivered`], when `/metrics` is scraped.
 pub(super) fn kafka_delivered_total(total: u64) {
     metrics::counter!(KAFKA_DELIVERED).absolute(total);

@@ -38,12 +38,27 @@ fn topics() -> Topics {
 /// Ships `n` records through a mock failing as told; returns what it
 /// delivered (payload indexes), the records left, and the data dir.
 fn ship(n: u64, failure: Option<(usize, Failure)>) -> (Vec<u64>, u64, tempfile::TempDir) {
+    ship_with(n, failure, false)
+}
+
+/// [`ship`], the mock reporting only failures when `errors_only` (as the
+/// shipper's librdkafka producer does): only the barrier confirms.
+fn ship_with(
+    n: u64,
+    failure: Option<(usize, Failure)>,
+    errors_only: bool,
+) -> (Vec<u64>, u64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(&dir.path().join("journal"), n);
     let (tx, rx) = unbounded();
-    let mock = Arc::new(match failure {
+    let mock = match failure {
         Some((at, f)) => MockProducer::new_failing_at(at, f, tx),
         None => MockProducer::new(tx),
+    };
+    let mock = Arc::new(if errors_only {
+        mock.errors_only()
+    } else {
+        mock
     });
     struct Shared(Arc<MockProducer>);
     impl Produce for Shared {
@@ -56,6 +71,9 @@ fn ship(n: u64, failure: Option<(usize, Failure)>) -> (Vec<u64>, u64, tempfile::
         }
         fn flush(&self, timeout: Duration) -> usize {
             self.0.flush(timeout)
+        }
+        fn unresolved(&self) -> usize {
+            self.0.unresolved()
         }
     }
     let settings = ShipSettings {
@@ -143,4 +161,40 @@ fn the_checkpoint_never_passes_an_unacknowledged_record() {
     assert_eq!(delivered, [0, 1, 2, 3, 5, 6, 7]);
     assert_eq!(checkpoint::load(&dir.path().join("journal")), 4);
     assert_eq!(left, 4, "records 4..8 stay for the next start");
+}
+
+/// Without success reports, the barrier alone moves the checkpoint: all of
+/// it once everything resolved, retries and dead letters included.
+#[test]
+fn with_failure_reports_only_the_barrier_confirms_every_record() {
+    let (delivered, left, dir) = ship_with(20, None, true);
+    assert_eq!(delivered, (0..20).collect::<Vec<_>>());
+    assert_eq!(left, 0);
+    assert_eq!(checkpoint::load(&dir.path().join("journal")), 20);
+    for failure in [
+        Failure::RetriableReport,
+        Failure::QueueFull,
+        Failure::PermanentReport,
+    ] {
+        let (delivered, left, dir) = ship_with(10, Some((3, failure)), true);
+        let mut sorted = delivered.clone();
+        sorted.sort_unstable();
+        let expected: Vec<u64> = (0..10)
+            .filter(|i| *i != 3 || failure != Failure::PermanentReport)
+            .collect();
+        assert_eq!(sorted, expected, "{failure:?}");
+        assert_eq!(left, 0, "{failure:?}");
+        assert_eq!(checkpoint::load(&dir.path().join("journal")), 10);
+    }
+}
+
+/// One message never resolved: the barrier is never reached, so no record
+/// of its range is confirmed, not even those before it (without success
+/// reports nothing says they are stored); they are all shipped again.
+#[test]
+fn with_failure_reports_only_a_hung_message_holds_its_whole_range() {
+    let (delivered, left, dir) = ship_with(8, Some((4, Failure::NoReport)), true);
+    assert_eq!(delivered, [0, 1, 2, 3, 5, 6, 7]);
+    assert_eq!(checkpoint::load(&dir.path().join("journal")), 0);
+    assert_eq!(left, 8);
 }
