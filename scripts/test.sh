@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian's Chromium and its ChromeDriver (tests/browser.rs drives them),
-# Prometheus and promtool (tests/deploy.rs), systemd-analyze (the unit).
-scripts/deps.sh chromium chromium-driver prometheus systemd curl
+# Prometheus and promtool (tests/deploy.rs), systemd-analyze (the unit),
+# python3-venv for scripts/kafka.sh (noida-db from PyPI: tests/transactions.rs).
+scripts/deps.sh chromium chromium-driver prometheus systemd curl python3-venv
 scripts/tansu.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 

@@ -8,6 +8,12 @@
 //! says so (log and `attribution_exactly_once` 0), `required` stops
 //! start-up naming the key. The transactional commit cycle itself (abort,
 //! fencing) is tested on the mock in `attribution::cluster::commit`.
+//!
+//! Exactly once across a `kill -9` needs a broker with Kafka's
+//! transactional semantics: noida-db (PyPI; `scripts/kafka.sh` installs and
+//! starts it), a Kafka-protocol broker whose transactions, fencing and
+//! `read_committed` behave as Kafka's (checked 2026-12-07), or any broker
+//! named by `PIXELD_TXN_BROKERS`.
 
 mod common;
 
@@ -231,25 +237,34 @@ fn event(kind: &str, ts: u64, uid: &str) -> Value {
 /// Exactly once across a `kill -9`, as a `read_committed` reader sees it:
 /// what a killed member leaves is covered by its committed offsets, and its
 /// replacement (the same `transactional.id`: same host, same listener
-/// port) gives one record per conversion. Needs a fresh broker with Kafka's
-/// transactional semantics, which neither broker of these tests has (see
-/// the top of this file): `PIXELD_TXN_BROKERS=HOST:PORT cargo test --test
-/// transactions -- --ignored`. On tansu or the mock the member refuses to
-/// start (`required`), and so the test fails, as it should.
+/// port) gives one record per conversion. On noida-db (see the top of this
+/// file), or a fresh broker named by `PIXELD_TXN_BROKERS`; on tansu or the
+/// mock the member refuses to start (`required`), and the test fails, as
+/// it should.
 #[test]
-#[ignore = "needs a broker with Kafka transactions: PIXELD_TXN_BROKERS"]
+#[ignore = "1 of 30 runs on noida-db had no replacement records within 120 s, cause not found yet: cargo test --test transactions -- --ignored"]
 fn a_member_killed_mid_stream_leaves_only_committed_records_and_its_replacement_answers_once() {
     let _turn = turn();
-    let brokers = std::env::var("PIXELD_TXN_BROKERS").expect("PIXELD_TXN_BROKERS");
+    let noida = std::env::var("PIXELD_TXN_BROKERS")
+        .is_err()
+        .then(TransactionalBroker::start);
+    let brokers = match &noida {
+        Some(b) => b.brokers.clone(),
+        None => std::env::var("PIXELD_TXN_BROKERS").unwrap(),
+    };
     let topics: Vec<(&str, i32)> = INPUTS.iter().map(|t| (*t, PARTITIONS)).collect();
     create_topics(&brokers, &topics);
     let status = free_tcp_port();
+    // Static membership (KIP-345): the replacement, with the killed
+    // member's instance id, takes its partitions over at once instead of
+    // after the session timeout; on noida-db, whose coordinator never
+    // evicts a member that died without leaving, only this way.
     let text = cluster_config(
         &brokers,
         free_tcp_port(),
         status,
         &[("grace_ms", "1000".into()), ("transactions", q("required"))],
-    );
+    ) + "\n[kafka.librdkafka]\n\"group.instance.id\" = \"pixeld-txn-test-member\"\n";
     let cfg = parsed(&text);
     let path = write_config(&text);
     let mut first = Member::start(&path, status);
@@ -294,7 +309,7 @@ fn a_member_killed_mid_stream_leaves_only_committed_records_and_its_replacement_
             "record of {c} (partition {p}, offset {o}) visible past the committed offsets {committed:?}"
         );
     }
-    let _second = Member::start(&path, status);
+    let second = Member::start(&path, status);
     let want = reference(&cfg, &events);
     let read = read_all(
         &brokers,
@@ -309,7 +324,47 @@ fn a_member_killed_mid_stream_leaves_only_committed_records_and_its_replacement_
         let c = json["conversion_event_id"].as_str().unwrap().to_string();
         assert!(got.insert(c.clone(), json).is_none(), "two records for {c}");
     }
-    assert_eq!(got.len(), want.len(), "a record for every conversion");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "a record for every conversion; the replacement's log:\n{}",
+        second.log_text()
+    );
+}
+
+/// noida-db on a free port, empty, for one test (`scripts/kafka.sh`, which
+/// installs it from PyPI on first use); stopped when dropped.
+struct TransactionalBroker {
+    brokers: String,
+}
+
+impl TransactionalBroker {
+    fn start() -> TransactionalBroker {
+        let port = free_tcp_port();
+        let out = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg(port.to_string())
+            .output()
+            .expect("scripts/kafka.sh");
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh could not start noida-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TransactionalBroker {
+            brokers: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for TransactionalBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+            .arg("stop")
+            .output();
+    }
 }
 
 /// Each conversion's (partition, offset) on the conversions topic.
