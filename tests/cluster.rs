@@ -282,7 +282,10 @@ fn shuffled_arrival_within_the_grace_gives_the_time_ordered_records_and_a_later_
         let Some(record) = got.get(c) else {
             // Seen once in 10 runs beside the fault campaign and leaked
             // brokers: the member's own account is what tells why.
-            panic!("no record for {c}; the member's log:\n{}", member.log_text());
+            panic!(
+                "no record for {c}; the member's log:\n{}",
+                member.log_text()
+            );
         };
         assert_eq!(record, &want[c], "conversion {c}");
         assert_eq!(got[c]["late"], false);
