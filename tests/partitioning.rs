@@ -34,6 +34,7 @@ async fn events_are_partitioned_by_user_as_the_java_client_would() {
         let got = keys_by_partition(&broker.addr, topic, 6, uids.len());
         assert_eq!(got.len(), uids.len(), "{topic}");
         for (partition, key) in got {
+            let key = key.expect("a user's event has a key");
             let want = pixeld::sink::partition::for_key(key.as_bytes(), 6);
             assert_eq!(partition, want, "{topic}: user {key}");
             assert_eq!(
@@ -51,10 +52,13 @@ async fn events_are_partitioned_by_user_as_the_java_client_would() {
 }
 
 /// Anonymous events (no user id: here `Sec-GPC`, which keeps no id) go with
-/// a NULL key, which the partitioner spreads; an empty key would put every
-/// anonymous event of the fleet on one partition.
+/// a NULL key, which the partitioner spreads; an empty key would hash every
+/// anonymous event of the fleet to one partition. The test checks the key
+/// itself, not how many partitions a burst reached: librdkafka's sticky
+/// partitioner keeps NULL-key messages on one partition per batch, so that
+/// count depends on timing (a fresh machine's CI saw 60 events on two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_events_are_spread_over_the_partitions_with_a_null_key() {
+async fn anonymous_events_go_with_a_null_key_and_a_user_s_with_theirs() {
     let broker = Broker::start();
     let mut cfg = example_config(&broker.addr);
     cfg.kafka.partitions = 6;
@@ -72,18 +76,12 @@ async fn anonymous_events_are_spread_over_the_partitions_with_a_null_key() {
     server.stop().await;
     let got = keys_by_partition(&broker.addr, "pixel.impressions", 6, n + 1);
     assert_eq!(got.len(), n + 1);
-    let anonymous: std::collections::HashSet<i32> = got
-        .iter()
-        .filter(|(_, key)| key.is_empty())
-        .map(|(p, _)| *p)
-        .collect();
-    assert!(
-        anonymous.len() >= 3,
-        "{n} anonymous events on partitions {anonymous:?}"
-    );
+    let keys: Vec<&Option<String>> = got.iter().map(|(_, key)| key).collect();
+    let null = keys.iter().filter(|key| key.is_none()).count();
+    assert_eq!(null, n, "every anonymous event has a NULL key: {keys:?}");
     let keyed: Vec<i32> = got
         .iter()
-        .filter(|(_, key)| key == uid)
+        .filter(|(_, key)| key.as_deref() == Some(uid))
         .map(|(p, _)| *p)
         .collect();
     assert_eq!(keyed, [pixeld::sink::partition::for_key(uid.as_bytes(), 6)]);

@@ -177,6 +177,9 @@ pub struct Read {
     pub partition: i32,
     pub offset: i64,
     pub key: String,
+    /// A NULL key, as the producer gives an event without a user (`key` is
+    /// then empty, which an empty key would be too).
+    pub key_is_null: bool,
     /// None for a tombstone.
     pub payload: Option<Vec<u8>>,
     pub kind: String,
@@ -244,6 +247,7 @@ pub fn read_topics(
                 partition: m.partition(),
                 offset: m.offset(),
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                key_is_null: m.key().is_none(),
                 payload: m.payload().map(<[u8]>::to_vec),
                 kind,
             });

@@ -94,7 +94,7 @@ pub fn keys_by_partition(
     topic: &str,
     partitions: i32,
     n: usize,
-) -> Vec<(i32, String)> {
+) -> Vec<(i32, Option<String>)> {
     assert_eq!(
         partitions,
         super::cluster::PARTITIONS,
@@ -108,6 +108,6 @@ pub fn keys_by_partition(
         Duration::ZERO,
     )
     .into_iter()
-    .map(|r| (r.partition, r.key))
+    .map(|r| (r.partition, (!r.key_is_null).then_some(r.key)))
     .collect()
 }
