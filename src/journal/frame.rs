@@ -47,7 +47,7 @@ impl<'a> Headers<'a> {
         let mut legacy = legacy;
         std::iter::from_fn(move || {
             if let Some(kind) = legacy.take() {
-                return Some(("type", kind.as_str().as_bytes()));
+                return Some((crate::sink::headers::TYPE, kind.as_str().as_bytes()));
             }
             if count == 0 {
                 return None;
@@ -62,7 +62,7 @@ impl<'a> Headers<'a> {
     /// The `type` header as an event type.
     pub fn kind(&self) -> Option<EventType> {
         self.iter()
-            .find(|(n, _)| *n == "type")
+            .find(|(n, _)| *n == crate::sink::headers::TYPE)
             .and_then(|(_, v)| EventType::parse(std::str::from_utf8(v).ok()?))
     }
 }

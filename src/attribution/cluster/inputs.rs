@@ -64,7 +64,9 @@ impl InputTopic {
             InputTopic::Segments => {
                 let kind = message
                     .headers()
-                    .and_then(|headers| headers.iter().find(|h| h.key == "type"))
+                    .and_then(|headers| {
+                        headers.iter().find(|h| h.key == crate::sink::headers::TYPE)
+                    })
                     .and_then(|h| h.value)
                     .ok_or(Malformed::NoType)?;
                 (kind == EventType::OptOut.as_str().as_bytes()).then_some(EventType::OptOut)

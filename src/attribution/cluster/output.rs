@@ -13,10 +13,43 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 
 use super::partition::Out;
 use super::ClusterError;
+use crate::attribution::Attribution;
 use crate::event::EventType;
+use crate::ids::HexId;
+use crate::sink::headers::EventHeaders;
 use crate::sink::producer::TxnRefusal;
 use crate::sink::transactional::NamedProducer;
 use crate::telemetry::{metric, now_ms};
+
+/// An attribution record as a message, for the member and `--replay`
+/// alike: its JSON, keyed by its user (no user: an empty key, which the
+/// seam's key rule makes Kafka's NULL key), with the `type` header.
+pub struct RecordMessage {
+    user: Option<HexId<32>>,
+    headers: EventHeaders<'static>,
+}
+
+impl RecordMessage {
+    /// Encodes `record` into `buf` (cleared first).
+    pub fn encode(record: &Attribution, buf: &mut Vec<u8>) -> RecordMessage {
+        buf.clear();
+        record.encode(buf);
+        RecordMessage {
+            user: record.conversion.uid.map(|u| u.to_hex()),
+            headers: EventHeaders::new(EventType::Attribution, None),
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.user
+            .as_ref()
+            .map_or(&[][..], |h| h.as_str().as_bytes())
+    }
+
+    pub fn headers(&self) -> &[(&str, &[u8])] {
+        self.headers.as_slice()
+    }
+}
 
 /// Why a transaction did not commit.
 #[derive(Debug)]
@@ -136,14 +169,10 @@ impl Output {
         let now = now_ms();
         let mut buf = std::mem::take(&mut self.buf);
         let n = outs.len() as u64;
-        let kind = EventType::Attribution.as_str().as_bytes();
         for out in outs.drain(..) {
-            buf.clear();
             metric::attribution_record(out.record.result());
-            out.record.encode(&mut buf);
-            let hex = out.record.conversion.uid.map(|u| u.to_hex());
-            let key = hex.as_ref().map_or(&[][..], |h| h.as_str().as_bytes());
-            self.send(topic, None, key, Some(&buf), &[("type", kind)])?;
+            let message = RecordMessage::encode(&out.record, &mut buf);
+            self.send(topic, None, message.key(), Some(&buf), message.headers())?;
             metric::cluster_decision_delay(now.saturating_sub(out.arrived_ms) as f64 / 1000.0);
         }
         self.buf = buf;

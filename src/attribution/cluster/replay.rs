@@ -19,10 +19,10 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::output::RecordMessage;
 use super::{ClusterError, ClusterTopics, InputTopic};
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
-use crate::event::EventType;
 use crate::sink::transactional::NamedProducer;
 
 /// What to replay.
@@ -140,13 +140,15 @@ impl Replay {
         record: &Attribution,
         buf: &mut Vec<u8>,
     ) -> Result<(), ClusterError> {
-        buf.clear();
-        record.encode(buf);
-        let hex = record.conversion.uid.map(|u| u.to_hex());
-        let key = hex.as_ref().map_or(&[][..], |h| h.as_str().as_bytes());
-        let kind = EventType::Attribution.as_str().as_bytes();
+        let message = RecordMessage::encode(record, buf);
         producer
-            .send(&self.output_topic, None, key, Some(buf), &[("type", kind)])
+            .send(
+                &self.output_topic,
+                None,
+                message.key(),
+                Some(buf),
+                message.headers(),
+            )
             .map_err(|e| ClusterError::Delivery {
                 what: format!("producing to {}: {}", self.output_topic, e.message),
                 source: None,
