@@ -259,16 +259,18 @@ pub(super) mod tests {
     fn work_with_records(settings: &Settings, output: Output, n: u64) -> Work {
         let rules = Arc::new(ArcSwap::new(catalog(RULES)));
         let status = Arc::new(Status::default());
-        let mut work = Work::new(settings.clone(), rules.clone(), status, output);
-        let mut partition = PartitionWork::new(0, rules, 0, usize::MAX);
-        add_conversions(&mut work, &mut partition, 0, n);
-        work.partitions.insert(0, partition);
+        let mut work = Work::new(settings.clone(), rules, status, output);
+        decide_more(&mut work, 0, n);
         work
     }
 
-    /// Decides `n` more conversions in the owned partition 0.
+    /// Decides `n` more conversions in the owned partition 0 (owned from
+    /// offset 0 if it was not yet).
     fn decide_more(work: &mut Work, first: u64, n: u64) {
-        let mut partition = work.partitions.remove(&0).unwrap();
+        let mut partition = work
+            .partitions
+            .remove(&0)
+            .unwrap_or_else(|| PartitionWork::new(0, work.catalog.clone(), 0, usize::MAX));
         add_conversions(work, &mut partition, first, n);
         work.partitions.insert(0, partition);
     }
@@ -410,9 +412,7 @@ pub(super) mod tests {
             !work.output.in_transaction(),
             "the transaction was not aborted"
         );
-        let mut partition = PartitionWork::new(0, work.catalog.clone(), 0, usize::MAX);
-        add_conversions(&mut work, &mut partition, 0, 1);
-        work.partitions.insert(0, partition);
+        decide_more(&mut work, 0, 1);
         let done = work.commit(&consumer, || true).unwrap();
         assert!(matches!(done, Committed::Done), "{done:?}");
     }
@@ -437,9 +437,7 @@ pub(super) mod tests {
         assert!(matches!(aborted, Committed::Aborted), "{aborted:?}");
         work.revoke(false).unwrap();
         assert!(work.partitions.is_empty() && work.parked.is_empty());
-        let mut partition = PartitionWork::new(0, work.catalog.clone(), 0, usize::MAX);
-        add_conversions(&mut work, &mut partition, 0, 2);
-        work.partitions.insert(0, partition);
+        decide_more(&mut work, 0, 2);
         let done = work.commit(&consumer, || true).unwrap();
         assert!(matches!(done, Committed::Done), "{done:?}");
     }
@@ -455,29 +453,8 @@ pub(super) mod tests {
             mock.create_topic(topic, 1, 1).unwrap();
         }
         let settings = settings(&mock.bootstrap_servers());
-        let rules = Arc::new(ArcSwap::new(catalog(RULES)));
         let output = Output::new(&settings.producer, None).unwrap();
-        let status = Arc::new(Status::default());
-        let mut work = Work::new(settings.clone(), rules.clone(), status, output);
-        let mut partition = PartitionWork::new(0, rules, 0, usize::MAX);
-        let ts = crate::telemetry::now_ms();
-        let conversion = Input::Conversion(ConversionInput {
-            click: None,
-            uid: Some(crate::ids::UserId(7)),
-            event_id: EventId::new_v7(ts),
-            ts_ms: ts,
-            pixel: PixelId(101),
-            advertiser: AdvertiserId(1),
-            order_id: None,
-            value_micros: None,
-            context: None,
-        });
-        partition.push(InputTopic::Conversions, 0, conversion, ts, &mut work.outs);
-        for t in InputTopic::ALL {
-            partition.read_through(t, ts + 1);
-        }
-        partition.release(ts + 1, &mut work.outs);
-        work.partitions.insert(0, partition);
+        let mut work = work_with_records(&settings, output, 1);
         assert_eq!(work.outs.len(), 1, "one record in hand");
 
         let consumer: BaseConsumer = settings
@@ -516,7 +493,7 @@ pub(super) mod tests {
             }
         };
         let json: serde_json::Value = serde_json::from_slice(record.payload().unwrap()).unwrap();
-        assert_eq!(json["uid"], crate::ids::UserId(7).to_hex().as_str());
+        assert_eq!(json["uid"], crate::ids::UserId(1).to_hex().as_str());
     }
 
     #[test]
