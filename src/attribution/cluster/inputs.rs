@@ -8,38 +8,23 @@ use rdkafka::message::{Headers, Message};
 
 use crate::event::{EventType, Malformed};
 
-/// One input topic of the co-partitioned set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum InputTopic {
-    Impressions,
-    Clicks,
-    Conversions,
-    /// The segments topic: its `optout` events erase a user's state; its
-    /// segment events are read past.
-    Segments,
-    /// Retractions and restatements of orders (`POST /v1/adjustments`).
-    Adjustments,
+crate::indexed::indexed_enum! {
+    /// One input topic of the co-partitioned set; its text is for metrics
+    /// and logs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum InputTopic {
+        Impressions => "impressions",
+        Clicks => "clicks",
+        Conversions => "conversions",
+        /// The segments topic: its `optout` events erase a user's state; its
+        /// segment events are read past.
+        Segments => "segments",
+        /// Retractions and restatements of orders (`POST /v1/adjustments`).
+        Adjustments => "adjustments",
+    }
 }
 
 impl InputTopic {
-    /// Every input, in the order of their discriminants.
-    pub const ALL: [InputTopic; 5] = [
-        InputTopic::Impressions,
-        InputTopic::Clicks,
-        InputTopic::Conversions,
-        InputTopic::Segments,
-        InputTopic::Adjustments,
-    ];
-
-    /// The number of inputs: derived from the last variant, and
-    /// [`InputTopic::index`] is checked against [`InputTopic::ALL`] by a
-    /// test, so a new variant cannot be left out of the tables.
-    pub const COUNT: usize = InputTopic::Adjustments as usize + 1;
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
     /// The input a source index of the event-time buffer stands for.
     pub fn from_index(i: usize) -> InputTopic {
         InputTopic::ALL[i]
@@ -72,17 +57,6 @@ impl InputTopic {
                 (kind == EventType::OptOut.as_str().as_bytes()).then_some(EventType::OptOut)
             }
         })
-    }
-
-    /// For metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InputTopic::Impressions => "impressions",
-            InputTopic::Clicks => "clicks",
-            InputTopic::Conversions => "conversions",
-            InputTopic::Segments => "segments",
-            InputTopic::Adjustments => "adjustments",
-        }
     }
 }
 
@@ -126,26 +100,5 @@ impl<T> Index<InputTopic> for PerInput<T> {
 impl<T> IndexMut<InputTopic> for PerInput<T> {
     fn index_mut(&mut self, topic: InputTopic) -> &mut T {
         &mut self.0[topic.index()]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_input_is_listed_once_at_its_own_index() {
-        assert_eq!(InputTopic::ALL.len(), InputTopic::COUNT);
-        for (i, t) in InputTopic::ALL.into_iter().enumerate() {
-            assert_eq!(t.index(), i, "{t:?}");
-            // Exhaustive: a new variant must be named here to compile.
-            match t {
-                InputTopic::Impressions
-                | InputTopic::Clicks
-                | InputTopic::Conversions
-                | InputTopic::Segments
-                | InputTopic::Adjustments => {}
-            }
-        }
     }
 }
