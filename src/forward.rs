@@ -182,10 +182,10 @@ fn start(cfg: &Config) -> Result<(Loop, Arc<Status>), ForwardServiceError> {
         .map(|d| worker::start(d.clone(), f.queue_capacity, shared.clone()))
         .collect();
     let attempt_results: Vec<&'static str> = std::iter::once("delivered")
-        .chain(call::Class::ALL.iter().map(|c| c.label()))
+        .chain(call::Class::ALL.iter().map(|c| c.as_str()))
         .collect();
     let record_results: Vec<&'static str> = std::iter::once("queued")
-        .chain(Skip::ALL.iter().map(|s| s.label()))
+        .chain(Skip::ALL.iter().map(|s| s.as_str()))
         .collect();
     metric::forward_start_at_zero(
         destinations.iter().map(|d| d.id.as_str()),

@@ -72,31 +72,17 @@ impl StartFrom {
     }
 }
 
-/// What a destination speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DestinationKind {
-    /// A traffic source's postback URL, a template of `${MACRO}`s.
-    Postback,
-    /// Meta's Conversions API (a JSON body of `data` events).
-    MetaCapi,
-    /// Google Ads click conversions (a JSON body of `conversions`).
-    GoogleAdsUpload,
-}
-
-impl DestinationKind {
-    pub const ALL: [DestinationKind; 3] = [
-        DestinationKind::Postback,
-        DestinationKind::MetaCapi,
-        DestinationKind::GoogleAdsUpload,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DestinationKind::Postback => "postback",
-            DestinationKind::MetaCapi => "meta_capi",
-            DestinationKind::GoogleAdsUpload => "google_ads_upload",
-        }
+crate::indexed::indexed_enum! {
+    /// What a destination speaks.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum DestinationKind {
+        /// A traffic source's postback URL, a template of `${MACRO}`s.
+        Postback => "postback",
+        /// Meta's Conversions API (a JSON body of `data` events).
+        MetaCapi => "meta_capi",
+        /// Google Ads click conversions (a JSON body of `conversions`).
+        GoogleAdsUpload => "google_ads_upload",
     }
 }
 
@@ -178,5 +164,18 @@ impl DestinationConfig {
             DestinationKind::Postback => HttpMethod::Get,
             _ => HttpMethod::Post,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_kind_deserializes_from_its_text() {
+        for k in DestinationKind::ALL {
+            let text = serde_json::to_string(k.as_str()).unwrap();
+            assert_eq!(serde_json::from_str::<DestinationKind>(&text).unwrap(), k);
+        }
     }
 }

@@ -2,82 +2,38 @@
 //! when the config is read, so an unknown macro stops start-up naming the
 //! key instead of reaching a traffic source as literal text.
 
-/// A value a postback URL can carry, from the attribution record, the
-/// conversion or the credited click.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Macro {
-    /// The traffic source's own click id: the one the click carried in
-    /// `redirect.source_click_param` (`sclid`); a Google or Meta click id
-    /// is for those destinations.
-    ClickId,
-    OrderId,
-    /// Decimal, as the conversion gave it (a restatement: the new value).
-    Value,
-    /// The conversion pixel's `currency`.
-    Currency,
-    /// The attribution record's event id.
-    EventId,
-    ConversionEventId,
-    /// `post_click` or `post_view`.
-    Kind,
-    /// `approved`, `retracted` or `restated`.
-    Status,
-    LineItemId,
-    AdvertiserId,
-    PixelId,
-    TrackerId,
-    PublisherId,
-    PlacementId,
-    /// The conversion's time, Unix seconds.
-    Ts,
-    /// One per record and destination; also the `Idempotency-Key` header.
-    IdempotencyKey,
-}
-
-impl Macro {
-    pub const ALL: [Macro; 16] = [
-        Macro::ClickId,
-        Macro::OrderId,
-        Macro::Value,
-        Macro::Currency,
-        Macro::EventId,
-        Macro::ConversionEventId,
-        Macro::Kind,
-        Macro::Status,
-        Macro::LineItemId,
-        Macro::AdvertiserId,
-        Macro::PixelId,
-        Macro::TrackerId,
-        Macro::PublisherId,
-        Macro::PlacementId,
-        Macro::Ts,
-        Macro::IdempotencyKey,
-    ];
-
-    /// The name between `${` and `}`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Macro::ClickId => "CLICK_ID",
-            Macro::OrderId => "ORDER_ID",
-            Macro::Value => "VALUE",
-            Macro::Currency => "CURRENCY",
-            Macro::EventId => "EVENT_ID",
-            Macro::ConversionEventId => "CONVERSION_EVENT_ID",
-            Macro::Kind => "KIND",
-            Macro::Status => "STATUS",
-            Macro::LineItemId => "LINE_ITEM_ID",
-            Macro::AdvertiserId => "ADVERTISER_ID",
-            Macro::PixelId => "PIXEL_ID",
-            Macro::TrackerId => "TRACKER_ID",
-            Macro::PublisherId => "PUBLISHER_ID",
-            Macro::PlacementId => "PLACEMENT_ID",
-            Macro::Ts => "TS",
-            Macro::IdempotencyKey => "IDEMPOTENCY_KEY",
-        }
-    }
-
-    fn parse(name: &str) -> Option<Macro> {
-        Macro::ALL.into_iter().find(|m| m.name() == name)
+crate::indexed::indexed_enum! {
+    /// A value a postback URL can carry, from the attribution record, the
+    /// conversion or the credited click. Its text (`as_str`, `parse`) is the
+    /// name between `${` and `}`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Macro {
+        /// The traffic source's own click id: the one the click carried in
+        /// `redirect.source_click_param` (`sclid`); a Google or Meta click id
+        /// is for those destinations.
+        ClickId => "CLICK_ID",
+        OrderId => "ORDER_ID",
+        /// Decimal, as the conversion gave it (a restatement: the new value).
+        Value => "VALUE",
+        /// The conversion pixel's `currency`.
+        Currency => "CURRENCY",
+        /// The attribution record's event id.
+        EventId => "EVENT_ID",
+        ConversionEventId => "CONVERSION_EVENT_ID",
+        /// `post_click` or `post_view`.
+        Kind => "KIND",
+        /// `approved`, `retracted` or `restated`.
+        Status => "STATUS",
+        LineItemId => "LINE_ITEM_ID",
+        AdvertiserId => "ADVERTISER_ID",
+        PixelId => "PIXEL_ID",
+        TrackerId => "TRACKER_ID",
+        PublisherId => "PUBLISHER_ID",
+        PlacementId => "PLACEMENT_ID",
+        /// The conversion's time, Unix seconds.
+        Ts => "TS",
+        /// One per record and destination; also the `Idempotency-Key` header.
+        IdempotencyKey => "IDEMPOTENCY_KEY",
     }
 }
 
@@ -109,7 +65,7 @@ impl Template {
             match Macro::parse(name) {
                 Some(m) => pieces.push(Piece::Macro(m)),
                 None => {
-                    let known: Vec<&str> = Macro::ALL.iter().map(|m| m.name()).collect();
+                    let known: Vec<&str> = Macro::ALL.iter().map(|m| m.as_str()).collect();
                     // The name is bounded: it is the operator's text, not a
                     // secret, but a typo should not quote a whole URL.
                     let shown: String = name.chars().take(40).collect();
@@ -165,7 +121,7 @@ mod tests {
         );
         assert!(Template::parse("https://s.example/?p=${VALUE").is_err());
         for m in Macro::ALL {
-            assert_eq!(Macro::parse(m.name()), Some(m));
+            assert_eq!(Macro::parse(m.as_str()), Some(m));
         }
     }
 }

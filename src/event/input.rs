@@ -117,28 +117,16 @@ pub struct ConversionInput {
     pub context: Option<Box<ConversionContext>>,
 }
 
-/// What an adjustment does to the conversion it names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdjustmentKind {
-    /// Withdrawn (a refund, a cancelled order).
-    Retract,
-    /// Its value changed (a partial refund, a corrected amount).
-    Restate,
-}
-
-impl AdjustmentKind {
-    pub const ALL: [AdjustmentKind; 2] = [AdjustmentKind::Retract, AdjustmentKind::Restate];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdjustmentKind::Retract => "retract",
-            AdjustmentKind::Restate => "restate",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AdjustmentKind> {
-        AdjustmentKind::ALL.into_iter().find(|k| k.as_str() == s)
+crate::indexed::indexed_enum! {
+    /// What an adjustment does to the conversion it names. Its text is the
+    /// event's `adjustment` and the serde name (`rename_all = "lowercase"`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum AdjustmentKind {
+        /// Withdrawn (a refund, a cancelled order).
+        Retract => "retract",
+        /// Its value changed (a partial refund, a corrected amount).
+        Restate => "restate",
     }
 }
 
@@ -758,6 +746,16 @@ pub(crate) mod tests {
         assert!(OrderId::new(&"A".repeat(37)).is_none());
         assert!(OrderId::new("a-b").is_none());
         assert!(OrderId::new("").is_none());
+    }
+
+    #[test]
+    fn an_adjustment_kind_deserializes_from_its_text() {
+        for k in AdjustmentKind::ALL {
+            let text = serde_json::to_string(k.as_str()).unwrap();
+            assert_eq!(serde_json::from_str::<AdjustmentKind>(&text).unwrap(), k);
+            assert_eq!(AdjustmentKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(AdjustmentKind::parse("Retract"), None);
     }
 
     use crate::event::{encode, Common, Conversion, Touch, Warnings};

@@ -8,44 +8,25 @@ use std::borrow::Cow;
 /// longer value is not a click id but padding.
 pub const MAX_LEN: usize = 256;
 
-/// Which parameter carried the id: a postback destination takes `Source`,
-/// Meta's Conversions API `Fbclid`, Google's upload `Gclid`, `Gbraid` or
-/// `Wbraid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SourceClickKind {
-    Source,
-    Gclid,
-    Gbraid,
-    Wbraid,
-    Fbclid,
+crate::indexed::indexed_enum! {
+    /// Which parameter carried the id: a postback destination takes `Source`,
+    /// Meta's Conversions API `Fbclid`, Google's upload `Gclid`, `Gbraid` or
+    /// `Wbraid`.
+    ///
+    /// The declaration order (`ALL`'s) is the order they are looked for: the
+    /// configured parameter wins. The text (`as_str`, `parse`) is the event's
+    /// `source_click_kind`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum SourceClickKind {
+        Source => "source",
+        Gclid => "gclid",
+        Gbraid => "gbraid",
+        Wbraid => "wbraid",
+        Fbclid => "fbclid",
+    }
 }
 
 impl SourceClickKind {
-    /// In the order they are looked for: the configured parameter wins.
-    pub const ALL: [SourceClickKind; 5] = [
-        SourceClickKind::Source,
-        SourceClickKind::Gclid,
-        SourceClickKind::Gbraid,
-        SourceClickKind::Wbraid,
-        SourceClickKind::Fbclid,
-    ];
-
-    /// The event's `source_click_kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceClickKind::Source => "source",
-            SourceClickKind::Gclid => "gclid",
-            SourceClickKind::Gbraid => "gbraid",
-            SourceClickKind::Wbraid => "wbraid",
-            SourceClickKind::Fbclid => "fbclid",
-        }
-    }
-
-    /// `source_click_kind` back to its kind.
-    pub fn parse(s: &str) -> Option<SourceClickKind> {
-        SourceClickKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// The kind's code in the binary forms (journal aux bytes, snapshot,
     /// changelog): written by an exhaustive match and never changed, since
     /// stored values outlive releases.

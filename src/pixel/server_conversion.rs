@@ -63,77 +63,35 @@ impl Amount<'_> {
     }
 }
 
-/// Why an item was not accepted: short, stable codes a caller can branch on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rejection {
-    /// Not an object of the documented fields and types.
-    Malformed,
-    UnknownPixel,
-    /// The pixel's advertiser is not among the key's `advertisers`.
-    PixelNotAllowed,
-    /// Neither `uid` nor `clid`: nobody to attribute to.
-    NoIdentity,
-    UidInvalid,
-    ClidInvalid,
-    /// The click is outside the pixel's post-click window at `ts`.
-    ClidExpired,
-    /// The click ran for another advertiser than the pixel's.
-    ClidForeign,
-    TooOld,
-    InTheFuture,
-    ValueInvalid,
-    ValueTooLarge,
-    OrderIdInvalid,
-    OtherInvalid,
-    /// An adjustment without an order id: nothing to adjust.
-    OrderIdMissing,
-    /// A restatement without its new value.
-    ValueMissing,
-    /// A retraction with a value (a partial refund is a restatement).
-    ValueUnexpected,
-}
-
-impl Rejection {
-    pub const ALL: [Rejection; 17] = [
-        Rejection::Malformed,
-        Rejection::UnknownPixel,
-        Rejection::PixelNotAllowed,
-        Rejection::NoIdentity,
-        Rejection::UidInvalid,
-        Rejection::ClidInvalid,
-        Rejection::ClidExpired,
-        Rejection::ClidForeign,
-        Rejection::TooOld,
-        Rejection::InTheFuture,
-        Rejection::ValueInvalid,
-        Rejection::ValueTooLarge,
-        Rejection::OrderIdInvalid,
-        Rejection::OtherInvalid,
-        Rejection::OrderIdMissing,
-        Rejection::ValueMissing,
-        Rejection::ValueUnexpected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "malformed",
-            Rejection::UnknownPixel => "unknown_pixel",
-            Rejection::PixelNotAllowed => "pixel_not_allowed",
-            Rejection::NoIdentity => "no_identity",
-            Rejection::UidInvalid => "uid_invalid",
-            Rejection::ClidInvalid => "clid_invalid",
-            Rejection::ClidExpired => "clid_expired",
-            Rejection::ClidForeign => "clid_foreign",
-            Rejection::TooOld => "too_old",
-            Rejection::InTheFuture => "in_the_future",
-            Rejection::ValueInvalid => "value_invalid",
-            Rejection::ValueTooLarge => "value_too_large",
-            Rejection::OrderIdInvalid => "order_id_invalid",
-            Rejection::OtherInvalid => "other_invalid",
-            Rejection::OrderIdMissing => "order_id_missing",
-            Rejection::ValueMissing => "value_missing",
-            Rejection::ValueUnexpected => "value_unexpected",
-        }
+crate::indexed::indexed_enum! {
+    /// Why an item was not accepted: short, stable codes a caller can branch on.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Rejection {
+        /// Not an object of the documented fields and types.
+        Malformed => "malformed",
+        UnknownPixel => "unknown_pixel",
+        /// The pixel's advertiser is not among the key's `advertisers`.
+        PixelNotAllowed => "pixel_not_allowed",
+        /// Neither `uid` nor `clid`: nobody to attribute to.
+        NoIdentity => "no_identity",
+        UidInvalid => "uid_invalid",
+        ClidInvalid => "clid_invalid",
+        /// The click is outside the pixel's post-click window at `ts`.
+        ClidExpired => "clid_expired",
+        /// The click ran for another advertiser than the pixel's.
+        ClidForeign => "clid_foreign",
+        TooOld => "too_old",
+        InTheFuture => "in_the_future",
+        ValueInvalid => "value_invalid",
+        ValueTooLarge => "value_too_large",
+        OrderIdInvalid => "order_id_invalid",
+        OtherInvalid => "other_invalid",
+        /// An adjustment without an order id: nothing to adjust.
+        OrderIdMissing => "order_id_missing",
+        /// A restatement without its new value.
+        ValueMissing => "value_missing",
+        /// A retraction with a value (a partial refund is a restatement).
+        ValueUnexpected => "value_unexpected",
     }
 }
 

@@ -48,44 +48,20 @@ pub enum Outcome {
     Final { class: Class, status: u16 },
 }
 
-/// The failure classes of `forward_attempts_total{result}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    /// The request could not be built (a URL the HTTP client refuses):
-    /// final, the same record builds the same request.
-    InvalidRequest,
-    Timeout,
-    Connect,
-    Status3xx,
-    Status408,
-    Status429,
-    Status4xx,
-    Status5xx,
-}
-
-impl Class {
-    pub const ALL: [Class; 8] = [
-        Class::InvalidRequest,
-        Class::Timeout,
-        Class::Connect,
-        Class::Status3xx,
-        Class::Status408,
-        Class::Status429,
-        Class::Status4xx,
-        Class::Status5xx,
-    ];
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            Class::InvalidRequest => "invalid_request",
-            Class::Timeout => "timeout",
-            Class::Connect => "connect",
-            Class::Status3xx => "status_3xx",
-            Class::Status408 => "status_408",
-            Class::Status429 => "status_429",
-            Class::Status4xx => "status_4xx",
-            Class::Status5xx => "status_5xx",
-        }
+crate::indexed::indexed_enum! {
+    /// The failure classes of `forward_attempts_total{result}`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Class {
+        /// The request could not be built (a URL the HTTP client refuses):
+        /// final, the same record builds the same request.
+        InvalidRequest => "invalid_request",
+        Timeout => "timeout",
+        Connect => "connect",
+        Status3xx => "status_3xx",
+        Status408 => "status_408",
+        Status429 => "status_429",
+        Status4xx => "status_4xx",
+        Status5xx => "status_5xx",
     }
 }
 
@@ -118,7 +94,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Delivered(_) => "delivered",
-            Outcome::Retry { class, .. } | Outcome::Final { class, .. } => class.label(),
+            Outcome::Retry { class, .. } | Outcome::Final { class, .. } => class.as_str(),
         }
     }
 

@@ -218,7 +218,7 @@ impl Loop {
                     };
                     jobs.push_back((i, job));
                 }
-                Err(skip) => metric::forward_record(&q.destination.id, skip.label()),
+                Err(skip) => metric::forward_record(&q.destination.id, skip.as_str()),
             }
         }
         self.progress.read(p, offset, jobs.len() as u32);

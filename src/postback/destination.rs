@@ -45,39 +45,21 @@ pub struct Call {
     pub bearer: Option<BearerToken>,
 }
 
-/// Why a record is not sent to a destination (the `result` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// Its advertiser, line item or pixel is not in the filters.
-    Filtered,
-    /// Not counted, or an adjustment that was refused.
-    NotForwarded,
-    /// The destination needs a click id (the source's own for a postback,
-    /// a Google one for Google) and the credited click carried none.
-    NoClickId,
-    /// Meta's API needs something to match the person by (`fbc`).
-    NoUserData,
-    /// Adjustments are not sent to this kind.
-    NotSupported,
-}
-
-impl Skip {
-    pub const ALL: [Skip; 5] = [
-        Skip::Filtered,
-        Skip::NotForwarded,
-        Skip::NoClickId,
-        Skip::NoUserData,
-        Skip::NotSupported,
-    ];
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            Skip::Filtered => "filtered",
-            Skip::NotForwarded => "not_forwarded",
-            Skip::NoClickId => "no_click_id",
-            Skip::NoUserData => "no_user_data",
-            Skip::NotSupported => "not_supported",
-        }
+crate::indexed::indexed_enum! {
+    /// Why a record is not sent to a destination (the `result` label).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Skip {
+        /// Its advertiser, line item or pixel is not in the filters.
+        Filtered => "filtered",
+        /// Not counted, or an adjustment that was refused.
+        NotForwarded => "not_forwarded",
+        /// The destination needs a click id (the source's own for a postback,
+        /// a Google one for Google) and the credited click carried none.
+        NoClickId => "no_click_id",
+        /// Meta's API needs something to match the person by (`fbc`).
+        NoUserData => "no_user_data",
+        /// Adjustments are not sent to this kind.
+        NotSupported => "not_supported",
     }
 }
 
