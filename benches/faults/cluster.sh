@@ -147,6 +147,7 @@ start_tansu() {
     >>"$work/tansu.log" 2>&1 &
   TANSU=$!
   wait_port "$BROKER_PORT" 30 || die "tansu did not listen on $BROKER_PORT; see $work/tansu.log"
+  scripts/tansu-index.sh "$work/broker/tansu.db" || die "could not index tansu's headers"
   say "tansu (pid $TANSU) on $BROKER_PORT, storage $work/broker/tansu.db"
 }
 

@@ -27,6 +27,7 @@ BROKER_PORT=$(free_port)
 (cd "$WORK" && nice -n 19 taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" --storage-engine sqlite://tansu.db >>"$WORK/tansu.log" 2>&1) &
 sleep 1
+scripts/tansu-index.sh "$WORK/tansu.db"
 BROKERS="127.0.0.1:$BROKER_PORT"
 taskset -c 1 "$TOOL" records "$BROKERS" "$N" >&2
 

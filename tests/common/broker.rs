@@ -79,6 +79,9 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        if storage.starts_with("sqlite://") {
+            index_headers(&cwd.join("tansu.db"));
+        }
         Broker { child, addr }
     }
 }
@@ -104,4 +107,21 @@ impl Broker {
     pub fn thaw(&self) {
         signal(self.child.id(), "CONT");
     }
+}
+
+/// `scripts/tansu-index.sh` (the one place that says why): without it each
+/// record a test reads scans every header row tansu's sqlite engine holds.
+fn index_headers(db: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tansu-index.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(db)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "scripts/tansu-index.sh {}: {}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,7 +4,8 @@
 //! `auto` logs why it runs at least once.
 //!
 //! The probe is one real transaction on the member's own producer: it
-//! commits an offset for a group of its own, `<group_id>.transactions-probe`,
+//! commits an offset for a group of its own, `<transactional id>.transactions-probe`
+//! (one per live member, so members starting together do not race on it),
 //! which no pixeld reader uses; it writes no message to any topic (an
 //! offset is enough: librdkafka sends `EndTxn` for a transaction that holds
 //! offsets or messages, and completes an empty one locally without asking
@@ -80,10 +81,10 @@ fn probe(settings: &Settings) -> Result<Output, String> {
     })?;
     let mut config = settings.consumer.clone();
     config
-        .set(
-            "group.id",
-            format!("{}.transactions-probe", settings.group_id),
-        )
+        // A probe group per transactional id (one per live member): members
+        // starting together would otherwise race on one group's offset,
+        // and one would see the other's value and give up on transactions.
+        .set("group.id", format!("{id}.transactions-probe"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
     let reader: BaseConsumer = config.create().map_err(|e| e.to_string())?;

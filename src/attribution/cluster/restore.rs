@@ -120,8 +120,11 @@ impl ConsumerContext for ReaderCtx {}
 fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), ClusterError> {
     let mut config = settings.consumer.clone();
     config
-        // `isolation.level` comes from the member's consumer settings:
-        // `read_committed` when the member writes in transactions.
+        // Always `read_committed`: a member running at least once (after a
+        // failed probe, or `transactions = "off"`) may follow one that
+        // wrote in transactions, whose aborted changelog writes must not
+        // come back; on data written without transactions it reads all.
+        .set("isolation.level", "read_committed")
         .set("group.id", format!("{}-restore", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
