@@ -33,8 +33,10 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
 }
 
-/// Why a message was refused, at `send` or in its delivery report.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a message was refused, at `send` or in its delivery report (which
+/// carries a code and the client's words, not a `KafkaError`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ProduceError {
     pub kind: Refusal,
     /// The client's words, for logs and the dead-letter file.

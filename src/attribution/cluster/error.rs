@@ -4,6 +4,8 @@
 
 use rdkafka::error::KafkaError;
 
+use crate::sink::producer::ProduceError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// A Kafka client could not be created or a call it needs failed.
@@ -27,6 +29,14 @@ pub enum ClusterError {
         #[source]
         source: Option<KafkaError>,
     },
+    /// Kafka refused a record or changelog write, or gave up on it (its
+    /// refusal kept): as [`ClusterError::Delivery`].
+    #[error("kafka did not take attribution output ({what}): {source}; stopping without committing, a restart replays the inputs")]
+    Refused {
+        what: String,
+        #[source]
+        source: ProduceError,
+    },
     /// A transactional call failed for good: another producer took this
     /// member's `transactional.id` (a replacement fenced it) or the broker
     /// cannot do transactions. Nothing uncommitted becomes visible; the
@@ -47,6 +57,16 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// `failed` messages refused since the last check, `first` the first
+    /// refusal.
+    pub fn refused(failed: u64, first: Option<ProduceError>) -> ClusterError {
+        let what = format!("{failed} message(s) failed");
+        match first {
+            Some(source) => ClusterError::Refused { what, source },
+            None => ClusterError::Delivery { what, source: None },
+        }
+    }
+
     pub fn kafka(what: impl Into<String>, source: KafkaError) -> ClusterError {
         ClusterError::Kafka {
             what: what.into(),
@@ -59,6 +79,7 @@ impl ClusterError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClusterError::Delivery { .. }
+            | ClusterError::Refused { .. }
             | ClusterError::Fenced { .. }
             | ClusterError::Thread(_) => 1,
             _ => 2,

@@ -158,9 +158,9 @@ impl Output {
         }
         self.producer
             .send(topic, partition, key, payload, headers)
-            .map_err(|e| ClusterError::Delivery {
-                what: format!("producing to {topic}: {}", e.message),
-                source: None,
+            .map_err(|source| ClusterError::Refused {
+                what: format!("producing to {topic}"),
+                source,
             })
     }
 
@@ -193,13 +193,7 @@ impl Output {
         }
         match self.producer.failures() {
             (0, _) => Ok(()),
-            (failed, first) => Err(ClusterError::Delivery {
-                what: format!(
-                    "{failed} message(s) failed, the first: {}",
-                    first.map_or_else(String::new, |e| e.message)
-                ),
-                source: None,
-            }),
+            (failed, first) => Err(ClusterError::refused(failed, first)),
         }
     }
 

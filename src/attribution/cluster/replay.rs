@@ -120,13 +120,7 @@ impl Replay {
                 source: Some(e),
             })?;
         if let (failed @ 1.., first) = producer.failures() {
-            return Err(ClusterError::Delivery {
-                what: format!(
-                    "{failed} record(s) failed, the first: {}",
-                    first.map_or_else(String::new, |e| e.message)
-                ),
-                source: None,
-            });
+            return Err(ClusterError::refused(failed, first));
         }
         summary.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
         Ok(summary)
@@ -149,9 +143,9 @@ impl Replay {
                 Some(buf),
                 message.headers(),
             )
-            .map_err(|e| ClusterError::Delivery {
-                what: format!("producing to {}: {}", self.output_topic, e.message),
-                source: None,
+            .map_err(|source| ClusterError::Refused {
+                what: format!("producing to {}", self.output_topic),
+                source,
             })
     }
 
