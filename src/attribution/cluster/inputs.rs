@@ -6,6 +6,7 @@ use std::ops::{Index, IndexMut};
 
 use rdkafka::message::{Headers, Message};
 
+use crate::event::input::{AttributionInput, TouchKind};
 use crate::event::{EventType, Malformed};
 
 crate::indexed::indexed_enum! {
@@ -60,6 +61,40 @@ impl InputTopic {
     }
 }
 
+impl InputTopic {
+    /// The engine's input from the message's `pixeld-input` header, which
+    /// `pixeld serve` in cluster mode adds beside the JSON: `Some(None)`
+    /// when the header says the event is nothing to the engine. `None`
+    /// (read the JSON instead, which [`InputTopic::read_type`] checks)
+    /// without the header, when its bytes do not decode, or when they
+    /// decode to an input this topic does not carry: a message from an
+    /// older `serve`, or from another producer.
+    pub fn read_header<M: Message>(self, message: &M) -> Option<Option<AttributionInput>> {
+        let headers = message.headers()?;
+        let bytes = headers
+            .iter()
+            .find(|h| h.key == crate::sink::headers::INPUT)?
+            .value?;
+        if bytes.is_empty() {
+            return Some(None);
+        }
+        let input = AttributionInput::decode(bytes)?;
+        self.carries(&input).then_some(Some(input))
+    }
+
+    /// Whether `input` is an event of this topic.
+    fn carries(self, input: &AttributionInput) -> bool {
+        match (self, input) {
+            (InputTopic::Impressions, AttributionInput::Touch(t)) => t.kind == TouchKind::View,
+            (InputTopic::Clicks, AttributionInput::Touch(t)) => t.kind == TouchKind::Click,
+            (InputTopic::Conversions, AttributionInput::Conversion(_))
+            | (InputTopic::Segments, AttributionInput::Forget(_))
+            | (InputTopic::Adjustments, AttributionInput::Adjustment(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 /// One value per input topic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PerInput<T>(pub [T; InputTopic::COUNT]);
@@ -100,5 +135,63 @@ impl<T> Index<InputTopic> for PerInput<T> {
 impl<T> IndexMut<InputTopic> for PerInput<T> {
     fn index_mut(&mut self, topic: InputTopic) -> &mut T {
         &mut self.0[topic.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    use super::*;
+    use crate::event::input::ConversionInput;
+    use crate::ids::{AdvertiserId, EventId, PixelId, UserId};
+
+    fn with_input_header(bytes: &[u8]) -> OwnedMessage {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: crate::sink::headers::INPUT,
+            value: Some(bytes),
+        });
+        OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(headers),
+        )
+    }
+
+    /// A header is trusted only for an event of its own topic: a conversion
+    /// in the impressions topic's header is read from the JSON instead
+    /// (which names it for what it is, or is counted malformed).
+    #[test]
+    fn a_header_input_counts_only_on_the_topic_that_carries_its_kind() {
+        let conversion = AttributionInput::Conversion(ConversionInput {
+            click: None,
+            uid: Some(UserId(7)),
+            event_id: EventId::new_v7(1_000),
+            ts_ms: 1_000,
+            pixel: PixelId(101),
+            advertiser: AdvertiserId(1),
+            order_id: None,
+            value_micros: None,
+            context: None,
+        });
+        let mut bytes = Vec::new();
+        conversion.encode(&mut bytes);
+        let m = with_input_header(&bytes);
+        assert_eq!(
+            InputTopic::Conversions.read_header(&m),
+            Some(Some(conversion))
+        );
+        assert_eq!(InputTopic::Impressions.read_header(&m), None);
+        assert_eq!(InputTopic::Adjustments.read_header(&m), None);
+        let nothing = with_input_header(b"");
+        assert_eq!(InputTopic::Clicks.read_header(&nothing), Some(None));
+        assert_eq!(
+            InputTopic::Clicks.read_header(&with_input_header(b"\xff")),
+            None
+        );
     }
 }

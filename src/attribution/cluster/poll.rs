@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use tracing::{error, info, warn};
 
@@ -368,7 +368,7 @@ fn handle(
         Gap::SeekTo(o) => return Some((m.topic().to_string(), m.partition(), o)),
         Gap::InOrder | Gap::ReadOn => {}
     }
-    let input = match input_header(m) {
+    let input = match topic.read_header(m) {
         Some(input) => Ok(input),
         None => topic.read_type(m).and_then(|kind| match kind {
             Some(kind) => Input::read_json(kind, m.payload().unwrap_or_default()),
@@ -384,23 +384,6 @@ fn handle(
         }
     }
     None
-}
-
-/// The engine's input from the message's `pixeld-input` header, which
-/// `pixeld serve` in cluster mode adds beside the JSON: `Some(None)` when
-/// the header says the event is nothing to the engine. `None` (read the
-/// JSON instead) without the header, or when its bytes do not decode: a
-/// message from an older `serve`, or from another producer.
-fn input_header(m: &BorrowedMessage<'_>) -> Option<Option<Input>> {
-    let headers = m.headers()?;
-    let bytes = headers
-        .iter()
-        .find(|h| h.key == crate::sink::headers::INPUT)?
-        .value?;
-    if bytes.is_empty() {
-        return Some(None);
-    }
-    Input::decode(bytes).map(Some)
 }
 
 /// A message no pixeld producer writes: skipped (holding it would stall the
