@@ -348,9 +348,10 @@ pub struct State {
     /// Per user, the order ids seen within their pixel's `dedup_minutes`.
     orders: DashMap<UserId, Vec<OrderMark>>,
     /// Whose order each (pixel, order fingerprint) is, for an adjustment
-    /// that names its order alone; kept with `orders` (the latest user to
-    /// report an order id owns it).
-    order_owners: DashMap<(PixelId, u64), UserId>,
+    /// that names its order alone, with that mark's time; kept with
+    /// `orders`. The latest mark owns it (ties: the larger user id), so a
+    /// snapshot or changelog reload, in whatever order, picks the same one.
+    order_owners: DashMap<(PixelId, u64), (u64, UserId)>,
     /// The traffic source's click ids of kept click marks. Locked only
     /// ever on its own, never while a shard is: a shard's lock is released
     /// before this map is touched.
@@ -422,20 +423,30 @@ impl State {
     /// Remembers an order id (its first sighting: a duplicate does not
     /// move the window).
     pub fn remember_order(&self, uid: UserId, mark: OrderMark) {
-        self.order_owners.insert((mark.pixel, mark.order), uid);
+        self.claim_order(uid, &mark);
         self.orders.entry(uid).or_default().push(mark);
+    }
+
+    /// Makes `uid` the owner of `mark`'s order unless a later mark (or an
+    /// equal one of a larger user id) already is.
+    fn claim_order(&self, uid: UserId, mark: &OrderMark) {
+        let claim = (mark.ts_ms, uid);
+        self.order_owners
+            .entry((mark.pixel, mark.order))
+            .and_modify(|owner| *owner = (*owner).max(claim))
+            .or_insert(claim);
     }
 
     /// The user whose order `order` (a fingerprint) on `pixel` is.
     pub fn order_owner(&self, pixel: PixelId, order: u64) -> Option<UserId> {
-        self.order_owners.get(&(pixel, order)).map(|u| *u)
+        self.order_owners.get(&(pixel, order)).map(|owner| owner.1)
     }
 
     /// Drops `uid`'s claim on the orders of `marks`.
     fn disown(&self, uid: UserId, marks: &[OrderMark]) {
         for m in marks {
             self.order_owners
-                .remove_if(&(m.pixel, m.order), |_, owner| *owner == uid);
+                .remove_if(&(m.pixel, m.order), |_, owner| owner.1 == uid);
         }
     }
 
@@ -485,7 +496,7 @@ impl State {
             self.disown(uid, &before);
         }
         for m in orders {
-            self.order_owners.insert((m.pixel, m.order), uid);
+            self.claim_order(uid, m);
         }
     }
 

@@ -910,3 +910,29 @@ fn an_adjustment_by_order_id_alone_finds_the_order_s_user() {
 fn order_fp(order: &str) -> u64 {
     crate::event::OrderId::new(order).unwrap().fingerprint()
 }
+
+/// Two users who reported one order id: the later mark owns it, however a
+/// reload (a snapshot's or a changelog's, in no fixed order) lists them.
+#[test]
+fn an_order_held_by_two_users_belongs_to_the_later_mark_in_any_reload_order() {
+    use super::state::OrderMark;
+    let (early, late) = (UserId(9), UserId(3));
+    let mark = |ts_ms| OrderMark {
+        pixel: PixelId(100),
+        order: order_fp("SHARED"),
+        ts_ms,
+        outcome: None,
+    };
+    for reload in [[early, late], [late, early]] {
+        let e = engine();
+        for uid in reload {
+            let ts = if uid == late { T0 + MIN } else { T0 };
+            e.state.set_orders(uid, &[mark(ts)]);
+        }
+        assert_eq!(
+            e.state.order_owner(PixelId(100), order_fp("SHARED")),
+            Some(late),
+            "reloaded as {reload:?}"
+        );
+    }
+}
