@@ -190,25 +190,7 @@ fn run_replay(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config, against } => match load(&config) {
-            Ok(cfg) => {
-                println!("{}: ok", config.display());
-                // Which values the environment set (names only: a value
-                // may be a secret).
-                for (key, var) in &cfg.from_env {
-                    println!("  {key} from the environment ({var})");
-                }
-                match against.map(|running| (load(&running), running)) {
-                    None => ExitCode::SUCCESS,
-                    Some((Ok(running), path)) => {
-                        print_reload(&running, &cfg, &path);
-                        ExitCode::SUCCESS
-                    }
-                    Some((Err(code), _)) => code,
-                }
-            }
-            Err(code) => code,
-        },
+        Command::CheckConfig { config, against } => check_config(&config, against.as_deref()),
         Command::Tags {
             config,
             tracker,
@@ -220,10 +202,6 @@ fn main() -> ExitCode {
             js,
             consent,
         } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
             let what = match (tracker, click_tracker, pixel, segment, s2s) {
                 (Some(id), ..) => TagFor::Tracker(TrackerId(id)),
                 (_, Some(id), ..) => TagFor::ClickTracker(ClickTrackerId(id)),
@@ -238,16 +216,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match pixeld::tags::tag(&cfg, what, TagForm { js, consent }) {
-                Ok(tag) => {
-                    println!("{tag}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}", cfg.redactor.redact(&e.to_string()));
-                    ExitCode::from(2)
-                }
-            }
+            print_tag(&config, what, TagForm { js, consent })
         }
         Command::Attribute {
             config,
@@ -265,9 +234,9 @@ fn main() -> ExitCode {
                 return run_replay(&cfg, from, to, output_topic);
             }
             // One thread: the member runs on its own; this only serves /readyz.
-            let runtime = tokio::runtime::Builder::new_current_thread();
-            let run = pixeld::attribute::run(&cfg, pixeld::serve::shutdown_signal());
-            until_done(&cfg, runtime, run, |e| e.exit_code())
+            let builder = tokio::runtime::Builder::new_current_thread();
+            let service = pixeld::attribute::run(&cfg, pixeld::serve::shutdown_signal());
+            until_done(&cfg, builder, service, |e| e.exit_code())
         }
         Command::Forward { config } => {
             pixeld::telemetry::init_logs(cli.log_format);
@@ -275,50 +244,99 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread();
-            let run = pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal());
-            until_done(&cfg, runtime, run, |e| e.exit_code())
+            let builder = tokio::runtime::Builder::new_multi_thread();
+            let service = pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal());
+            until_done(&cfg, builder, service, |e| e.exit_code())
         }
         Command::Serve { config } => {
             pixeld::telemetry::init_logs(cli.log_format);
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
-                Ok(r) => r,
-                Err(code) => return code,
-            };
-            runtime.block_on(async move {
-                let started = async {
-                    let bind = |addr| async move {
-                        tokio::net::TcpListener::bind(addr)
-                            .await
-                            .map_err(|source| StartError::Listen { addr, source })
-                    };
-                    let listener = bind(cfg.server.listen).await?;
-                    let admin = bind(cfg.server.admin_listen)
-                        .await
-                        .map_err(StartError::admin)?;
-                    let (outputs, embedded) = pixeld::serve::outputs(&cfg)?;
-                    let services = Services::start(&cfg, &outputs)?;
-                    pixeld::reload::Reloader::install(&services.app, &config, &cfg);
-                    Ok::<_, StartError>((listener, admin, services, embedded))
-                };
-                match started.await {
-                    Ok((listener, admin, services, _embedded)) => {
-                        services
-                            .run(listener, admin, pixeld::serve::shutdown_signal())
-                            .await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        // A librdkafka error may quote a setting's value.
-                        eprintln!("{}", cfg.redactor.redact(&e.to_string()));
-                        ExitCode::from(2)
-                    }
-                }
-            })
+            serve(&config)
         }
     }
+}
+
+/// `pixeld check-config`: the file loads; with `--against`, what a reload
+/// from the running file to this one would change.
+fn check_config(config: &std::path::Path, against: Option<&std::path::Path>) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: ok", config.display());
+    // Which values the environment set (names only: a value may be a
+    // secret).
+    for (key, var) in &cfg.from_env {
+        println!("  {key} from the environment ({var})");
+    }
+    let Some(path) = against else {
+        return ExitCode::SUCCESS;
+    };
+    match load(path) {
+        Ok(running) => {
+            print_reload(&running, &cfg, path);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// `pixeld tags`: the tag for `what`.
+fn print_tag(config: &std::path::Path, what: TagFor, form: TagForm) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match pixeld::tags::tag(&cfg, what, form) {
+        Ok(tag) => {
+            println!("{tag}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}", cfg.redactor.redact(&e.to_string()));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `pixeld serve`: binds both listeners, starts the services, and runs
+/// until a shutdown signal; a start-up failure is exit code 2.
+fn serve(config: &std::path::Path) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let started = async {
+            let bind = |addr| async move {
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })
+            };
+            let listener = bind(cfg.server.listen).await?;
+            let admin = bind(cfg.server.admin_listen)
+                .await
+                .map_err(StartError::admin)?;
+            let (outputs, embedded) = pixeld::serve::outputs(&cfg)?;
+            let services = Services::start(&cfg, &outputs)?;
+            pixeld::reload::Reloader::install(&services.app, config, &cfg);
+            Ok::<_, StartError>((listener, admin, services, embedded))
+        };
+        match started.await {
+            Ok((listener, admin, services, _embedded)) => {
+                services
+                    .run(listener, admin, pixeld::serve::shutdown_signal())
+                    .await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                // A librdkafka error may quote a setting's value.
+                eprintln!("{}", cfg.redactor.redact(&e.to_string()));
+                ExitCode::from(2)
+            }
+        }
+    })
 }

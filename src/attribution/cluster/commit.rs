@@ -43,6 +43,18 @@ pub enum Committed {
     Aborted,
 }
 
+impl Committed {
+    /// Whether the state in memory may be kept: false when this member no
+    /// longer owns its partitions or the transaction was aborted (the
+    /// state applied inputs whose outputs are gone).
+    pub fn state_is_current(&self) -> bool {
+        match self {
+            Committed::Done | Committed::Unchanged | Committed::Failed => true,
+            Committed::NotOwner | Committed::Aborted => false,
+        }
+    }
+}
+
 impl Work {
     /// Produces the pending records, writes the changelog, commits (with a
     /// wait for Kafka, or in the transaction). `owner` is false when the

@@ -51,12 +51,13 @@ impl Guarantee {
 
 /// The member's producer and the guarantee it gives.
 pub fn choose(settings: &Settings) -> Result<(Output, Guarantee), ClusterError> {
+    let idempotent = settings.producer.get("enable.idempotence") != Some("false");
     let why = match settings.transactions {
         Transactions::Off => "attribution.transactions is \"off\"".to_string(),
-        _ if settings.producer.get("enable.idempotence") == Some("false") => {
+        Transactions::Auto | Transactions::Required if !idempotent => {
             "the producer's idempotence is off (kafka.acks is not \"all\", or kafka.librdkafka sets enable.idempotence = false), and transactions need it".to_string()
         }
-        _ => match probe(settings) {
+        Transactions::Auto | Transactions::Required => match probe(settings) {
             Ok(output) => return Ok((output, Guarantee::ExactlyOnce)),
             Err(why) => why,
         },

@@ -338,9 +338,11 @@ impl Runner {
     fn finish(&mut self) -> Result<(), ClusterError> {
         let mut w = self.lock();
         w.release(now_ms());
-        match w.commit(&self.consumer, || self.liveness.owner())? {
-            Committed::NotOwner | Committed::Aborted => w.revoke(false)?,
-            Committed::Done | Committed::Unchanged | Committed::Failed => {}
+        if !w
+            .commit(&self.consumer, || self.liveness.owner())?
+            .state_is_current()
+        {
+            w.revoke(false)?;
         }
         info!("attribution member committed and is leaving the group");
         Ok(())
