@@ -50,6 +50,10 @@ pub struct PartitionWork {
     /// Inputs dated further ahead of the clock than this are applied as
     /// they arrive (`attribution.max_future_ms`).
     max_future_ms: u64,
+    /// When this assignment's buffer started: the watermark's age counts
+    /// from here until every input has been read through once, so a
+    /// partition that never gets a watermark shows as stalled, not as 0.
+    buffer_since_ms: u64,
 }
 
 impl PartitionWork {
@@ -69,6 +73,7 @@ impl PartitionWork {
             dirty: HashSet::default(),
             position: PerInput::default(),
             max_future_ms: 300_000,
+            buffer_since_ms: crate::telemetry::now_ms(),
         }
     }
 
@@ -84,6 +89,7 @@ impl PartitionWork {
         self.reorder = Reorder::new(InputTopic::COUNT, grace_ms);
         self.arrivals.clear();
         self.position = PerInput::default();
+        self.buffer_since_ms = crate::telemetry::now_ms();
         self
     }
 
@@ -207,10 +213,8 @@ impl PartitionWork {
                 out.push(Out { record, arrived_ms });
             }
         }
-        let age = self
-            .reorder
-            .watermark()
-            .map_or(0.0, |w| now_ms.saturating_sub(w) as f64 / 1000.0);
+        let since = self.reorder.watermark().unwrap_or(self.buffer_since_ms);
+        let age = now_ms.saturating_sub(since) as f64 / 1000.0;
         metric::cluster_partition(self.partition, self.reorder.len(), age);
     }
 
