@@ -101,6 +101,8 @@ pub fn settings(cfg: &Config) -> Result<Settings, AttributeError> {
                     InputTopic::Conversions => &t.conversions,
                     InputTopic::Segments => &t.segments,
                     InputTopic::Adjustments => &t.adjustments,
+                    InputTopic::Orders => &t.orders,
+                    InputTopic::AdjustmentsByUser => &t.adjustments_by_user,
                 }
                 .clone()
             }),

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
-use crate::event::{encode, AttributionInput, Event, EventType};
+use crate::event::input::{OrderId, PartitionKey};
+use crate::event::{encode, AttributionInput, Body, Event, EventType};
 use crate::journal::{AppendError, Journal, TryAppend};
 use crate::sink::headers::EventHeaders;
 use crate::sink::{Message, Sink, SinkError, Topic};
@@ -103,8 +104,7 @@ impl Delivery {
     /// settled (that is where the outcome is counted).
     pub fn submit(&self, event: &Event<'_>) -> Receipt {
         let kind = event.kind();
-        let hex = crate::event::input::partition_user(event).map(|u| u.to_hex());
-        let key = hex.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+        let key = PartitionKey::of(event);
         // Derived only when someone reads it.
         let input = (self.journal_inputs || self.tap.is_some() || self.input_header)
             .then(|| AttributionInput::from_event(event))
@@ -127,12 +127,33 @@ impl Delivery {
             } else {
                 (extra, None)
             };
-            self.submit_with(kind, key, payload, aux, header, event.common.ts_ms)
+            let topic = Topic::for_event(kind);
+            let ts_ms = event.common.ts_ms;
+            let receipt = key
+                .with_bytes(|key| self.submit_with(topic, kind, key, payload, aux, header, ts_ms));
+            match self.order_copy(event) {
+                Some(order) => receipt.with_companion(order.with_bytes(|key| {
+                    self.submit_with(Topic::Orders, kind, key, payload, aux, header, ts_ms)
+                })),
+                None => receipt,
+            }
         });
         if let (Some(tap), None, Some(input)) = (&self.tap, &self.journal, input) {
             tap.offer(input);
         }
         receipt
+    }
+
+    /// In cluster mode a conversion with an order id goes a second time to
+    /// the orders topic, keyed by its order: the member owning that key
+    /// learns whose order it is, for adjustments that name the order alone.
+    fn order_copy(&self, event: &Event<'_>) -> Option<PartitionKey> {
+        let Body::Conversion(c) = &event.body else {
+            return None;
+        };
+        let order = OrderId::new(c.order_id.as_deref()?)?;
+        self.input_header
+            .then(|| PartitionKey::order(c.pixel_id, &order))
     }
 
     /// Starts delivering an already encoded message of type `kind` (the
@@ -144,11 +165,13 @@ impl Delivery {
         payload: &[u8],
         ts_ms: u64,
     ) -> Receipt {
-        self.submit_with(kind, key, payload, &[], None, ts_ms)
+        self.submit_with(Topic::for_event(kind), kind, key, payload, &[], None, ts_ms)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn submit_with(
         &self,
+        topic: Topic,
         kind: EventType,
         key: &[u8],
         payload: &[u8],
@@ -156,7 +179,6 @@ impl Delivery {
         input_header: Option<&[u8]>,
         ts_ms: u64,
     ) -> Receipt {
-        let topic = Topic::for_event(kind);
         let state = match &self.journal {
             Some(journal) => {
                 let headers = EventHeaders::new(kind, input_header);
@@ -186,7 +208,11 @@ impl Delivery {
                 State::Done(self.sink.publish(msg).map_err(Dropped::Sink))
             }
         };
-        Receipt { kind, state }
+        Receipt {
+            kind,
+            state,
+            companion: None,
+        }
     }
 
     /// Why pixeld should not get traffic now, if it should not (the
@@ -215,6 +241,9 @@ impl Delivery {
 pub struct Receipt {
     kind: EventType,
     state: State,
+    /// A second message of the same event (the orders topic's copy of a
+    /// conversion): the event is safe only when both are, and counted once.
+    companion: Option<Box<State>>,
 }
 
 enum State {
@@ -236,10 +265,10 @@ enum State {
     Settled,
 }
 
-impl Receipt {
-    /// Waits (asynchronously) until the event is as safe as promised.
-    pub async fn settled(mut self) -> Result<(), Dropped> {
-        let outcome = match std::mem::replace(&mut self.state, State::Settled) {
+impl State {
+    /// The outcome, waiting asynchronously; None once taken.
+    async fn settled(&mut self) -> Option<Result<(), Dropped>> {
+        Some(match std::mem::replace(self, State::Settled) {
             State::Done(r) => r,
             State::Unsent {
                 journal,
@@ -256,8 +285,83 @@ impl Receipt {
                 metric::journal_appended(since.elapsed().as_secs_f64());
                 r
             }
-            State::Settled => return Ok(()),
+            State::Settled => return None,
+        })
+    }
+
+    /// Hands an unsent body to the journal's writer.
+    fn enqueue(&mut self) {
+        if !matches!(self, State::Unsent { .. }) {
+            return;
+        }
+        if let State::Unsent {
+            journal,
+            body,
+            ts_ms,
+        } = std::mem::replace(self, State::Settled)
+        {
+            *self = match journal.append_queued(body, ts_ms) {
+                Ok(rx) => State::Queued(rx, std::time::Instant::now()),
+                Err(e) => State::Done(Err(Dropped::Journal(e))),
+            };
+        }
+    }
+
+    /// The outcome if known (taken), `Err(())` while it is not.
+    fn try_outcome(&mut self) -> Result<Option<Result<(), Dropped>>, ()> {
+        self.enqueue();
+        let outcome = match self {
+            State::Done(r) => *r,
+            State::Queued(rx, _) => match rx.try_recv() {
+                Err(TryRecvError::Empty) => return Err(()),
+                answer => appended(answer),
+            },
+            State::Unsent { .. } | State::Settled => return Ok(None),
         };
+        *self = State::Settled;
+        Ok(Some(outcome))
+    }
+
+    /// Blocks this (non-runtime) thread for the outcome; None once taken.
+    fn wait(&mut self) -> Option<Result<(), Dropped>> {
+        self.enqueue();
+        match std::mem::replace(self, State::Settled) {
+            State::Done(r) => Some(r),
+            State::Queued(rx, _) => Some(appended(rx.blocking_recv())),
+            State::Unsent { .. } | State::Settled => None,
+        }
+    }
+}
+
+impl Receipt {
+    fn with_companion(mut self, other: Receipt) -> Receipt {
+        self.companion = Some(Box::new(other.into_state()));
+        self
+    }
+
+    fn into_state(mut self) -> State {
+        std::mem::replace(&mut self.state, State::Settled)
+    }
+
+    /// Waits (asynchronously) until the event is as safe as promised.
+    pub async fn settled(mut self) -> Result<(), Dropped> {
+        let companion = match self.companion.as_mut() {
+            Some(c) => c.settled().await,
+            None => None,
+        };
+        match self.state.settled().await {
+            Some(outcome) => self.counted(outcome, companion),
+            None => Ok(()),
+        }
+    }
+
+    /// The event's outcome (its companion's failure included), counted.
+    fn counted(
+        &self,
+        outcome: Result<(), Dropped>,
+        companion: Option<Result<(), Dropped>>,
+    ) -> Result<(), Dropped> {
+        let outcome = outcome.and(companion.unwrap_or(Ok(())));
         count(self.kind, outcome);
         outcome
     }
@@ -267,54 +371,44 @@ impl Receipt {
     /// two context switches each). Settle later with [`Receipt::try_settle`]
     /// or [`Receipt::wait`].
     pub fn queue(mut self) -> Receipt {
-        self.enqueue();
+        self.state.enqueue();
+        if let Some(c) = self.companion.as_mut() {
+            c.enqueue();
+        }
         self
-    }
-
-    fn enqueue(&mut self) {
-        if !matches!(self.state, State::Unsent { .. }) {
-            return;
-        }
-        if let State::Unsent {
-            journal,
-            body,
-            ts_ms,
-        } = std::mem::replace(&mut self.state, State::Settled)
-        {
-            self.state = match journal.append_queued(body, ts_ms) {
-                Ok(rx) => State::Queued(rx, std::time::Instant::now()),
-                Err(e) => State::Done(Err(Dropped::Journal(e))),
-            };
-        }
     }
 
     /// Counts the outcome if it is known; false while it is not.
     pub fn try_settle(&mut self) -> bool {
-        self.enqueue();
-        let outcome = match &mut self.state {
-            State::Done(r) => *r,
-            State::Queued(rx, _) => match rx.try_recv() {
-                Err(TryRecvError::Empty) => return false,
-                answer => appended(answer),
-            },
-            State::Unsent { .. } | State::Settled => return true,
+        let companion = match self.companion.as_mut().map(|c| c.try_outcome()) {
+            Some(Err(())) => return false,
+            Some(Ok(outcome)) => outcome,
+            None => None,
         };
-        self.state = State::Settled;
-        count(self.kind, outcome);
-        true
+        match self.state.try_outcome() {
+            Err(()) => {
+                // Known later: keep the companion's answer for then.
+                if let Some(outcome) = companion {
+                    self.companion = Some(Box::new(State::Done(outcome)));
+                }
+                false
+            }
+            Ok(Some(outcome)) => {
+                let _ = self.counted(outcome, companion);
+                true
+            }
+            Ok(None) => true,
+        }
     }
 
     /// Blocks this (non-runtime) thread until the outcome is known, and
     /// counts it.
     pub fn wait(mut self) -> Result<(), Dropped> {
-        self.enqueue();
-        let outcome = match std::mem::replace(&mut self.state, State::Settled) {
-            State::Done(r) => r,
-            State::Queued(rx, _) => appended(rx.blocking_recv()),
-            State::Unsent { .. } | State::Settled => return Ok(()),
-        };
-        count(self.kind, outcome);
-        outcome
+        let companion = self.companion.as_mut().and_then(|c| c.wait());
+        match self.state.wait() {
+            Some(outcome) => self.counted(outcome, companion),
+            None => Ok(()),
+        }
     }
 }
 
@@ -390,6 +484,73 @@ mod tests {
             vec![Err(Dropped::Journal(AppendError::Full)); 3],
             "each refused event once, with its own reason"
         );
+    }
+
+    /// Cluster mode: a conversion with an order id goes to the
+    /// conversions (keyed by user) and again to the orders topic (keyed by
+    /// its order), counted once; an adjustment naming its order alone is
+    /// keyed by that order too, so both meet on one partition. Without
+    /// cluster mode there is no copy.
+    #[test]
+    fn cluster_mode_copies_orders_to_the_orders_topic_keyed_like_their_adjustments() {
+        use crate::event::input::tests::common;
+        use crate::event::{Adjustment, AdjustmentKind, Conversion, ConversionSource, Warnings};
+        use crate::ids::{AdvertiserId, PixelId, UserId};
+        let conversion = |order: Option<&'static str>| Conversion {
+            pixel_id: PixelId(7313),
+            advertiser_id: AdvertiserId(1),
+            order_id: order.map(Into::into),
+            value_micros: None,
+            other: None,
+            segments_added: vec![],
+            segments_removed: vec![],
+            redir: None,
+            click: None,
+            source: ConversionSource::Browser,
+        };
+        let sale = |order| Event {
+            common: common(Some(UserId(7)), Warnings::default()),
+            body: Body::Conversion(conversion(order)),
+        };
+        let refund = Event {
+            common: common(None, Warnings::default()),
+            body: Body::Adjustment(Adjustment {
+                kind: AdjustmentKind::Retract,
+                conversion: conversion(Some("A1")),
+            }),
+        };
+        let order_key = PartitionKey::Order {
+            pixel: PixelId(7313),
+            order: OrderId::new("A1").unwrap().fingerprint(),
+        }
+        .with_bytes(<[u8]>::to_vec);
+        assert!(order_key.starts_with(b"o7313-"), "{order_key:?}");
+        let user_key = UserId(7).to_hex().as_str().as_bytes().to_vec();
+
+        let sink = Arc::new(MemorySink::default());
+        let cluster = Delivery::direct(sink.clone(), None).with_input_header();
+        for e in [&sale(Some("A1")), &sale(None), &refund] {
+            assert_eq!(cluster.submit(e).wait(), Ok(()));
+        }
+        let seen: Vec<(Topic, Vec<u8>)> =
+            sink.take().into_iter().map(|r| (r.topic, r.key)).collect();
+        assert_eq!(
+            seen,
+            [
+                (Topic::Conversions, user_key.clone()),
+                (Topic::Orders, order_key.clone()),
+                (Topic::Conversions, user_key.clone()),
+                (Topic::Adjustments, order_key),
+            ]
+        );
+        let plain = Delivery::direct(sink.clone(), None);
+        assert_eq!(plain.submit(&sale(Some("A1"))).wait(), Ok(()));
+        assert_eq!(sink.take().len(), 1, "no copy outside cluster mode");
+        assert_eq!(
+            PartitionKey::parse_order(b"o7313-00000000000000ff"),
+            Some((PixelId(7313), 0xff))
+        );
+        assert_eq!(PartitionKey::parse_order(&user_key), None);
     }
 
     /// Cluster mode: the member reads the engine's input from the

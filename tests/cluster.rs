@@ -1100,7 +1100,12 @@ fn adjustments_through_the_fleet_name_the_original_after_its_members_are_gone() 
     let _turn = turn();
     let broker = Broker::start_sqlite();
     let (pa, pb) = (free_tcp_port(), free_tcp_port());
-    let (s1, s2, s3) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let (s1, s2, s3, s4) = (
+        free_tcp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+    );
     let text = |port, status| with_api_key(cluster_config(&broker.addr, port, status, &[]));
     let serve_a = serve(&text(pa, s1), pa);
     let serve_b = serve(&text(pb, s1), pb);
@@ -1131,20 +1136,45 @@ fn adjustments_through_the_fleet_name_the_original_after_its_members_are_gone() 
         Duration::from_secs(90),
     ));
     for c in &conversions {
-        assert_eq!(originals[c]["kind"], "post_view", "{}", originals[c]);
+        let log = || format!("{}\n---\n{}", m1.log_text(), m2.log_text());
+        let found = originals
+            .get(c)
+            .unwrap_or_else(|| panic!("no record of {c}; logs:\n{}", log()));
+        assert_eq!(found["kind"], "post_view", "{found}");
     }
     assert_eq!((m1.terminate(), m2.terminate()), (Some(0), Some(0)));
-    let m3 = Member::start(&write_config(&text(pa, s3)), s3);
+    let m3 = Member::spawn(
+        &write_config(&text(pa, s3)),
+        s3,
+        &fresh_dir().join("m3.log"),
+    );
+    let m4 = Member::spawn(
+        &write_config(&text(pa, s4)),
+        s4,
+        &fresh_dir().join("m4.log"),
+    );
+    m3.wait_ready();
+    m4.wait_ready();
 
+    // Every third item names its order alone: the member owning the
+    // order's key finds its user in the index (restored from the
+    // changelog) and sends it on to the member holding that user.
     let mut items: Vec<Value> = users
         .iter()
         .enumerate()
-        .map(|(i, u)| match i % 2 {
-            0 => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "retract"}),
-            _ => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "restate", "value": "4"}),
+        .map(|(i, u)| {
+            let mut item = match i % 2 {
+                0 => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "retract"}),
+                _ => json!({"pixel_id": 7313, "uid": u, "order_id": format!("O{i}"), "type": "restate", "value": "4"}),
+            };
+            if i % 3 == 2 {
+                item.as_object_mut().unwrap().remove("uid");
+            }
+            item
         })
         .collect();
     items.push(json!({"pixel_id": 7313, "uid": users[0], "order_id": "NEVER", "type": "retract"}));
+    items.push(json!({"pixel_id": 7313, "order_id": "NEVER2", "type": "retract"}));
     let adjustments = accepted_ids(&post_api(
         pa,
         "/v1/adjustments",
@@ -1165,11 +1195,25 @@ fn adjustments_through_the_fleet_name_the_original_after_its_members_are_gone() 
         value += r["value_delta_micros"].as_i64().unwrap();
     }
     assert_eq!(got[&adjustments[users.len()]]["reason"], "unknown_order");
+    assert_eq!(
+        got[&adjustments[users.len() + 1]]["reason"],
+        "unknown_order"
+    );
     // 24 sales of 10; 12 retracted, 12 restated to 4.
     assert_eq!((count, value), (-12, -(12 * 10 + 12 * 6) * 1_000_000));
-    // The orders came from the changelog: no conversion was decided again.
-    let decided = metric_sum(&m3.metrics(), "attribution_records_total");
+    // The orders came from the changelog: no conversion was decided again,
+    // and each adjustment has one record.
+    let decided = metric_sum(&m3.metrics(), "attribution_records_total")
+        + metric_sum(&m4.metrics(), "attribution_records_total");
     assert_eq!(decided, adjustments.len() as f64, "{}", m3.metrics());
+    let sent_on = metric_sum(
+        &m3.metrics(),
+        "attribution_cluster_produced_total{kind=\"adjustment_by_user\"}",
+    ) + metric_sum(
+        &m4.metrics(),
+        "attribution_cluster_produced_total{kind=\"adjustment_by_user\"}",
+    );
+    assert_eq!(sent_on, 8.0, "the 8 known orders named alone were sent on");
 }
 
 /// Issue 25, finding 6: the member's status listener has serve's header

@@ -575,16 +575,25 @@ async fn retractions_and_restatements_of_counted_orders_net_out_and_unknown_orde
     );
 }
 
-/// In cluster mode a member holds only its own users' orders, and an
-/// adjustment without the user or click could not reach it: it is refused,
-/// `no_identity`, while one that names its user is accepted.
+/// In cluster mode a member holds only its own users' orders, so `serve`
+/// sends each conversion with an order id again to the orders topic, keyed
+/// by its pixel and order id, and keys an adjustment that names its order
+/// alone the same way: both reach one member, which finds the order's user
+/// (tests/cluster.rs follows them through the fleet). Kafka receives
+/// exactly that.
 #[tokio::test]
-async fn in_cluster_mode_an_adjustment_must_name_its_user_or_click() {
+async fn in_cluster_mode_orders_and_their_adjustments_meet_under_the_order_s_key() {
     let broker = Broker::start();
     let mut cfg = config_with_key(&broker.addr, "cluster-shop");
     cfg.attribution.mode = pixeld::config::AttributionMode::Cluster;
     let server = Server::start(cfg).await;
     let uid = "0123456789abcdef0123456789abcdef";
+    let sold = post_items(
+        &server,
+        json!([{ "pixel_id": 7313, "uid": uid, "order_id": "C1", "value": "5" }]),
+    )
+    .await;
+    assert_eq!(statuses(&sold), [("accepted".to_string(), String::new())]);
     let a = post_adjustments(
         &server,
         json!([
@@ -595,9 +604,19 @@ async fn in_cluster_mode_an_adjustment_must_name_its_user_or_click() {
     .await;
     assert_eq!(a.status, 200, "{}", a.json);
     let s = |st: &str, r: &str| (st.to_string(), r.to_string());
-    assert_eq!(
-        statuses(&a),
-        [s("rejected", "no_identity"), s("accepted", "")]
-    );
+    assert_eq!(statuses(&a), [s("accepted", ""), s("accepted", "")]);
+
+    let order = pixeld::event::input::OrderId::new("C1").unwrap();
+    let order_key = pixeld::event::input::PartitionKey::order(pixeld::ids::PixelId(7313), &order)
+        .with_bytes(|k| String::from_utf8(k.to_vec()).unwrap());
+    let conversions = consume(&broker.addr, "pixel.conversions", 1);
+    let copies = consume(&broker.addr, "pixel.orders", 1);
+    assert_eq!(conversions[0].key, uid, "the conversion, keyed by its user");
+    assert_eq!(copies[0].key, order_key, "its copy, keyed by its order");
+    assert_eq!(copies[0].json["event_id"], conversions[0].json["event_id"]);
+    assert_eq!(copies[0].kind, "conversion");
+    let adjustments = consume(&broker.addr, "pixel.adjustments", 2);
+    let keys: Vec<&str> = adjustments.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(keys, [order_key.as_str(), uid]);
     server.stop().await;
 }

@@ -145,13 +145,7 @@ impl Engine {
     /// An adjustment, answered from the outcome remembered with its order
     /// (kept as long as the pixel deduplicates: `dedup_minutes`).
     fn adjust(&self, a: crate::event::AdjustmentInput) -> Attribution {
-        // Named by its order alone (`orders_by_id`): the order's owner.
-        let owner = || {
-            let order = a.conversion.order_id?;
-            self.state
-                .order_owner(a.conversion.pixel, order.fingerprint())
-        };
-        let user = a.conversion.state_user().or_else(owner);
+        let user = self.adjustment_user(&a);
         let verdict = match (user, a.conversion.order_id) {
             (Some(uid), Some(order)) => {
                 self.state
@@ -167,6 +161,18 @@ impl Engine {
         // names is not found. The original's record is the authority.
         let source = self.source_click_of(&a.conversion, verdict.credit.as_ref());
         Attribution::of_adjustment(a.conversion, verdict).with_source_click(source)
+    }
+
+    /// Whose orders an adjustment reads and writes: the user or click it
+    /// names, or when it names its order alone (`orders_by_id`), the user
+    /// this state knows reported that order.
+    pub fn adjustment_user(&self, a: &crate::event::AdjustmentInput) -> Option<crate::ids::UserId> {
+        let owner = || {
+            let order = a.conversion.order_id?;
+            self.state
+                .order_owner(a.conversion.pixel, order.fingerprint())
+        };
+        a.conversion.state_user().or_else(owner)
     }
 
     /// Drops what no pixel's window can reach any more.

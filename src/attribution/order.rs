@@ -84,8 +84,10 @@ struct Source {
 pub struct Reorder {
     grace_ms: u64,
     sources: Vec<Source>,
-    /// Waiting inputs by (ts, event id): released in this order.
-    held: BTreeMap<(u64, u128), Held>,
+    /// Waiting inputs by (ts, event id, source): released in this order. A
+    /// message read twice from one source is held once; one event from two
+    /// sources (a conversion and its copy on the orders topic) twice.
+    held: BTreeMap<(u64, u128, usize), Held>,
     /// Everything at or below this was released: later arrivals below it
     /// are late.
     released_ms: Option<u64>,
@@ -112,7 +114,8 @@ impl Reorder {
             (true, Some(f)) => f,
             _ => held.ts_ms,
         };
-        self.held.insert((held.ts_ms, held.event_id.0), held);
+        self.held
+            .insert((held.ts_ms, held.event_id.0, held.source), held);
         if late {
             Pushed::Late
         } else {
@@ -259,6 +262,22 @@ mod tests {
         // min(1200, 1500, 2000) - 100 = 1100: the conversion at 1000 after the view.
         assert_eq!(times(&r.release()), [1_000]);
         assert_eq!(r.len(), 3);
+    }
+
+    /// The orders topic carries a copy of a conversion (same event id and
+    /// time): both are applied, while one message read twice from its
+    /// source is held once.
+    #[test]
+    fn one_event_from_two_sources_is_held_twice_and_a_re_read_once() {
+        let mut r = Reorder::new(2, 100);
+        let c = conversion(1_000);
+        r.push(held(0, 0, 1_000, c.clone()));
+        r.push(held(0, 0, 1_000, c.clone()));
+        r.push(held(1, 0, 1_000, c));
+        r.read_through(0, 5_000);
+        r.read_through(1, 5_000);
+        let sources: Vec<usize> = r.release().iter().map(|h| h.source).collect();
+        assert_eq!(sources, [0, 1]);
     }
 
     #[test]

@@ -464,6 +464,16 @@ pub struct TopicsConfig {
     /// The state of `pixeld attribute`, compacted, co-partitioned with the
     /// inputs. Default `pixel.attribution-state`.
     pub attribution_state: String,
+    /// With `attribution.mode = "cluster"`: a copy of every conversion
+    /// that has an order id, keyed by its pixel and order id, so that the
+    /// member owning that key can find the user of an adjustment named by
+    /// its order alone. Default `pixel.orders`.
+    pub orders: String,
+    /// `pixeld attribute`'s own: adjustments named by their order alone,
+    /// sent on by the member that found their user to the member that
+    /// holds that user's orders; keyed by user, co-partitioned with the
+    /// inputs. Default `pixel.adjustments-by-user`.
+    pub adjustments_by_user: String,
 }
 
 impl Default for TopicsConfig {
@@ -480,6 +490,8 @@ impl Default for TopicsConfig {
             postbacks: "pixel.postbacks".into(),
             postbacks_dead: "pixel.postbacks.dead".into(),
             attribution_state: "pixel.attribution-state".into(),
+            orders: "pixel.orders".into(),
+            adjustments_by_user: "pixel.adjustments-by-user".into(),
         }
     }
 }

@@ -561,6 +561,8 @@ fn kafka(cfg: &Config, r: &mut Report) {
         ("attributions", &t.attributions),
         ("adjustments", &t.adjustments),
         ("attribution_state", &t.attribution_state),
+        ("orders", &t.orders),
+        ("adjustments_by_user", &t.adjustments_by_user),
     ] {
         let ok = !topic.is_empty()
             && topic.len() <= 249

@@ -432,6 +432,86 @@ pub fn partition_user(event: &Event<'_>) -> Option<UserId> {
     }
 }
 
+/// What a message is keyed (partitioned) by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionKey {
+    /// A user's events, and the state their conversions keep
+    /// ([`partition_user`]).
+    User(UserId),
+    /// An adjustment named by its pixel and order id alone, and in cluster
+    /// mode a copy of each conversion with an order id: both meet on the
+    /// partition of this key, whose member learns from the copies whose
+    /// order it is and sends the adjustment on to that user's member.
+    Order { pixel: PixelId, order: u64 },
+    /// Anonymous: Kafka's NULL key.
+    Null,
+}
+
+impl PartitionKey {
+    /// The key of `event` ([`partition_user`], or for an adjustment that
+    /// names no user or click, its order).
+    pub fn of(event: &Event<'_>) -> PartitionKey {
+        if let Some(uid) = partition_user(event) {
+            return PartitionKey::User(uid);
+        }
+        match &event.body {
+            Body::Adjustment(a) => a
+                .conversion
+                .order_id
+                .as_deref()
+                .and_then(OrderId::new)
+                .map_or(PartitionKey::Null, |o| {
+                    PartitionKey::order(a.conversion.pixel_id, &o)
+                }),
+            _ => PartitionKey::Null,
+        }
+    }
+
+    pub fn order(pixel: PixelId, order: &OrderId) -> PartitionKey {
+        PartitionKey::Order {
+            pixel,
+            order: order.fingerprint(),
+        }
+    }
+
+    /// Calls `with` with the key's bytes (empty for the NULL key, which is
+    /// the sink's key rule).
+    pub fn with_bytes<R>(self, with: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            PartitionKey::User(uid) => with(uid.to_hex().as_str().as_bytes()),
+            PartitionKey::Order { pixel, order } => {
+                let mut text = [0u8; 30];
+                let n = order_key(pixel, order, &mut text);
+                with(&text[..n])
+            }
+            PartitionKey::Null => with(&[]),
+        }
+    }
+
+    /// Parses what [`PartitionKey::with_bytes`] wrote for an order.
+    pub fn parse_order(bytes: &[u8]) -> Option<(PixelId, u64)> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_prefix('o')?;
+        let (pixel, order) = text.split_once('-')?;
+        if order.len() != 16 {
+            return None;
+        }
+        Some((
+            PixelId(pixel.parse().ok()?),
+            u64::from_str_radix(order, 16).ok()?,
+        ))
+    }
+}
+
+/// Writes `o<pixel>-<order id's fingerprint, 16 hex>`, which no user key
+/// (32 hex digits) can be, into `out`; returns its length (at most 28).
+fn order_key(pixel: PixelId, order: u64, out: &mut [u8; 30]) -> usize {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    // 1 + 10 + 1 + 16 bytes always fit in 30.
+    let _ = write!(cursor, "o{}-{order:016x}", pixel.0);
+    cursor.position() as usize
+}
+
 /// The compact binary form, for readers of a store that keeps it beside the
 /// event (the journal's record `aux` bytes): decoding it costs a few
 /// nanoseconds where reading the JSON costs a few hundred.

@@ -125,8 +125,10 @@ pub struct App {
     /// Orders this instance answered lately, for the `duplicate_order_id`
     /// warning.
     pub recent_orders: super::recent_orders::RecentOrders,
-    /// The in-process engine finds an adjustment's order by its id alone
-    /// (`POST /v1/adjustments` without `uid` or `clid`).
+    /// The attribution engine finds an adjustment's order by its id alone
+    /// (`POST /v1/adjustments` without `uid` or `clid`): in process from
+    /// its index of orders, in a fleet through the orders topic
+    /// ([`crate::event::input::PartitionKey::Order`]).
     pub orders_by_id: bool,
 }
 
@@ -159,8 +161,7 @@ impl App {
             reloads: ReloadQueue::default(),
             admin: AdminGuard::new(&cfg.server),
             recent_orders: Default::default(),
-            orders_by_id: cfg.attribution.enabled
-                && cfg.attribution.mode == crate::config::AttributionMode::InProcess,
+            orders_by_id: cfg.attribution.enabled,
         }
     }
 }

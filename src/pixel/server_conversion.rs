@@ -105,9 +105,8 @@ pub struct Caller<'c> {
     /// When the request came (ms).
     pub now_ms: u64,
     /// Whether an adjustment may name its order by pixel and order id
-    /// alone: the in-process engine indexes its orders by id; a fleet's
-    /// member holds only its users' orders, and an adjustment without the
-    /// user or click could not be routed to it.
+    /// alone: true wherever an attribution engine runs (it finds the
+    /// order's user by its id).
     pub orders_by_id: bool,
 }
 

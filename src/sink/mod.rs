@@ -32,6 +32,9 @@ crate::indexed::indexed_enum! {
         Postbacks,
         /// `pixeld forward`'s calls given up on.
         PostbacksDead,
+        /// Conversions with an order id again, keyed by the order (cluster
+        /// mode: [`crate::event::input::PartitionKey::Order`]).
+        Orders,
     }
 }
 

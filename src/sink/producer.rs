@@ -176,6 +176,7 @@ fn configured(cfg: &TopicsConfig, topic: Topic) -> &str {
         Topic::UserSync => &cfg.usersync,
         Topic::Postbacks => &cfg.postbacks,
         Topic::PostbacksDead => &cfg.postbacks_dead,
+        Topic::Orders => &cfg.orders,
     }
 }
 

@@ -19,7 +19,7 @@ use super::inputs::InputTopic;
 use super::output::TxnFailed;
 use super::work::Work;
 use super::ClusterError;
-use crate::ids::UserId;
+use crate::event::input::PartitionKey;
 use crate::telemetry::metric;
 
 /// What a commit did; none of these stops the member.
@@ -150,10 +150,23 @@ impl Work {
         }
     }
 
-    /// Produces the records waiting in `outs`.
+    /// Produces the records waiting in `outs`, and sends on the
+    /// adjustments the order index routed to their users' members.
     pub fn publish(&mut self) -> Result<(), ClusterError> {
-        let topic = &self.settings.topics.attributions;
-        self.output.publish(topic, &mut self.outs)
+        let topics = &self.settings.topics;
+        self.output.publish(&topics.attributions, &mut self.outs)?;
+        let by_user = &topics.inputs[InputTopic::AdjustmentsByUser];
+        let mut routed = 0;
+        for work in self.partitions.values_mut() {
+            for (user, adjustment) in work.take_routed() {
+                self.output.send_on(by_user, user, &adjustment)?;
+                routed += 1;
+            }
+        }
+        if routed > 0 {
+            metric::cluster_produced("adjustment_by_user", routed);
+        }
+        Ok(())
     }
 
     /// Every changed user's state (or tombstone) to the changelog; returns
@@ -161,11 +174,18 @@ impl Work {
     fn write_changelog(&mut self) -> Result<TopicPartitionList, ClusterError> {
         let topics = &self.settings.topics;
         let mut value = Vec::with_capacity(256);
-        let mut writes: Vec<(i32, UserId, Option<Vec<u8>>)> = Vec::new();
+        // (partition, key, value): users by their id, orders of the index
+        // by their order key.
+        let mut writes: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (p, work) in self.partitions.iter_mut() {
             work.drain_dirty(&mut value, |uid, v| {
-                writes.push((*p, uid, v.map(<[u8]>::to_vec)))
+                let key = uid.to_hex().as_str().as_bytes().to_vec();
+                writes.push((*p, key, v.map(<[u8]>::to_vec)))
+            });
+            work.drain_dirty_orders(|(pixel, order), v| {
+                let key = PartitionKey::Order { pixel, order }.with_bytes(<[u8]>::to_vec);
+                writes.push((*p, key, v.map(|v| v.to_vec())))
             });
             for (topic, offset) in work.committable().iter() {
                 if let Some(o) = offset {
@@ -175,15 +195,9 @@ impl Work {
             }
         }
         let (mut states, mut tombstones) = (0u64, 0u64);
-        for (p, uid, v) in &writes {
-            let hex = uid.to_hex();
-            self.output.send(
-                &topics.changelog,
-                Some(*p),
-                hex.as_str().as_bytes(),
-                v.as_deref(),
-                &[],
-            )?;
+        for (p, key, v) in &writes {
+            self.output
+                .send(&topics.changelog, Some(*p), key, v.as_deref(), &[])?;
             match v {
                 Some(_) => states += 1,
                 None => tombstones += 1,
@@ -231,7 +245,8 @@ pub(super) mod tests {
     use crate::event::ConversionInput;
     use crate::ids::{AdvertiserId, EventId, PixelId};
 
-    const NAMES: [&str; InputTopic::COUNT] = ["imp", "clk", "conv", "seg", "adj"];
+    const NAMES: [&str; InputTopic::COUNT] =
+        ["imp", "clk", "conv", "seg", "adj", "ord", "adj-by-user"];
 
     /// A member's settings on `brokers`, for the cluster's unit tests.
     pub(in crate::attribution::cluster) fn settings(brokers: &str) -> Settings {

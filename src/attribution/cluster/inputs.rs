@@ -22,6 +22,12 @@ crate::indexed::indexed_enum! {
         Segments => "segments",
         /// Retractions and restatements of orders (`POST /v1/adjustments`).
         Adjustments => "adjustments",
+        /// Conversions with an order id again, keyed by the order: the
+        /// index of who reported which order ([`super::order_index`]).
+        Orders => "orders",
+        /// Adjustments named by their order alone, sent on by the member
+        /// that found their user ([`super::order_index`]).
+        AdjustmentsByUser => "adjustments_by_user",
     }
 }
 
@@ -45,8 +51,8 @@ impl InputTopic {
         Ok(match self {
             InputTopic::Impressions => Some(EventType::Impression),
             InputTopic::Clicks => Some(EventType::Click),
-            InputTopic::Conversions => Some(EventType::Conversion),
-            InputTopic::Adjustments => Some(EventType::Adjustment),
+            InputTopic::Conversions | InputTopic::Orders => Some(EventType::Conversion),
+            InputTopic::Adjustments | InputTopic::AdjustmentsByUser => Some(EventType::Adjustment),
             InputTopic::Segments => {
                 let kind = message
                     .headers()
@@ -87,9 +93,12 @@ impl InputTopic {
         match (self, input) {
             (InputTopic::Impressions, AttributionInput::Touch(t)) => t.kind == TouchKind::View,
             (InputTopic::Clicks, AttributionInput::Touch(t)) => t.kind == TouchKind::Click,
-            (InputTopic::Conversions, AttributionInput::Conversion(_))
+            (InputTopic::Conversions | InputTopic::Orders, AttributionInput::Conversion(_))
             | (InputTopic::Segments, AttributionInput::Forget(_))
-            | (InputTopic::Adjustments, AttributionInput::Adjustment(_)) => true,
+            | (
+                InputTopic::Adjustments | InputTopic::AdjustmentsByUser,
+                AttributionInput::Adjustment(_),
+            ) => true,
             _ => false,
         }
     }

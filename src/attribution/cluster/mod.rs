@@ -39,6 +39,7 @@ mod guarantee;
 pub mod inputs;
 mod member;
 mod membership;
+mod order_index;
 mod output;
 pub mod partition;
 mod poll;

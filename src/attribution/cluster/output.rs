@@ -14,8 +14,8 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 use super::partition::Out;
 use super::ClusterError;
 use crate::attribution::Attribution;
-use crate::event::EventType;
-use crate::ids::HexId;
+use crate::event::{AdjustmentInput, AttributionInput, EventType};
+use crate::ids::{HexId, UserId};
 use crate::sink::headers::EventHeaders;
 use crate::sink::producer::TxnRefusal;
 use crate::sink::transactional::NamedProducer;
@@ -180,6 +180,33 @@ impl Output {
             metric::cluster_produced("attribution", n);
         }
         Ok(())
+    }
+
+    /// Sends `adjustment` on to the member holding `user`'s orders: keyed
+    /// by the user, the engine's input in the `pixeld-input` header (which
+    /// that member reads), and a line of JSON for people reading the topic.
+    pub fn send_on(
+        &mut self,
+        topic: &str,
+        user: UserId,
+        adjustment: &AdjustmentInput,
+    ) -> Result<(), ClusterError> {
+        let mut input = Vec::with_capacity(128);
+        AttributionInput::Adjustment(adjustment.clone()).encode(&mut input);
+        let key = user.to_hex();
+        let payload = format!(
+            r#"{{"type":"adjustment_by_user","event_id":"{}","user":"{}"}}"#,
+            adjustment.conversion.event_id,
+            key.as_str()
+        );
+        let headers = EventHeaders::new(EventType::Adjustment, Some(&input));
+        self.send(
+            topic,
+            None,
+            key.as_str().as_bytes(),
+            Some(payload.as_bytes()),
+            headers.as_slice(),
+        )
     }
 
     /// At-least-once mode: waits until Kafka acknowledged everything

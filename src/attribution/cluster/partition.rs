@@ -10,11 +10,13 @@ use arc_swap::ArcSwap;
 
 use super::changelog::{Decided, UserState};
 use super::inputs::{InputTopic, PerInput};
+use super::order_index::{OrderIndex, OrderKey, Owner};
 use crate::attribution::order::{Held, Pushed, Reorder};
 use crate::attribution::source_click::SourceClickMark;
 use crate::attribution::state::OrderMark;
 use crate::attribution::{Attribution, Engine, Input, State};
 use crate::config::Catalog;
+use crate::event::AdjustmentInput;
 use crate::ids::UserId;
 use crate::telemetry::metric;
 
@@ -54,6 +56,13 @@ pub struct PartitionWork {
     /// from here until every input has been read through once, so a
     /// partition that never gets a watermark shows as stalled, not as 0.
     buffer_since_ms: u64,
+    /// Who reported the orders whose keys fall on this partition.
+    orders: OrderIndex,
+    /// Adjustments named by their order alone whose user the index knows,
+    /// with that user: to send on at the next commit.
+    routed: Vec<(UserId, AdjustmentInput)>,
+    catalog: Arc<ArcSwap<Catalog>>,
+    max_users: usize,
 }
 
 impl PartitionWork {
@@ -65,7 +74,7 @@ impl PartitionWork {
     ) -> PartitionWork {
         PartitionWork {
             partition,
-            engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog),
+            engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog.clone()),
             reorder: Reorder::new(InputTopic::COUNT, grace_ms),
             arrivals: HashMap::default(),
             decided: HashMap::default(),
@@ -74,6 +83,10 @@ impl PartitionWork {
             position: PerInput::default(),
             max_future_ms: 300_000,
             buffer_since_ms: crate::telemetry::now_ms(),
+            orders: OrderIndex::default(),
+            routed: Vec::new(),
+            catalog,
+            max_users,
         }
     }
 
@@ -95,6 +108,11 @@ impl PartitionWork {
 
     pub fn state(&self) -> &State {
         &self.engine.state
+    }
+
+    /// Loads one changelog message of the order index (`None`: a tombstone).
+    pub fn restore_order(&mut self, key: OrderKey, value: Option<&[u8]>) -> Result<(), String> {
+        self.orders.restore(key, value)
     }
 
     /// Loads one changelog message (`None`: a tombstone).
@@ -151,8 +169,10 @@ impl PartitionWork {
         now_ms: u64,
         out: &mut Vec<Out>,
     ) {
-        // Read before the input moves into the buffer.
-        let is_conversion = matches!(input, Input::Conversion(_));
+        // Read before the input moves into the buffer. An order's copy is
+        // no decision to wait for.
+        let is_conversion =
+            matches!(input, Input::Conversion(_)) && topic == InputTopic::Conversions;
         let kind = match input {
             Input::Touch(_) => "touch",
             Input::Conversion(_) => "conversion",
@@ -220,6 +240,69 @@ impl PartitionWork {
 
     fn apply(&mut self, held: Held) -> Option<Attribution> {
         let late = held.late;
+        match (InputTopic::from_index(held.source), held.input) {
+            (InputTopic::Orders, Input::Conversion(c)) => {
+                self.index_order(&c);
+                None
+            }
+            (InputTopic::Adjustments, Input::Adjustment(a))
+                if a.conversion.state_user().is_none() =>
+            {
+                self.route(a, late)
+            }
+            (InputTopic::AdjustmentsByUser, Input::Adjustment(a)) => {
+                // Late by construction (it was sent on after its first hop
+                // applied it in time): its answer is the in-process one
+                // unless the same order was reported again after it.
+                self.adjust(a, false)
+            }
+            (_, input) => self.apply_input(Held { input, ..held }),
+        }
+    }
+
+    /// An order's copy: who reported it, and when.
+    fn index_order(&mut self, c: &crate::event::ConversionInput) {
+        if let (Some(order), Some(user)) = (c.order_id, c.state_user()) {
+            let owner = Owner {
+                ts_ms: c.ts_ms,
+                user,
+            };
+            self.orders.note((c.pixel, order.fingerprint()), owner);
+        }
+    }
+
+    /// An adjustment named by its order alone: sent on to its user's
+    /// member when the index knows the order, else answered here
+    /// (`unknown_order`, unless this partition's own state has it).
+    fn route(&mut self, a: AdjustmentInput, late: bool) -> Option<Attribution> {
+        let owner = a
+            .conversion
+            .order_id
+            .and_then(|o| self.orders.owner((a.conversion.pixel, o.fingerprint())));
+        match owner {
+            Some(user) => {
+                self.routed.push((user, a));
+                None
+            }
+            None => self.adjust(a, late),
+        }
+    }
+
+    /// Its answer is kept with the order (the outcome's memo of applied
+    /// adjustments), which the changelog carries, so a re-read answers
+    /// the same.
+    fn adjust(&mut self, a: AdjustmentInput, late: bool) -> Option<Attribution> {
+        let uid = self.engine.adjustment_user(&a);
+        let mut record = self.engine.apply(Input::Adjustment(a))?;
+        record.late = late;
+        if let Some(uid) = uid {
+            self.dirty.insert(uid);
+        }
+        Some(record)
+    }
+
+    fn apply_input(&mut self, held: Held) -> Option<Attribution> {
+        let late = held.late;
         match held.input {
             Input::Forget(f) => {
                 // Erasure: the touches and marks go with the engine's
@@ -239,18 +322,7 @@ impl PartitionWork {
                 self.dirty.extend(self.engine.state.take_evicted());
                 None
             }
-            Input::Adjustment(a) => {
-                // Its answer is kept with the order (the outcome's memo of
-                // applied adjustments), which the changelog carries, so a
-                // re-read answers the same.
-                let uid = a.conversion.state_user();
-                let mut record = self.engine.apply(Input::Adjustment(a))?;
-                record.late = late;
-                if let Some(uid) = uid {
-                    self.dirty.insert(uid);
-                }
-                Some(record)
-            }
+            Input::Adjustment(a) => self.adjust(a, late),
             Input::Conversion(c) => {
                 tracing::trace!(
                     partition = self.partition,
@@ -343,12 +415,32 @@ impl PartitionWork {
         self.arrivals.shrink_to(self.arrivals.len().max(1024));
     }
 
-    /// Drops expired state; users of whom nothing is left become tombstones.
+    /// Drops expired state; users of whom nothing is left become
+    /// tombstones, and so do orders of the index older than their pixel's
+    /// `dedup_minutes` or past `max_users` entries.
     pub fn sweep(&mut self, now_ms: u64) -> usize {
         let mut emptied = Vec::new();
         let dropped = self.engine.sweep_users(now_ms, &mut emptied);
         self.dirty.extend(emptied);
-        dropped
+        let catalog = self.catalog.load();
+        let dedup_ms = |p| catalog.conversion_pixels.get(&p).map_or(0, |p| p.dedup_ms);
+        dropped + self.orders.sweep(now_ms, dedup_ms, self.max_users)
+    }
+
+    /// The adjustments to send on, each with its user.
+    pub fn take_routed(&mut self) -> Vec<(UserId, AdjustmentInput)> {
+        std::mem::take(&mut self.routed)
+    }
+
+    /// Calls `write` once per changed entry of the order index (`None`: a
+    /// tombstone).
+    pub fn drain_dirty_orders(&mut self, write: impl FnMut(OrderKey, Option<[u8; 25]>)) {
+        self.orders.drain_dirty(write);
+    }
+
+    /// The order index (tests).
+    pub fn order_index(&self) -> &OrderIndex {
+        &self.orders
     }
 
     /// Calls `write` once per changed user with their whole state (`None`
@@ -536,9 +628,15 @@ mod tests {
             &mut Vec::new(),
         );
         w.skip(InputTopic::Clicks, 7);
-        assert_eq!(w.committable().0, [Some(5), Some(8), None, None, None]);
+        assert_eq!(
+            w.committable().0,
+            [Some(5), Some(8), None, None, None, None, None]
+        );
         run(&mut w, &[]);
-        assert_eq!(w.committable().0, [Some(6), Some(8), None, None, None]);
+        assert_eq!(
+            w.committable().0,
+            [Some(6), Some(8), None, None, None, None, None]
+        );
     }
 
     #[test]
@@ -661,5 +759,106 @@ mod tests {
             &[(InputTopic::Conversions, 0, conversion(103, T0 + 10, id))],
         );
         assert_eq!(again, first, "the first answer, not a repeat");
+    }
+
+    fn sale(ts: u64, order: &str) -> Input {
+        let Input::Conversion(c) = conversion(100, ts, EventId::new_v7(ts)) else {
+            unreachable!()
+        };
+        Input::Conversion(ConversionInput {
+            order_id: crate::event::OrderId::new(order),
+            value_micros: Some(50_000_000),
+            ..c
+        })
+    }
+
+    fn retract_by_order(ts: u64, order: &str) -> Input {
+        let Input::Conversion(c) = sale(ts, order) else {
+            unreachable!()
+        };
+        Input::Adjustment(AdjustmentInput {
+            kind: crate::event::AdjustmentKind::Retract,
+            conversion: ConversionInput {
+                uid: None,
+                value_micros: None,
+                ..c
+            },
+        })
+    }
+
+    fn json(a: &Attribution) -> serde_json::Value {
+        let mut buf = Vec::new();
+        a.encode(&mut buf);
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    /// An adjustment named by its order alone, in a fleet: the member
+    /// owning the order's key learns from the orders topic whose order it
+    /// is and sends the adjustment on; the user's member answers it as the
+    /// in-process engine would. A member taking the order's key over finds
+    /// the order in the changelog; an order nobody reported is answered at
+    /// the first hop.
+    #[test]
+    fn an_adjustment_by_order_alone_reaches_the_order_s_user_through_the_index() {
+        let (mut first_hop, mut users) = (work(), work());
+        run(&mut users, &[(InputTopic::Impressions, 0, view(T0))]);
+        let sold = sale(T0 + 10, "R1");
+        let original = run(&mut users, &[(InputTopic::Conversions, 0, sold.clone())]);
+        assert!(original[0].decision.counted);
+        assert!(run(&mut first_hop, &[(InputTopic::Orders, 0, sold)]).is_empty());
+
+        let retract = retract_by_order(T0 + 20, "R1");
+        let here = run(&mut first_hop, &[(InputTopic::Adjustments, 0, retract)]);
+        assert!(here.is_empty(), "no record at the first hop: {here:?}");
+        let routed = first_hop.take_routed();
+        assert_eq!(routed.len(), 1);
+        assert_eq!(routed[0].0, U, "sent on to the order's user");
+        assert!(first_hop.take_routed().is_empty(), "taken once");
+
+        let answer = run(
+            &mut users,
+            &[(
+                InputTopic::AdjustmentsByUser,
+                0,
+                Input::Adjustment(routed[0].1.clone()),
+            )],
+        );
+        let j = json(&answer[0]);
+        assert_eq!(j["adjusts"], original[0].event_id().to_string());
+        assert_eq!(j["retracted"], true);
+        assert_eq!(j["conversions_delta"], -1);
+        assert_eq!(j["late"], false);
+        assert!(
+            users.dump()[0].1.orders[0].outcome.unwrap().retracted,
+            "the user's changelog value carries the retraction"
+        );
+
+        // The next owner of the order's key restores the index.
+        let mut values = Vec::new();
+        first_hop.drain_dirty_orders(|k, v| values.push((k, v)));
+        assert_eq!(values.len(), 1);
+        let mut next = work();
+        for (k, v) in &values {
+            next.restore_order(*k, v.as_ref().map(|b| &b[..])).unwrap();
+        }
+        assert_eq!(next.order_index().dump(), first_hop.order_index().dump());
+        let again = run(
+            &mut next,
+            &[(InputTopic::Adjustments, 1, retract_by_order(T0 + 30, "R1"))],
+        );
+        assert!(again.is_empty());
+        assert_eq!(next.take_routed()[0].0, U);
+
+        // Never reported: unknown_order, answered where it arrived.
+        let unknown = run(
+            &mut next,
+            &[(
+                InputTopic::Adjustments,
+                2,
+                retract_by_order(T0 + 40, "NEVER"),
+            )],
+        );
+        assert_eq!(unknown[0].decision.reason, Some(Reason::UnknownOrder));
+        assert!(next.take_routed().is_empty());
     }
 }

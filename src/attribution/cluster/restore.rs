@@ -17,6 +17,7 @@ use super::membership::{self, Offsets};
 use super::partition::PartitionWork;
 use super::work::Work;
 use super::{ClusterError, Settings};
+use crate::event::input::PartitionKey;
 use crate::ids::UserId;
 use crate::telemetry::metric;
 
@@ -160,9 +161,19 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
     loop {
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let uid = std::str::from_utf8(m.key().unwrap_or_default())
-                    .ok()
-                    .and_then(UserId::parse);
+                let key = m.key().unwrap_or_default();
+                if let Some(order) = PartitionKey::parse_order(key) {
+                    if let Err(reason) = work.restore_order(order, m.payload()) {
+                        metric::cluster_changelog_invalid();
+                        if let Some(held_back) = invalid_log.check() {
+                            warn!(topic, partition = p, offset = m.offset(), reason, held_back, "changelog value of the order index unreadable; the order is forgotten");
+                        }
+                        work.restore_order(order, None).ok();
+                    }
+                    end.read(m.offset());
+                    continue;
+                }
+                let uid = std::str::from_utf8(key).ok().and_then(UserId::parse);
                 match uid {
                     Some(uid) => {
                         if let Err(reason) = work.restore(uid, m.payload()) {

@@ -51,17 +51,25 @@ pub fn check(
         }
     };
     let mut counts = counts;
-    let adjustments = &topics.inputs[InputTopic::Adjustments];
     let exists = |counts: &[(String, i32)], t: &String| counts.iter().any(|(n, _)| n == t);
-    // The adjustments topic came with a later release than the fleet's
-    // other topics: a member upgraded before `serve` creates it, with the
-    // conversions' count, rather than stop.
-    if !exists(&counts, adjustments) {
+    // The adjustments and orders topics came with later releases than the
+    // fleet's other topics: a member upgraded before `serve` creates them,
+    // with the conversions' count, rather than stop; the adjustments by
+    // user are the members' own.
+    for later in [
+        InputTopic::Adjustments,
+        InputTopic::Orders,
+        InputTopic::AdjustmentsByUser,
+    ] {
+        let topic = &topics.inputs[later];
+        if exists(&counts, topic) {
+            continue;
+        }
         let conversions = &topics.inputs[InputTopic::Conversions];
         if let Some(n) = counts.iter().find(|(t, _)| t == conversions).map(|c| c.1) {
-            create(&admin, adjustments, n, replication, false)?;
-            info!(topic = %adjustments, partitions = n, "created the adjustments topic");
-            counts.push((adjustments.clone(), n));
+            create(&admin, topic, n, replication, false)?;
+            info!(topic = %topic, partitions = n, "created the {} topic", later.as_str());
+            counts.push((topic.clone(), n));
         }
     }
     let missing: Vec<&String> = topics
