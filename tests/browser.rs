@@ -103,7 +103,7 @@ impl Pixeld {
 
     /// `pixeld tags` with `args`, as an ad-ops person would run it.
     fn tag(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixeld"))
+        let out = std::process::Command::new(common::pixeld_bin())
             .args(["tags", "--config"])
             .arg(&self.config)
             .args(args)

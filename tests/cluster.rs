@@ -698,7 +698,7 @@ fn topics_with_different_partition_counts_stop_the_member_with_the_counts() {
 
 /// `pixeld attribute --replay` on `config`: its printed summary.
 fn replay(config: &std::path::Path, from: &str, to: &str, output: &str) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixeld"))
+    let out = std::process::Command::new(pixeld_bin())
         .args([
             "attribute",
             "--replay",

@@ -46,7 +46,11 @@ fn campaign() {
     let out = Command::new("bash")
         .arg(format!("{root}/benches/faults/cluster.sh"))
         .arg("5")
-        .env("PIXELD", env!("CARGO_BIN_EXE_pixeld"))
+        .env(
+            "PIXELD",
+            std::env::var_os("PIXELD_TEST_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_pixeld").into()),
+        )
         .env("CHECKER", std::env::current_exe().expect("this binary"))
         .current_dir(root)
         .stdin(Stdio::null())

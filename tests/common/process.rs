@@ -24,6 +24,13 @@ pub struct Process {
     pub config: std::path::PathBuf,
 }
 
+/// The binary under test: cargo's, or `PIXELD_TEST_BIN` (test loops run
+/// copies of the test binaries beside a build that replaces cargo's).
+pub fn pixeld_bin() -> std::path::PathBuf {
+    std::env::var_os("PIXELD_TEST_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_pixeld").into(), Into::into)
+}
+
 impl Process {
     /// Starts the binary on `config` and waits for `/healthz`.
     pub fn start(config: &std::path::Path, port: u16, log: &std::path::Path) -> Process {
@@ -32,7 +39,7 @@ impl Process {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pixeld"))
+        let child = Command::new(pixeld_bin())
             .args(["serve", "--config"])
             .arg(config)
             .env("NO_COLOR", "1")
@@ -196,7 +203,7 @@ impl Background {
         env: &[(&str, &str)],
     ) -> Background {
         let file = std::fs::File::create(log).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pixeld"))
+        let child = std::process::Command::new(pixeld_bin())
             .args([subcommand, "--config"])
             .arg(config)
             .env("NO_COLOR", "1")

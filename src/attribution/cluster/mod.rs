@@ -1,7 +1,8 @@
 //! The attribution engine as a Kafka consumer-group member (`pixeld
 //! attribute`), the way a Kafka Streams application is built: the input
-//! topics (impressions, clicks, conversions, and the segments topic for
-//! opt-outs) are co-partitioned by user ([`topics`]), the group's `range`
+//! topics (impressions, clicks, conversions, the segments topic for
+//! opt-outs, adjustments, and the two topics of adjustments by order id
+//! alone, [`order_index`]) are co-partitioned ([`topics`]), the group's `range`
 //! assignor gives one member partition p of each, and each partition's state
 //! ([`partition`]) is kept in memory and written to a compacted changelog
 //! ([`changelog`]) from which the next owner restores it ([`restore`]).
@@ -28,7 +29,8 @@
 //! [`membership`] (rebalances), [`poll`] (the loop), [`commit`],
 //! [`restore`], [`output`] (the member's producer, on the sink's producer
 //! seam), [`work`] (what the thread and the callbacks share),
-//! [`inputs`] (the input topics as an enum), [`error`], and
+//! [`inputs`] (the input topics as an enum), [`order_index`] (the first
+//! hop of an adjustment by order id alone), [`error`], and
 //! [`broker_quirks`], the one place that works around a broker's behaviour.
 
 pub mod broker_quirks;

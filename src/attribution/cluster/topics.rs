@@ -1,8 +1,9 @@
-//! Co-partitioning, checked before a member joins: the impression, click,
-//! conversion, segment and adjustment topics and the changelog must have the same
-//! partition count, or a user's events and state would meet on different members. A
-//! missing changelog is created (compacted) with the inputs' count, as
-//! Kafka Streams creates its internal topics.
+//! Co-partitioning, checked before a member joins: the input topics
+//! ([`InputTopic`]) and the changelog must have the same partition count, or
+//! a user's events and state would meet on different members. A missing
+//! changelog is created (compacted) with the inputs' count, as Kafka
+//! Streams creates its internal topics, and so are the topics later
+//! releases added (adjustments, orders, adjustments by user).
 
 use std::time::{Duration, Instant};
 
