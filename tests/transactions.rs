@@ -242,7 +242,6 @@ fn event(kind: &str, ts: u64, uid: &str) -> Value {
 /// mock the member refuses to start (`required`), and the test fails, as
 /// it should.
 #[test]
-#[ignore = "starts noida-db; 10 of 10 since the slow-answer fix (README), not yet in the test command: cargo test --test transactions -- --ignored"]
 fn a_member_killed_mid_stream_leaves_only_committed_records_and_its_replacement_answers_once() {
     let _turn = turn();
     let noida = std::env::var("PIXELD_TXN_BROKERS")

@@ -81,9 +81,9 @@ impl NamedProducer {
         self.producer.flush(timeout)
     }
 
-    /// The delivery failures reported since the last call: their count and
-    /// the first one.
-    pub fn failures(&self) -> (u64, Option<ProduceError>) {
+    /// The delivery failures reported since the last call, if any: their
+    /// count and the first one.
+    pub fn failures(&self) -> Option<(u64, ProduceError)> {
         let mut failed = 0;
         let mut first = None;
         for (_, outcome) in self.reports.try_iter() {
@@ -92,7 +92,7 @@ impl NamedProducer {
                 first.get_or_insert(e);
             }
         }
-        (failed, first)
+        first.map(|e| (failed, e))
     }
 
     /// Registers the `transactional.id` with its coordinator, which fences

@@ -59,11 +59,11 @@ pub enum ClusterError {
 impl ClusterError {
     /// `failed` messages refused since the last check, `first` the first
     /// refusal.
-    pub fn refused(failed: u64, first: Option<ProduceError>) -> ClusterError {
-        let what = format!("{failed} message(s) failed");
-        match first {
-            Some(source) => ClusterError::Refused { what, source },
-            None => ClusterError::Delivery { what, source: None },
+    /// `failed` messages refused by Kafka, the first for `source`.
+    pub fn refused((failed, source): (u64, ProduceError)) -> ClusterError {
+        ClusterError::Refused {
+            what: format!("{failed} message(s) failed"),
+            source,
         }
     }
 

@@ -116,8 +116,13 @@ pub fn rejoin<C: ConsumerContext>(
 /// (topic, partition) → offset, as Kafka reports it.
 pub type Offsets = HashMap<(InputTopic, i32), i64>;
 
+/// How long the member waits for the brokers' end offsets; an answer that
+/// does not come within it is trouble with the brokers.
+pub const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The log end of every input partition: one ListOffsets request (latest)
-/// for all of them, answered by the broker now (not librdkafka's cache).
+/// for all of them, answered by the broker now (not librdkafka's cache),
+/// within [`END_OFFSETS_TIMEOUT`].
 pub fn end_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     names: &super::PerInput<String>,
@@ -130,7 +135,7 @@ pub fn end_offsets<C: ConsumerContext>(
             let _ = tpl.add_partition_offset(name, p, Offset::End);
         }
     }
-    match consumer.offsets_for_times(tpl, Duration::from_secs(5)) {
+    match consumer.offsets_for_times(tpl, END_OFFSETS_TIMEOUT) {
         Ok(found) => Some(collect(names, &found)),
         Err(e) => {
             warn!(error = %e, "asking Kafka for the inputs' end offsets failed");

@@ -219,8 +219,8 @@ impl Output {
             });
         }
         match self.producer.failures() {
-            (0, _) => Ok(()),
-            (failed, first) => Err(ClusterError::refused(failed, first)),
+            None => Ok(()),
+            Some(failed) => Err(ClusterError::refused(failed)),
         }
     }
 

@@ -119,8 +119,8 @@ impl Replay {
                 what: "flush".into(),
                 source: Some(e),
             })?;
-        if let (failed @ 1.., first) = producer.failures() {
-            return Err(ClusterError::refused(failed, first));
+        if let Some(failed) = producer.failures() {
+            return Err(ClusterError::refused(failed));
         }
         summary.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
         Ok(summary)
