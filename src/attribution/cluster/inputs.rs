@@ -32,6 +32,20 @@ crate::indexed::indexed_enum! {
 }
 
 impl InputTopic {
+    /// Whether `--replay` reads it: the events themselves, not the copies
+    /// and hops of adjustments by order id alone (a replay applying the
+    /// orders topic's copies would count each such conversion twice).
+    pub fn replayed(self) -> bool {
+        match self {
+            InputTopic::Impressions
+            | InputTopic::Clicks
+            | InputTopic::Conversions
+            | InputTopic::Segments
+            | InputTopic::Adjustments => true,
+            InputTopic::Orders | InputTopic::AdjustmentsByUser => false,
+        }
+    }
+
     /// The input a source index of the event-time buffer stands for.
     pub fn from_index(i: usize) -> InputTopic {
         InputTopic::ALL[i]

@@ -158,7 +158,8 @@ impl Replay {
         from_ms: u64,
     ) -> Result<Vec<Input>, ClusterError> {
         let mut query = TopicPartitionList::new();
-        for topic in self.topics.inputs.values() {
+        let replayed = self.topics.inputs.iter().filter(|(t, _)| t.replayed());
+        for (_, topic) in replayed {
             query
                 .add_partition_offset(topic, p, Offset::Offset(from_ms as i64))
                 .map_err(|e| ClusterError::kafka("offsets for times", e))?;
