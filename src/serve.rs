@@ -274,6 +274,87 @@ pub struct Stopped {
     pub undelivered: usize,
 }
 
+/// The journal of `journal.durability` (none in `memory` mode), opened and
+/// its directory checked writable.
+fn open_journal(cfg: &Config) -> Result<Option<Arc<Journal>>, StartError> {
+    let mode = cfg.journal.durability;
+    if mode == Durability::Memory {
+        return Ok(None);
+    }
+    let dir = cfg.server.data_dir.join("journal");
+    let settings = journal::Settings {
+        dir: dir.clone(),
+        fsync: mode == Durability::Fsync,
+        max_bytes: cfg.journal.max_bytes,
+        segment_bytes: cfg.journal.segment_bytes,
+    };
+    let j = Journal::open(&settings)
+        .and_then(|j| crate::files::check_writable(&dir).map(|()| j))
+        .map_err(|source| StartError::Journal { dir, source })?;
+    Ok(Some(Arc::new(j)))
+}
+
+/// The in-process attribution engine, reading `source`.
+fn start_engine(
+    cfg: &Config,
+    catalog: &Arc<ArcSwap<Catalog>>,
+    delivery: &Arc<Delivery>,
+    source: Source,
+) -> Result<EngineTask, StartError> {
+    let settings = attribution::Settings {
+        data_dir: Some(cfg.server.data_dir.clone()),
+        snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
+        sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
+        max_users: cfg.attribution.max_users,
+    };
+    EngineTask::start(catalog.clone(), delivery.clone(), source, settings)
+        .map_err(StartError::Attribution)
+}
+
+/// The journal's shipper to Kafka.
+fn start_shipper(
+    cfg: &Config,
+    journal: &Arc<Journal>,
+    client: &ClientConfig,
+) -> Result<Shipper, StartError> {
+    let settings = ShipSettings {
+        topics: Topics::from_config(&cfg.kafka.topics),
+        dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
+        drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
+    };
+    let retry_after = cfg.kafka.message_timeout(Duration::from_secs(30));
+    Shipper::start(journal.shared.clone(), client, retry_after, settings)
+        .map_err(StartError::Shipper)
+}
+
+/// Once a second: the readiness gauge, the config file's watch
+/// (`server.watch_config`); every 5 s the registry's upkeep and the rate
+/// limiter's sweep.
+async fn upkeep(app: Arc<App>, watch: bool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        n += 1;
+        crate::telemetry::metric::ready(
+            !app.draining.load(std::sync::atomic::Ordering::Relaxed)
+                && app.delivery.not_ready().is_none(),
+        );
+        if n % 5 == 0 {
+            prometheus().run_upkeep();
+            if let Some(r) = &app.live.load().rate_limit {
+                r.sweep(crate::telemetry::now_ms());
+            }
+        }
+        if watch {
+            if let Some(r) = app.reloader.get() {
+                let r = r.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload_if_changed()).await;
+            }
+        }
+    }
+}
+
 impl Services {
     pub fn start(cfg: &Config, outputs: &Outputs) -> Result<Services, StartError> {
         // Installed first: metrics recorded before the recorder exists are lost.
@@ -290,22 +371,7 @@ impl Services {
         let catalog = Arc::new(ArcSwap::new(
             Catalog::new(cfg).map_err(StartError::Catalog)?,
         ));
-        let journal = match cfg.journal.durability {
-            Durability::Memory => None,
-            mode => {
-                let dir = cfg.server.data_dir.join("journal");
-                let settings = journal::Settings {
-                    dir: dir.clone(),
-                    fsync: mode == Durability::Fsync,
-                    max_bytes: cfg.journal.max_bytes,
-                    segment_bytes: cfg.journal.segment_bytes,
-                };
-                let j = Journal::open(&settings)
-                    .and_then(|j| crate::files::check_writable(&dir).map(|()| j))
-                    .map_err(|source| StartError::Journal { dir, source })?;
-                Some(Arc::new(j))
-            }
-        };
+        let journal = open_journal(cfg)?;
         // Memory mode feeds the engine from the handlers through a channel;
         // the journal modes let it read the journal.
         // In cluster mode `pixeld attribute` credits conversions from Kafka;
@@ -331,31 +397,11 @@ impl Services {
             false => delivery,
         });
         let engine = match source {
-            Some(source) => {
-                let settings = attribution::Settings {
-                    data_dir: Some(cfg.server.data_dir.clone()),
-                    snapshot_interval: Duration::from_secs(cfg.attribution.snapshot_interval_secs),
-                    sweep_interval: Duration::from_secs(cfg.attribution.sweep_interval_secs),
-                    max_users: cfg.attribution.max_users,
-                };
-                let task = EngineTask::start(catalog.clone(), delivery.clone(), source, settings)
-                    .map_err(StartError::Attribution)?;
-                Some(task)
-            }
+            Some(source) => Some(start_engine(cfg, &catalog, &delivery, source)?),
             None => None,
         };
         let shipper = match (&journal, &outputs.kafka) {
-            (Some(j), Some(client)) => {
-                let settings = ShipSettings {
-                    topics: Topics::from_config(&cfg.kafka.topics),
-                    dead_letter: cfg.server.data_dir.join("dead-letter.jsonl"),
-                    drain_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
-                };
-                let retry_after = cfg.kafka.message_timeout(Duration::from_secs(30));
-                let s = Shipper::start(j.shared.clone(), client, retry_after, settings)
-                    .map_err(StartError::Shipper)?;
-                Some(s)
-            }
+            (Some(j), Some(client)) => Some(start_shipper(cfg, j, client)?),
             _ => None,
         };
         let app = Arc::new(App::new(cfg, catalog, delivery, secret));
@@ -388,34 +434,7 @@ impl Services {
         admin: TcpListener,
         shutdown: impl Future,
     ) -> Stopped {
-        let upkeep_app = self.app.clone();
-        let watch = self.watch_config;
-        let upkeep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut n = 0u64;
-            loop {
-                tick.tick().await;
-                n += 1;
-                crate::telemetry::metric::ready(
-                    !upkeep_app
-                        .draining
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        && upkeep_app.delivery.not_ready().is_none(),
-                );
-                if n % 5 == 0 {
-                    prometheus().run_upkeep();
-                    if let Some(r) = &upkeep_app.live.load().rate_limit {
-                        r.sweep(crate::telemetry::now_ms());
-                    }
-                }
-                if watch {
-                    if let Some(r) = upkeep_app.reloader.get() {
-                        let r = r.clone();
-                        let _ = tokio::task::spawn_blocking(move || r.reload_if_changed()).await;
-                    }
-                }
-            }
-        });
+        let upkeep = tokio::spawn(upkeep(self.app.clone(), self.watch_config));
         let hup = tokio::spawn(reload_on_sighup(self.app.clone()));
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "listening");

@@ -512,6 +512,37 @@ impl Runner {
         }
     }
 
+    /// Applies the next records of the journal; waits (at most `wait`, or
+    /// 100 ms) for more when it has caught up. True when it has caught up
+    /// while stopping: the engine is finished.
+    fn apply_journal(&mut self, j: &Journal, c: &mut Cursor, wait: Duration) -> bool {
+        let stopping = self.stop.load(Ordering::Relaxed);
+        let mut inputs = Vec::new();
+        let caught_up = c.read_each(1024, |r| {
+            // The delivery's compact input when it is there (a few ns); else
+            // the event's JSON (a v1 journal).
+            let input = if r.aux.is_empty() {
+                r.headers
+                    .kind()
+                    .and_then(|k| Input::from_json(k, r.payload))
+            } else {
+                Input::decode(r.aux)
+            };
+            inputs.extend(input)
+        }) == 0;
+        for input in inputs {
+            if let Some(out) = self.engine.apply(input) {
+                self.publish(&out);
+            }
+        }
+        self.settle(false);
+        if caught_up && !stopping {
+            j.shared
+                .wait_for(c.next_seq(), wait.min(Duration::from_millis(100)));
+        }
+        caught_up && stopping
+    }
+
     fn run(mut self, inputs: Inputs) {
         let mut next_sweep = Instant::now() + self.settings.sweep_interval;
         let mut next_snapshot = Instant::now() + self.settings.snapshot_interval;
@@ -544,34 +575,7 @@ impl Runner {
                 }
             }
             if let (Some(j), Some(c)) = (&journal, cursor.as_mut()) {
-                let stopping = self.stop.load(Ordering::Relaxed);
-                let mut inputs = Vec::new();
-                let caught_up = c.read_each(1024, |r| {
-                    // The delivery's compact input when it is there (a few
-                    // ns); else the event's JSON (a v1 journal).
-                    let input = if r.aux.is_empty() {
-                        r.headers
-                            .kind()
-                            .and_then(|k| Input::from_json(k, r.payload))
-                    } else {
-                        Input::decode(r.aux)
-                    };
-                    inputs.extend(input)
-                }) == 0;
-                for input in inputs {
-                    if let Some(out) = self.engine.apply(input) {
-                        self.publish(&out);
-                    }
-                }
-                self.settle(false);
-                if caught_up {
-                    if stopping {
-                        finished = true;
-                    } else {
-                        j.shared
-                            .wait_for(c.next_seq(), wait.min(Duration::from_millis(100)));
-                    }
-                }
+                finished |= self.apply_journal(j, c, wait);
             }
             let now = Instant::now();
             if now >= next_sweep {

@@ -36,7 +36,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (CLUSTER_RESTORE, Unit::Seconds, "pixeld attribute: how long the last restore of a partition from the changelog took, by partition."),
     (CLUSTER_REBALANCES, Unit::Count, "pixeld attribute: consumer-group rebalances this member took part in, by kind (assign, revoke)."),
     (CLUSTER_LATE, Unit::Count, "pixeld attribute: inputs that arrived after the grace period, applied and flagged late, by type."),
-    (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone)."),
+    (CLUSTER_RECORDS, Unit::Count, "pixeld attribute: messages produced, by topic kind (attribution, changelog, tombstone, adjustment_by_user: adjustments by order id alone sent on to their user's member)."),
     (CLUSTER_COMMITS, Unit::Count, "pixeld attribute: input offset commits, by result (ok, failed)."),
     (CLUSTER_RESUMED_AHEAD, Unit::Count, "pixeld attribute: times the client skipped past the next input offset (at an assignment or mid-stream) and was sought back."),
     (CLUSTER_ORPHANED, Unit::Count, "pixeld attribute: partitions whose committed offset stalled behind their log for several session timeouts while this member does not own them: owned by no live member (the member rejoins the group)."),

@@ -119,24 +119,7 @@ impl ConsumerContext for ReaderCtx {}
 
 /// Reads changelog partition `p` from the beginning to its end into `work`.
 fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), ClusterError> {
-    let mut config = settings.consumer.clone();
-    config
-        // Always `read_committed`: a member running at least once (after a
-        // failed probe, or `transactions = "off"`) may follow one that
-        // wrote in transactions, whose aborted changelog writes must not
-        // come back; on data written without transactions it reads all.
-        .set("isolation.level", "read_committed")
-        .set("group.id", format!("{}-restore", settings.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        // A restore reads one partition start to end: large fetches.
-        .set("max.partition.fetch.bytes", "16777216")
-        .set("fetch.max.bytes", "67108864")
-        .set("queued.min.messages", "1000000");
-    let reader: BaseConsumer<ReaderCtx> = config
-        .create_with_context(ReaderCtx::default())
-        .map_err(|e| ClusterError::kafka("changelog reader", e))?;
+    let reader = changelog_reader(settings)?;
     let topic = &settings.topics.changelog;
     let (low, high) = loop {
         match reader.fetch_watermarks(topic, p, Duration::from_secs(10)) {
@@ -161,45 +144,91 @@ fn restore(settings: &Settings, p: i32, work: &mut PartitionWork) -> Result<(), 
     loop {
         match reader.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let key = m.key().unwrap_or_default();
-                if let Some(order) = PartitionKey::parse_order(key) {
-                    if let Err(reason) = work.restore_order(order, m.payload()) {
-                        metric::cluster_changelog_invalid();
-                        if let Some(held_back) = invalid_log.check() {
-                            warn!(topic, partition = p, offset = m.offset(), reason, held_back, "changelog value of the order index unreadable; the order is forgotten");
-                        }
-                        work.restore_order(order, None).ok();
-                    }
-                    end.read(m.offset());
-                    continue;
-                }
-                let uid = std::str::from_utf8(key).ok().and_then(UserId::parse);
-                match uid {
-                    Some(uid) => {
-                        if let Err(reason) = work.restore(uid, m.payload()) {
-                            // One unreadable value (damaged, or written by
-                            // something else) must not stop every member:
-                            // that user starts over, counted and logged.
-                            metric::cluster_changelog_invalid();
-                            if let Some(held_back) = invalid_log.check() {
-                                warn!(topic, partition = p, offset = m.offset(), key = %uid.to_hex().as_str(), reason, held_back, "changelog value unreadable; the user starts with an empty state");
-                            }
-                            work.restore(uid, None).ok();
-                        }
-                    }
-                    None => warn!(
-                        topic,
-                        partition = p,
-                        offset = m.offset(),
-                        "changelog message without a user id key; skipped"
-                    ),
-                }
+                let value = ChangelogValue {
+                    topic,
+                    partition: p,
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default(),
+                    payload: m.payload(),
+                };
+                value.load_into(work, &invalid_log);
                 end.read(m.offset());
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
             Some(Err(e)) => warn!(error = %e, topic, partition = p, "reading the changelog"),
             None if end.reached() => return Ok(()),
             None => {}
+        }
+    }
+}
+
+/// A consumer for reading one changelog partition start to end.
+fn changelog_reader(settings: &Settings) -> Result<BaseConsumer<ReaderCtx>, ClusterError> {
+    let mut config = settings.consumer.clone();
+    config
+        // Always `read_committed`: a member running at least once (after a
+        // failed probe, or `transactions = "off"`) may follow one that
+        // wrote in transactions, whose aborted changelog writes must not
+        // come back; on data written without transactions it reads all.
+        .set("isolation.level", "read_committed")
+        .set("group.id", format!("{}-restore", settings.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        // A restore reads one partition start to end: large fetches.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
+        .set("queued.min.messages", "1000000");
+    config
+        .create_with_context(ReaderCtx::default())
+        .map_err(|e| ClusterError::kafka("changelog reader", e))
+}
+
+/// One changelog message: a user's state, or an order of the order index.
+struct ChangelogValue<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    key: &'a [u8],
+    payload: Option<&'a [u8]>,
+}
+
+impl ChangelogValue<'_> {
+    /// Loads it. One unreadable value (damaged, or written by something
+    /// else) must not stop every member: that user or order starts over,
+    /// counted and logged.
+    fn load_into(&self, work: &mut PartitionWork, invalid_log: &crate::telemetry::RateLimit) {
+        let (topic, partition, offset) = (self.topic, self.partition, self.offset);
+        if let Some(order) = PartitionKey::parse_order(self.key) {
+            if let Err(reason) = work.restore_order(order, self.payload) {
+                metric::cluster_changelog_invalid();
+                if let Some(held_back) = invalid_log.check() {
+                    warn!(
+                        topic,
+                        partition,
+                        offset,
+                        reason,
+                        held_back,
+                        "changelog value of the order index unreadable; the order is forgotten"
+                    );
+                }
+                work.restore_order(order, None).ok();
+            }
+            return;
+        }
+        let Some(uid) = std::str::from_utf8(self.key).ok().and_then(UserId::parse) else {
+            warn!(
+                topic,
+                partition, offset, "changelog message without a user id key; skipped"
+            );
+            return;
+        };
+        if let Err(reason) = work.restore(uid, self.payload) {
+            metric::cluster_changelog_invalid();
+            if let Some(held_back) = invalid_log.check() {
+                warn!(topic, partition, offset, key = %uid.to_hex().as_str(), reason, held_back, "changelog value unreadable; the user starts with an empty state");
+            }
+            work.restore(uid, None).ok();
         }
     }
 }

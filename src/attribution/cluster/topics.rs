@@ -52,27 +52,8 @@ pub fn check(
         }
     };
     let mut counts = counts;
+    create_later_inputs(&admin, topics, &mut counts, replication)?;
     let exists = |counts: &[(String, i32)], t: &String| counts.iter().any(|(n, _)| n == t);
-    // The adjustments and orders topics came with later releases than the
-    // fleet's other topics: a member upgraded before `serve` creates them,
-    // with the conversions' count, rather than stop; the adjustments by
-    // user are the members' own.
-    for later in [
-        InputTopic::Adjustments,
-        InputTopic::Orders,
-        InputTopic::AdjustmentsByUser,
-    ] {
-        let topic = &topics.inputs[later];
-        if exists(&counts, topic) {
-            continue;
-        }
-        let conversions = &topics.inputs[InputTopic::Conversions];
-        if let Some(n) = counts.iter().find(|(t, _)| t == conversions).map(|c| c.1) {
-            create(&admin, topic, n, replication, false)?;
-            info!(topic = %topic, partitions = n, "created the {} topic", later.as_str());
-            counts.push((topic.clone(), n));
-        }
-    }
     let missing: Vec<&String> = topics
         .inputs
         .values()
@@ -113,6 +94,36 @@ pub fn check(
         )));
     }
     Ok(n)
+}
+
+/// The adjustments and orders topics came with later releases than the
+/// fleet's other topics: a member upgraded before `serve` creates them, with
+/// the conversions' count, rather than stop; the adjustments by user are the
+/// members' own. Each created one joins `counts`.
+fn create_later_inputs(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &ClusterTopics,
+    counts: &mut Vec<(String, i32)>,
+    replication: i32,
+) -> Result<(), ClusterError> {
+    let conversions = &topics.inputs[InputTopic::Conversions];
+    let Some(n) = counts.iter().find(|(t, _)| t == conversions).map(|c| c.1) else {
+        return Ok(());
+    };
+    for later in [
+        InputTopic::Adjustments,
+        InputTopic::Orders,
+        InputTopic::AdjustmentsByUser,
+    ] {
+        let topic = &topics.inputs[later];
+        if counts.iter().any(|(t, _)| t == topic) {
+            continue;
+        }
+        create(admin, topic, n, replication, false)?;
+        info!(topic = %topic, partitions = n, "created the {} topic", later.as_str());
+        counts.push((topic.clone(), n));
+    }
+    Ok(())
 }
 
 /// (name, partition count) of those of `wanted` that exist.
