@@ -1,7 +1,7 @@
 //! The attribution record published for every conversion.
 
 use super::adjust::Verdict;
-use super::rules::Decision;
+use super::rules::{Credit, Decision};
 pub use crate::event::{ConversionInput, OrderId};
 use crate::event::{EventType, JsonWriter, OwnedSourceClick, VERSION};
 use crate::ids::EventId;
@@ -114,34 +114,16 @@ impl Attribution {
         w.opt_str("kind", d.credit.map(|k| k.kind.as_str()));
         w.opt_str("reason", d.reason.map(|r| r.as_str()));
         w.opt_str("matched_by", d.credit.map(|c| c.matched_by.as_str()));
-        match &d.credit {
-            Some(credit) => {
-                let m = &credit.mark;
-                w.str("touch_event_id", m.event_id().to_hyphenated().as_str());
-                w.u64("touch_ts", m.ts_ms());
-                w.id("line_item_id", credit.line_item);
-                w.u64("tracker_id", m.tracker() as u64);
-                w.id("publisher_id", m.publisher());
-                w.opt_id("placement_id", m.placement());
-                w.u64(
-                    "seconds_to_conversion",
-                    c.ts_ms.saturating_sub(m.ts_ms()) / 1000,
-                );
-            }
-            None => {
-                for k in [
-                    "touch_event_id",
-                    "touch_ts",
-                    "line_item_id",
-                    "tracker_id",
-                    "publisher_id",
-                    "placement_id",
-                    "seconds_to_conversion",
-                ] {
-                    w.null(k);
-                }
-            }
-        }
+        credited_touch(&mut w, d.credit.as_ref(), c.ts_ms);
+        self.source_and_client(&mut w);
+        self.order_and_adjustment(&mut w);
+        w.end();
+    }
+
+    /// The credited click's source click id, and the client the conversion
+    /// came from.
+    fn source_and_client(&self, w: &mut JsonWriter<'_>) {
+        let c = &self.conversion;
         let source = self.source_click.as_ref();
         w.opt_str("source_click_id", source.map(|s| &*s.id));
         w.opt_str("source_click_kind", source.map(|s| s.kind.as_str()));
@@ -157,6 +139,11 @@ impl Attribution {
             None => w.null("client_ip"),
         }
         w.opt_str("page_url", context.and_then(|x| x.page_url.as_deref()));
+    }
+
+    /// The order and its value, and what an adjustment did to it.
+    fn order_and_adjustment(&self, w: &mut JsonWriter<'_>) {
+        let c = &self.conversion;
         w.opt_str("order_id", c.order_id.as_ref().map(|o| o.as_str()));
         let value = self.adjustment.map_or(c.value_micros, |v| v.value_micros);
         w.opt_u64("value_micros", value);
@@ -174,6 +161,38 @@ impl Attribution {
         let (conversions, value) = self.deltas();
         w.i64("conversions_delta", conversions as i64);
         w.i64("value_delta_micros", value);
-        w.end();
+    }
+}
+
+/// The credited touch (for a conversion at `ts_ms`); every field null
+/// without a credit.
+fn credited_touch(w: &mut JsonWriter<'_>, credit: Option<&Credit>, ts_ms: u64) {
+    match credit {
+        Some(credit) => {
+            let m = &credit.mark;
+            w.str("touch_event_id", m.event_id().to_hyphenated().as_str());
+            w.u64("touch_ts", m.ts_ms());
+            w.id("line_item_id", credit.line_item);
+            w.u64("tracker_id", m.tracker() as u64);
+            w.id("publisher_id", m.publisher());
+            w.opt_id("placement_id", m.placement());
+            w.u64(
+                "seconds_to_conversion",
+                ts_ms.saturating_sub(m.ts_ms()) / 1000,
+            );
+        }
+        None => {
+            for k in [
+                "touch_event_id",
+                "touch_ts",
+                "line_item_id",
+                "tracker_id",
+                "publisher_id",
+                "placement_id",
+                "seconds_to_conversion",
+            ] {
+                w.null(k);
+            }
+        }
     }
 }

@@ -147,57 +147,91 @@ pub fn decide(
         .iter()
         .filter(|t| pixel.line_items.contains(&LineItemId(t.line_item)))
         .collect();
-    let latest_within = |kind: TouchKind, window: u64| -> Option<Credit> {
-        let mut best: Option<Credit> = None;
-        for t in &attached {
-            let m = t.get(kind);
-            let in_window = m.is_set() && m.ts_ms() <= ts_ms && ts_ms - m.ts_ms() <= window;
-            if in_window && best.is_none_or(|b| m.is_after(&b.mark)) {
-                let kind = match kind {
-                    TouchKind::View => CreditKind::PostView,
-                    TouchKind::Click => CreditKind::PostClick,
-                };
-                best = Some(Credit {
-                    kind,
-                    line_item: LineItemId(t.line_item),
-                    mark: *m,
-                    matched_by: MatchedBy::Uid,
-                });
-            }
-        }
-        best
-    };
+    let credit =
+        named_click_credit(pixel, named, ts_ms).or_else(|| touch_credit(pixel, &attached, ts_ms));
+    match credit {
+        Some(credit) => Decision {
+            counted: true,
+            credit: Some(credit),
+            reason: None,
+        },
+        None => Decision::no(true, uncredited_reason(pixel, &attached, named)),
+    }
+}
+
+/// The credit for the click a click id names, when the pixel credits
+/// clicks, the click's line item is attached and it is inside the
+/// post-click window.
+fn named_click_credit(
+    pixel: &ConversionPixel,
+    named: Option<NamedClick>,
+    ts_ms: u64,
+) -> Option<Credit> {
     let by_click_id = named.filter(|c| {
         pixel.trigger != Trigger::View
             && pixel.line_items.contains(&c.line_item)
             && c.mark.ts_ms() <= ts_ms
             && ts_ms - c.mark.ts_ms() <= pixel.post_click_ms
     });
-    if let Some(c) = by_click_id {
-        return Decision {
-            counted: true,
-            credit: Some(Credit {
-                kind: CreditKind::PostClick,
-                line_item: c.line_item,
-                mark: c.mark,
-                matched_by: MatchedBy::ClickId,
-            }),
-            reason: None,
-        };
+    by_click_id.map(|c| Credit {
+        kind: CreditKind::PostClick,
+        line_item: c.line_item,
+        mark: c.mark,
+        matched_by: MatchedBy::ClickId,
+    })
+}
+
+/// The credit for the user's latest touch of the kinds the pixel's trigger
+/// credits (a hybrid pixel: a click first, else a view), inside its window.
+fn touch_credit(
+    pixel: &ConversionPixel,
+    attached: &[&LineItemTouches],
+    ts_ms: u64,
+) -> Option<Credit> {
+    let latest = |kind, window| latest_within(attached, kind, window, ts_ms);
+    match pixel.trigger {
+        Trigger::View => latest(TouchKind::View, pixel.post_view_ms),
+        Trigger::Click => latest(TouchKind::Click, pixel.post_click_ms),
+        Trigger::Hybrid => latest(TouchKind::Click, pixel.post_click_ms)
+            .or_else(|| latest(TouchKind::View, pixel.post_view_ms)),
     }
-    let credit = match pixel.trigger {
-        Trigger::View => latest_within(TouchKind::View, pixel.post_view_ms),
-        Trigger::Click => latest_within(TouchKind::Click, pixel.post_click_ms),
-        Trigger::Hybrid => latest_within(TouchKind::Click, pixel.post_click_ms)
-            .or_else(|| latest_within(TouchKind::View, pixel.post_view_ms)),
-    };
-    if let Some(credit) = credit {
-        return Decision {
-            counted: true,
-            credit: Some(credit),
-            reason: None,
-        };
+}
+
+/// The latest touch of `kind` on an attached line item at most `window` ms
+/// before `ts_ms`.
+fn latest_within(
+    attached: &[&LineItemTouches],
+    kind: TouchKind,
+    window: u64,
+    ts_ms: u64,
+) -> Option<Credit> {
+    let mut best: Option<Credit> = None;
+    for t in attached {
+        let m = t.get(kind);
+        let in_window = m.is_set() && m.ts_ms() <= ts_ms && ts_ms - m.ts_ms() <= window;
+        if in_window && best.is_none_or(|b| m.is_after(&b.mark)) {
+            let kind = match kind {
+                TouchKind::View => CreditKind::PostView,
+                TouchKind::Click => CreditKind::PostClick,
+            };
+            best = Some(Credit {
+                kind,
+                line_item: LineItemId(t.line_item),
+                mark: *m,
+                matched_by: MatchedBy::Uid,
+            });
+        }
     }
+    best
+}
+
+/// Why a counted conversion earned no credit: a touch the pixel could have
+/// credited was outside its window, or there was none.
+fn uncredited_reason(
+    pixel: &ConversionPixel,
+    attached: &[&LineItemTouches],
+    named: Option<NamedClick>,
+) -> Reason {
     let kinds: &[TouchKind] = match pixel.trigger {
         Trigger::View => &[TouchKind::View],
         Trigger::Click => &[TouchKind::Click],
@@ -209,12 +243,9 @@ pub fn decide(
         || attached
             .iter()
             .any(|t| kinds.iter().any(|k| t.get(*k).is_set()));
-    Decision::no(
-        true,
-        if any {
-            Reason::OutsideWindow
-        } else {
-            Reason::NoTouch
-        },
-    )
+    if any {
+        Reason::OutsideWindow
+    } else {
+        Reason::NoTouch
+    }
 }

@@ -126,103 +126,124 @@ impl Catalog {
             .iter()
             .map(|l| (l.id, l.advertiser))
             .collect();
-        let advertiser_pixels: HashMap<_, _> =
-            cfg.advertisers.iter().map(|a| (a.id, &a.pixels)).collect();
-        let advertiser_of = |li: LineItemId, at: String| {
-            line_items.get(&li).copied().ok_or_else(|| Problem {
-                path: at,
-                message: format!("{li} is not defined; add it under [[line_items]] or fix the id"),
-            })
-        };
-
-        let impression_trackers = cfg
-            .impression_trackers
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let at = format!("impression_trackers[{i}].line_item");
-                let advertiser = advertiser_of(t.line_item, at)?;
-                let mut all: Vec<FirePixel> = t.pixels.iter().map(Into::into).collect();
-                if let Some(ap) = advertiser_pixels.get(&advertiser) {
-                    all.extend(ap.iter().map(FirePixel::from));
-                }
-                all.extend(cfg.network.pixels.iter().map(FirePixel::from));
-                let tracker = ImpressionTracker {
-                    id: t.id,
-                    line_item: t.line_item,
-                    advertiser,
-                    publisher: t.publisher,
-                    placement: t.placement,
-                    pixels: FireList::new(all),
-                    add_segments: t.add_segments.clone(),
-                };
-                Ok((t.id, tracker))
-            })
-            .collect::<Result<_, Problem>>()?;
-        let click_trackers = cfg
-            .click_trackers
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let at = format!("click_trackers[{i}].line_item");
-                let tracker = ClickTracker {
-                    id: t.id,
-                    line_item: t.line_item,
-                    advertiser: advertiser_of(t.line_item, at)?,
-                    publisher: t.publisher,
-                    placement: t.placement,
-                    click_url: t.click_url.clone(),
-                    append_click_id: t.append_click_id,
-                    add_segments: t.add_segments.clone(),
-                };
-                Ok((t.id, tracker))
-            })
-            .collect::<Result<_, Problem>>()?;
-        let conversion_pixels = cfg
-            .conversion_pixels
-            .iter()
-            .map(|p| {
-                let attached = cfg
-                    .line_items
-                    .iter()
-                    .filter(|l| l.conversion_pixels.contains(&p.id))
-                    .map(|l| l.id)
-                    .collect();
-                let pixel = ConversionPixel {
-                    id: p.id,
-                    advertiser: p.advertiser,
-                    trigger: p.trigger,
-                    post_view_ms: minutes_ms(p.post_view_minutes, MAX_POST_VIEW_MINUTES),
-                    post_click_ms: minutes_ms(p.post_click_minutes, MAX_POST_CLICK_MINUTES),
-                    repeat: p.repeat,
-                    dedup_ms: p.dedup_minutes as u64 * 60_000,
-                    piggybacks: FireList::new(p.piggybacks.iter().map(Into::into).collect()),
-                    line_items: attached,
-                };
-                (p.id, pixel)
-            })
-            .collect();
-        let segments = cfg
-            .segments
-            .iter()
-            .map(|s| {
-                let expire_minutes = s.expire_minutes.unwrap_or(MAX_SEGMENT_EXPIRE_MINUTES);
-                (
-                    s.id,
-                    Segment {
-                        id: s.id,
-                        expire_minutes,
-                    },
-                )
-            })
-            .collect();
+        let impression_trackers = impression_trackers(cfg, &line_items)?;
+        let click_trackers = click_trackers(cfg, &line_items)?;
         Ok(Arc::new(Catalog {
             impression_trackers,
             click_trackers,
-            conversion_pixels,
-            segments,
+            conversion_pixels: conversion_pixels(cfg),
+            segments: segments(cfg),
             line_items,
             sync_pixels: FireList::new(cfg.sync.pixels.iter().map(Into::into).collect()),
         }))
     }
+}
+
+/// The advertiser of line item `li`, which the tracker at `at` names.
+fn advertiser_of(
+    line_items: &HashMap<LineItemId, AdvertiserId>,
+    li: LineItemId,
+    at: String,
+) -> Result<AdvertiserId, Problem> {
+    line_items.get(&li).copied().ok_or_else(|| Problem {
+        path: at,
+        message: format!("{li} is not defined; add it under [[line_items]] or fix the id"),
+    })
+}
+
+fn impression_trackers(
+    cfg: &Config,
+    line_items: &HashMap<LineItemId, AdvertiserId>,
+) -> Result<HashMap<TrackerId, ImpressionTracker>, Problem> {
+    let advertiser_pixels: HashMap<_, _> =
+        cfg.advertisers.iter().map(|a| (a.id, &a.pixels)).collect();
+    cfg.impression_trackers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let at = format!("impression_trackers[{i}].line_item");
+            let advertiser = advertiser_of(line_items, t.line_item, at)?;
+            let mut all: Vec<FirePixel> = t.pixels.iter().map(Into::into).collect();
+            if let Some(ap) = advertiser_pixels.get(&advertiser) {
+                all.extend(ap.iter().map(FirePixel::from));
+            }
+            all.extend(cfg.network.pixels.iter().map(FirePixel::from));
+            let tracker = ImpressionTracker {
+                id: t.id,
+                line_item: t.line_item,
+                advertiser,
+                publisher: t.publisher,
+                placement: t.placement,
+                pixels: FireList::new(all),
+                add_segments: t.add_segments.clone(),
+            };
+            Ok((t.id, tracker))
+        })
+        .collect()
+}
+
+fn click_trackers(
+    cfg: &Config,
+    line_items: &HashMap<LineItemId, AdvertiserId>,
+) -> Result<HashMap<ClickTrackerId, ClickTracker>, Problem> {
+    cfg.click_trackers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let at = format!("click_trackers[{i}].line_item");
+            let tracker = ClickTracker {
+                id: t.id,
+                line_item: t.line_item,
+                advertiser: advertiser_of(line_items, t.line_item, at)?,
+                publisher: t.publisher,
+                placement: t.placement,
+                click_url: t.click_url.clone(),
+                append_click_id: t.append_click_id,
+                add_segments: t.add_segments.clone(),
+            };
+            Ok((t.id, tracker))
+        })
+        .collect()
+}
+
+fn conversion_pixels(cfg: &Config) -> HashMap<PixelId, ConversionPixel> {
+    cfg.conversion_pixels
+        .iter()
+        .map(|p| {
+            let attached = cfg
+                .line_items
+                .iter()
+                .filter(|l| l.conversion_pixels.contains(&p.id))
+                .map(|l| l.id)
+                .collect();
+            let pixel = ConversionPixel {
+                id: p.id,
+                advertiser: p.advertiser,
+                trigger: p.trigger,
+                post_view_ms: minutes_ms(p.post_view_minutes, MAX_POST_VIEW_MINUTES),
+                post_click_ms: minutes_ms(p.post_click_minutes, MAX_POST_CLICK_MINUTES),
+                repeat: p.repeat,
+                dedup_ms: p.dedup_minutes as u64 * 60_000,
+                piggybacks: FireList::new(p.piggybacks.iter().map(Into::into).collect()),
+                line_items: attached,
+            };
+            (p.id, pixel)
+        })
+        .collect()
+}
+
+fn segments(cfg: &Config) -> HashMap<SegmentId, Segment> {
+    cfg.segments
+        .iter()
+        .map(|s| {
+            let expire_minutes = s.expire_minutes.unwrap_or(MAX_SEGMENT_EXPIRE_MINUTES);
+            (
+                s.id,
+                Segment {
+                    id: s.id,
+                    expire_minutes,
+                },
+            )
+        })
+        .collect()
 }

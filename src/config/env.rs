@@ -104,9 +104,21 @@ fn read_secret(key: &str, file: &toml::Value) -> Result<String, Problem> {
 /// reach a log or `check-config`'s output.
 pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let read = |key: &str, file: &toml::Value, problems: &mut Vec<Problem>| {
-        read_secret(key, file).map_err(|p| problems.push(p)).ok()
-    };
+    cookie_secret_files(table, &mut problems);
+    admin_token_file(table, &mut problems);
+    api_key_secret_files(table, &mut problems);
+    destination_token_files(table, &mut problems);
+    librdkafka_secret_files(table, &mut problems);
+    problems
+}
+
+/// [`read_secret`], with a problem added to `problems` instead of returned.
+fn read_or_report(key: &str, file: &toml::Value, problems: &mut Vec<Problem>) -> Option<String> {
+    read_secret(key, file).map_err(|p| problems.push(p)).ok()
+}
+
+/// `cookie.secret_file` and `cookie.previous_secrets_file`.
+fn cookie_secret_files(table: &mut toml::Table, problems: &mut Vec<Problem>) {
     if let Some(cookie) = table.get_mut("cookie").and_then(|c| c.as_table_mut()) {
         if let Some(file) = cookie.remove("secret_file") {
             if cookie.contains_key("secret") {
@@ -114,12 +126,12 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                     path: "cookie.secret_file".into(),
                     message: "and cookie.secret are both set; keep one".into(),
                 });
-            } else if let Some(s) = read("cookie.secret_file", &file, &mut problems) {
+            } else if let Some(s) = read_or_report("cookie.secret_file", &file, problems) {
                 cookie.insert("secret".into(), toml::Value::String(s));
             }
         }
         if let Some(file) = cookie.remove("previous_secrets_file") {
-            if let Some(s) = read("cookie.previous_secrets_file", &file, &mut problems) {
+            if let Some(s) = read_or_report("cookie.previous_secrets_file", &file, problems) {
                 let list = s
                     .lines()
                     .map(str::trim)
@@ -130,6 +142,10 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
             }
         }
     }
+}
+
+/// `server.admin_token_file`.
+fn admin_token_file(table: &mut toml::Table, problems: &mut Vec<Problem>) {
     if let Some(server) = table.get_mut("server").and_then(|c| c.as_table_mut()) {
         if let Some(file) = server.remove("admin_token_file") {
             if server.contains_key("admin_token") {
@@ -137,11 +153,15 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                     path: "server.admin_token_file".into(),
                     message: "and server.admin_token are both set; keep one".into(),
                 });
-            } else if let Some(s) = read("server.admin_token_file", &file, &mut problems) {
+            } else if let Some(s) = read_or_report("server.admin_token_file", &file, problems) {
                 server.insert("admin_token".into(), toml::Value::String(s));
             }
         }
     }
+}
+
+/// `api_keys[i].secret_file`.
+fn api_key_secret_files(table: &mut toml::Table, problems: &mut Vec<Problem>) {
     if let Some(keys) = table.get_mut("api_keys").and_then(|k| k.as_array_mut()) {
         for (i, key) in keys.iter_mut().enumerate() {
             let Some(key) = key.as_table_mut() else {
@@ -154,12 +174,16 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                         path: at,
                         message: format!("and api_keys[{i}].secret are both set; keep one"),
                     });
-                } else if let Some(s) = read(&at, &file, &mut problems) {
+                } else if let Some(s) = read_or_report(&at, &file, problems) {
                     key.insert("secret".into(), toml::Value::String(s));
                 }
             }
         }
     }
+}
+
+/// `destinations[i].token_file`.
+fn destination_token_files(table: &mut toml::Table, problems: &mut Vec<Problem>) {
     if let Some(list) = table.get_mut("destinations").and_then(|k| k.as_array_mut()) {
         for (i, d) in list.iter_mut().enumerate() {
             let Some(d) = d.as_table_mut() else {
@@ -172,12 +196,16 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
                         path: at,
                         message: format!("and destinations[{i}].token are both set; keep one"),
                     });
-                } else if let Some(s) = read(&at, &file, &mut problems) {
+                } else if let Some(s) = read_or_report(&at, &file, problems) {
                     d.insert("token".into(), toml::Value::String(s));
                 }
             }
         }
     }
+}
+
+/// Any `<property>_file` in `[kafka.librdkafka]`, set as `<property>`.
+fn librdkafka_secret_files(table: &mut toml::Table, problems: &mut Vec<Problem>) {
     let librdkafka = table
         .get_mut("kafka")
         .and_then(|k| k.as_table_mut())
@@ -188,12 +216,11 @@ pub fn secret_files(table: &mut toml::Table) -> Vec<Problem> {
         for key in files {
             let file = l.remove(&key).expect("listed");
             let property = key.trim_end_matches("_file").to_string();
-            if let Some(s) = read(&format!("kafka.librdkafka.{key}"), &file, &mut problems) {
+            if let Some(s) = read_or_report(&format!("kafka.librdkafka.{key}"), &file, problems) {
                 l.insert(property, toml::Value::String(s));
             }
         }
     }
-    problems
 }
 
 /// The README's table of every scalar key and its variable, generated from

@@ -117,9 +117,32 @@ pub fn parse_with_env(
     let mut redactor = Redactor::default();
     redactor.add(&written);
     redactor.add(&merged);
+    let mut cfg = typed(table, &mut problems);
+    read_ivt_file(&mut cfg, &mut problems);
+    parse_destination_urls(&mut cfg, &mut problems);
+    problems.extend(super::validate::validate(&cfg));
+    for p in &mut problems {
+        p.message = scrub(&p.message, &p.path, [&written, &merged], &redactor);
+        // A problem with a value the environment set says which variable did.
+        if let Some((_, var)) = from_env.iter().find(|(k, _)| *k == p.path) {
+            p.message.push_str(&format!(" (set by {var})"));
+        }
+    }
+    cfg.from_env = from_env;
+    cfg.redactor = redactor;
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+/// The table's sections typed into a [`Config`]; a section that does not
+/// fit, or is unknown, is a problem and keeps its defaults.
+fn typed(table: toml::Table, problems: &mut Vec<Problem>) -> Config {
     let mut cfg = Config::default();
     for (key, value) in table {
-        let p = &mut problems;
+        let p = &mut *problems;
         fn set<T>(slot: &mut T, value: Option<T>) {
             if let Some(v) = value {
                 *slot = v;
@@ -151,6 +174,11 @@ pub fn parse_with_env(
             }),
         }
     }
+    cfg
+}
+
+/// `ivt.file`, when set, read with the shipped list into `ivt.list`.
+fn read_ivt_file(cfg: &mut Config, problems: &mut Vec<Problem>) {
     if let Some(file) = &cfg.ivt.file {
         match super::IvtList::load(Some(file)) {
             Ok(list) => cfg.ivt.list = list,
@@ -160,6 +188,10 @@ pub fn parse_with_env(
             }),
         }
     }
+}
+
+/// Each `destinations[i].url` parsed into its template.
+fn parse_destination_urls(cfg: &mut Config, problems: &mut Vec<Problem>) {
     for (i, d) in cfg.destinations.iter_mut().enumerate() {
         match super::template::Template::parse(&d.url) {
             Ok(t) => d.template = t,
@@ -168,21 +200,6 @@ pub fn parse_with_env(
                 message,
             }),
         }
-    }
-    problems.extend(super::validate::validate(&cfg));
-    for p in &mut problems {
-        p.message = scrub(&p.message, &p.path, [&written, &merged], &redactor);
-        // A problem with a value the environment set says which variable did.
-        if let Some((_, var)) = from_env.iter().find(|(k, _)| *k == p.path) {
-            p.message.push_str(&format!(" (set by {var})"));
-        }
-    }
-    cfg.from_env = from_env;
-    cfg.redactor = redactor;
-    if problems.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(fail(problems))
     }
 }
 

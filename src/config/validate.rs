@@ -7,8 +7,8 @@ use std::hash::Hash;
 
 use super::load::Problem;
 use super::redirect::AllowList;
-use super::{Config, PixelConfig, PixelFormat};
-use crate::ids::AdvertiserId;
+use super::{Config, ConversionPixelConfig, PixelConfig, PixelFormat};
+use crate::ids::{AdvertiserId, LineItemId, PixelId, SegmentId};
 
 pub const MAX_POST_VIEW_MINUTES: u32 = 43_200;
 pub const MAX_POST_CLICK_MINUTES: u32 = 129_600;
@@ -32,6 +32,33 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     cookie(cfg, &mut r);
     kafka(cfg, &mut r);
     sync(cfg, &mut r);
+    journal(cfg, &mut r);
+    attribution(cfg, &mut r);
+
+    let allow = &cfg.redirect.allowed_hosts;
+
+    pixels(&cfg.network.pixels, "network.pixels", allow, &mut r);
+    let defined = DefinedIds::collect(cfg, &mut r);
+
+    for (i, a) in cfg.advertisers.iter().enumerate() {
+        pixels(
+            &a.pixels,
+            &format!("advertisers[{i}].pixels"),
+            allow,
+            &mut r,
+        );
+    }
+    line_items(cfg, &defined, &mut r);
+    impression_trackers(cfg, &defined, allow, &mut r);
+    click_trackers(cfg, &defined, allow, &mut r);
+    conversion_pixels(cfg, &defined.advertisers, allow, &mut r);
+    segments(cfg, &mut r);
+    api_keys(cfg, &defined.advertisers, &mut r);
+    super::validate_forward::forward(cfg, &mut r);
+    r.0
+}
+
+fn journal(cfg: &Config, r: &mut Report) {
     let j = &cfg.journal;
     if j.segment_bytes < 4096 {
         r.add(
@@ -48,6 +75,9 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ),
         );
     }
+}
+
+fn attribution(cfg: &Config, r: &mut Report) {
     let a = &cfg.attribution;
     if !(1..=16_777_216).contains(&a.channel_capacity) {
         r.add(
@@ -100,37 +130,43 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             format!("{} is outside 1000..=300000", a.session_timeout_ms),
         );
     }
+}
 
-    let allow = &cfg.redirect.allowed_hosts;
+/// The ids each section defines, for the references between sections to be
+/// checked against; collecting them reports the ids used twice.
+struct DefinedIds {
+    advertisers: HashSet<AdvertiserId>,
+    line_items: HashSet<LineItemId>,
+    segments: HashSet<SegmentId>,
+    conversion_pixels: HashSet<PixelId>,
+}
 
-    pixels(&cfg.network.pixels, "network.pixels", allow, &mut r);
-    let advertisers = ids(cfg.advertisers.iter().map(|a| a.id), "advertisers", &mut r);
-    let line_items = ids(cfg.line_items.iter().map(|l| l.id), "line_items", &mut r);
-    let segments = ids(cfg.segments.iter().map(|s| s.id), "segments", &mut r);
-    let conv = ids(
-        cfg.conversion_pixels.iter().map(|p| p.id),
-        "conversion_pixels",
-        &mut r,
-    );
-    ids(
-        cfg.impression_trackers.iter().map(|t| t.id),
-        "impression_trackers",
-        &mut r,
-    );
-    ids(
-        cfg.click_trackers.iter().map(|t| t.id),
-        "click_trackers",
-        &mut r,
-    );
-
-    for (i, a) in cfg.advertisers.iter().enumerate() {
-        pixels(
-            &a.pixels,
-            &format!("advertisers[{i}].pixels"),
-            allow,
-            &mut r,
+impl DefinedIds {
+    fn collect(cfg: &Config, r: &mut Report) -> DefinedIds {
+        let advertisers = ids(cfg.advertisers.iter().map(|a| a.id), "advertisers", r);
+        let line_items = ids(cfg.line_items.iter().map(|l| l.id), "line_items", r);
+        let segments = ids(cfg.segments.iter().map(|s| s.id), "segments", r);
+        let conversion_pixels = ids(
+            cfg.conversion_pixels.iter().map(|p| p.id),
+            "conversion_pixels",
+            r,
         );
+        ids(
+            cfg.impression_trackers.iter().map(|t| t.id),
+            "impression_trackers",
+            r,
+        );
+        ids(cfg.click_trackers.iter().map(|t| t.id), "click_trackers", r);
+        DefinedIds {
+            advertisers,
+            line_items,
+            segments,
+            conversion_pixels,
+        }
     }
+}
+
+fn line_items(cfg: &Config, defined: &DefinedIds, r: &mut Report) {
     let pixel_advertiser: HashMap<_, _> = cfg
         .conversion_pixels
         .iter()
@@ -140,11 +176,11 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     for (i, l) in cfg.line_items.iter().enumerate() {
         let at = format!("line_items[{i}]");
         exists(
-            &advertisers,
+            &defined.advertisers,
             l.advertiser,
             &format!("{at}.advertiser"),
             "advertisers",
-            &mut r,
+            r,
         );
         if l.conversion_pixels.len() > MAX_PIXELS_PER_LINE_ITEM {
             r.add(
@@ -157,7 +193,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         }
         for (j, p) in l.conversion_pixels.iter().enumerate() {
             let path = format!("{at}.conversion_pixels[{j}]");
-            exists(&conv, *p, &path, "conversion_pixels", &mut r);
+            exists(
+                &defined.conversion_pixels,
+                *p,
+                &path,
+                "conversion_pixels",
+                r,
+            );
             if let Some((owner, k)) = pixel_advertiser.get(p) {
                 // Named by key paths: the ids are values, kept out of messages.
                 if *owner != l.advertiser {
@@ -171,48 +213,59 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
+}
+
+fn impression_trackers(cfg: &Config, defined: &DefinedIds, allow: &AllowList, r: &mut Report) {
     for (i, t) in cfg.impression_trackers.iter().enumerate() {
         let at = format!("impression_trackers[{i}]");
         exists(
-            &line_items,
+            &defined.line_items,
             t.line_item,
             &format!("{at}.line_item"),
             "line_items",
-            &mut r,
+            r,
         );
-        pixels(&t.pixels, &format!("{at}.pixels"), allow, &mut r);
-        for (j, s) in t.add_segments.iter().enumerate() {
-            exists(
-                &segments,
-                *s,
-                &format!("{at}.add_segments[{j}]"),
-                "segments",
-                &mut r,
-            );
-        }
+        pixels(&t.pixels, &format!("{at}.pixels"), allow, r);
+        added_segments(&t.add_segments, &at, &defined.segments, r);
     }
+}
+
+fn click_trackers(cfg: &Config, defined: &DefinedIds, allow: &AllowList, r: &mut Report) {
     for (i, t) in cfg.click_trackers.iter().enumerate() {
         let at = format!("click_trackers[{i}]");
         exists(
-            &line_items,
+            &defined.line_items,
             t.line_item,
             &format!("{at}.line_item"),
             "line_items",
-            &mut r,
+            r,
         );
         if let Some(url) = &t.click_url {
-            url_ok(url, &format!("{at}.click_url"), allow, &mut r);
+            url_ok(url, &format!("{at}.click_url"), allow, r);
         }
-        for (j, s) in t.add_segments.iter().enumerate() {
-            exists(
-                &segments,
-                *s,
-                &format!("{at}.add_segments[{j}]"),
-                "segments",
-                &mut r,
-            );
-        }
+        added_segments(&t.add_segments, &at, &defined.segments, r);
     }
+}
+
+/// A tracker's `add_segments`, each of which must be a defined segment.
+fn added_segments(add: &[SegmentId], at: &str, segments: &HashSet<SegmentId>, r: &mut Report) {
+    for (j, s) in add.iter().enumerate() {
+        exists(
+            segments,
+            *s,
+            &format!("{at}.add_segments[{j}]"),
+            "segments",
+            r,
+        );
+    }
+}
+
+fn conversion_pixels(
+    cfg: &Config,
+    advertisers: &HashSet<AdvertiserId>,
+    allow: &AllowList,
+    r: &mut Report,
+) {
     for (i, p) in cfg.conversion_pixels.iter().enumerate() {
         let at = format!("conversion_pixels[{i}]");
         if p.currency
@@ -225,39 +278,13 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             );
         }
         exists(
-            &advertisers,
+            advertisers,
             p.advertiser,
             &format!("{at}.advertiser"),
             "advertisers",
-            &mut r,
+            r,
         );
-        if p.post_view_minutes > MAX_POST_VIEW_MINUTES {
-            r.add(
-                format!("{at}.post_view_minutes"),
-                format!(
-                    "{} is above the maximum {MAX_POST_VIEW_MINUTES} (30 days)",
-                    p.post_view_minutes
-                ),
-            );
-        }
-        if p.dedup_minutes > MAX_POST_CLICK_MINUTES {
-            r.add(
-                format!("{at}.dedup_minutes"),
-                format!(
-                    "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days); 0 turns deduplication off",
-                    p.dedup_minutes
-                ),
-            );
-        }
-        if p.post_click_minutes > MAX_POST_CLICK_MINUTES {
-            r.add(
-                format!("{at}.post_click_minutes"),
-                format!(
-                    "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days)",
-                    p.post_click_minutes
-                ),
-            );
-        }
+        conversion_windows(p, &at, r);
         let images = p
             .piggybacks
             .iter()
@@ -269,8 +296,42 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 format!("{images} img piggybacks; the image response can fire only one (by redirect): keep one img and make the others js, or fire them from the JavaScript form"),
             );
         }
-        pixels(&p.piggybacks, &format!("{at}.piggybacks"), allow, &mut r);
+        pixels(&p.piggybacks, &format!("{at}.piggybacks"), allow, r);
     }
+}
+
+/// A conversion pixel's post-view, deduplication and post-click windows.
+fn conversion_windows(p: &ConversionPixelConfig, at: &str, r: &mut Report) {
+    if p.post_view_minutes > MAX_POST_VIEW_MINUTES {
+        r.add(
+            format!("{at}.post_view_minutes"),
+            format!(
+                "{} is above the maximum {MAX_POST_VIEW_MINUTES} (30 days)",
+                p.post_view_minutes
+            ),
+        );
+    }
+    if p.dedup_minutes > MAX_POST_CLICK_MINUTES {
+        r.add(
+            format!("{at}.dedup_minutes"),
+            format!(
+                "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days); 0 turns deduplication off",
+                p.dedup_minutes
+            ),
+        );
+    }
+    if p.post_click_minutes > MAX_POST_CLICK_MINUTES {
+        r.add(
+            format!("{at}.post_click_minutes"),
+            format!(
+                "{} is above the maximum {MAX_POST_CLICK_MINUTES} (90 days)",
+                p.post_click_minutes
+            ),
+        );
+    }
+}
+
+fn segments(cfg: &Config, r: &mut Report) {
     for (i, s) in cfg.segments.iter().enumerate() {
         if let Some(m) = s.expire_minutes {
             if m > MAX_SEGMENT_EXPIRE_MINUTES {
@@ -281,9 +342,6 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
-    api_keys(cfg, &advertisers, &mut r);
-    super::validate_forward::forward(cfg, &mut r);
-    r.0
 }
 
 /// `[[api_keys]]`: named, unique, with a secret and at least one known

@@ -216,9 +216,16 @@ fn clean_prefix(bytes: &[u8]) -> usize {
 
 /// Appends `event` as one JSON object to `buf`.
 pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
-    let c = &event.common;
     let mut w = JsonWriter::object(buf);
     w.u64("v", VERSION as u64);
+    common(&mut w, event);
+    body(&mut w, &event.body);
+    w.end();
+}
+
+/// The fields every event has, its type among them.
+fn common(w: &mut JsonWriter<'_>, event: &Event<'_>) {
+    let c = &event.common;
     w.str("event_id", c.event_id.to_hyphenated().as_str());
     w.str("type", event.kind().as_str());
     w.u64("ts", c.ts_ms);
@@ -237,40 +244,47 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
     w.opt_str("ivt", c.ivt);
     match c.consent.as_deref() {
         None => w.null("consent"),
-        Some(k) => w.nested("consent", |o| {
-            match k.gdpr {
-                Some(g) => o.bool("gdpr", g),
-                None => o.null("gdpr"),
-            }
-            match &k.tcf {
-                Some(t) => o.nested("tcf", |o| {
-                    o.u64s(
-                        "purposes",
-                        (1..=24u64).filter(|p| t.purposes & (1 << (p - 1)) != 0),
-                    );
-                    opt_bool(o, "vendor_storage", t.vendor_storage);
-                    opt_bool(o, "vendor_measurement", t.vendor_measurement);
-                    o.u64("cmp_id", t.cmp_id as u64);
-                }),
-                None => o.null("tcf"),
-            }
-            o.opt_str("tc_string", k.tc_string.as_deref());
-            o.opt_str("gpp", k.gpp.as_deref());
-            o.u64s("gpp_sid", k.gpp_sid.iter().map(|s| *s as u64));
-        }),
+        Some(k) => w.nested("consent", |o| consent(o, k)),
     }
-    match &event.body {
-        Body::Impression(t) => touch(&mut w, t),
+}
+
+/// The consent signals' object.
+fn consent(o: &mut JsonWriter<'_>, k: &super::Consent<'_>) {
+    match k.gdpr {
+        Some(g) => o.bool("gdpr", g),
+        None => o.null("gdpr"),
+    }
+    match &k.tcf {
+        Some(t) => o.nested("tcf", |o| {
+            o.u64s(
+                "purposes",
+                (1..=24u64).filter(|p| t.purposes & (1 << (p - 1)) != 0),
+            );
+            opt_bool(o, "vendor_storage", t.vendor_storage);
+            opt_bool(o, "vendor_measurement", t.vendor_measurement);
+            o.u64("cmp_id", t.cmp_id as u64);
+        }),
+        None => o.null("tcf"),
+    }
+    o.opt_str("tc_string", k.tc_string.as_deref());
+    o.opt_str("gpp", k.gpp.as_deref());
+    o.u64s("gpp_sid", k.gpp_sid.iter().map(|s| *s as u64));
+}
+
+/// The fields of the event's type.
+fn body(w: &mut JsonWriter<'_>, body: &Body<'_>) {
+    match body {
+        Body::Impression(t) => touch(w, t),
         Body::Click(t) => {
-            touch(&mut w, t);
+            touch(w, t);
             let source = t.source_click.as_ref();
             w.opt_str("source_click_id", source.map(|s| s.id.as_ref()));
             w.opt_str("source_click_kind", source.map(|s| s.kind.as_str()));
         }
-        Body::Conversion(cv) => conversion(&mut w, cv),
+        Body::Conversion(cv) => conversion(w, cv),
         Body::Adjustment(a) => {
             w.str("adjustment", a.kind.as_str());
-            conversion(&mut w, &a.conversion);
+            conversion(w, &a.conversion);
         }
         Body::Segment(s) => {
             w.objects("adds", &s.adds, |o, (id, value)| {
@@ -297,7 +311,6 @@ pub fn encode(event: &Event<'_>, buf: &mut Vec<u8>) {
             w.str("reason", inv.reason);
         }
     }
-    w.end();
 }
 
 /// A conversion's fields (also an adjustment's: the conversion it names).

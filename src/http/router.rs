@@ -16,9 +16,9 @@ use super::client_ip::client_ip;
 use super::cookie::Identity;
 use super::reload_queue::Ticket;
 use super::response::{self, Body};
-use super::App;
+use super::{App, Live};
 use crate::delivery::Receipt;
-use crate::event::{Common, Warnings};
+use crate::event::{Common, Consent, Warnings};
 use crate::ids::EventId;
 use crate::pixel::query::{Key, Query};
 use crate::pixel::{self, consent, Context, PixelKind, PixelRequest};
@@ -398,7 +398,6 @@ fn pixel<B>(
 ) -> (Response<Body>, Option<Receipt>) {
     let headers = req.headers();
     let live = app.live.load();
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let query = req.uri().query().unwrap_or("");
     let parsed = Query::parse(query, app.max_query_bytes);
     let mut warnings = Warnings::default();
@@ -413,6 +412,75 @@ fn pixel<B>(
         && parsed
             .as_ref()
             .is_ok_and(|q| q.raw(Key::Bounced) == Some("1"));
+    let visitor = match identify(req, app, &live, kind, allowed, bounced, &mut warnings) {
+        Identified::Visitor(visitor) => visitor,
+        Identified::Bounce(resp) => return (resp, None),
+    };
+    let common = common(req, peer, app, &live, visitor, warnings, consent);
+    let request = PixelRequest {
+        kind,
+        path: req.uri().path(),
+        query,
+        parsed,
+        common,
+    };
+    let catalog = app.catalog.load();
+    let ctx = Context {
+        catalog: &catalog,
+        allow: &live.allow,
+        click_ids: &app.click_ids,
+        source_click_param: &app.source_click_param,
+    };
+    let mut outcome = pixel::handle(request, &ctx);
+    app.recent_orders.flag(&mut outcome.event, &catalog);
+    let receipt = app.delivery.submit(&outcome.event);
+    let mut resp = response::reply(&outcome.reply);
+    if let Identity::Issued(uid) | Identity::Renewed(uid) = visitor.identity {
+        resp.headers_mut()
+            .insert(SET_COOKIE, app.cookies.issue(uid, cookie_host(headers)));
+    }
+    (resp, Some(receipt))
+}
+
+/// Who a pixel request is from, as far as its cookie tells.
+#[derive(Clone, Copy)]
+struct Visitor {
+    identity: Identity,
+    /// The request came back from the cookie bounce (`pxbounce=1`).
+    bounced: bool,
+}
+
+impl Visitor {
+    /// Whether the event carries an id first seen with this request.
+    fn new_uid(&self) -> bool {
+        // With the bounce, the id was issued by the redirect just before.
+        matches!(self.identity, Identity::Issued(_))
+            || (self.bounced && matches!(self.identity, Identity::Known(_)))
+    }
+}
+
+/// What the cookie step makes of a pixel request.
+enum Identified {
+    Visitor(Visitor),
+    /// The cookie bounce: this redirect sets the cookie and answers the
+    /// request instead of the pixel.
+    Bounce(Response<Body>),
+}
+
+/// The request's identity: no id under `Sec-GPC` or without consent to
+/// storage, otherwise the cookie's; a newly issued id is first bounced, to
+/// learn whether the browser keeps cookies.
+fn identify<B>(
+    req: &Request<B>,
+    app: &App,
+    live: &Live,
+    kind: PixelKind,
+    allowed: consent::Allowed,
+    bounced: bool,
+    warnings: &mut Warnings,
+) -> Identified {
+    let headers = req.headers();
+    let query = req.uri().query().unwrap_or("");
     let gpc = headers.get("sec-gpc").is_some_and(|v| v.as_bytes() == b"1");
     let mut identity = if gpc {
         Identity::Private
@@ -431,8 +499,8 @@ fn pixel<B>(
                 let url = bounce_url(req.uri().path(), query);
                 let mut resp = response::redirect(&url);
                 resp.headers_mut()
-                    .insert(SET_COOKIE, app.cookies.issue(uid, host));
-                return (resp, None);
+                    .insert(SET_COOKIE, app.cookies.issue(uid, cookie_host(headers)));
+                return Identified::Bounce(resp);
             } else {
                 // Too long to bounce: whether this browser keeps cookies is
                 // not known, and a fresh id per request would make every
@@ -442,6 +510,27 @@ fn pixel<B>(
             }
         }
     }
+    Identified::Visitor(Visitor { identity, bounced })
+}
+
+/// The `Host` the cookie is set for.
+fn cookie_host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HOST).and_then(|h| h.to_str().ok())
+}
+
+/// The fields every event carries, stamped now: the visitor, where the
+/// request came from, and what was wrong with it.
+fn common<'a, B>(
+    req: &'a Request<B>,
+    peer: SocketAddr,
+    app: &App,
+    live: &'a Live,
+    visitor: Visitor,
+    mut warnings: Warnings,
+    consent: Option<Box<Consent<'a>>>,
+) -> Common<'a> {
+    let headers = req.headers();
+    let identity = visitor.identity;
     let (ts_ms, event_id) = EventId::now_v7();
     if req.method() == Method::HEAD {
         warnings.push("head_request");
@@ -461,13 +550,11 @@ fn pixel<B>(
     if let Some(flag) = ivt {
         metric::ivt_request(flag);
     }
-    let common = Common {
+    Common {
         event_id,
         ts_ms,
         uid: identity.uid(),
-        // With the bounce, the id was issued by the redirect just before.
-        new_uid: matches!(identity, Identity::Issued(_))
-            || (bounced && matches!(identity, Identity::Known(_))),
+        new_uid: visitor.new_uid(),
         ip: if identity.is_private() {
             None
         } else {
@@ -478,30 +565,7 @@ fn pixel<B>(
         warnings,
         ivt,
         consent,
-    };
-    let request = PixelRequest {
-        kind,
-        path: req.uri().path(),
-        query,
-        parsed,
-        common,
-    };
-    let catalog = app.catalog.load();
-    let ctx = Context {
-        catalog: &catalog,
-        allow: &live.allow,
-        click_ids: &app.click_ids,
-        source_click_param: &app.source_click_param,
-    };
-    let mut outcome = pixel::handle(request, &ctx);
-    app.recent_orders.flag(&mut outcome.event, &catalog);
-    let receipt = app.delivery.submit(&outcome.event);
-    let mut resp = response::reply(&outcome.reply);
-    if let Identity::Issued(uid) | Identity::Renewed(uid) = identity {
-        resp.headers_mut()
-            .insert(SET_COOKIE, app.cookies.issue(uid, host));
     }
-    (resp, Some(receipt))
 }
 
 /// The parameter that marks a bounced request; first in the query, since

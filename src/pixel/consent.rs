@@ -47,6 +47,25 @@ pub fn read<'a>(
         Param::Present(v) if v == "0" => c.gdpr = Some(false),
         _ => warnings.push("gdpr_invalid"),
     }
+    let (tc, consent_sent) = read_tc_string(q, &mut c, warnings);
+    read_gpp(q, &mut c, warnings);
+    c.tcf = tc.as_ref().map(|t| TcfSummary {
+        purposes: t.purposes_consent,
+        vendor_storage: vendor.map(|v| t.allows(v, STORAGE)),
+        vendor_measurement: vendor.map(|v| t.allows(v, MEASUREMENT)),
+        cmp_id: t.cmp_id,
+    });
+    let allowed = allowed(vendor, c.gdpr, tc.as_ref(), consent_sent, warnings);
+    (Some(Box::new(c)), allowed)
+}
+
+/// `gdpr_consent`, recorded on `c` and parsed; with whether it was sent at
+/// all (even malformed).
+fn read_tc_string<'a>(
+    q: &Query<'a>,
+    c: &mut Consent<'a>,
+    warnings: &mut Warnings,
+) -> (Option<TcString>, bool) {
     let mut tc = None;
     let consent_param = q.param(Key::GdprConsent);
     let consent_sent = !matches!(consent_param, Param::Absent);
@@ -65,6 +84,11 @@ pub fn read<'a>(
             c.tc_string = Some(v);
         }
     }
+    (tc, consent_sent)
+}
+
+/// `gpp` and `gpp_sid`, recorded on `c`.
+fn read_gpp<'a>(q: &Query<'a>, c: &mut Consent<'a>, warnings: &mut Warnings) {
     match q.param(Key::Gpp) {
         Param::Absent => {}
         Param::Malformed => warnings.push("gpp_invalid"),
@@ -85,14 +109,19 @@ pub fn read<'a>(
             }
         }
     }
-    c.tcf = tc.as_ref().map(|t| TcfSummary {
-        purposes: t.purposes_consent,
-        vendor_storage: vendor.map(|v| t.allows(v, STORAGE)),
-        vendor_measurement: vendor.map(|v| t.allows(v, MEASUREMENT)),
-        cmp_id: t.cmp_id,
-    });
-    let allowed = match (vendor, c.gdpr) {
-        (Some(v), Some(true)) => match &tc {
+}
+
+/// What the TC string allows `vendor`, enforced only with a vendor id and
+/// `gdpr=1`; what it does not allow is also a warning.
+fn allowed(
+    vendor: Option<u16>,
+    gdpr: Option<bool>,
+    tc: Option<&TcString>,
+    consent_sent: bool,
+    warnings: &mut Warnings,
+) -> Allowed {
+    let allowed = match (vendor, gdpr) {
+        (Some(v), Some(true)) => match tc {
             Some(t) => Allowed {
                 storage: t.allows(v, STORAGE),
                 measurement: t.allows(v, MEASUREMENT),
@@ -117,7 +146,7 @@ pub fn read<'a>(
     if !allowed.measurement {
         warnings.push("no_measurement_consent");
     }
-    (Some(Box::new(c)), allowed)
+    allowed
 }
 
 /// At most [`Consent::MAX_RAW`] bytes, cut on a character boundary.
