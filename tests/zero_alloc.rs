@@ -1,18 +1,28 @@
-//! Parsing a typical `/imptr` query allocates nothing: proven with a
-//! counting allocator, not assumed.
+//! Parsing a typical `/imptr` query allocates nothing, and a whole request
+//! only its response: proven with a counting allocator, not assumed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pixeld::pixel::query::{Key, Param, Query};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// This thread's allocations: tests run on threads of their own, so
+    /// another test's allocations never count.
+    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Allocations made on this thread so far.
+fn allocs() -> usize {
+    MINE.with(|m| m.get())
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // A const thread-local without a destructor: reading it never
+        // allocates.
+        MINE.with(|m| m.set(m.get() + 1));
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -26,14 +36,14 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn parsing_a_typical_imptr_query_allocates_nothing() {
     let raw = String::from("id=2766&cachebuster=1732551234567&ancost=0.42&t=2&redir=https://ads.example.com/click?c=1&d=2");
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let q = Query::parse(&raw, 8192).unwrap();
     let id = q.param(Key::Id);
     let cb = q.param(Key::Cachebuster);
     let ancost = q.param(Key::Ancost);
     let t = q.param(Key::T);
     let redir = q.redir();
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(after - before, 0, "parsing allocated");
     assert!(matches!(
         id,
@@ -57,7 +67,76 @@ fn parsing_a_typical_imptr_query_allocates_nothing() {
 
     // The counter is live: a decoded value does allocate.
     let q = Query::parse("other=a%20b", 8192).unwrap();
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let _ = q.param(Key::Other);
-    assert!(ALLOCS.load(Ordering::SeqCst) > before);
+    assert!(allocs() > before);
+}
+
+/// A sink that keeps nothing: the request path's own allocations only.
+struct Discard;
+
+impl pixeld::sink::Sink for Discard {
+    fn publish(&self, _msg: pixeld::sink::Message<'_>) -> Result<(), pixeld::sink::SinkError> {
+        Ok(())
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn flush(&self, _timeout: std::time::Duration) -> usize {
+        0
+    }
+}
+
+/// The whole request (route, cookie check, event, JSON, delivery, the
+/// response) for a typical `/imptr` with a valid signed cookie, in memory
+/// mode with a sink that keeps nothing, allocates 4 times, none of them in
+/// the event's way: the example config answers with a redirect to a
+/// third-party pixel, whose URL is expanded (1) and becomes the `Location`
+/// value (1), and hyper's `Response` allocates its header map on the first
+/// insert (2: the table and its extra values). In journal mode the journal
+/// record's body and its completion add 2 (issue 22's zero-allocation
+/// target: not met; the header map is hyper's, the rest needs pooled
+/// bodies and a completion that is not a channel).
+#[test]
+fn a_whole_imptr_request_allocates_only_its_response() {
+    use std::sync::Arc;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
+        .unwrap();
+    let mut cfg = pixeld::config::parse(&text, "config/pixeld.toml").unwrap();
+    cfg.attribution.enabled = false;
+    let secret = pixeld::config::Secret::parse("7e57c00c1e5ec7e77e57c00c1e5ec7e7").unwrap();
+    cfg.cookie.secret = Some(secret);
+    let catalog = Arc::new(arc_swap::ArcSwap::new(
+        pixeld::config::Catalog::new(&cfg).unwrap(),
+    ));
+    let delivery = Arc::new(pixeld::delivery::Delivery::direct(Arc::new(Discard), None));
+    let app = pixeld::http::App::new(&cfg, catalog, delivery, secret);
+    let uid = pixeld::ids::UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    let cookie = format!("uid={}", app.cookies.value(uid));
+    let req = hyper::Request::get("/imptr?id=2766&cachebuster=1732551234567&ancost=0.42&t=2")
+        .header("cookie", &cookie)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+        )
+        .header("referer", "https://news.example.net/article/42")
+        .body(())
+        .unwrap();
+    let peer: std::net::SocketAddr = "203.0.113.9:5555".parse().unwrap();
+    let public = pixeld::http::Role::Public;
+    // Warm: per-thread buffers and caches grow once.
+    for _ in 0..3 {
+        let (_, receipt) = pixeld::http::router::respond(&req, peer, &app, public);
+        assert_eq!(receipt.map(|r| r.wait()), Some(Ok(())));
+    }
+    let before = allocs();
+    let (resp, receipt) = pixeld::http::router::respond(&req, peer, &app, public);
+    let settled = receipt.map(|r| r.wait());
+    let allocated = allocs() - before;
+    assert_eq!(settled, Some(Ok(())), "the event was delivered");
+    assert_eq!(resp.status(), 302, "the third-party pixel's redirect");
+    assert!(
+        allocated <= 4,
+        "{allocated} allocations for one request (its response's 4 expected)"
+    );
 }
