@@ -28,12 +28,17 @@ use pixeld::ids::{EventId, UserId};
 use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value};
 
-const INPUTS: [&str; 5] = [
+/// Every input topic of a member. The mock cluster answers no CreateTopics
+/// (the member's request for a missing one times out), so the tests create
+/// them all, as an operator would on brokers that refuse it.
+const INPUTS: [&str; 7] = [
     "pixel.impressions",
     "pixel.clicks",
     "pixel.conversions",
     "pixel.segments",
     "pixel.adjustments",
+    "pixel.orders",
+    "pixel.adjustments-by-user",
 ];
 
 /// A member's config on `brokers` with `transactions`.
