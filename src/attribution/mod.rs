@@ -146,6 +146,26 @@ impl Engine {
     /// (kept as long as the pixel deduplicates: `dedup_minutes`).
     fn adjust(&self, a: crate::event::AdjustmentInput) -> Attribution {
         let user = self.adjustment_user(&a);
+        self.adjust_as(user, a)
+    }
+
+    /// An adjustment of `user`'s order: in a fleet, one named by its order
+    /// alone whose user the order index found (the first hop's answer,
+    /// which is the in-process engine's; this member's own idea of the
+    /// order's owner may be a later report by another of its users).
+    pub fn adjust_for(
+        &self,
+        user: crate::ids::UserId,
+        a: crate::event::AdjustmentInput,
+    ) -> Attribution {
+        self.adjust_as(Some(user), a)
+    }
+
+    fn adjust_as(
+        &self,
+        user: Option<crate::ids::UserId>,
+        a: crate::event::AdjustmentInput,
+    ) -> Attribution {
         let verdict = match (user, a.conversion.order_id) {
             (Some(uid), Some(order)) => {
                 self.state

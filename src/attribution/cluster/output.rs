@@ -183,16 +183,22 @@ impl Output {
     }
 
     /// Sends `adjustment` on to the member holding `user`'s orders: keyed
-    /// by the user, the engine's input in the `pixeld-input` header (which
-    /// that member reads), and a line of JSON for people reading the topic.
+    /// by the user, the engine's input (with `user` as its `uid`) in the
+    /// `pixeld-input` header, which that member reads, and a line of JSON
+    /// for people reading the topic.
     pub fn send_on(
         &mut self,
         topic: &str,
         user: UserId,
         adjustment: &AdjustmentInput,
     ) -> Result<(), ClusterError> {
+        // The user the order index found rides in the input's `uid` (the
+        // adjustment named none): the second hop must answer for that
+        // user, not for whoever its own state thinks owns the order.
+        let mut routed = adjustment.clone();
+        routed.conversion.uid = Some(user);
         let mut input = Vec::with_capacity(128);
-        AttributionInput::Adjustment(adjustment.clone()).encode(&mut input);
+        AttributionInput::Adjustment(routed).encode(&mut input);
         let key = user.to_hex();
         let payload = format!(
             r#"{{"type":"adjustment_by_user","event_id":"{}","user":"{}"}}"#,

@@ -254,7 +254,7 @@ impl PartitionWork {
                 // Late by construction (it was sent on after its first hop
                 // applied it in time): its answer is the in-process one
                 // unless the same order was reported again after it.
-                self.adjust(a, false)
+                self.adjust_routed(a)
             }
             (_, input) => self.apply_input(Held { input, ..held }),
         }
@@ -298,6 +298,19 @@ impl PartitionWork {
         if let Some(uid) = uid {
             self.dirty.insert(uid);
         }
+        Some(record)
+    }
+
+    /// A second hop: the first put the order index's user in the input's
+    /// `uid` ([`super::output::Output::send_on`]); the record names no user,
+    /// as the in-process engine's does.
+    fn adjust_routed(&mut self, mut a: AdjustmentInput) -> Option<Attribution> {
+        let Some(user) = a.conversion.uid.take() else {
+            // From an older member, which sent the input as it came.
+            return self.adjust(a, false);
+        };
+        let record = self.engine.adjust_for(user, a);
+        self.dirty.insert(user);
         Some(record)
     }
 
@@ -786,6 +799,56 @@ mod tests {
         })
     }
 
+    /// What the second hop reads: the adjustment with the index's user
+    /// as its `uid` (`Output::send_on`).
+    fn hop((user, a): &(UserId, AdjustmentInput)) -> Input {
+        let mut a = a.clone();
+        a.conversion.uid = Some(*user);
+        Input::Adjustment(a)
+    }
+
+    /// Two users of one partition report one order id, U before the
+    /// refund and V after it. The first hop routes the refund to U; the
+    /// hop reaches U's member after V's report was applied there, and must
+    /// still retract U's order, as the in-process engine does.
+    #[test]
+    fn the_second_hop_answers_for_the_index_s_user_not_a_later_owner() {
+        const V: UserId = UserId(43);
+        let (mut first_hop, mut users) = (work(), work());
+        let sold_by_u = sale(T0 + 10, "R1");
+        let Input::Conversion(c) = sale(T0 + 30, "R1") else {
+            unreachable!()
+        };
+        let sold_by_v = Input::Conversion(ConversionInput { uid: Some(V), ..c });
+        run(
+            &mut users,
+            &[(InputTopic::Conversions, 0, sold_by_u.clone())],
+        );
+        run(&mut first_hop, &[(InputTopic::Orders, 0, sold_by_u)]);
+        let retract = retract_by_order(T0 + 20, "R1");
+        run(&mut first_hop, &[(InputTopic::Adjustments, 0, retract)]);
+        let routed = first_hop.take_routed();
+        assert_eq!(routed[0].0, U);
+        run(&mut users, &[(InputTopic::Conversions, 1, sold_by_v)]);
+        let answer = run(
+            &mut users,
+            &[(InputTopic::AdjustmentsByUser, 0, hop(&routed[0]))],
+        );
+        assert_eq!(json(&answer[0])["retracted"], true);
+        assert_eq!(
+            json(&answer[0])["uid"],
+            serde_json::Value::Null,
+            "no user named"
+        );
+        let retracted = |uid: UserId| {
+            let dump = users.dump();
+            let user = &dump.iter().find(|(u, _)| *u == uid).unwrap().1;
+            user.orders[0].outcome.unwrap().retracted
+        };
+        assert!(retracted(U), "U's order, which the index named");
+        assert!(!retracted(V), "not V's later one");
+    }
+
     fn json(a: &Attribution) -> serde_json::Value {
         let mut buf = Vec::new();
         a.encode(&mut buf);
@@ -817,11 +880,7 @@ mod tests {
 
         let answer = run(
             &mut users,
-            &[(
-                InputTopic::AdjustmentsByUser,
-                0,
-                Input::Adjustment(routed[0].1.clone()),
-            )],
+            &[(InputTopic::AdjustmentsByUser, 0, hop(&routed[0]))],
         );
         let j = json(&answer[0]);
         assert_eq!(j["adjusts"], original[0].event_id().to_string());
