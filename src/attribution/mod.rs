@@ -67,6 +67,11 @@ impl Engine {
         Engine { state, catalog }
     }
 
+    /// The catalog in force now.
+    pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
+        self.catalog.load()
+    }
+
     /// Applies one input; a conversion or an adjustment yields its record.
     pub fn apply(&self, input: Input) -> Option<Attribution> {
         match input {
@@ -146,22 +151,15 @@ impl Engine {
     /// (kept as long as the pixel deduplicates: `dedup_minutes`).
     fn adjust(&self, a: crate::event::AdjustmentInput) -> Attribution {
         let user = self.adjustment_user(&a);
-        self.adjust_as(user, a)
+        self.adjust_for(user, a)
     }
 
-    /// An adjustment of `user`'s order: in a fleet, one named by its order
-    /// alone whose user the order index found (the first hop's answer,
-    /// which is the in-process engine's; this member's own idea of the
-    /// order's owner may be a later report by another of its users).
+    /// An adjustment of `user`'s orders ([`Engine::adjustment_user`], or in
+    /// a fleet the user the order index found for one named by its order
+    /// alone: the first hop's answer, which is the in-process engine's,
+    /// where this member's own idea of the order's owner may be a later
+    /// report by another of its users).
     pub fn adjust_for(
-        &self,
-        user: crate::ids::UserId,
-        a: crate::event::AdjustmentInput,
-    ) -> Attribution {
-        self.adjust_as(Some(user), a)
-    }
-
-    fn adjust_as(
         &self,
         user: Option<crate::ids::UserId>,
         a: crate::event::AdjustmentInput,
@@ -214,7 +212,7 @@ impl Engine {
                 Repeat::EveryMinutes(n) => Some(n as u64 * 60_000),
             }
         };
-        let orders = |id: PixelId| catalog.conversion_pixels.get(&id).map_or(0, |p| p.dedup_ms);
+        let orders = |id: PixelId| catalog.dedup_ms(id);
         let mut dropped = self.state.sweep_orders(now_ms, orders, emptied);
         dropped += self
             .state

@@ -789,7 +789,8 @@ fn adjust(
     e.apply(Input::Adjustment(input)).unwrap()
 }
 
-fn json(a: &Attribution) -> serde_json::Value {
+/// A record as its consumers read it.
+pub(crate) fn json(a: &Attribution) -> serde_json::Value {
     let mut buf = Vec::new();
     a.encode(&mut buf);
     serde_json::from_slice(&buf).unwrap()

@@ -117,6 +117,12 @@ fn minutes_ms(m: u32, max: u32) -> u64 {
 }
 
 impl Catalog {
+    /// How long a conversion pixel remembers order ids (`dedup_minutes`);
+    /// 0 for a pixel that deduplicates nothing or is not in the catalog.
+    pub fn dedup_ms(&self, pixel: PixelId) -> u64 {
+        self.conversion_pixels.get(&pixel).map_or(0, |p| p.dedup_ms)
+    }
+
     /// Builds the tables from a config that passed validation. A reference
     /// to an undefined line item is refused here too (validation reports it
     /// first), rather than resolved to a made-up advertiser.

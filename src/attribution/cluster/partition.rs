@@ -61,7 +61,6 @@ pub struct PartitionWork {
     /// Adjustments named by their order alone whose user the index knows,
     /// with that user: to send on at the next commit.
     routed: Vec<(UserId, AdjustmentInput)>,
-    catalog: Arc<ArcSwap<Catalog>>,
     max_users: usize,
 }
 
@@ -74,7 +73,7 @@ impl PartitionWork {
     ) -> PartitionWork {
         PartitionWork {
             partition,
-            engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog.clone()),
+            engine: Engine::new(Arc::new(State::bounded(max_users, true)), catalog),
             reorder: Reorder::new(InputTopic::COUNT, grace_ms),
             arrivals: HashMap::default(),
             decided: HashMap::default(),
@@ -85,7 +84,6 @@ impl PartitionWork {
             buffer_since_ms: crate::telemetry::now_ms(),
             orders: OrderIndex::default(),
             routed: Vec::new(),
-            catalog,
             max_users,
         }
     }
@@ -284,18 +282,25 @@ impl PartitionWork {
                 self.routed.push((user, a));
                 None
             }
-            None => self.adjust(a, late),
+            None => {
+                let user = self.engine.adjustment_user(&a);
+                self.adjust(user, a, late)
+            }
         }
     }
 
     /// Its answer is kept with the order (the outcome's memo of applied
     /// adjustments), which the changelog carries, so a re-read answers
     /// the same.
-    fn adjust(&mut self, a: AdjustmentInput, late: bool) -> Option<Attribution> {
-        let uid = self.engine.adjustment_user(&a);
-        let mut record = self.engine.apply(Input::Adjustment(a))?;
+    fn adjust(
+        &mut self,
+        user: Option<UserId>,
+        a: AdjustmentInput,
+        late: bool,
+    ) -> Option<Attribution> {
+        let mut record = self.engine.adjust_for(user, a);
         record.late = late;
-        if let Some(uid) = uid {
+        if let Some(uid) = user {
             self.dirty.insert(uid);
         }
         Some(record)
@@ -305,13 +310,12 @@ impl PartitionWork {
     /// `uid` ([`super::output::Output::send_on`]); the record names no user,
     /// as the in-process engine's does.
     fn adjust_routed(&mut self, mut a: AdjustmentInput) -> Option<Attribution> {
-        let Some(user) = a.conversion.uid.take() else {
-            // From an older member, which sent the input as it came.
-            return self.adjust(a, false);
+        // None from an older member, which sent the input as it came.
+        let user = match a.conversion.uid.take() {
+            Some(user) => Some(user),
+            None => self.engine.adjustment_user(&a),
         };
-        let record = self.engine.adjust_for(user, a);
-        self.dirty.insert(user);
-        Some(record)
+        self.adjust(user, a, false)
     }
 
     fn apply_input(&mut self, held: Held) -> Option<Attribution> {
@@ -335,7 +339,10 @@ impl PartitionWork {
                 self.dirty.extend(self.engine.state.take_evicted());
                 None
             }
-            Input::Adjustment(a) => self.adjust(a, late),
+            Input::Adjustment(a) => {
+                let user = self.engine.adjustment_user(&a);
+                self.adjust(user, a, late)
+            }
             Input::Conversion(c) => {
                 tracing::trace!(
                     partition = self.partition,
@@ -435,8 +442,8 @@ impl PartitionWork {
         let mut emptied = Vec::new();
         let dropped = self.engine.sweep_users(now_ms, &mut emptied);
         self.dirty.extend(emptied);
-        let catalog = self.catalog.load();
-        let dedup_ms = |p| catalog.conversion_pixels.get(&p).map_or(0, |p| p.dedup_ms);
+        let catalog = self.engine.catalog();
+        let dedup_ms = |p| catalog.dedup_ms(p);
         dropped + self.orders.sweep(now_ms, dedup_ms, self.max_users)
     }
 
@@ -521,7 +528,7 @@ impl PartitionWork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::tests::{catalog, RULES};
+    use crate::attribution::tests::{catalog, json, RULES};
     use crate::attribution::{CreditKind, Reason};
     use crate::event::{ConversionInput, TouchInput, TouchKind};
     use crate::ids::{AdvertiserId, EventId, LineItemId, PixelId, PublisherId};
@@ -847,12 +854,6 @@ mod tests {
         };
         assert!(retracted(U), "U's order, which the index named");
         assert!(!retracted(V), "not V's later one");
-    }
-
-    fn json(a: &Attribution) -> serde_json::Value {
-        let mut buf = Vec::new();
-        a.encode(&mut buf);
-        serde_json::from_slice(&buf).unwrap()
     }
 
     /// An adjustment named by its order alone, in a fleet: the member
