@@ -151,9 +151,11 @@ impl Delivery {
         let Body::Conversion(c) = &event.body else {
             return None;
         };
+        if !self.input_header {
+            return None;
+        }
         let order = OrderId::new(c.order_id.as_deref()?)?;
-        self.input_header
-            .then(|| PartitionKey::order(c.pixel_id, &order))
+        Some(PartitionKey::order(c.pixel_id, &order))
     }
 
     /// Starts delivering an already encoded message of type `kind` (the
@@ -380,6 +382,8 @@ impl Receipt {
 
     /// Counts the outcome if it is known; false while it is not.
     pub fn try_settle(&mut self) -> bool {
+        // Handed over at once, even while the companion is still pending.
+        self.state.enqueue();
         let companion = match self.companion.as_mut().map(|c| c.try_outcome()) {
             Some(Err(())) => return false,
             Some(Ok(outcome)) => outcome,
