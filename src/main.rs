@@ -316,7 +316,13 @@ fn serve(config: &std::path::Path) -> ExitCode {
                     .await
                     .map_err(|source| StartError::Listen { addr, source })
             };
-            let listener = bind(cfg.server.listen).await?;
+            // A socket per serving thread on the same port (SO_REUSEPORT).
+            let listener = pixeld::http::bind_public(cfg.server.listen)
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|source| StartError::Listen {
+                    addr: cfg.server.listen,
+                    source,
+                })?;
             let admin = bind(cfg.server.admin_listen)
                 .await
                 .map_err(StartError::admin)?;

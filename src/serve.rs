@@ -263,6 +263,8 @@ pub struct Services {
     drain: Duration,
     /// Reload when the file changes, not only on SIGHUP.
     watch_config: bool,
+    /// Serving threads (`server.threads`, 0 resolved to the cores).
+    threads: usize,
 }
 
 /// What shutdown left behind.
@@ -422,6 +424,7 @@ impl Services {
             flush_timeout: Duration::from_millis(cfg.kafka.flush_timeout_ms),
             drain: Duration::from_millis(cfg.server.drain_ms),
             watch_config: cfg.server.watch_config,
+            threads: http::serving::thread_count(cfg.server.threads),
         })
     }
 
@@ -468,14 +471,7 @@ impl Services {
             );
             tokio::time::sleep(drain).await;
         };
-        http::run(
-            listener,
-            self.app.clone(),
-            http::Role::Public,
-            self.limits,
-            drained,
-        )
-        .await;
+        self.serve_public(listener, drained).await;
         let _ = admin_stop.send(());
         let _ = admin_task.await;
         upkeep.abort();
@@ -486,6 +482,23 @@ impl Services {
                 left_in_journal: u64::MAX,
                 undelivered: usize::MAX,
             })
+    }
+
+    /// Serves pixels on `server.threads` serving threads until `stopped`
+    /// resolves and their in-flight requests are answered.
+    async fn serve_public(&self, listener: TcpListener, stopped: impl Future) {
+        let serving = listener.into_std().and_then(|l| {
+            http::ServingThreads::start(l, self.app.clone(), self.limits, self.threads)
+        });
+        match serving {
+            Ok(serving) => {
+                stopped.await;
+                let _ = tokio::task::spawn_blocking(move || serving.stop()).await;
+            }
+            // Threads or runtimes the system refused: nothing can serve
+            // pixels, so pixeld stops rather than run without them.
+            Err(e) => tracing::error!(error = %e, "cannot start the serving threads; stopping"),
+        }
     }
 
     /// Stops the background parts in order and says what was left behind.

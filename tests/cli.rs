@@ -348,6 +348,13 @@ fn a_guarantee_that_cannot_be_given_stops_start_up_naming_the_key_and_the_fix() 
     let (code, err) = serve_until_exit(dir.path(), &taken);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("server.listen: cannot listen on"), "{err}");
+    // Held by a socket that allows sharing, as a running pixeld's serving
+    // threads' sockets do: still refused, never shared with it.
+    let shared = pixeld::http::bind_public("127.0.0.1:0".parse().unwrap()).unwrap();
+    taken[0] = ("listen", q(shared.local_addr().unwrap().to_string()));
+    let (code, err) = serve_until_exit(dir.path(), &taken);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("server.listen: cannot listen on"), "{err}");
 }
 
 #[test]

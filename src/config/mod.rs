@@ -216,6 +216,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Open connections at most; beyond it new ones get a 503 and are closed. Default 10000.
     pub max_connections: usize,
+    /// Serving threads, each with its own runtime and listener socket; 0 is
+    /// one per core the process may run on (its CPU affinity). Default 0.
+    pub threads: usize,
     /// Requests per second per client IP before events are marked
     /// `rate_limited` (still answered, kept out of attribution); 0 is off. Default 0.
     pub rate_limit_per_ip: u32,
@@ -264,6 +267,7 @@ impl Default for ServerConfig {
             max_request_line_bytes: 16384,
             max_header_bytes: 32768,
             max_connections: 10_000,
+            threads: 0,
             rate_limit_per_ip: 0,
             rate_limit_ipv4_prefix: 32,
             rate_limit_ipv6_prefix: 64,

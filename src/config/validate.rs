@@ -449,6 +449,12 @@ fn server(cfg: &Config, r: &mut Report) {
     if s.max_connections == 0 {
         r.add("server.max_connections", "must be above 0");
     }
+    if s.threads > 1024 {
+        r.add(
+            "server.threads",
+            format!("{} is above 1024 (0 is one per core)", s.threads),
+        );
+    }
     if s.header_read_timeout_ms == 0 {
         r.add("server.header_read_timeout_ms", "must be above 0");
     }

@@ -13,9 +13,11 @@ pub mod reload_queue;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod serving;
 pub mod status_page;
 pub mod sync;
 
 pub use app::{App, Live, Reload};
 pub use router::Role;
 pub use server::{run, Limits};
+pub use serving::{bind_public, ServingThreads};

@@ -85,11 +85,13 @@ struct Connections {
 
 impl Connections {
     fn new(max: usize, name: &'static str) -> Connections {
-        Connections {
-            open: Arc::new(AtomicUsize::new(0)),
-            max,
-            name,
-        }
+        Connections::counted_in(Arc::new(AtomicUsize::new(0)), max, name)
+    }
+
+    /// Counted in `open`, which other listeners of the same cap share (the
+    /// serving threads' sockets: `max_connections` is the whole server's).
+    fn counted_in(open: Arc<AtomicUsize>, max: usize, name: &'static str) -> Connections {
+        Connections { open, max, name }
     }
 
     /// A guard counting `stream` as open, or `None` when the listener is at
@@ -172,13 +174,27 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
+    run_counted(listener, app, role, limits, open, shutdown).await
+}
+
+/// [`run`], counting open connections in `open` (shared by the serving
+/// threads' listeners, against one `limits.max_connections`).
+pub async fn run_counted(
+    listener: TcpListener,
+    app: Arc<App>,
+    role: Role,
+    limits: Limits,
+    open: Arc<AtomicUsize>,
+    shutdown: impl Future,
+) {
     let name = match role {
         Role::Public => "public",
         Role::Admin => "admin",
     };
     let graceful = GracefulShutdown::new();
     let builder = http1(&limits);
-    let connections = Connections::new(limits.max_connections, name);
+    let connections = Connections::counted_in(open, limits.max_connections, name);
     let accept_log = RateLimit::new(1_000);
     tokio::pin!(shutdown);
     loop {

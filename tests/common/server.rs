@@ -78,7 +78,9 @@ impl Server {
 
     /// Serves without waiting for readiness.
     pub async fn spawn(cfg: Config, outputs: Outputs) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Bound as `pixeld serve` binds it: a socket per serving thread.
+        let public = pixeld::http::bind_public("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = tokio::net::TcpListener::from_std(public).unwrap();
         let addr = listener.local_addr().unwrap();
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();

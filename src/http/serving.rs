@@ -1,0 +1,154 @@
+//! The serving threads: `server.threads` threads, each with a runtime of its
+//! own (tokio's current-thread scheduler) and a listener of its own on
+//! `server.listen`. A connection is accepted, read, answered and journaled
+//! on one thread from start to end: no work stealing, no task woken from
+//! another thread, nothing handed across threads per request.
+//!
+//! Each thread's listener is a socket of its own on the same port
+//! (`SO_REUSEPORT`: the kernel spreads new connections over them) when the
+//! first one was bound by [`bind_public`]; a listener bound some other way
+//! is shared (each thread polls the same socket, and whichever accepts a
+//! connection keeps it). Which of the two is logged at start.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{App, Limits, Role};
+
+/// The serving threads `threads` asks for: 0 is one per core this process
+/// may run on (its CPU affinity, so `taskset -c 0` gives one).
+pub fn thread_count(threads: usize) -> usize {
+    if threads > 0 {
+        return threads;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Binds the public listener so that each serving thread can have a socket
+/// of its own on the same port. The address is first bound once without
+/// `SO_REUSEPORT`, so that a port another process holds (a second pixeld,
+/// whose sockets allow sharing too) is refused as in use rather than
+/// silently shared with it. Needs no runtime.
+pub fn bind_public(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let bound = probe.local_addr()?;
+    drop(probe);
+    reuse_port_listener(bound)
+}
+
+/// A non-blocking listener on `addr` that other sockets may share.
+fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// One listener per thread: the first is `first`; the others are sockets of
+/// their own on its port when it allows that, else copies of it.
+fn listeners(
+    first: std::net::TcpListener,
+    n: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let addr = first.local_addr()?;
+    let mut out = Vec::with_capacity(n);
+    let mut shared = false;
+    for _ in 1..n {
+        let own = (!shared)
+            .then(|| reuse_port_listener(addr))
+            .and_then(Result::ok);
+        match own {
+            Some(l) => out.push(l),
+            None => {
+                shared = true;
+                out.push(first.try_clone()?);
+            }
+        }
+    }
+    out.insert(0, first);
+    let how = if shared || n == 1 {
+        "one shared socket"
+    } else {
+        "a socket per thread (SO_REUSEPORT)"
+    };
+    info!(%addr, threads = n, listeners = how, "serving threads");
+    Ok(out)
+}
+
+/// The running serving threads.
+pub struct ServingThreads {
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServingThreads {
+    /// Starts `n` serving threads on `listener` (which must be in
+    /// non-blocking mode, as every tokio listener is).
+    pub fn start(
+        listener: std::net::TcpListener,
+        app: Arc<App>,
+        limits: Limits,
+        n: usize,
+    ) -> std::io::Result<ServingThreads> {
+        let (stop, stopped) = watch::channel(false);
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::with_capacity(n);
+        for (i, l) in listeners(listener, n.max(1))?.into_iter().enumerate() {
+            let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
+            // Built here, so a thread that cannot have its runtime stops
+            // start-up instead of serving with one thread fewer.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || serve_thread(runtime, l, app, limits, open, stopped))?;
+            threads.push(thread);
+        }
+        Ok(ServingThreads { stop, threads })
+    }
+
+    /// Stops accepting on every thread, lets in-flight requests finish
+    /// (within `limits.shutdown_timeout`) and waits for the threads.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One serving thread's body: its runtime, its listener, until stopped.
+fn serve_thread(
+    runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    limits: Limits,
+    open: Arc<AtomicUsize>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "a serving thread cannot use its listener");
+                return;
+            }
+        };
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        super::server::run_counted(listener, app, Role::Public, limits, open, stop).await;
+    });
+}
