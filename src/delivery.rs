@@ -16,6 +16,8 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::event::input::{OrderId, PartitionKey};
 use crate::event::{encode, AttributionInput, Body, Event, EventType};
+use crate::journal::frame::encode_body;
+use crate::journal::lane::{self, LaneGuard, Ticket};
 use crate::journal::{AppendError, Journal, TryAppend};
 use crate::sink::headers::EventHeaders;
 use crate::sink::{Message, Sink, SinkError, Topic};
@@ -184,6 +186,21 @@ impl Delivery {
         let state = match &self.journal {
             Some(journal) => {
                 let headers = EventHeaders::new(kind, input_header);
+                // A serving thread's own lane: no handoff, no allocation.
+                let encode = |out: &mut Vec<u8>| {
+                    encode_body(out, topic, headers.as_slice(), key, payload, aux)
+                };
+                if let Some(appended) = lane::try_append(journal, ts_ms, encode) {
+                    let state = match appended {
+                        Ok(ticket) => State::Lane(ticket, std::time::Instant::now()),
+                        Err(e) => State::Done(Err(Dropped::Journal(e))),
+                    };
+                    return Receipt {
+                        kind,
+                        state,
+                        companion: None,
+                    };
+                }
                 let body = Journal::body(topic, headers.as_slice(), key, payload, aux);
                 // Queued at once when the writer's queue has room, so the
                 // receipt holds no reference on the shared journal.
@@ -215,6 +232,13 @@ impl Delivery {
             state,
             companion: None,
         }
+    }
+
+    /// Gives the calling serving thread its own lane into the journal (see
+    /// [`crate::journal::lane`]), kept until the guard is dropped; None in
+    /// `memory` and `fsync` durability.
+    pub fn open_lane(&self) -> Option<LaneGuard> {
+        self.journal.as_ref().and_then(lane::open)
     }
 
     /// Why pixeld should not get traffic now, if it should not (the
@@ -257,6 +281,9 @@ enum State {
         body: Vec<u8>,
         ts_ms: u64,
     },
+    /// In this serving thread's lane (since that instant); answered when
+    /// the lane writes its group.
+    Lane(Ticket, std::time::Instant),
     /// Queued to the journal's writer (at that instant); answered when its
     /// group is written.
     Queued(
@@ -286,6 +313,11 @@ impl State {
                 let r = appended(rx.await);
                 metric::journal_appended(since.elapsed().as_secs_f64());
                 r
+            }
+            State::Lane(mut ticket, since) => {
+                let r = std::future::poll_fn(|cx| ticket.poll_outcome(cx)).await;
+                metric::journal_appended(since.elapsed().as_secs_f64());
+                appended::<()>(Ok(r))
             }
             State::Settled => return None,
         })
@@ -318,6 +350,10 @@ impl State {
                 Err(TryRecvError::Empty) => return Err(()),
                 answer => appended(answer),
             },
+            State::Lane(ticket, _) => match ticket.try_outcome() {
+                None => return Err(()),
+                Some(r) => appended::<()>(Ok(r)),
+            },
             State::Unsent { .. } | State::Settled => return Ok(None),
         };
         *self = State::Settled;
@@ -330,6 +366,7 @@ impl State {
         match std::mem::replace(self, State::Settled) {
             State::Done(r) => Some(r),
             State::Queued(rx, _) => Some(appended(rx.blocking_recv())),
+            State::Lane(ticket, _) => Some(appended::<()>(Ok(ticket.wait()))),
             State::Unsent { .. } | State::Settled => None,
         }
     }

@@ -87,18 +87,11 @@ impl pixeld::sink::Sink for Discard {
     }
 }
 
-/// The whole request (route, cookie check, event, JSON, delivery, the
-/// response) for a typical `/imptr` with a valid signed cookie, in memory
-/// mode with a sink that keeps nothing, allocates 4 times, none of them in
-/// the event's way: the example config answers with a redirect to a
-/// third-party pixel, whose URL is expanded (1) and becomes the `Location`
-/// value (1), and hyper's `Response` allocates its header map on the first
-/// insert (2: the table and its extra values). In journal mode the journal
-/// record's body and its completion add 2 (issue 22's zero-allocation
-/// target: not met; the header map is hyper's, the rest needs pooled
-/// bodies and a completion that is not a channel).
-#[test]
-fn a_whole_imptr_request_allocates_only_its_response() {
+/// A typical `/imptr` with a valid signed cookie, served by an app that
+/// delivers into `delivery`.
+fn imptr_request(
+    delivery: pixeld::delivery::Delivery,
+) -> (pixeld::http::App, hyper::Request<()>, std::net::SocketAddr) {
     use std::sync::Arc;
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pixeld.toml"))
         .unwrap();
@@ -109,8 +102,7 @@ fn a_whole_imptr_request_allocates_only_its_response() {
     let catalog = Arc::new(arc_swap::ArcSwap::new(
         pixeld::config::Catalog::new(&cfg).unwrap(),
     ));
-    let delivery = Arc::new(pixeld::delivery::Delivery::direct(Arc::new(Discard), None));
-    let app = pixeld::http::App::new(&cfg, catalog, delivery, secret);
+    let app = pixeld::http::App::new(&cfg, catalog, Arc::new(delivery), secret);
     let uid = pixeld::ids::UserId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
     let cookie = format!("uid={}", app.cookies.value(uid));
     let req = hyper::Request::get("/imptr?id=2766&cachebuster=1732551234567&ancost=0.42&t=2")
@@ -122,7 +114,20 @@ fn a_whole_imptr_request_allocates_only_its_response() {
         .header("referer", "https://news.example.net/article/42")
         .body(())
         .unwrap();
-    let peer: std::net::SocketAddr = "203.0.113.9:5555".parse().unwrap();
+    (app, req, "203.0.113.9:5555".parse().unwrap())
+}
+
+/// The whole request (route, cookie check, event, JSON, delivery, the
+/// response) for a typical `/imptr` with a valid signed cookie, in memory
+/// mode with a sink that keeps nothing, allocates 4 times, none of them in
+/// the event's way: the example config answers with a redirect to a
+/// third-party pixel, whose URL is expanded (1) and becomes the `Location`
+/// value (1), and hyper's `Response` allocates its header map on the first
+/// insert (2: the table and its extra values).
+#[test]
+fn a_whole_imptr_request_allocates_only_its_response() {
+    let delivery = pixeld::delivery::Delivery::direct(std::sync::Arc::new(Discard), None);
+    let (app, req, peer) = imptr_request(delivery);
     let public = pixeld::http::Role::Public;
     // Warm: per-thread buffers and caches grow once.
     for _ in 0..3 {
@@ -138,5 +143,59 @@ fn a_whole_imptr_request_allocates_only_its_response() {
     assert!(
         allocated <= 4,
         "{allocated} allocations for one request (its response's 4 expected)"
+    );
+}
+
+/// The same request in `journal` durability, on a serving thread (its own
+/// runtime and journal lane), answered once its record is written to the
+/// journal, allocates no more than in memory mode: the record's body goes
+/// into the lane's reused buffer, and its completion is a slot of the
+/// lane, not a channel. Without the lane (the writer thread's path) it
+/// allocated 2 more.
+#[test]
+fn in_journal_mode_a_serving_thread_s_request_allocates_nothing_more() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(
+        pixeld::journal::Journal::open(&pixeld::journal::Settings {
+            dir: dir.path().join("journal"),
+            fsync: false,
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+        })
+        .unwrap(),
+    );
+    let delivery = pixeld::delivery::Delivery::journal(journal.clone(), Arc::new(Discard), false);
+    let (app, req, peer) = imptr_request(delivery);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let public = pixeld::http::Role::Public;
+    let allocated = runtime.block_on(async {
+        let _lane = app
+            .delivery
+            .open_lane()
+            .expect("a lane in journal durability");
+        for _ in 0..3 {
+            let (_, receipt) = pixeld::http::router::respond(&req, peer, &app, public);
+            assert_eq!(receipt.unwrap().settled().await, Ok(()));
+        }
+        let before = allocs();
+        let (resp, receipt) = pixeld::http::router::respond(&req, peer, &app, public);
+        let settled = receipt.unwrap().settled().await;
+        let allocated = allocs() - before;
+        assert_eq!(settled, Ok(()), "the event was written to the journal");
+        assert_eq!(resp.status(), 302, "the third-party pixel's redirect");
+        allocated
+    });
+    assert_eq!(
+        journal.shared.written(),
+        4,
+        "every request's record is in the journal"
+    );
+    assert!(
+        allocated <= 4,
+        "{allocated} allocations for one journaled request (its response's 4 expected)"
     );
 }

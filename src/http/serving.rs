@@ -139,6 +139,8 @@ fn serve_thread(
     mut stopped: watch::Receiver<bool>,
 ) {
     runtime.block_on(async move {
+        // Dropped when serving ends, writing what the lane still holds.
+        let _lane = app.delivery.open_lane();
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {

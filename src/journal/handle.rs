@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::progress::Shared;
-use super::writer::{Append, Job, Writer};
+use super::writer::{lock, Append, Core, Job, Writer};
 use super::{frame, recovery};
 
 /// Journal settings, from `[journal]` and `server.data_dir`.
@@ -66,6 +66,11 @@ pub struct Journal {
     pub shared: Arc<Shared>,
     /// The writer thread, joined on [`Journal::stop`].
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The segment being written: the writer thread's and the lanes'.
+    pub(super) core: Arc<Mutex<Core>>,
+    /// Appends go to the writer thread only (`fsync` mode: see
+    /// [`Journal::lanes_allowed`]).
+    fsync: bool,
 }
 
 impl Journal {
@@ -74,14 +79,32 @@ impl Journal {
     pub fn open(settings: &Settings) -> std::io::Result<Journal> {
         let (shared, tail) = recovery::recover(settings)?;
         let (tx, rx) = mpsc::channel(65_536);
-        let writer = Writer::new(rx, shared.clone(), tail, settings);
+        let core = Arc::new(Mutex::new(Core::new(shared.clone(), tail, settings)));
+        let writer = Writer::new(rx, core.clone());
         let thread = crate::background::spawn("journal-writer", move || writer.run())?;
         Ok(Journal {
             tx,
             stopped: AtomicBool::new(false),
             shared,
             thread: Mutex::new(Some(thread)),
+            core,
+            fsync: settings.fsync,
         })
+    }
+
+    /// Whether serving threads may group their own appends ([`super::Lane`]).
+    /// Not in `fsync` mode: a lane writes on its serving thread, which would
+    /// then stop answering every one of its connections for each
+    /// `fdatasync` (milliseconds); the writer thread waits for the disk
+    /// instead while the serving threads go on, at the price of a handoff
+    /// per record.
+    pub fn lanes_allowed(&self) -> bool {
+        !self.fsync
+    }
+
+    /// False once [`Journal::stop`] began: appends are refused.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     fn sender(&self) -> Result<&mpsc::Sender<Job>, AppendError> {
@@ -159,6 +182,8 @@ impl Journal {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
+        // After the writer's last group; a lane's group after this is refused.
+        lock(&self.core).stop();
     }
 
     /// A body for `append`: the Kafka message as it will be produced, and

@@ -3,11 +3,14 @@
 //! reaches Kafka at least once with its original `event_id`, whatever happens
 //! to the process or the broker in between.
 //!
-//! A record goes one way through these rooms. The handlers append through
-//! the [`Journal`] handle ([`handle`]); its bounded queue feeds the
-//! [`writer`] thread, the one owner of the segment being written, which
-//! frames records ([`frame`]) into [`segment`] files in groups (one `write`
-//! per group, one `fdatasync` in `fsync` mode). Readers follow the writer
+//! A record goes one way through these rooms. A serving thread appends
+//! through its own [`lane`], which groups that thread's records and writes
+//! each group itself; everyone else (and every append in `fsync` mode)
+//! through the [`Journal`] handle ([`handle`]), whose bounded queue feeds
+//! the [`writer`] thread. Both take the writer's core, the one owner of the
+//! segment being written, once per group: it frames records ([`frame`])
+//! into [`segment`] files (one `write` per group, one `fdatasync` in
+//! `fsync` mode). Readers follow the writer
 //! with a [`Cursor`] ([`cursor`]): the shipper ([`ship`]), which produces
 //! to Kafka, moves the [`checkpoint`] past acknowledged records only,
 //! dead-letters poison records and deletes shipped segments; and the
@@ -23,6 +26,7 @@ mod checkpoint;
 mod cursor;
 pub mod frame;
 mod handle;
+pub mod lane;
 mod progress;
 mod recovery;
 mod segment;

@@ -18,8 +18,6 @@ use super::{checkpoint, segment, Settings};
 pub(super) struct Tail {
     /// Open for appending.
     pub file: File,
-    /// Its first sequence number.
-    pub first: u64,
     /// Its length.
     pub size: u64,
     /// The sequence number of the next record.
@@ -67,7 +65,6 @@ pub(super) fn recover(settings: &Settings) -> std::io::Result<(Arc<Shared>, Tail
     }));
     let tail = Tail {
         file,
-        first,
         size,
         next_seq,
     };

@@ -1,6 +1,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::segment::list as segments;
 use super::*;
@@ -197,4 +198,123 @@ fn a_journal_written_by_the_version_1_release_is_still_read() {
     let next = j.append_blocking(body(7), 7).unwrap();
     assert_eq!(next, 7);
     assert_eq!(payloads(&read(&mut c, 10)), ["{\"i\":7}"]);
+}
+
+/// A current-thread runtime, as a serving thread has.
+fn serving_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn lane_append(j: &Arc<Journal>, i: u64) -> lane::Ticket {
+    let b = body(i);
+    lane::try_append(j, i, |out| out.extend_from_slice(&b))
+        .expect("this thread has a lane")
+        .expect("appended")
+}
+
+#[test]
+fn a_serving_thread_s_records_are_written_as_one_group_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    let seqs = serving_runtime().block_on(async {
+        let _lane = lane::open(&j).expect("journal durability allows lanes");
+        // 100 requests' records, appended before any is written.
+        let mut tickets: Vec<lane::Ticket> = (0..100).map(|i| lane_append(&j, i)).collect();
+        assert_eq!(
+            j.shared.written(),
+            0,
+            "nothing written before the flusher runs"
+        );
+        let mut seqs = Vec::new();
+        for t in &mut tickets {
+            seqs.push(std::future::poll_fn(|cx| t.poll_outcome(cx)).await.unwrap());
+        }
+        seqs
+    });
+    assert_eq!(seqs, (0..100).collect::<Vec<u64>>());
+    let mut c = Cursor::new(j.shared.clone(), 0);
+    let seen = read(&mut c, 1000);
+    let want: Vec<String> = (0..100).map(|i| format!("{{\"i\":{i}}}")).collect();
+    assert_eq!(payloads(&seen), want);
+    assert_eq!(seen[7].ts_ms, 7);
+    assert_eq!(j.shared.segments().len(), 1, "one group: no roll inside it");
+}
+
+#[test]
+fn a_lane_shares_the_numbering_with_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    serving_runtime().block_on(async {
+        let _lane = lane::open(&j).unwrap();
+        for i in 0..10 {
+            // Alternately through the lane and through the writer thread.
+            if i % 2 == 0 {
+                let mut t = lane_append(&j, i);
+                assert_eq!(std::future::poll_fn(|cx| t.poll_outcome(cx)).await, Ok(i));
+            } else {
+                assert_eq!(j.append(body(i), i).await, Ok(i));
+            }
+        }
+    });
+    let mut c = Cursor::new(j.shared.clone(), 0);
+    let seen = read(&mut c, 100);
+    assert_eq!(
+        seen.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_dropped_ticket_frees_its_slot_and_its_record_is_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    serving_runtime().block_on(async {
+        let _lane = lane::open(&j).unwrap();
+        for round in 0..50u64 {
+            // A request gone before its answer (the client closed).
+            drop(lane_append(&j, round * 2));
+            let t = lane_append(&j, round * 2 + 1);
+            // Waiting without the flusher: written here and now.
+            assert_eq!(t.wait(), Ok(round * 2 + 1));
+        }
+    });
+    assert_eq!(j.shared.written(), 100);
+}
+
+#[test]
+fn a_lane_refuses_beyond_the_budget_and_after_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(Journal::open(&settings(dir.path(), 500, 1 << 20)).unwrap());
+    serving_runtime().block_on(async {
+        let _lane = lane::open(&j).unwrap();
+        let outcomes: Vec<_> = (0..20).map(|i| lane_append(&j, i).wait()).collect();
+        assert!(outcomes[0].is_ok());
+        assert_eq!(outcomes[19], Err(AppendError::Full));
+        assert!(!j.shared.has_room());
+        j.stop();
+        let b = body(99);
+        let after = lane::try_append(&j, 99, |out| out.extend_from_slice(&b)).unwrap();
+        assert_eq!(after.unwrap_err(), AppendError::Unavailable);
+    });
+}
+
+#[test]
+fn no_lane_in_fsync_mode_nor_on_a_thread_that_opened_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), 1 << 30, 1 << 20);
+    let j = Arc::new(Journal::open(&s).unwrap());
+    let b = body(0);
+    assert!(lane::try_append(&j, 0, |out| out.extend_from_slice(&b)).is_none());
+    drop(j);
+    s.fsync = true;
+    let j = Arc::new(Journal::open(&s).unwrap());
+    serving_runtime().block_on(async {
+        assert!(
+            lane::open(&j).is_none(),
+            "fsync mode waits on the writer thread"
+        );
+    });
 }
