@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pixeld::event::EventType;
-use pixeld::journal::{Journal, Settings, TryAppend};
+use pixeld::journal::{lane, Journal, Settings, TryAppend};
 use pixeld::sink::Topic;
 use pixeld::telemetry::metric::{self, RouteLabel};
 
@@ -113,6 +113,40 @@ fn journal_append(j: &(tempfile::TempDir, Journal), i: u64) {
     }
 }
 
+thread_local! {
+    /// The bench thread's runtime and lane, as a serving thread has them.
+    static LANE: std::cell::RefCell<Option<(tokio::runtime::Runtime, lane::LaneGuard)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One record into this thread's own lane; every 256th writes the group
+/// and waits for it, as a serving thread's flusher does once per round of
+/// ready requests.
+fn journal_lane(j: &(tempfile::TempDir, Arc<Journal>), i: u64) {
+    LANE.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let guard = rt.block_on(async { lane::open(&j.1) }).unwrap();
+            *l = Some((rt, guard));
+        }
+    });
+    let ticket = RECORD
+        .with(|r| lane::try_append(&j.1, 1, |out| out.extend_from_slice(r)))
+        .unwrap()
+        .unwrap();
+    if i % 256 == 255 {
+        black_box(ticket.wait().unwrap());
+    }
+}
+
+thread_local! {
+    static RECORD: Vec<u8> = record();
+}
+
 fn record() -> Vec<u8> {
     Journal::body(
         Topic::Impressions,
@@ -144,6 +178,17 @@ fn all(c: &mut Criterion) {
     })
     .unwrap();
     bench(c, "journal_append", (dir, journal), journal_append);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(
+        Journal::open(&Settings {
+            dir: dir.path().join("journal"),
+            fsync: false,
+            max_bytes: u64::MAX,
+            segment_bytes: 64 << 20,
+        })
+        .unwrap(),
+    );
+    bench(c, "journal_lane", (dir, journal), journal_lane);
 }
 
 criterion_group!(benches, all);
