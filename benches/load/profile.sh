@@ -58,6 +58,9 @@ PY
   perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -12
   echo; echo "== perf: top functions (self)"
   perf report -i "$work/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -${TOP:-60}
-  echo; echo "== perf: request threads (tokio-rt-worker) only, top functions"
-  perf report -i "$work/perf.data" --comm tokio-rt-worker --no-children --sort sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -${TOP:-60}
+  # Serving threads are serve-N (tokio-rt-worker before they had runtimes of their own).
+  echo; echo "== perf: request threads (serve-N, or tokio-rt-worker) only, top functions"
+  comms=$(perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null \
+    | awk '$2 ~ /^(serve-[0-9]+|tokio-rt-worker)$/ {print $2}' | paste -sd,)
+  perf report -i "$work/perf.data" --comm "${comms:-tokio-rt-worker}" --no-children --sort sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -${TOP:-60}
 } | tee "$report"

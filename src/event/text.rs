@@ -7,7 +7,15 @@
 
 /// True when `s` holds none of the characters above.
 pub fn is_plain(s: &str) -> bool {
-    !s.chars().any(is_hidden)
+    // Printable ASCII (what user agents and referers nearly always are) is
+    // settled by one pass over the bytes with no early exit, which the
+    // compiler vectorizes; the character-by-character check was 4% of a
+    // serving thread's samples.
+    let printable = s
+        .as_bytes()
+        .iter()
+        .fold(true, |all, &b| all & (b.wrapping_sub(0x20) < 0x5f));
+    printable || !s.chars().any(is_hidden)
 }
 
 /// `s` with each of the characters above replaced by U+FFFD, so that a
@@ -62,6 +70,22 @@ pub fn is_cachebuster(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_agrees_with_the_character_check() {
+        let by_chars = |s: &str| !s.chars().any(is_hidden);
+        let mut samples: Vec<String> = (0u8..=0x7f)
+            .map(|b| format!("Mozilla/5.0 {}x", b as char))
+            .collect();
+        samples.extend(
+            ["", "é", "a\u{200B}b", "\u{85}", "日本語", "x\u{7f}", " ~"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        for s in &samples {
+            assert_eq!(is_plain(s), by_chars(s), "{s:?}");
+        }
+    }
 
     #[test]
     fn hidden_characters_are_refused_and_ordinary_text_kept() {

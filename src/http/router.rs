@@ -132,18 +132,19 @@ where
     let found = route(req.uri().path(), role);
     let label = found.as_ref().map_or(RouteLabel::NotFound, Route::label);
     // An API call is answered in the future: it reads its body.
+    // Only an API call's future holds the app: a reference count taken per
+    // pixel is a cache line every serving thread writes.
     let mut api_request = None;
     let (mut resp, then) = match (api_call(&req, app, found.as_ref()), &found) {
         (Some(refused), _) => (refused, Then::Nothing),
         (None, Some(Route::Api(api))) => {
-            api_request = Some((*api, req));
+            api_request = Some((*api, req, app.clone()));
             (response::text(StatusCode::OK, ""), Then::Nothing)
         }
         (None, _) => guarded(|| respond_to(&req, peer, local, app, role, found)),
     };
-    let app = app.clone();
     async move {
-        if let Some((api, req)) = api_request {
+        if let Some((api, req, app)) = api_request {
             resp = super::api::batch::answer(api, req, app).await;
         }
         match then {
