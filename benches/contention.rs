@@ -123,6 +123,21 @@ thread_local! {
 /// and waits for it, as a serving thread's flusher does once per round of
 /// ready requests.
 fn journal_lane(j: &(tempfile::TempDir, Arc<Journal>), i: u64) {
+    lane_append(&j.1, i);
+}
+
+/// The same, each thread into a journal of its own (its own core and
+/// file): what the sharing of one segment costs, the figure a segment per
+/// serving thread would remove.
+fn journal_lane_own_journal(j: &(tempfile::TempDir, [Arc<Journal>; 2]), i: u64) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
+    }
+    lane_append(&j.1[MINE.with(|m| *m)], i);
+}
+
+fn lane_append(journal: &Arc<Journal>, i: u64) {
     LANE.with(|l| {
         let mut l = l.borrow_mut();
         if l.is_none() {
@@ -130,12 +145,12 @@ fn journal_lane(j: &(tempfile::TempDir, Arc<Journal>), i: u64) {
                 .enable_all()
                 .build()
                 .unwrap();
-            let guard = rt.block_on(async { lane::open(&j.1) }).unwrap();
+            let guard = rt.block_on(async { lane::open(journal) }).unwrap();
             *l = Some((rt, guard));
         }
     });
     let ticket = RECORD
-        .with(|r| lane::try_append(&j.1, 1, |out| out.extend_from_slice(r)))
+        .with(|r| lane::try_append(journal, 1, |out| out.extend_from_slice(r)))
         .unwrap()
         .unwrap();
     if i % 256 == 255 {
@@ -189,6 +204,25 @@ fn all(c: &mut Criterion) {
         .unwrap(),
     );
     bench(c, "journal_lane", (dir, journal), journal_lane);
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        Arc::new(
+            Journal::open(&Settings {
+                dir: dir.path().join(name),
+                fsync: false,
+                max_bytes: u64::MAX,
+                segment_bytes: 64 << 20,
+            })
+            .unwrap(),
+        )
+    };
+    let journals = [open("a"), open("b")];
+    bench(
+        c,
+        "journal_lane_own_journal",
+        (dir, journals),
+        journal_lane_own_journal,
+    );
 }
 
 criterion_group!(benches, all);
