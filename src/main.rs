@@ -333,10 +333,16 @@ fn serve(config: &std::path::Path) -> ExitCode {
         };
         match started.await {
             Ok((listener, admin, services, _embedded)) => {
-                services
+                let served = services
                     .run(listener, admin, pixeld::serve::shutdown_signal())
                     .await;
-                ExitCode::SUCCESS
+                match served {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("{}", cfg.redactor.redact(&e.to_string()));
+                        ExitCode::from(2)
+                    }
+                }
             }
             Err(e) => {
                 // A librdkafka error may quote a setting's value.

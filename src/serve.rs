@@ -95,6 +95,8 @@ pub enum StartError {
     Attribution(attribution::StartError),
     /// The journal shipper could not start.
     Shipper(String),
+    /// The serving threads (`server.threads`) could not all be started.
+    Serving(std::io::Error),
     /// `server.max_connections` needs more file descriptors than the hard
     /// limit allows.
     FdLimit {
@@ -125,6 +127,7 @@ impl StartError {
             StartError::Attribution(_) => "attribution.enabled",
             StartError::Shipper(_) => "kafka",
             StartError::FdLimit { .. } => "server.max_connections",
+            StartError::Serving(_) => "server.threads",
         }
     }
 
@@ -148,6 +151,9 @@ impl StartError {
             StartError::FdLimit { .. } => {
                 "lower server.max_connections, or raise the open-file limit (ulimit -n, LimitNOFILE= in the unit)"
             }
+            StartError::Serving(_) => {
+                "lower server.threads (0 is one per core), or raise the process limit (ulimit -u, TasksMax= in the unit)"
+            }
         }
     }
 }
@@ -170,6 +176,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::Catalog(p) => f.write_str(&p.message)?,
             StartError::Attribution(e) => write!(f, "{e}")?,
+            StartError::Serving(e) => write!(f, "cannot start the serving threads: {e}")?,
             StartError::FdLimit { wanted, limit, fits } => write!(
                 f,
                 "{wanted} connections need more file descriptors than the limit of {limit} allows (at most {fits} fit)"
@@ -185,7 +192,8 @@ impl std::error::Error for StartError {
             StartError::Listen { source, .. }
             | StartError::AdminListen { source, .. }
             | StartError::CookieKey { source, .. }
-            | StartError::Journal { source, .. } => Some(source),
+            | StartError::Journal { source, .. }
+            | StartError::Serving(source) => Some(source),
             StartError::Attribution(e) => Some(e),
             StartError::Kafka(_)
             | StartError::Shipper(_)
@@ -436,7 +444,7 @@ impl Services {
         listener: TcpListener,
         admin: TcpListener,
         shutdown: impl Future,
-    ) -> Stopped {
+    ) -> Result<Stopped, StartError> {
         let upkeep = tokio::spawn(upkeep(self.app.clone(), self.watch_config));
         let hup = tokio::spawn(reload_on_sighup(self.app.clone()));
         if let Ok(addr) = listener.local_addr() {
@@ -471,34 +479,36 @@ impl Services {
             );
             tokio::time::sleep(drain).await;
         };
-        self.serve_public(listener, drained).await;
+        let serving = self.serve_public(listener, drained).await;
         let _ = admin_stop.send(());
         let _ = admin_task.await;
         upkeep.abort();
         hup.abort();
-        tokio::task::spawn_blocking(move || self.shutdown())
+        let stopped = tokio::task::spawn_blocking(move || self.shutdown())
             .await
             .unwrap_or(Stopped {
                 left_in_journal: u64::MAX,
                 undelivered: usize::MAX,
-            })
+            });
+        // Shut down in order even then; the start-up error is the answer.
+        serving.map_err(StartError::Serving)?;
+        Ok(stopped)
     }
 
     /// Serves pixels on `server.threads` serving threads until `stopped`
-    /// resolves and their in-flight requests are answered.
-    async fn serve_public(&self, listener: TcpListener, stopped: impl Future) {
-        let serving = listener.into_std().and_then(|l| {
-            http::ServingThreads::start(l, self.app.clone(), self.limits, self.threads)
-        });
-        match serving {
-            Ok(serving) => {
-                stopped.await;
-                let _ = tokio::task::spawn_blocking(move || serving.stop()).await;
-            }
-            // Threads or runtimes the system refused: nothing can serve
-            // pixels, so pixeld stops rather than run without them.
-            Err(e) => tracing::error!(error = %e, "cannot start the serving threads; stopping"),
-        }
+    /// resolves and their in-flight requests are answered. Threads or
+    /// runtimes the system refuses stop start-up: nothing serves pixels.
+    async fn serve_public(
+        &self,
+        listener: TcpListener,
+        stopped: impl Future,
+    ) -> std::io::Result<()> {
+        let std_listener = listener.into_std()?;
+        let serving =
+            http::ServingThreads::start(std_listener, self.app.clone(), self.limits, self.threads)?;
+        stopped.await;
+        let _ = tokio::task::spawn_blocking(move || serving.stop()).await;
+        Ok(())
     }
 
     /// Stops the background parts in order and says what was left behind.
@@ -550,7 +560,7 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> Result<Stopped, StartError> {
     let services = Services::start(cfg, outputs)?;
-    Ok(services.run(listener, admin, shutdown).await)
+    services.run(listener, admin, shutdown).await
 }
 
 /// Each SIGHUP reloads the config file (when a reloader is installed).

@@ -9,7 +9,8 @@
 #
 #   benches/load/profile.sh [WORKERS] [SECONDS]       e.g. 1 10
 # Writes the report to target/profile-N.txt (samples: target/perf-N.data)
-# and prints it.
+# and prints it. PIXELD_BIN=path profiles another build (an older commit's,
+# for a before-and-after).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/load/common.sh
@@ -25,7 +26,7 @@ BROKER_PORT=$(free_port)
 start_tansu "$BROKER_PORT" "$work/tansu.log"
 pixeld_config "$work/pixeld.toml" "$PORT" "$BROKER_PORT" "$work/data" "${DURABILITY:-journal}"
 sed -i -e "s|^admin_listen = .*|admin_listen = \"127.0.0.1:$(free_port)\"|" "$work/pixeld.toml"
-taskset -c "0-$((N - 1))" target/release/pixeld serve --config "$work/pixeld.toml" 2>"$work/pixeld.log" &
+taskset -c "0-$((N - 1))" "${PIXELD_BIN:-target/release/pixeld}" serve --config "$work/pixeld.toml" 2>"$work/pixeld.log" &
 SERVER=$!
 for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.05; done
 drive() { taskset -c "$WRK_CORES" wrk -t1 -c64 -d"${1}s" -s benches/load/mix.lua "http://127.0.0.1:$PORT" | sed -n 's/^RESULT //p'; }

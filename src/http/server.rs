@@ -98,7 +98,10 @@ impl Connections {
     /// its cap: the stream then gets a short 503 and is closed, and the
     /// open ones are untouched.
     fn admit(&self, stream: tokio::net::TcpStream) -> Result<(Open, tokio::net::TcpStream), ()> {
-        if self.open.load(Ordering::Relaxed) >= self.max {
+        // Counted first, then checked: serving threads accepting at once
+        // can never all pass a check made before any of them counted.
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
             crate::telemetry::metric::http_refused("too_many_connections");
             tokio::spawn(async move {
                 let mut stream = stream;
@@ -110,7 +113,6 @@ impl Connections {
             });
             return Err(());
         }
-        self.open.fetch_add(1, Ordering::Relaxed);
         crate::telemetry::metric::http_connections(self.name, 1.0);
         Ok((Open(self.open.clone(), self.name), stream))
     }

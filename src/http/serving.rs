@@ -32,9 +32,11 @@ pub fn thread_count(threads: usize) -> usize {
 
 /// Binds the public listener so that each serving thread can have a socket
 /// of its own on the same port. The address is first bound once without
-/// `SO_REUSEPORT`, so that a port another process holds (a second pixeld,
-/// whose sockets allow sharing too) is refused as in use rather than
-/// silently shared with it. Needs no runtime.
+/// `SO_REUSEPORT`, so that a port another process already holds (a second
+/// pixeld, whose sockets allow sharing too) is refused as in use rather
+/// than silently shared with it. Two processes of the same user starting
+/// at the same instant could both pass that check and share the port.
+/// Needs no runtime.
 pub fn bind_public(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let probe = std::net::TcpListener::bind(addr)?;
     let bound = probe.local_addr()?;
@@ -63,26 +65,29 @@ fn listeners(
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
     let addr = first.local_addr()?;
     let mut out = Vec::with_capacity(n);
-    let mut shared = false;
+    let mut copies = 0;
     for _ in 1..n {
-        let own = (!shared)
+        // A listener bound without SO_REUSEPORT refuses every own socket;
+        // after the first refusal the rest share it too.
+        let own = (copies == 0)
             .then(|| reuse_port_listener(addr))
             .and_then(Result::ok);
         match own {
             Some(l) => out.push(l),
             None => {
-                shared = true;
+                copies += 1;
                 out.push(first.try_clone()?);
             }
         }
     }
     out.insert(0, first);
-    let how = if shared || n == 1 {
-        "one shared socket"
-    } else {
-        "a socket per thread (SO_REUSEPORT)"
-    };
-    info!(%addr, threads = n, listeners = how, "serving threads");
+    info!(
+        %addr,
+        threads = n,
+        own_sockets = n - copies,
+        sharing_the_first = copies,
+        "serving threads (own sockets: SO_REUSEPORT)"
+    );
     Ok(out)
 }
 
@@ -94,7 +99,9 @@ pub struct ServingThreads {
 
 impl ServingThreads {
     /// Starts `n` serving threads on `listener` (which must be in
-    /// non-blocking mode, as every tokio listener is).
+    /// non-blocking mode, as every tokio listener is). What can fail is
+    /// done before any thread starts, but for the threads themselves: if
+    /// one cannot start, those started are stopped and joined.
     pub fn start(
         listener: std::net::TcpListener,
         app: Arc<App>,
@@ -103,20 +110,31 @@ impl ServingThreads {
     ) -> std::io::Result<ServingThreads> {
         let (stop, stopped) = watch::channel(false);
         let open = Arc::new(AtomicUsize::new(0));
-        let mut threads = Vec::with_capacity(n);
-        for (i, l) in listeners(listener, n.max(1))?.into_iter().enumerate() {
-            let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
-            // Built here, so a thread that cannot have its runtime stops
-            // start-up instead of serving with one thread fewer.
+        let mut ready = Vec::with_capacity(n);
+        for l in listeners(listener, n.max(1))? {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let thread = std::thread::Builder::new()
-                .name(format!("serve-{i}"))
-                .spawn(move || serve_thread(runtime, l, app, limits, open, stopped))?;
-            threads.push(thread);
+            ready.push((runtime, l));
         }
-        Ok(ServingThreads { stop, threads })
+        let mut serving = ServingThreads {
+            stop,
+            threads: Vec::with_capacity(n),
+        };
+        for (i, (runtime, l)) in ready.into_iter().enumerate() {
+            let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
+            let started = std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || serve_thread(runtime, l, app, limits, open, stopped));
+            match started {
+                Ok(thread) => serving.threads.push(thread),
+                Err(e) => {
+                    serving.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(serving)
     }
 
     /// Stops accepting on every thread, lets in-flight requests finish

@@ -92,7 +92,7 @@ impl Journal {
         })
     }
 
-    /// Whether serving threads may group their own appends ([`super::Lane`]).
+    /// Whether serving threads may group their own appends ([`super::lane`]).
     /// Not in `fsync` mode: a lane writes on its serving thread, which would
     /// then stop answering every one of its connections for each
     /// `fdatasync` (milliseconds); the writer thread waits for the disk
@@ -102,7 +102,7 @@ impl Journal {
         !self.fsync
     }
 
-    /// False once [`Journal::stop`] began: appends are refused.
+    /// True once [`Journal::stop`] began: appends are refused.
     pub(super) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }

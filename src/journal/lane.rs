@@ -197,7 +197,11 @@ impl Lane {
     /// The slot's outcome if written (the slot is then freed); else waits
     /// with `waker`.
     fn take(&mut self, slot: u32, waker: Option<&Waker>) -> Option<Outcome> {
-        let s = self.slots.get_mut(slot as usize)?;
+        // A slot this lane never gave (a consumed ticket asked again) has
+        // no outcome coming: say so rather than wait forever.
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return Some(Err(AppendError::Unavailable));
+        };
         match s {
             Slot::Written(r) => {
                 let r = *r;
@@ -220,15 +224,34 @@ impl Lane {
 }
 
 /// Runs `f` on this thread's lane if it is lane `id`.
-/// Never panics: at thread exit (the lane gone) or were the lane already
-/// borrowed, there is no lane.
-fn with_lane<T>(id: u64, f: impl FnOnce(&mut Lane) -> T) -> Option<T> {
-    LANE.try_with(|l| {
-        let mut l = l.try_borrow_mut().ok()?;
-        l.as_mut().filter(|lane| lane.id == id).map(f)
+/// What [`with_lane`] found.
+enum Found<T> {
+    Lane(T),
+    /// This thread has no lane `id` (it ended, or this is another thread).
+    Gone,
+    /// The lane is in use further up this thread's stack (never expected:
+    /// nothing the lane calls comes back into it).
+    Busy,
+}
+
+/// Runs `f` on this thread's lane if it is lane `id`. Never panics: at
+/// thread exit there is no lane, and a lane already borrowed is `Busy`.
+fn find_lane<T>(id: u64, f: impl FnOnce(&mut Lane) -> T) -> Found<T> {
+    LANE.try_with(|l| match l.try_borrow_mut() {
+        Ok(mut l) => match l.as_mut().filter(|lane| lane.id == id) {
+            Some(lane) => Found::Lane(f(lane)),
+            None => Found::Gone,
+        },
+        Err(_) => Found::Busy,
     })
-    .ok()
-    .flatten()
+    .unwrap_or(Found::Gone)
+}
+
+fn with_lane<T>(id: u64, f: impl FnOnce(&mut Lane) -> T) -> Option<T> {
+    match find_lane(id, f) {
+        Found::Lane(t) => Some(t),
+        Found::Gone | Found::Busy => None,
+    }
 }
 
 fn flush(id: u64) {
@@ -240,7 +263,7 @@ fn flush(id: u64) {
 async fn flusher(id: u64) {
     loop {
         let open = poll_fn(|cx| {
-            let ready = with_lane(id, |lane| {
+            let ready = find_lane(id, |lane| {
                 if lane.pending.is_empty() {
                     lane.flusher = Some(cx.waker().clone());
                     false
@@ -249,9 +272,15 @@ async fn flusher(id: u64) {
                 }
             });
             match ready {
-                Some(false) => Poll::Pending,
-                Some(true) => Poll::Ready(true),
-                None => Poll::Ready(false),
+                Found::Lane(false) => Poll::Pending,
+                Found::Lane(true) => Poll::Ready(true),
+                Found::Gone => Poll::Ready(false),
+                // Never give up the lane's flusher: its requests would wait
+                // for good. Asked again at once.
+                Found::Busy => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
             }
         })
         .await;
@@ -266,14 +295,24 @@ async fn flusher(id: u64) {
 impl Ticket {
     /// The record's outcome once its group is written.
     pub fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        match with_lane(self.lane, |lane| lane.take(self.slot, Some(cx.waker()))) {
-            Some(None) => Poll::Pending,
-            Some(Some(r)) => {
+        match find_lane(self.lane, |lane| lane.take(self.slot, Some(cx.waker()))) {
+            Found::Lane(None) => Poll::Pending,
+            Found::Lane(Some(r)) => {
                 self.slot = u32::MAX;
                 Poll::Ready(r)
             }
-            // Not this thread's lane, or the lane is gone.
-            None => Poll::Ready(Err(AppendError::Unavailable)),
+            Found::Busy => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            // Not this thread's lane: a receipt moved off its serving
+            // thread, which nothing does (the serving thread's runtime runs
+            // every task it spawns). Its outcome cannot be learnt here;
+            // counted as unavailable, never waited for in vain.
+            Found::Gone => {
+                debug_assert!(false, "a journal lane's ticket polled off its thread");
+                Poll::Ready(Err(AppendError::Unavailable))
+            }
         }
     }
 
