@@ -190,29 +190,12 @@ impl Delivery {
                 let encode = |out: &mut Vec<u8>| {
                     encode_body(out, topic, headers.as_slice(), key, payload, aux)
                 };
-                if let Some(appended) = lane::try_append(journal, ts_ms, encode) {
-                    let state = match appended {
-                        Ok(ticket) => State::Lane(ticket, std::time::Instant::now()),
-                        Err(e) => State::Done(Err(Dropped::Journal(e))),
-                    };
-                    return Receipt {
-                        kind,
-                        state,
-                        companion: None,
-                    };
-                }
-                let body = Journal::body(topic, headers.as_slice(), key, payload, aux);
-                // Queued at once when the writer's queue has room, so the
-                // receipt holds no reference on the shared journal.
-                match journal.try_append(body, ts_ms) {
-                    Ok(rx) => State::Queued(rx, std::time::Instant::now()),
-                    Err(TryAppend::Busy(body)) => State::Unsent {
-                        journal: journal.clone(),
-                        body,
-                        ts_ms,
-                    },
-                    Err(TryAppend::Closed) => {
-                        State::Done(Err(Dropped::Journal(AppendError::Unavailable)))
+                match lane::try_append(journal, ts_ms, encode) {
+                    Some(Ok(ticket)) => State::Lane(ticket, std::time::Instant::now()),
+                    Some(Err(e)) => State::Done(Err(Dropped::Journal(e))),
+                    None => {
+                        let body = Journal::body(topic, headers.as_slice(), key, payload, aux);
+                        to_writer(journal, body, ts_ms)
                     }
                 }
             }
@@ -258,6 +241,21 @@ impl Delivery {
             );
         }
         None
+    }
+}
+
+/// Hands `body` to the journal's writer thread. Queued at once when the
+/// writer's queue has room, so the receipt holds no reference on the shared
+/// journal.
+fn to_writer(journal: &Arc<Journal>, body: Vec<u8>, ts_ms: u64) -> State {
+    match journal.try_append(body, ts_ms) {
+        Ok(rx) => State::Queued(rx, std::time::Instant::now()),
+        Err(TryAppend::Busy(body)) => State::Unsent {
+            journal: journal.clone(),
+            body,
+            ts_ms,
+        },
+        Err(TryAppend::Closed) => State::Done(Err(Dropped::Journal(AppendError::Unavailable))),
     }
 }
 
@@ -315,7 +313,7 @@ impl State {
                 r
             }
             State::Lane(mut ticket, since) => {
-                let r = std::future::poll_fn(|cx| ticket.poll_outcome(cx)).await;
+                let r = ticket.outcome().await;
                 metric::journal_appended(since.elapsed().as_secs_f64());
                 appended::<()>(Ok(r))
             }

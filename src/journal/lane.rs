@@ -316,6 +316,11 @@ impl Ticket {
         }
     }
 
+    /// Waits for the record's outcome (see [`Ticket::poll_outcome`]).
+    pub async fn outcome(&mut self) -> Outcome {
+        poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
     /// The outcome if known.
     pub fn try_outcome(&mut self) -> Option<Outcome> {
         let r = with_lane(self.lane, |lane| lane.take(self.slot, None))

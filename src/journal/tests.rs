@@ -208,6 +208,11 @@ fn serving_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A journal with room to spare, for the lane tests.
+fn lane_journal(dir: &Path) -> Arc<Journal> {
+    Arc::new(Journal::open(&settings(dir, 1 << 30, 1 << 20)).unwrap())
+}
+
 fn lane_append(j: &Arc<Journal>, i: u64) -> lane::Ticket {
     let b = body(i);
     lane::try_append(j, i, |out| out.extend_from_slice(&b))
@@ -218,7 +223,7 @@ fn lane_append(j: &Arc<Journal>, i: u64) -> lane::Ticket {
 #[test]
 fn a_serving_thread_s_records_are_written_as_one_group_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    let j = lane_journal(dir.path());
     let seqs = serving_runtime().block_on(async {
         let _lane = lane::open(&j).expect("journal durability allows lanes");
         // 100 requests' records, appended before any is written.
@@ -230,7 +235,7 @@ fn a_serving_thread_s_records_are_written_as_one_group_in_order() {
         );
         let mut seqs = Vec::new();
         for t in &mut tickets {
-            seqs.push(std::future::poll_fn(|cx| t.poll_outcome(cx)).await.unwrap());
+            seqs.push(t.outcome().await.unwrap());
         }
         seqs
     });
@@ -246,14 +251,14 @@ fn a_serving_thread_s_records_are_written_as_one_group_in_order() {
 #[test]
 fn a_lane_shares_the_numbering_with_the_writer_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    let j = lane_journal(dir.path());
     serving_runtime().block_on(async {
         let _lane = lane::open(&j).unwrap();
         for i in 0..10 {
             // Alternately through the lane and through the writer thread.
             if i % 2 == 0 {
                 let mut t = lane_append(&j, i);
-                assert_eq!(std::future::poll_fn(|cx| t.poll_outcome(cx)).await, Ok(i));
+                assert_eq!(t.outcome().await, Ok(i));
             } else {
                 assert_eq!(j.append(body(i), i).await, Ok(i));
             }
@@ -270,7 +275,7 @@ fn a_lane_shares_the_numbering_with_the_writer_thread() {
 #[test]
 fn a_dropped_ticket_frees_its_slot_and_its_record_is_still_written() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap());
+    let j = lane_journal(dir.path());
     serving_runtime().block_on(async {
         let _lane = lane::open(&j).unwrap();
         for round in 0..50u64 {
