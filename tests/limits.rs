@@ -132,7 +132,7 @@ async fn request_lines_over_the_limit_get_414_and_heads_over_the_limit_431() {
 async fn slow_headers_are_cut_off_and_idle_connections_closed_after_the_header_timeout() {
     let mut cfg = config();
     cfg.server.header_read_timeout_ms = 1000;
-    with_server(cfg, |addr| {
+    let server = with_server(cfg, |addr| {
         // Slowloris: a header line every 100 ms would take 3 s.
         let mut s = dial(addr);
         let started = Instant::now();
@@ -163,6 +163,14 @@ async fn slow_headers_are_cut_off_and_idle_connections_closed_after_the_header_t
         );
     })
     .await;
+    // Both closes are counted as the operator's dashboards expect.
+    let metrics = server.admin_get("/metrics").await;
+    let text = std::str::from_utf8(&metrics.body).unwrap().to_string();
+    let closed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("http_refused_total{reason=\"header_timeout\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(closed, Some(2.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

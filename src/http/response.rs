@@ -1,12 +1,16 @@
 //! Building responses. Every pixel response is uncacheable, so a browser
 //! fires the pixel again on the next page view.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, LOCATION, PRAGMA};
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, LOCATION, PRAGMA,
+};
 use hyper::{Response, StatusCode};
 
-use crate::pixel::Reply;
+use crate::pixel::{Location, Reply};
 
 /// The 43-byte transparent 1x1 GIF.
 pub const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
@@ -23,8 +27,43 @@ fn no_cache(resp: &mut Response<Body>) {
     h.insert(EXPIRES, HeaderValue::from_static("0"));
 }
 
+thread_local! {
+    /// Header maps that requests answered on this thread gave back, for
+    /// responses to reuse. hyper parses a connection's next request into
+    /// the header map of the response before it, so with each response
+    /// taking a map from here and each request giving its own back, the
+    /// same few maps go round and no answer allocates one.
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare maps kept per thread: a thread answers its connections one
+/// request at a time, so two are in use in the steady state; the rest
+/// cover bursts without keeping memory for every map ever seen.
+const SPARE_MAPS_KEPT: usize = 16;
+
+/// A request's header map, no longer needed, given back for a response on
+/// this thread to reuse (emptied; its memory kept).
+pub fn give_back(mut map: HeaderMap) {
+    map.clear();
+    SPARE_MAPS.with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < SPARE_MAPS_KEPT {
+                spare.push(map);
+            }
+        }
+    });
+}
+
+/// An empty header map: a spare one if this thread has one.
+fn spare_map() -> HeaderMap {
+    SPARE_MAPS
+        .with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .unwrap_or_default()
+}
+
 fn with(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(body));
+    *resp.headers_mut() = spare_map();
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -55,9 +94,10 @@ pub fn gif() -> Response<Body> {
 }
 
 /// 302 to a validated URL; the GIF if the URL cannot be a header value
-/// (the validator already refuses that, this is the last line).
-pub fn redirect(url: &str) -> Response<Body> {
-    match HeaderValue::from_str(url) {
+/// (the validator already refuses that, this is the last line). The URL's
+/// own memory becomes the `Location` value, without a copy.
+pub fn redirect(url: impl Into<Location>) -> Response<Body> {
+    match HeaderValue::from_maybe_shared(url.into().into_bytes()) {
         Ok(location) => {
             let mut resp = with(StatusCode::FOUND, "text/plain; charset=utf-8", Bytes::new());
             resp.headers_mut().insert(LOCATION, location);
@@ -100,7 +140,7 @@ pub fn owned_text(status: StatusCode, body: String) -> Response<Body> {
     with(status, "text/plain; charset=utf-8", Bytes::from(body))
 }
 
-pub fn reply(reply: &Reply) -> Response<Body> {
+pub fn reply(reply: Reply) -> Response<Body> {
     match reply {
         Reply::Gif => gif(),
         Reply::Redirect(url) => redirect(url),
@@ -159,8 +199,8 @@ mod tests {
     fn every_pixel_response_is_uncacheable() {
         for resp in [
             gif(),
-            redirect("https://a.example/"),
-            reply(&Reply::BadRequest("x")),
+            redirect("https://a.example/".to_string()),
+            reply(Reply::BadRequest("x")),
         ] {
             let h = resp.headers();
             assert_eq!(
@@ -175,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_url_that_is_no_header_value_falls_back_to_the_gif() {
-        let resp = redirect("https://a.example/\r\nSet-Cookie: x=1");
+        let resp = redirect("https://a.example/\r\nSet-Cookie: x=1".to_string());
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(resp.headers().get(LOCATION).is_none());
     }

@@ -115,7 +115,7 @@ pub enum Then {
 /// `local` is the address the client connected to (the admin listener's
 /// `Host` check).
 pub fn serve<B>(
-    req: Request<B>,
+    mut req: Request<B>,
     peer: SocketAddr,
     local: SocketAddr,
     app: &Arc<App>,
@@ -141,7 +141,13 @@ where
             api_request = Some((*api, req, app.clone()));
             (response::text(StatusCode::OK, ""), Then::Nothing)
         }
-        (None, _) => guarded(|| respond_to(&req, peer, local, app, role, found)),
+        (None, _) => {
+            let answered = guarded(|| respond_to(&req, peer, local, app, role, found));
+            // Read to the end (the event is encoded): the request's header
+            // map serves a later answer on this thread.
+            response::give_back(std::mem::take(req.headers_mut()));
+            answered
+        }
     };
     async move {
         if let Some((api, req, app)) = api_request {
@@ -435,7 +441,8 @@ fn pixel<B>(
     let mut outcome = pixel::handle(request, &ctx);
     app.recent_orders.flag(&mut outcome.event, &catalog);
     let receipt = app.delivery.submit(&outcome.event);
-    let mut resp = response::reply(&outcome.reply);
+    let reply = std::mem::replace(&mut outcome.reply, pixel::Reply::Gif);
+    let mut resp = response::reply(reply);
     if let Identity::Issued(uid) | Identity::Renewed(uid) = visitor.identity {
         resp.headers_mut()
             .insert(SET_COOKIE, app.cookies.issue(uid, cookie_host(headers)));
@@ -498,7 +505,7 @@ fn identify<B>(
             } else if query.len() + BOUNCE_MARK.len() <= app.max_query_bytes {
                 metric::cookie_bounced();
                 let url = bounce_url(req.uri().path(), query);
-                let mut resp = response::redirect(&url);
+                let mut resp = response::redirect(url);
                 resp.headers_mut()
                     .insert(SET_COOKIE, app.cookies.issue(uid, cookie_host(headers)));
                 return Identified::Bounce(resp);

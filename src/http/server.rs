@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use super::head_deadline::{Ended, HeadClock, HeadDeadline};
 use super::no_store::NoStore;
 use super::router::Role;
 use super::App;
@@ -40,16 +41,24 @@ impl Drop for Open {
     }
 }
 
-/// Why hyper closed a connection, as a refusal reason.
-fn refusal(e: &hyper::Error) -> Option<&'static str> {
-    if e.is_parse_too_large() {
-        Some("head_too_large")
-    } else if e.is_timeout() {
-        Some("header_timeout")
-    } else if e.is_parse() {
-        Some("malformed_request")
-    } else {
-        None
+/// Why a connection was closed, as a refusal reason; None for an ordinary
+/// end.
+fn refusal(ended: &Ended) -> Option<&'static str> {
+    match ended {
+        Ended::HeadTimedOut => Some("header_timeout"),
+        Ended::Served(Err(e)) if e.is_parse_too_large() => Some("head_too_large"),
+        Ended::Served(Err(e)) if e.is_parse() => Some("malformed_request"),
+        Ended::Served(_) => None,
+    }
+}
+
+/// Runs a connection to its end, counting a refusal before the socket is
+/// closed: whoever sees the close and then reads the metrics finds it.
+async fn finish(connection: impl Future<Output = Ended>, open: Open) {
+    let _open = open;
+    tokio::pin!(connection);
+    if let Some(reason) = refusal(&(&mut connection).await) {
+        crate::telemetry::metric::http_refused(reason);
     }
 }
 
@@ -118,12 +127,13 @@ impl Connections {
     }
 }
 
-/// hyper's HTTP/1.1 settings for a listener with `limits`.
+/// hyper's HTTP/1.1 settings for a listener with `limits`. The head's
+/// deadline is [`HeadDeadline`]'s, not hyper's (which allocates a timer
+/// per request).
 fn http1(limits: &Limits) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -151,19 +161,17 @@ where
             continue;
         };
         let answer = answer.clone();
+        let clock = HeadClock::new();
+        let service_clock = clock.clone();
         let service = service_fn(move |req| {
+            service_clock.head_arrived();
             let resp = answer(&req);
+            service_clock.answered();
             async move { Ok::<_, std::convert::Infallible>(resp) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _guard = guard;
-            if let Err(e) = conn.await {
-                if let Some(reason) = refusal(&e) {
-                    crate::telemetry::metric::http_refused(reason);
-                }
-            }
-        });
+        let conn = HeadDeadline::new(conn, &clock, limits.header_read_timeout);
+        tokio::spawn(finish(conn, guard));
     }
 }
 
@@ -213,18 +221,21 @@ pub async fn run_counted(
                     continue;
                 };
                 let app = app.clone();
-                let service =
-                    service_fn(move |req| super::router::serve(req, peer, local, &app, role));
-                let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    if let Err(e) = conn.await {
-                        if let Some(reason) = refusal(&e) {
-                            crate::telemetry::metric::http_refused(reason);
-                        }
+                let clock = HeadClock::new();
+                let service_clock = clock.clone();
+                let service = service_fn(move |req| {
+                    service_clock.head_arrived();
+                    let answer = super::router::serve(req, peer, local, &app, role);
+                    let clock = service_clock.clone();
+                    async move {
+                        let answered = answer.await;
+                        clock.answered();
+                        answered
                     }
                 });
+                let conn = builder.serve_connection(TokioIo::new(NoStore::new(stream)), service);
+                let conn = HeadDeadline::new(graceful.watch(conn), &clock, limits.header_read_timeout);
+                tokio::spawn(finish(conn, guard));
             }
             _ = &mut shutdown => break,
         }

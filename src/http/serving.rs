@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{App, Limits, Role};
 
@@ -100,8 +100,9 @@ pub struct ServingThreads {
 impl ServingThreads {
     /// Starts `n` serving threads on `listener` (which must be in
     /// non-blocking mode, as every tokio listener is). What can fail is
-    /// done before any thread starts, but for the threads themselves: if
-    /// one cannot start, those started are stopped and joined.
+    /// done before any thread starts ([`ServingThread::prepare`]), but for
+    /// the threads themselves: if one cannot start, those started are
+    /// stopped and joined.
     pub fn start(
         listener: std::net::TcpListener,
         app: Arc<App>,
@@ -110,22 +111,19 @@ impl ServingThreads {
     ) -> std::io::Result<ServingThreads> {
         let (stop, stopped) = watch::channel(false);
         let open = Arc::new(AtomicUsize::new(0));
-        let mut ready = Vec::with_capacity(n);
-        for l in listeners(listener, n.max(1))? {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            ready.push((runtime, l));
-        }
+        let ready = listeners(listener, n.max(1))?
+            .into_iter()
+            .map(ServingThread::prepare)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mut serving = ServingThreads {
             stop,
             threads: Vec::with_capacity(n),
         };
-        for (i, (runtime, l)) in ready.into_iter().enumerate() {
+        for (i, thread) in ready.into_iter().enumerate() {
             let (app, stopped, open) = (app.clone(), stopped.clone(), open.clone());
             let started = std::thread::Builder::new()
                 .name(format!("serve-{i}"))
-                .spawn(move || serve_thread(runtime, l, app, limits, open, stopped));
+                .spawn(move || thread.serve(app, limits, open, stopped));
             match started {
                 Ok(thread) => serving.threads.push(thread),
                 Err(e) => {
@@ -147,28 +145,50 @@ impl ServingThreads {
     }
 }
 
-/// One serving thread's body: its runtime, its listener, until stopped.
-fn serve_thread(
+/// One serving thread, before it starts: its runtime, and its listener
+/// registered with that runtime. Both can fail, so both are made before
+/// any thread starts, and a failure stops start-up instead of leaving a
+/// thread fewer.
+pub struct ServingThread {
     runtime: tokio::runtime::Runtime,
-    listener: std::net::TcpListener,
-    app: Arc<App>,
-    limits: Limits,
-    open: Arc<AtomicUsize>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    runtime.block_on(async move {
-        // Dropped when serving ends, writing what the lane still holds.
-        let _lane = app.delivery.open_lane();
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(error = %e, "a serving thread cannot use its listener");
-                return;
-            }
+    listener: TcpListener,
+}
+
+impl ServingThread {
+    /// `listener` must be in non-blocking mode, as every tokio listener is.
+    pub fn prepare(listener: std::net::TcpListener) -> std::io::Result<ServingThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Registered with this runtime's reactor, which the thread that
+        // later runs the runtime drives.
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener)?
         };
-        let stop = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        super::server::run_counted(listener, app, Role::Public, limits, open, stop).await;
-    });
+        Ok(ServingThread { runtime, listener })
+    }
+
+    /// Serves on the calling thread until `stopped` turns true, then lets
+    /// in-flight requests finish (within `limits.shutdown_timeout`). Open
+    /// connections are counted in `open`, against `limits.max_connections`.
+    /// This is each serving thread's whole body; a test runs it on a thread
+    /// of its own to count what that thread does.
+    pub fn serve(
+        self,
+        app: Arc<App>,
+        limits: Limits,
+        open: Arc<AtomicUsize>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let ServingThread { runtime, listener } = self;
+        runtime.block_on(async move {
+            // Dropped when serving ends, writing what the lane still holds.
+            let _lane = app.delivery.open_lane();
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            super::server::run_counted(listener, app, Role::Public, limits, open, stop).await;
+        });
+    }
 }

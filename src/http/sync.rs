@@ -95,7 +95,7 @@ fn respond<B>(
             let issue = route == SyncRoute::GetUidNb;
             let (identity, cookie) = identify(headers, app, storage, issue);
             let uid = shown(identity, issue);
-            let mut resp = response::redirect(&with_uid(&target, uid.as_deref().unwrap_or(ZERO)));
+            let mut resp = response::redirect(with_uid(&target, uid.as_deref().unwrap_or(ZERO)));
             if let Some(cookie) = cookie {
                 resp.headers_mut().insert(SET_COOKIE, cookie);
             }

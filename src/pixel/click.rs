@@ -3,7 +3,7 @@
 
 use super::click_id::{self, ClickId};
 use super::source_click::{self, Found, SourceClick};
-use super::{expand, impression::ancost, Context, Outcome, Reply, Request, Target};
+use super::{impression::ancost, Context, Location, Outcome, Reply, Request, Target};
 use crate::config::AllowList;
 use crate::event::{Body, Touch};
 use crate::ids::ClickTrackerId;
@@ -18,7 +18,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
         Err(reason) => {
             // Still take the user where the ad said, if that is allowed.
             let reply = match target {
-                Target::Go(url) => Reply::Redirect(url),
+                Target::Go(url) => Reply::Redirect(url.into()),
                 _ => Reply::BadRequest(no_target_reason(&r, ctx.allow)),
             };
             let body = r.invalid(reason);
@@ -28,9 +28,9 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
     let cachebuster = r.cachebuster();
     let ancost_micros = ancost(&mut r);
     let mut reply = match target {
-        Target::Go(url) => Reply::Redirect(url),
+        Target::Go(url) => Reply::Redirect(url.into()),
         Target::Absent | Target::Refused => match &tracker.click_url {
-            Some(url) => Reply::Redirect(expand(url, r.common.uid)),
+            Some(url) => Reply::Redirect(Location::expand(url, r.common.uid)),
             None => {
                 r.warn("no_landing_page");
                 Reply::BadRequest(no_target_reason(&r, ctx.allow))
@@ -46,7 +46,7 @@ pub fn handle<'a>(mut r: Request<'a>, ctx: &Context<'a>) -> Outcome<'a> {
             placement: tracker.placement,
             user: r.common.uid,
         });
-        *url = click_id::append(url, &ctx.click_ids.param, &token);
+        *url = click_id::append(url.as_str(), &ctx.click_ids.param, &token).into();
     }
     let source_click = source_click(&mut r, ctx, &reply);
     let body = Body::Click(Touch {

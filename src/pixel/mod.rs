@@ -9,6 +9,7 @@ pub mod conversion;
 pub mod decimal;
 pub mod impression;
 pub mod js;
+pub mod location;
 pub mod query;
 pub mod segment;
 pub mod server_adjustment;
@@ -24,6 +25,7 @@ use crate::config::Catalog;
 use crate::config::FireList;
 use crate::event::{Body, Common, Event, Invalid};
 use crate::ids::UserId;
+pub use location::Location;
 use query::{Key, Param, Query, QueryError};
 
 /// Which pixel a path names.
@@ -43,7 +45,7 @@ pub enum Reply {
     /// The 1x1 transparent GIF.
     Gif,
     /// 302 to this absolute URL.
-    Redirect(String),
+    Redirect(Location),
     /// A script that fires these pixels (possibly none).
     Js(js::Script),
     /// 400 with a one-line reason (a click with nowhere to go).
@@ -247,41 +249,58 @@ pub fn expand(url: &str, uid: Option<UserId>) -> String {
     if !url.contains("${") {
         return url.to_string();
     }
+    with_macro_values(uid, |uid, cachebuster| {
+        // One pass, one allocation: this runs for every piggybacked pixel.
+        let mut out = String::with_capacity(url.len() + uid.len());
+        fill_macros(url, uid, cachebuster, |piece| out.push_str(piece));
+        out
+    })
+}
+
+/// Calls `then` with the macros' values for one URL: the user id in hex
+/// (empty when there is none) and a cachebuster. One value per URL, as
+/// every occurrence is the same request.
+fn with_macro_values<R>(uid: Option<UserId>, then: impl FnOnce(&str, &str) -> R) -> R {
     let hex = uid.map(|u| u.to_hex());
     let uid = hex.as_ref().map_or("", |h| h.as_str());
-    // One value per URL, as every occurrence is the same request.
     let mut buffer = itoa::Buffer::new();
-    let cachebuster = buffer.format(rand::random::<u32>());
-    // One pass, one allocation: this runs for every piggybacked pixel.
-    let mut out = String::with_capacity(url.len() + uid.len());
+    then(uid, buffer.format(rand::random::<u32>()))
+}
+
+/// Hands `url` to `write` piece by piece, with `${UID}` and `${USER_ID}`
+/// as `uid` and `${CACHEBUSTER}` as `cachebuster`; other `${` are kept.
+fn fill_macros(url: &str, uid: &str, cachebuster: &str, mut write: impl FnMut(&str)) {
     let mut rest = url;
     while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
+        write(&rest[..at]);
         rest = &rest[at..];
-        let mut fill = |name: &str, value: &str| match rest.strip_prefix(name) {
-            Some(after) => {
-                out.push_str(value);
+        let filled = [
+            ("${UID}", uid),
+            ("${USER_ID}", uid),
+            ("${CACHEBUSTER}", cachebuster),
+        ]
+        .into_iter()
+        .find_map(|(name, value)| rest.strip_prefix(name).map(|after| (after, value)));
+        match filled {
+            Some((after, value)) => {
+                write(value);
                 rest = after;
-                true
             }
-            None => false,
-        };
-        if !(fill("${UID}", uid) || fill("${USER_ID}", uid) || fill("${CACHEBUSTER}", cachebuster))
-        {
-            out.push_str("${");
-            rest = &rest[2..];
+            None => {
+                write("${");
+                rest = &rest[2..];
+            }
         }
     }
-    out.push_str(rest);
-    out
+    write(rest);
 }
 
 /// The image reply: `redir` first, else the one image piggyback, else the
 /// GIF. A refused `redir` answers the GIF.
 pub fn image_reply(redir: Target, pixels: &FireList, uid: Option<UserId>) -> Reply {
     match (redir, pixels.image()) {
-        (Target::Go(url), _) => Reply::Redirect(url),
-        (Target::Absent, Some(p)) => Reply::Redirect(expand(&p.url, uid)),
+        (Target::Go(url), _) => Reply::Redirect(url.into()),
+        (Target::Absent, Some(p)) => Reply::Redirect(Location::expand(&p.url, uid)),
         (Target::Absent | Target::Refused, _) => Reply::Gif,
     }
 }

@@ -128,7 +128,7 @@ fuzz_target!(|data: &[u8]| {
                 || Query::parse(raw, 8192).is_ok_and(|q| {
                     matches!(q.redir(), Param::Present(v) if v.contains(hex.as_str()))
                 });
-            if url.contains(hex.as_str()) && !in_request {
+            if url.as_str().contains(hex.as_str()) && !in_request {
                 let configured = cfg
                     .conversion_pixels
                     .iter()
@@ -140,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
                     .chain(cfg.click_trackers.iter().filter_map(|t| {
                         t.click_url.as_deref().and_then(|u| u.split("${").next())
                     }))
-                    .any(|prefix| url.starts_with(prefix));
+                    .any(|prefix| url.as_str().starts_with(prefix));
                 assert!(configured, "a request's redirect carries the user id: {url}");
             }
         }
