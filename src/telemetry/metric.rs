@@ -49,7 +49,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (HTTP_DURATION, Unit::Seconds, "From the handler's entry to the response, the wait for the journal included, by route."),
     (HTTP_OPEN_CONNECTIONS, Unit::Count, "Open client connections, by listener (public, admin)."),
     (HTTP_IN_FLIGHT, Unit::Count, "Requests being handled."),
-    (JOURNAL_APPEND_DURATION, Unit::Seconds, "From a request's append to the journal writer having written it (and fsynced, in fsync mode)."),
+    (JOURNAL_APPEND_DURATION, Unit::Seconds, "From a request's append to its record being written to the journal: by its serving thread's lane, or by the journal writer thread (and fsynced, in fsync mode)."),
     (KAFKA_DELIVERY_LATENCY, Unit::Seconds, "From a record being handed to the Kafka producer to its acknowledgement."),
     (KAFKA_BROKER_RTT, Unit::Seconds, "Average round-trip time to each broker over the last statistics interval (librdkafka statistics)."),
     (KAFKA_QUEUE_MESSAGES, Unit::Count, "Messages in the producer's queue, not yet acknowledged (librdkafka statistics)."),
