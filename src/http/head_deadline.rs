@@ -8,6 +8,11 @@
 //! request (`TokioTimer::sleep_until`), an allocation per request on the
 //! pixel path. This one keeps a single sleep per connection, inside the
 //! connection's task, and resets it.
+//!
+//! One difference from hyper's: the deadline starts when the answer is
+//! handed to hyper, not once hyper has written it, so a reader too slow to
+//! take a large answer (the admin `/metrics`) within the timeout is cut
+//! off. A pixel's answer fits the socket's buffer at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,7 +100,12 @@ impl<C: Future<Output = hyper::Result<()>>> Future for HeadDeadline<C> {
         // told the clock is seen here, before the task sleeps.
         match this.state.load(Ordering::Relaxed) {
             ANSWERED => {
-                this.deadline.as_mut().reset(Instant::now() + *this.timeout);
+                let now = Instant::now();
+                // A timeout too large to add is no deadline (as tokio's own
+                // `sleep` takes it).
+                let far = now + Duration::from_secs(30 * 365 * 86_400);
+                let deadline = now.checked_add(*this.timeout).unwrap_or(far);
+                this.deadline.as_mut().reset(deadline);
                 this.state.store(WAITING, Ordering::Relaxed);
             }
             WAITING => {}

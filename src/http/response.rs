@@ -36,14 +36,22 @@ thread_local! {
     static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Spare maps kept per thread: a thread answers its connections one
-/// request at a time, so two are in use in the steady state; the rest
-/// cover bursts without keeping memory for every map ever seen.
+/// Spare maps kept per thread: two go round per connection in the steady
+/// state; the rest cover bursts without keeping memory for every map ever
+/// seen.
 const SPARE_MAPS_KEPT: usize = 16;
+
+/// Largest map kept, in headers it has room for: a browser's request and an
+/// answer fit. A map never shrinks, so one grown by a request with a
+/// hundred headers is let go rather than passed round connections for good.
+const SPARE_MAP_HEADERS: usize = 64;
 
 /// A request's header map, no longer needed, given back for a response on
 /// this thread to reuse (emptied; its memory kept).
 pub fn give_back(mut map: HeaderMap) {
+    if map.capacity() > SPARE_MAP_HEADERS {
+        return;
+    }
     map.clear();
     SPARE_MAPS.with(|spare| {
         if let Ok(mut spare) = spare.try_borrow_mut() {
@@ -211,6 +219,20 @@ mod tests {
             assert_eq!(h[EXPIRES], "0");
         }
         assert_eq!(gif().headers()[CONTENT_TYPE], "image/gif");
+    }
+
+    #[test]
+    fn a_header_map_given_back_is_reused_unless_grown_large() {
+        // Each test runs on a thread of its own: its spare list is empty.
+        give_back(HeaderMap::with_capacity(1_000));
+        assert_eq!(spare_map().capacity(), 0, "a large map is let go");
+        let mut map = HeaderMap::with_capacity(8);
+        map.insert(PRAGMA, HeaderValue::from_static("x"));
+        give_back(map);
+        let reused = spare_map();
+        assert!(reused.capacity() >= 8 && reused.is_empty(), "kept, emptied");
+        let resp = gif();
+        assert_eq!(resp.headers()[CONTENT_TYPE], "image/gif");
     }
 
     #[test]

@@ -150,8 +150,23 @@ impl ServingThreads {
 /// any thread starts, and a failure stops start-up instead of leaving a
 /// thread fewer.
 pub struct ServingThread {
-    runtime: tokio::runtime::Runtime,
-    listener: TcpListener,
+    /// The runtime and the listener registered with it: taken by
+    /// [`ServingThread::serve`]; a thread never started lets them go in
+    /// [`Drop`].
+    parts: Option<(tokio::runtime::Runtime, TcpListener)>,
+}
+
+impl Drop for ServingThread {
+    /// A runtime dropped inside another (start-up runs in the main one,
+    /// and a thread that could not start is dropped there) must be let go
+    /// without waiting, or tokio panics instead of start-up failing
+    /// cleanly.
+    fn drop(&mut self) {
+        if let Some((runtime, listener)) = self.parts.take() {
+            drop(listener);
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl ServingThread {
@@ -162,11 +177,19 @@ impl ServingThread {
             .build()?;
         // Registered with this runtime's reactor, which the thread that
         // later runs the runtime drives.
-        let listener = {
+        let registered = {
             let _entered = runtime.enter();
-            TcpListener::from_std(listener)?
+            TcpListener::from_std(listener)
         };
-        Ok(ServingThread { runtime, listener })
+        match registered {
+            Ok(listener) => Ok(ServingThread {
+                parts: Some((runtime, listener)),
+            }),
+            Err(e) => {
+                runtime.shutdown_background();
+                Err(e)
+            }
+        }
     }
 
     /// Serves on the calling thread until `stopped` turns true, then lets
@@ -175,13 +198,15 @@ impl ServingThread {
     /// This is each serving thread's whole body; a test runs it on a thread
     /// of its own to count what that thread does.
     pub fn serve(
-        self,
+        mut self,
         app: Arc<App>,
         limits: Limits,
         open: Arc<AtomicUsize>,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let ServingThread { runtime, listener } = self;
+        let Some((runtime, listener)) = self.parts.take() else {
+            return;
+        };
         runtime.block_on(async move {
             // Dropped when serving ends, writing what the lane still holds.
             let _lane = app.delivery.open_lane();

@@ -1,8 +1,8 @@
-//! Where a redirect sends the browser. A configured URL with macros (a
-//! third-party pixel, a click tracker's landing page) is filled in per
-//! request; written into a per-thread buffer, it becomes the response's
-//! `Location` header as it is: no copy, and in the steady state no
-//! allocation.
+//! Where a redirect sends the browser. A configured URL (a third-party
+//! pixel, a click tracker's landing page) is filled in per request, a
+//! request's own `redir` copied; written into a per-thread buffer, it
+//! becomes the response's `Location` header as it is: no further copy, and
+//! in the steady state no allocation.
 
 use std::cell::RefCell;
 
@@ -28,27 +28,37 @@ const FILLED_URLS_BYTES: usize = 16 << 10;
 impl Location {
     /// `url` with its macros filled in (see [`super::expand`]).
     pub fn expand(url: &str, uid: Option<UserId>) -> Location {
-        if !url.contains("${") {
-            return Location(Bytes::copy_from_slice(url.as_bytes()));
-        }
         super::with_macro_values(uid, |uid, cachebuster| {
             let mut len = 0;
             super::fill_macros(url, uid, cachebuster, |piece| len += piece.len());
-            FILLED_URLS.with(|buffer| {
-                let Ok(mut buffer) = buffer.try_borrow_mut() else {
-                    // Only if filling a URL ever filled another: its own.
-                    let mut own = String::with_capacity(len);
-                    super::fill_macros(url, uid, cachebuster, |piece| own.push_str(piece));
-                    return Location::from(own);
-                };
+            Location::written(len, |write| {
+                super::fill_macros(url, uid, cachebuster, write)
+            })
+        })
+    }
+
+    /// `url` as it is (a `redir` the request carried, a bounce).
+    pub fn copied(url: &str) -> Location {
+        Location::written(url.len(), |write| write(url))
+    }
+
+    /// The URL that `fill` writes, `len` bytes in all, split off this
+    /// thread's buffer.
+    fn written(len: usize, fill: impl FnOnce(&mut dyn FnMut(&str))) -> Location {
+        FILLED_URLS.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
                 if buffer.capacity() < len {
                     buffer.reserve(len.max(FILLED_URLS_BYTES));
                 }
-                super::fill_macros(url, uid, cachebuster, |piece| {
-                    buffer.extend_from_slice(piece.as_bytes())
-                });
+                fill(&mut |piece: &str| buffer.extend_from_slice(piece.as_bytes()));
                 Location(buffer.split().freeze())
-            })
+            }
+            // Only if filling a URL ever filled another: its own.
+            Err(_) => {
+                let mut own = String::with_capacity(len);
+                fill(&mut |piece: &str| own.push_str(piece));
+                Location(Bytes::from(own))
+            }
         })
     }
 
@@ -65,7 +75,7 @@ impl Location {
 
 impl From<String> for Location {
     fn from(url: String) -> Location {
-        Location(Bytes::from(url))
+        Location::copied(&url)
     }
 }
 
