@@ -97,6 +97,28 @@ impl pixeld::sink::Sink for Discard {
     }
 }
 
+/// A journal in `dir` (page-cache durability, as `journal` mode) and a
+/// delivery into it that ships to a sink keeping nothing.
+fn journal_delivery(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<pixeld::journal::Journal>,
+    pixeld::delivery::Delivery,
+) {
+    use std::sync::Arc;
+    let journal = Arc::new(
+        pixeld::journal::Journal::open(&pixeld::journal::Settings {
+            dir: dir.join("journal"),
+            fsync: false,
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+        })
+        .unwrap(),
+    );
+    let delivery = pixeld::delivery::Delivery::journal(journal.clone(), Arc::new(Discard), false);
+    (journal, delivery)
+}
+
 /// A typical `/imptr` with a valid signed cookie, served by an app that
 /// delivers into `delivery`.
 fn imptr_request(
@@ -175,18 +197,8 @@ fn a_whole_imptr_request_allocates_nothing() {
 /// allocated 2 more.
 #[test]
 fn in_journal_mode_a_serving_thread_s_request_allocates_nothing_more() {
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(
-        pixeld::journal::Journal::open(&pixeld::journal::Settings {
-            dir: dir.path().join("journal"),
-            fsync: false,
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-        })
-        .unwrap(),
-    );
-    let delivery = pixeld::delivery::Delivery::journal(journal.clone(), Arc::new(Discard), false);
+    let (journal, delivery) = journal_delivery(dir.path());
     let (app, req, peer) = imptr_request(delivery);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,16 +272,7 @@ fn a_serving_thread_answers_typical_imptr_requests_without_allocating() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(
-        pixeld::journal::Journal::open(&pixeld::journal::Settings {
-            dir: dir.path().join("journal"),
-            fsync: false,
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-        })
-        .unwrap(),
-    );
-    let delivery = pixeld::delivery::Delivery::journal(journal.clone(), Arc::new(Discard), false);
+    let (journal, delivery) = journal_delivery(dir.path());
     let (app, req, _) = imptr_request(delivery);
     let cookie = req.headers()["cookie"].to_str().unwrap().to_string();
     let listener = pixeld::http::bind_public("127.0.0.1:0".parse().unwrap()).unwrap();

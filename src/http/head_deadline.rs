@@ -33,8 +33,14 @@ const ANSWERED: u8 = 2;
 /// The connection's side of the deadline, told by its service when a head
 /// has arrived and when its answer is done. (An atomic rather than a cell,
 /// as hyper's service must be `Send`; only one thread ever touches it.)
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HeadClock(Arc<AtomicU8>);
+
+impl Default for HeadClock {
+    fn default() -> HeadClock {
+        HeadClock::new()
+    }
+}
 
 impl HeadClock {
     /// A new connection's clock, waiting for its first head.

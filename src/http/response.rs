@@ -102,8 +102,9 @@ pub fn gif() -> Response<Body> {
 }
 
 /// 302 to a validated URL; the GIF if the URL cannot be a header value
-/// (the validator already refuses that, this is the last line). The URL's
-/// own memory becomes the `Location` value, without a copy.
+/// (the validator already refuses that, this is the last line). The
+/// [`Location`]'s bytes become the header value without a copy (a `String`
+/// is first written into the thread's URL buffer, see [`Location::copied`]).
 pub fn redirect(url: impl Into<Location>) -> Response<Body> {
     match HeaderValue::from_maybe_shared(url.into().into_bytes()) {
         Ok(location) => {
