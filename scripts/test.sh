@@ -15,7 +15,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # A CI run builds once: incremental state would only take disk (1.8 GiB of a
 # clean build's 7.9), and a CI machine once ran out of it while linking.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
-echo "disk free before the build: $(df -h --output=avail . | tail -1)"
+free_kib=$(df -k --output=avail . | tail -1 | tr -d ' ')
+echo "disk free before the build: $((free_kib / 1024 / 1024)) GiB"
+if [ "$free_kib" -lt $((4 * 1024 * 1024)) ]; then
+  echo "warning: the build and test run need about 4 GiB free here; a full disk shows as a linker crash (SIGBUS) or ENOSPC" >&2
+fi
 
 # Style and lints first: they fail in seconds, before the long suite.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
