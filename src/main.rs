@@ -235,7 +235,12 @@ fn main() -> ExitCode {
             }
             // One thread: the member runs on its own; this only serves /readyz.
             let builder = tokio::runtime::Builder::new_current_thread();
-            let service = pixeld::attribute::run(&cfg, pixeld::serve::shutdown_signal());
+            // Signals are registered on the runtime, before the member
+            // starts (and before it answers /readyz).
+            let service = async {
+                let shutdown = pixeld::serve::shutdown_signal();
+                pixeld::attribute::run(&cfg, shutdown).await
+            };
             until_done(&cfg, builder, service, |e| e.exit_code())
         }
         Command::Forward { config } => {
@@ -245,7 +250,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let builder = tokio::runtime::Builder::new_multi_thread();
-            let service = pixeld::forward::run(&cfg, pixeld::serve::shutdown_signal());
+            let service = async {
+                let shutdown = pixeld::serve::shutdown_signal();
+                pixeld::forward::run(&cfg, shutdown).await
+            };
             until_done(&cfg, builder, service, |e| e.exit_code())
         }
         Command::Serve { config } => {
@@ -310,6 +318,8 @@ fn serve(config: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
+        // Before anything listens: see `shutdown_signal`.
+        let shutdown = pixeld::serve::shutdown_signal();
         let started = async {
             let bind = |addr| async move {
                 tokio::net::TcpListener::bind(addr)
@@ -333,9 +343,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
         };
         match started.await {
             Ok((listener, admin, services, _embedded)) => {
-                let served = services
-                    .run(listener, admin, pixeld::serve::shutdown_signal())
-                    .await;
+                let served = services.run(listener, admin, shutdown).await;
                 match served {
                     Ok(_) => ExitCode::SUCCESS,
                     Err(e) => {

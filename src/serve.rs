@@ -564,46 +564,58 @@ pub async fn serve(
 }
 
 /// Each SIGHUP reloads the config file (when a reloader is installed).
-async fn reload_on_sighup(app: Arc<App>) {
+/// The handler is registered when this is called, not when the task first
+/// runs: until then a SIGHUP would end the process (its default action).
+fn reload_on_sighup(app: Arc<App>) -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading the config");
-            if let Some(r) = app.reloader.get() {
-                // Coalesced with the admin listener's reloads, off the workers.
-                let _ = app.reloads.request(r).answer().await;
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reloading the config");
+                if let Some(r) = app.reloader.get() {
+                    // Coalesced with the admin listener's reloads, off the workers.
+                    let _ = app.reloads.request(r).answer().await;
+                }
             }
         }
+        #[cfg(not(unix))]
+        let _ = app;
     }
-    #[cfg(not(unix))]
-    let _ = app;
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers SIGINT and SIGTERM at once, and resolves on either. Call it on
+/// a runtime before anything answers `/readyz`: a signal that arrives
+/// before its handler exists ends the process at once (the default
+/// action), and a SIGTERM right after readiness was seen doing so while
+/// the handler waited for the serving threads to start.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    let registered = {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match registered {
+            Ok((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutdown signal received");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    info!("shutdown signal received");
 }
 
 /// `cookie.secret`, or the key kept in `data_dir/cookie.key` (created on
