@@ -66,20 +66,20 @@ pub struct Journal {
     pub shared: Arc<Shared>,
     /// The writer thread, joined on [`Journal::stop`].
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// The segment being written: the writer thread's and the lanes'.
-    pub(super) core: Arc<Mutex<Core>>,
-    /// Appends go to the writer thread only (`fsync` mode: see
-    /// [`Journal::lanes_allowed`]).
-    fsync: bool,
+    /// The writer thread's stream (its own; each lane has another).
+    core: Arc<Mutex<Core>>,
+    /// For the lanes' streams; in `fsync` mode appends go to the writer
+    /// thread only (see [`Journal::lanes_allowed`]).
+    settings: Settings,
 }
 
 impl Journal {
     /// Opens (or creates) the journal, repairing a torn tail, and starts the
     /// writer thread.
     pub fn open(settings: &Settings) -> std::io::Result<Journal> {
-        let (shared, tail) = recovery::recover(settings)?;
+        let shared = recovery::recover(settings)?;
         let (tx, rx) = mpsc::channel(65_536);
-        let core = Arc::new(Mutex::new(Core::new(shared.clone(), tail, settings)));
+        let core = Arc::new(Mutex::new(Core::new(shared.clone(), settings)));
         let writer = Writer::new(rx, core.clone());
         let thread = crate::background::spawn("journal-writer", move || writer.run())?;
         Ok(Journal {
@@ -88,8 +88,13 @@ impl Journal {
             shared,
             thread: Mutex::new(Some(thread)),
             core,
-            fsync: settings.fsync,
+            settings: settings.clone(),
         })
+    }
+
+    /// A stream of its own for a serving thread's lane.
+    pub(super) fn new_core(&self) -> Core {
+        Core::new(self.shared.clone(), &self.settings)
     }
 
     /// Whether serving threads may group their own appends ([`super::lane`]).
@@ -99,7 +104,7 @@ impl Journal {
     /// instead while the serving threads go on, at the price of a handoff
     /// per record.
     pub fn lanes_allowed(&self) -> bool {
-        !self.fsync
+        !self.settings.fsync
     }
 
     /// True once [`Journal::stop`] began: appends are refused.
@@ -182,8 +187,10 @@ impl Journal {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
-        // After the writer's last group; a lane's group after this is refused.
+        // After the writer's last group; a lane's group after this is
+        // refused, and one being written is waited for.
         lock(&self.core).stop();
+        self.shared.stop_numbering();
     }
 
     /// A body for `append`: the Kafka message as it will be produced, and

@@ -4,8 +4,9 @@
 //! A request's record body is encoded straight into its thread's lane (one
 //! buffer, reused). The lane's flusher, a task on the same thread's
 //! runtime, runs once the tasks ready at that moment have run (so a group
-//! is every record its thread produced meanwhile), takes the journal's
-//! core once for the whole group (one `write`) and marks each record's
+//! is every record its thread produced meanwhile), writes the whole group
+//! to the lane's own stream of segments (one `write`, no lock: only the
+//! numbering is shared, taken twice per group) and marks each record's
 //! slot with its outcome, waking the request that waits on it, on this
 //! same thread. A [`Ticket`] is the request's claim on its slot: plain
 //! numbers, valid only on the thread that issued it.
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use super::writer::lock;
+use super::writer::Core;
 use super::{AppendError, Journal};
 
 /// Lanes opened in this process: a ticket names its lane, so that one
@@ -54,6 +55,8 @@ struct Pending {
 struct Lane {
     id: u64,
     journal: Arc<Journal>,
+    /// The lane's own stream.
+    core: Core,
     /// The bodies of the records not written yet, back to back.
     bodies: Vec<u8>,
     pending: Vec<Pending>,
@@ -99,6 +102,7 @@ pub fn open(journal: &Arc<Journal>) -> Option<LaneGuard> {
     let id = LANES.fetch_add(1, Ordering::Relaxed);
     let lane = Lane {
         id,
+        core: journal.new_core(),
         journal: journal.clone(),
         bodies: Vec::with_capacity(1 << 16),
         pending: Vec::with_capacity(256),
@@ -176,7 +180,7 @@ impl Lane {
             .pending
             .iter()
             .map(|p| (&bodies[p.at..p.at + p.len], p.ts_ms));
-        lock(&self.journal.core).write_group(entries, &mut self.results);
+        self.core.write_group(entries, &mut self.results);
         for (p, r) in self.pending.drain(..).zip(self.results.drain(..)) {
             let slot = &mut self.slots[p.slot as usize];
             match std::mem::replace(slot, Slot::Written(r)) {

@@ -31,6 +31,7 @@ mod progress;
 mod recovery;
 mod segment;
 pub mod ship;
+mod stream_reader;
 mod writer;
 
 pub use cursor::{Cursor, Position};

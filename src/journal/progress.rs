@@ -8,10 +8,11 @@
 //! read are chosen here, once.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::segment;
+use super::segment::{self, SegmentFile};
 use crate::telemetry::now_ms;
 
 /// How often a caught-up reader looks for new records.
@@ -20,8 +21,21 @@ const READER_POLL: Duration = Duration::from_millis(5);
 /// State shared by the writer, the readers, the shipper and the engine.
 pub struct Shared {
     dir: PathBuf,
-    /// Records with a smaller sequence number are completely written.
+    /// Records with a smaller sequence number are completely written (or
+    /// will never be: a number whose write failed is a gap).
     written: AtomicU64,
+    /// The numbering every stream draws from, one group at a time.
+    numbering: Mutex<Numbering>,
+    /// The next stream a writer opens.
+    next_stream: AtomicU32,
+    /// Streams below this one were written before this process opened the
+    /// journal: nothing is appended to them any more.
+    first_live_stream: u32,
+    /// Every record of those streams is below this sequence number.
+    sealed_below: u64,
+    /// Bumped whenever a writer creates a segment: a reader lists the
+    /// directory again only when this changed.
+    segments_created: AtomicU64,
     /// Bytes of all segment files.
     bytes: AtomicU64,
     /// When an append was last refused for lack of space (ms, 0 = never).
@@ -30,9 +44,6 @@ pub struct Shared {
     max_bytes: u64,
     /// The shipper's checkpoint: every record below it is in Kafka.
     shipped: AtomicU64,
-    /// First sequence number of the segment being written: a reader at the
-    /// end of an older one knows that one is complete.
-    current_segment: AtomicU64,
     /// The attribution engine's snapshotted position (u64::MAX without an
     /// engine): it replays from here after a crash, so segments are kept.
     engine_snapshot: AtomicU64,
@@ -48,8 +59,28 @@ pub(super) struct Start {
     pub bytes: u64,
     /// The checkpoint saved on disk.
     pub shipped: u64,
-    /// The segment appends go to.
-    pub current_segment: u64,
+    /// Streams below this one are on disk from an earlier process.
+    pub first_live_stream: u32,
+}
+
+/// The sequence numbers handed out, and the groups still being written.
+struct Numbering {
+    next: u64,
+    /// (stream, first sequence number) of each group being written.
+    in_flight: Vec<(u32, u64)>,
+    /// Set once the journal stopped: no number is handed out after it.
+    stopped: bool,
+}
+
+impl Numbering {
+    /// Every number below this is written or never will be.
+    fn complete_below(&self) -> u64 {
+        self.in_flight
+            .iter()
+            .map(|(_, first)| *first)
+            .min()
+            .unwrap_or(self.next)
+    }
 }
 
 impl Shared {
@@ -57,11 +88,19 @@ impl Shared {
         Shared {
             dir: start.dir,
             written: AtomicU64::new(start.next_seq),
+            numbering: Mutex::new(Numbering {
+                next: start.next_seq,
+                in_flight: Vec::new(),
+                stopped: false,
+            }),
+            next_stream: AtomicU32::new(start.first_live_stream),
+            first_live_stream: start.first_live_stream,
+            sealed_below: start.next_seq,
+            segments_created: AtomicU64::new(0),
             bytes: AtomicU64::new(start.bytes),
             last_full_ms: AtomicU64::new(0),
             max_bytes: start.max_bytes,
             shipped: AtomicU64::new(start.shipped),
-            current_segment: AtomicU64::new(start.current_segment),
             engine_snapshot: AtomicU64::new(u64::MAX),
         }
     }
@@ -124,18 +163,64 @@ impl Shared {
         !recently_full && self.bytes() < self.max_bytes / 100 * 95
     }
 
-    /// Segment files, oldest first, as (first sequence number, path).
-    pub fn segments(&self) -> Vec<(u64, PathBuf)> {
+    /// Segment files, in (first sequence number, stream) order.
+    pub fn segments(&self) -> Vec<SegmentFile> {
         segment::list(&self.dir)
     }
 
-    /// The writer wrote a group of `bytes` bytes: every record below
-    /// `next_seq` is now readable.
-    pub(super) fn group_written(&self, bytes: u64, next_seq: u64) {
+    /// A stream of its own for a new writer.
+    pub(super) fn open_stream(&self) -> u32 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `stream` was written by an earlier process, and so is
+    /// complete: every record of it is below [`Shared::sealed_below`].
+    pub(super) fn is_sealed(&self, stream: u32) -> bool {
+        stream < self.first_live_stream
+    }
+
+    /// Every record of a sealed stream is below this.
+    pub(super) fn sealed_below(&self) -> u64 {
+        self.sealed_below
+    }
+
+    fn numbering(&self) -> MutexGuard<'_, Numbering> {
+        self.numbering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers for a group of `count` records of `stream`, the first
+    /// returned; None once the journal stopped. Readers wait at the first
+    /// until [`Shared::group_done`].
+    pub(super) fn reserve(&self, stream: u32, count: u64) -> Option<u64> {
+        let mut n = self.numbering();
+        if n.stopped {
+            return None;
+        }
+        let first = n.next;
+        n.next += count;
+        n.in_flight.push((stream, first));
+        Some(first)
+    }
+
+    /// `stream`'s group, `bytes` long, is written (or failed: its numbers
+    /// are then gaps): readers may read up to the next group still being
+    /// written.
+    pub(super) fn group_done(&self, stream: u32, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut n = self.numbering();
+        n.in_flight.retain(|(s, _)| *s != stream);
         // Release, after the write: a reader that sees the number finds the
-        // records in the file.
-        self.written.store(next_seq, Ordering::Release);
+        // records in their files.
+        self.written.store(n.complete_below(), Ordering::Release);
+    }
+
+    /// No number is handed out from now on; returns once every group
+    /// already numbered is written, so that readers see all there will be.
+    pub(super) fn stop_numbering(&self) {
+        self.numbering().stopped = true;
+        while !self.numbering().in_flight.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The writer refused an append for lack of space (readiness turns
@@ -144,14 +229,15 @@ impl Shared {
         self.last_full_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// The writer started the segment whose first record is `first_seq`.
-    pub(super) fn segment_started(&self, first_seq: u64) {
-        self.current_segment.store(first_seq, Ordering::Release);
+    /// A writer created a segment (before writing to it).
+    pub(super) fn segment_created(&self) {
+        self.segments_created.fetch_add(1, Ordering::Release);
     }
 
-    /// The segment being written, by its first sequence number.
-    pub(super) fn current_segment(&self) -> u64 {
-        self.current_segment.load(Ordering::Acquire)
+    /// Changes whenever a segment is created: a reader's listing of the
+    /// directory is current while this is unchanged.
+    pub(super) fn segments_created(&self) -> u64 {
+        self.segments_created.load(Ordering::Acquire)
     }
 
     /// The shipper's checkpoint moved to `watermark`.

@@ -1,10 +1,12 @@
 //! Opening the journal after any stop, clean or not. A crash mid-write
-//! leaves at most a torn group at the tail of the last segment: its
-//! checksum fails, so the tail is truncated there (counted, logged) and
+//! leaves at most a torn group at the tail of each stream's last segment:
+//! its checksum fails, so the tail is truncated there (counted, logged) and
 //! every record before it is kept. Numbering resumes after the last good
-//! record, or at the checkpoint when the shipper deleted every segment.
+//! record of any stream, or at the checkpoint when the shipper deleted
+//! every segment. The streams found are sealed: this process writes new
+//! ones.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,42 +14,25 @@ use tracing::{info, warn};
 
 use super::frame::{decode_frame, Frame};
 use super::progress::{Shared, Start};
+use super::segment::SegmentFile;
 use super::{checkpoint, segment, Settings};
 
-/// The segment appends go to, as recovery left it.
-pub(super) struct Tail {
-    /// Open for appending.
-    pub file: File,
-    /// Its length.
-    pub size: u64,
-    /// The sequence number of the next record.
-    pub next_seq: u64,
-}
-
 /// Repairs the journal in `settings.dir` (creating it if need be) and
-/// returns its shared progress and the segment to append to.
-pub(super) fn recover(settings: &Settings) -> std::io::Result<(Arc<Shared>, Tail)> {
+/// returns its shared progress.
+pub(super) fn recover(settings: &Settings) -> std::io::Result<Arc<Shared>> {
     crate::files::create_private_dir(&settings.dir)?;
-    let mut segs = segment::list(&settings.dir);
+    let segs = segment::list(&settings.dir);
     let shipped = checkpoint::load(&settings.dir);
     let mut next_seq = shipped;
-    if let Some((first, path)) = segs.last() {
-        next_seq = next_seq.max(repair_tail(path, *first)?);
+    for last in last_of_each_stream(&segs) {
+        next_seq = next_seq.max(repair_tail(&last.path, last.first)?);
     }
-    if segs.is_empty() {
-        segs.push((next_seq, segment::path(&settings.dir, next_seq)));
-    }
-    let (first, path) = segs.last().cloned().unwrap_or_default();
-    let file = crate::files::private_options()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let size = file.metadata()?.len();
     let bytes: u64 = segs
         .iter()
-        .filter_map(|(_, p)| fs::metadata(p).ok())
+        .filter_map(|s| fs::metadata(&s.path).ok())
         .map(|m| m.len())
         .sum();
+    let first_live_stream = segs.iter().map(|s| s.stream + 1).max().unwrap_or(1);
     info!(
         dir = %settings.dir.display(),
         segments = segs.len(),
@@ -55,20 +40,27 @@ pub(super) fn recover(settings: &Settings) -> std::io::Result<(Arc<Shared>, Tail
         unshipped = next_seq.saturating_sub(shipped),
         "journal open"
     );
-    let shared = Arc::new(Shared::new(Start {
+    Ok(Arc::new(Shared::new(Start {
         dir: settings.dir.clone(),
         max_bytes: settings.max_bytes,
         next_seq,
         bytes,
         shipped,
-        current_segment: first,
-    }));
-    let tail = Tail {
-        file,
-        size,
-        next_seq,
-    };
-    Ok((shared, tail))
+        first_live_stream,
+    })))
+}
+
+/// Each stream's newest segment: the only one a crash can have torn.
+fn last_of_each_stream(segs: &[SegmentFile]) -> Vec<&SegmentFile> {
+    let mut last: Vec<&SegmentFile> = Vec::new();
+    for s in segs {
+        match last.iter_mut().find(|l| l.stream == s.stream) {
+            // `segs` is in sequence order: a later one is newer.
+            Some(l) => *l = s,
+            None => last.push(s),
+        }
+    }
+    last
 }
 
 /// Truncates the segment at `path` after its last good record, if anything

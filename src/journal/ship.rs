@@ -418,13 +418,9 @@ impl Ship {
                 dead_letter,
                 ..
             } = &mut *self;
-            if reread.seek(seq, at) {
-                reread.read_each(1, |r| {
-                    if r.seq == seq {
-                        sent = Some(send(producer.as_ref(), topics, log, dead_letter, &r));
-                    }
-                });
-            }
+            reread.read_at(seq, at, |r| {
+                sent = Some(send(producer.as_ref(), topics, log, dead_letter, &r));
+            });
             match sent {
                 Some(Sent::Queued) => {
                     self.in_flight[i].sent = true;
@@ -458,14 +454,10 @@ impl Ship {
             in_flight,
             ..
         } = self;
-        if reread.seek(seq, in_flight[i].at) {
-            reread.read_each(1, |r| {
-                if r.seq == seq {
-                    found = true;
-                    dead_letter(path, topics, &r, reason);
-                }
-            });
-        }
+        reread.read_at(seq, in_flight[i].at, |r| {
+            found = true;
+            dead_letter(path, topics, &r, reason);
+        });
         if !found {
             warn!(
                 seq,
@@ -485,20 +477,32 @@ impl Ship {
     }
 
     /// Deletes segments whose every record is shipped and covered by the
-    /// attribution snapshot (never the one being written).
+    /// attribution snapshot (never one being written). A segment's records
+    /// are all below the next segment of its stream; a stream written by
+    /// an earlier process is complete, its records all below where this
+    /// one started numbering.
     fn delete_shipped(&mut self) {
         let keep_from = self.saved.min(self.shared.engine_snapshot());
-        let segs = self.shared.segments();
-        for pair in segs.windows(2) {
-            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
-            if *next_first <= keep_from {
-                if let Ok(meta) = fs::metadata(path) {
-                    if fs::remove_file(path).is_ok() {
+        // Newest first, remembering each stream's next segment.
+        let mut next_first: Vec<(u32, u64)> = Vec::new();
+        for seg in self.shared.segments().iter().rev() {
+            let next = next_first.iter_mut().find(|(s, _)| *s == seg.stream);
+            let ends_below = match next {
+                Some((_, first)) => std::mem::replace(first, seg.first),
+                None => {
+                    next_first.push((seg.stream, seg.first));
+                    if !self.shared.is_sealed(seg.stream) {
+                        continue;
+                    }
+                    self.shared.sealed_below()
+                }
+            };
+            if ends_below <= keep_from {
+                if let Ok(meta) = fs::metadata(&seg.path) {
+                    if fs::remove_file(&seg.path).is_ok() {
                         self.shared.segment_deleted(meta.len());
                     }
                 }
-            } else {
-                break;
             }
         }
     }

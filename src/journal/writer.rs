@@ -1,12 +1,13 @@
-//! Writing groups of records: the [`Core`] owns the segment being written
-//! (behind one mutex, taken once per group) and writes each group with one
-//! `write` (and one `fdatasync` in `fsync` mode), numbering its records,
-//! and only then publishes the new end to readers. It refuses what the disk
-//! budget cannot hold and rolls to a new segment between groups, never
-//! inside one. Groups come from the [`Writer`] thread, which takes appends
-//! off a bounded queue (up to 4096 at a time) and tells each caller its
-//! sequence number, and from the serving threads' lanes
-//! ([`super::lane`]), which group their own thread's appends.
+//! Writing groups of records: a [`Core`] owns one stream's segment being
+//! written (see [`super::segment`]) and writes each group with one `write`
+//! (and one `fdatasync` in `fsync` mode), numbering its records from the
+//! journal's one numbering, and only then tells readers. It refuses what
+//! the disk budget cannot hold and rolls to a new segment between groups,
+//! never inside one. The [`Writer`] thread has a core of its own, behind a
+//! mutex, for appends taken off a bounded queue (up to 4096 at a time);
+//! each serving thread's lane ([`super::lane`]) owns another, so that no
+//! two threads share a file, a lock or a cache line per group, only the
+//! numbering.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,7 +18,6 @@ use tracing::warn;
 
 use super::frame::{encode_frame, HEADER, MAX_BODY};
 use super::progress::Shared;
-use super::recovery::Tail;
 use super::{segment, AppendError, Settings};
 use crate::telemetry::RateLimit;
 
@@ -40,20 +40,21 @@ pub(super) enum Job {
     Stop,
 }
 
-/// The segment being written and its numbering: one owner at a time,
-/// behind the journal's mutex, taken once per group (by the writer thread,
-/// or by a serving thread's [`super::lane`]).
+/// One stream's segment being written: one owner, the writer thread or a
+/// serving thread's lane.
 pub(super) struct Core {
     shared: Arc<Shared>,
-    /// The segment being appended to.
-    file: File,
+    stream: u32,
+    /// The segment being appended to; None until the first group, and
+    /// after a roll (a segment is named by its first record, known only
+    /// once the group is numbered).
+    file: Option<File>,
     segment_size: u64,
-    next_seq: u64,
     fsync: bool,
     segment_bytes: u64,
     full_log: RateLimit,
-    /// Set once the journal stopped: groups after it are refused, so that
-    /// the shipper's last round sees everything there will be.
+    /// Set once this core's owner stopped (the writer thread's core in
+    /// `fsync` mode syncs one last time).
     stopped: bool,
     /// The frames of one group, reused.
     buf: Vec<u8>,
@@ -63,27 +64,27 @@ pub(super) struct Core {
 pub(super) type Entry<'a> = (&'a [u8], u64);
 
 impl Core {
-    /// A core appending after `tail`, where recovery left the journal.
-    pub(super) fn new(shared: Arc<Shared>, tail: Tail, settings: &Settings) -> Core {
+    /// A core writing a new stream of the journal.
+    pub(super) fn new(shared: Arc<Shared>, settings: &Settings) -> Core {
         Core {
+            stream: shared.open_stream(),
             shared,
-            file: tail.file,
-            segment_size: tail.size,
-            next_seq: tail.next_seq,
+            file: None,
+            segment_size: 0,
             fsync: settings.fsync,
             segment_bytes: settings.segment_bytes,
             full_log: RateLimit::new(5_000),
             stopped: false,
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(1 << 16),
         }
     }
 
     /// Writes one group with one `write` (and one `fdatasync` in `fsync`
-    /// mode), publishes the new end to readers, and pushes each entry's
-    /// outcome, in order, onto `results`.
+    /// mode), tells readers, and pushes each entry's outcome, in order,
+    /// onto `results`.
     pub(super) fn write_group<'a>(
         &mut self,
-        entries: impl Iterator<Item = Entry<'a>>,
+        entries: impl Iterator<Item = Entry<'a>> + Clone,
         results: &mut Vec<Result<u64, AppendError>>,
     ) {
         let from = results.len();
@@ -91,62 +92,112 @@ impl Core {
             results.extend(entries.map(|_| Err(AppendError::Unavailable)));
             return;
         }
-        if self.segment_size >= self.segment_bytes {
-            if let Err(e) = self.roll() {
-                warn!(error = %e, "cannot start a new journal segment");
+        let accepted = self.admit(entries.clone(), results);
+        if accepted == 0 {
+            return;
+        }
+        let Some(first) = self.shared.reserve(self.stream, accepted) else {
+            // The journal stopped: nothing is numbered after that.
+            for r in &mut results[from..] {
+                *r = r.and(Err(AppendError::Unavailable));
+            }
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        encode_group(entries, first, &mut buf, &mut results[from..]);
+        let ok = self.write(first, &buf);
+        if !ok {
+            warn!("journal write failed; these events are not kept");
+            // Their numbers stay unused: gaps, which readers pass over.
+            for r in &mut results[from..] {
+                *r = r.and(Err(AppendError::Unavailable));
             }
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        self.encode_group(entries, &mut buf, results);
-        if !buf.is_empty() {
-            let ok =
-                self.file.write_all(&buf).is_ok() && (!self.fsync || self.file.sync_data().is_ok());
-            if ok {
-                self.segment_size += buf.len() as u64;
-                self.shared.group_written(buf.len() as u64, self.next_seq);
-                crate::telemetry::metric::journal_size(self.shared.bytes());
-            } else {
-                warn!("journal write failed; these events are not kept");
-                // The sequence numbers were not used: the next group reuses them.
-                self.next_seq = self.shared.written();
-                let _ = self.file.set_len(self.segment_size);
-                // A failed write loses the appends it held; the ones
-                // already refused for space stay refused for space.
-                for r in &mut results[from..] {
-                    *r = r.and(Err(AppendError::Unavailable));
-                }
-            }
+        self.shared
+            .group_done(self.stream, if ok { buf.len() as u64 } else { 0 });
+        if ok {
+            crate::telemetry::metric::journal_size(self.shared.bytes());
         }
         self.buf = buf;
     }
 
-    /// Frames into `buf` each entry the budget has room for, numbering
-    /// them; pushes each one's outcome, in order.
-    fn encode_group<'a>(
+    /// Decides which entries the budget has room for: pushes a placeholder
+    /// `Ok` for each of those, `Full` for the others; returns how many fit.
+    fn admit<'a>(
         &mut self,
         entries: impl Iterator<Item = Entry<'a>>,
-        buf: &mut Vec<u8>,
         results: &mut Vec<Result<u64, AppendError>>,
-    ) {
-        buf.clear();
+    ) -> u64 {
+        // Each stream checks the budget on its own, so the journal can go
+        // past it by at most one group per stream.
         let budget_left = self.shared.max_bytes().saturating_sub(self.shared.bytes());
-        let mut refused = 0;
-        for (body, ts_ms) in entries {
+        let (mut taken, mut accepted, mut refused) = (0u64, 0u64, 0);
+        for (body, _) in entries {
             let frame_len = (HEADER + body.len()) as u64;
-            if body.len() > MAX_BODY || buf.len() as u64 + frame_len > budget_left {
+            if body.len() > MAX_BODY || taken + frame_len > budget_left {
                 results.push(Err(AppendError::Full));
                 refused += 1;
                 continue;
             }
-            encode_frame(buf, self.next_seq, ts_ms, body);
-            results.push(Ok(self.next_seq));
-            self.next_seq += 1;
+            taken += frame_len;
+            accepted += 1;
+            results.push(Ok(0));
         }
         // Each append's outcome goes back to its caller, which counts it
         // (once): nothing is counted here.
         if refused > 0 {
             self.refused(refused);
         }
+        accepted
+    }
+
+    /// Writes a numbered group starting at `first` to this stream's
+    /// segment, rolling first if it is full; false if the disk refused.
+    fn write(&mut self, first: u64, buf: &[u8]) -> bool {
+        if self.segment_size >= self.segment_bytes {
+            self.roll();
+        }
+        if self.file.is_none() {
+            match self.create(first) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    warn!(error = %e, "cannot start a new journal segment");
+                    return false;
+                }
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
+        if file.write_all(buf).is_ok() && (!self.fsync || file.sync_data().is_ok()) {
+            self.segment_size += buf.len() as u64;
+            return true;
+        }
+        // A torn write is cut off, so that the next group follows the last
+        // whole one.
+        let _ = file.set_len(self.segment_size);
+        false
+    }
+
+    fn create(&mut self, first: u64) -> std::io::Result<File> {
+        let path = segment::path(self.shared.dir(), self.stream, first);
+        let file = crate::files::private_options()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.segment_size = 0;
+        self.shared.segment_created();
+        Ok(file)
+    }
+
+    /// Closes the full segment; the next group starts a new one.
+    fn roll(&mut self) {
+        if let Some(file) = self.file.take() {
+            if self.fsync {
+                let _ = file.sync_data();
+            }
+        }
+        self.segment_size = 0;
     }
 
     fn refused(&mut self, refused: usize) {
@@ -162,27 +213,34 @@ impl Core {
         }
     }
 
-    fn roll(&mut self) -> std::io::Result<()> {
-        if self.fsync {
-            self.file.sync_data()?;
-        }
-        let path = segment::path(self.shared.dir(), self.next_seq);
-        self.file = crate::files::private_options()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        self.segment_size = 0;
-        self.shared.segment_started(self.next_seq);
-        Ok(())
-    }
-
-    /// The journal stopped: the last `fdatasync` (`fsync` mode), and no
-    /// group after it.
+    /// This core's owner stopped: the last `fdatasync` (`fsync` mode), and
+    /// no group after it.
     pub(super) fn stop(&mut self) {
         if self.fsync && !self.stopped {
-            let _ = self.file.sync_data();
+            if let Some(file) = &self.file {
+                let _ = file.sync_data();
+            }
         }
         self.stopped = true;
+    }
+}
+
+/// Frames each admitted entry (an `Ok` in `results`) into `buf`, numbered
+/// from `first`, and sets its outcome to its sequence number.
+fn encode_group<'a>(
+    entries: impl Iterator<Item = Entry<'a>>,
+    first: u64,
+    buf: &mut Vec<u8>,
+    results: &mut [Result<u64, AppendError>],
+) {
+    buf.clear();
+    let mut seq = first;
+    for ((body, ts_ms), r) in entries.zip(results.iter_mut()) {
+        if let Ok(n) = r {
+            encode_frame(buf, seq, ts_ms, body);
+            *n = seq;
+            seq += 1;
+        }
     }
 }
 

@@ -41,6 +41,20 @@ fn ship(n: u64, failure: Option<(usize, Failure)>) -> (Vec<u64>, u64, tempfile::
     ship_with(n, failure, false)
 }
 
+/// Opens the journal again, as a restart does: what was written is now a
+/// sealed stream, and a new writer stream starts.
+fn reopen(j: Journal, dir: &Path) -> Journal {
+    j.stop();
+    drop(j);
+    Journal::open(&Settings {
+        dir: dir.to_path_buf(),
+        fsync: false,
+        max_bytes: 1 << 30,
+        segment_bytes: 300,
+    })
+    .unwrap()
+}
+
 /// [`ship`], the mock reporting only failures when `errors_only` (as the
 /// shipper's librdkafka producer does): only the barrier confirms.
 fn ship_with(
@@ -50,6 +64,16 @@ fn ship_with(
 ) -> (Vec<u64>, u64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(&dir.path().join("journal"), n);
+    ship_journal(j, dir, failure, errors_only)
+}
+
+fn ship_journal(
+    j: Journal,
+    dir: tempfile::TempDir,
+    failure: Option<(usize, Failure)>,
+    errors_only: bool,
+) -> (Vec<u64>, u64, tempfile::TempDir) {
+    let n = j.shared.written();
     let (tx, rx) = unbounded();
     let mock = match failure {
         Some((at, f)) => MockProducer::new_failing_at(at, f, tx),
@@ -108,6 +132,19 @@ fn ship_with(
 }
 
 #[test]
+fn segments_written_before_a_restart_are_deleted_once_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    let j = reopen(journal(&path, 20), &path);
+    assert!(segments_of(dir.path()).len() > 3, "the first run's segments");
+    let (delivered, left, dir) = ship_journal(j, dir, None, false);
+    assert_eq!(delivered, (0..20).collect::<Vec<_>>());
+    assert_eq!(left, 0);
+    // The sealed stream's last segment too: nothing will follow it.
+    assert_eq!(segments_of(dir.path()), []);
+}
+
+#[test]
 fn everything_is_produced_in_order_and_the_checkpoint_passes_it() {
     let (delivered, left, dir) = ship(20, None);
     assert_eq!(delivered, (0..20).collect::<Vec<_>>());
@@ -119,7 +156,7 @@ fn everything_is_produced_in_order_and_the_checkpoint_passes_it() {
     );
 }
 
-fn segments_of(dir: &Path) -> Vec<(u64, PathBuf)> {
+fn segments_of(dir: &Path) -> Vec<crate::journal::segment::SegmentFile> {
     crate::journal::segment::list(&dir.join("journal"))
 }
 
