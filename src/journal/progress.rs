@@ -218,7 +218,11 @@ impl Shared {
     /// already numbered is written, so that readers see all there will be.
     pub(super) fn stop_numbering(&self) {
         self.numbering().stopped = true;
-        while !self.numbering().in_flight.is_empty() {
+        // A group is written within a `write`; one still out after seconds
+        // belongs to a writer that died mid-group (a panic): never wait
+        // for it, stopping must end.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.numbering().in_flight.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

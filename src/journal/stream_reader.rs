@@ -150,7 +150,10 @@ impl StreamReader {
     /// The frame at the position ([`StreamReader::seek`]), reading as much
     /// as it needs.
     pub fn read_here(&mut self) -> Option<Record<'_>> {
-        while matches!(decode_frame(&self.buf[self.pos..self.end]), Frame::Incomplete) {
+        while matches!(
+            decode_frame(&self.buf[self.pos..self.end]),
+            Frame::Incomplete
+        ) {
             if !self.fill() {
                 return None;
             }

@@ -352,14 +352,14 @@ fn two_serving_threads_write_streams_of_their_own_and_a_reader_merges_them_in_or
     // Small segments: both streams roll many times while being read.
     let j = Arc::new(Journal::open(&settings(dir.path(), 1 << 30, 4096)).unwrap());
     let writers = [
-        lane_thread(j.clone(), 1, 3000, 7),
-        lane_thread(j.clone(), 2, 3000, 13),
+        lane_thread(j.clone(), 1, 20_000, 7),
+        lane_thread(j.clone(), 2, 20_000, 13),
     ];
     // Read while they write: every record once, in sequence order.
     let mut c = Cursor::new(j.shared.clone(), 0);
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while seen.len() < 6000 && std::time::Instant::now() < deadline {
+    while seen.len() < 40_000 && std::time::Instant::now() < deadline {
         let got = read(&mut c, 500);
         if got.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -371,7 +371,7 @@ fn two_serving_threads_write_streams_of_their_own_and_a_reader_merges_them_in_or
     }
     assert_eq!(
         seen.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (0..6000).collect::<Vec<_>>()
+        (0..40_000).collect::<Vec<_>>()
     );
     // Each thread's records in the order it appended them.
     for thread in [1, 2] {
@@ -381,7 +381,7 @@ fn two_serving_threads_write_streams_of_their_own_and_a_reader_merges_them_in_or
             .filter(|ts| ts / 1_000_000 == thread)
             .map(|ts| ts % 1_000_000)
             .collect();
-        assert_eq!(mine, (0..3000).collect::<Vec<_>>(), "thread {thread}");
+        assert_eq!(mine, (0..20_000).collect::<Vec<_>>(), "thread {thread}");
     }
     let streams: std::collections::BTreeSet<u32> =
         segments(dir.path()).iter().map(|s| s.stream).collect();
@@ -417,4 +417,27 @@ fn a_torn_tail_in_one_stream_loses_only_its_torn_record() {
     // Numbering resumes after the last record of any stream.
     assert_eq!(j.append_blocking(body(7), 7), Ok(150));
     assert_eq!(payloads(&read(&mut c, 10)), ["{\"i\":7}"]);
+}
+
+#[test]
+fn readers_wait_at_a_group_still_being_written_though_a_later_one_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = lane_journal(dir.path());
+    let (a, b) = (j.shared.open_stream(), j.shared.open_stream());
+    assert_eq!(j.shared.reserve(a, 5), Some(0));
+    assert_eq!(j.shared.reserve(b, 3), Some(5));
+    j.shared.group_done(b, 0);
+    assert_eq!(
+        j.shared.written(),
+        0,
+        "records 0..5 are still being written"
+    );
+    j.shared.group_done(a, 0);
+    assert_eq!(j.shared.written(), 8);
+    j.shared.stop_numbering();
+    assert_eq!(
+        j.shared.reserve(a, 1),
+        None,
+        "nothing is numbered after stop"
+    );
 }

@@ -26,7 +26,7 @@ pub const ALL: &[(&str, Unit, &str)] = &[
     (JOURNAL_SHIP_RETRIES, Unit::Count, "Journal records produced again after a retriable delivery failure."),
     (JOURNAL_DEAD_LETTERS, Unit::Count, "Journal records the broker refused for good, written to the dead-letter file."),
     (JOURNAL_TORN_BYTES, Unit::Bytes, "Bytes truncated from a torn journal tail at start-up."),
-    (JOURNAL_CORRUPT_RECORDS, Unit::Count, "Journal records skipped because their segment was unreadable."),
+    (JOURNAL_CORRUPT_BYTES, Unit::Bytes, "Journal bytes skipped because their segment was unreadable past a point (read by the shipper and the attribution engine, so counted by each)."),
     (KAFKA_DELIVERED, Unit::Count, "Messages acknowledged by Kafka (all producers)."),
     (KAFKA_DELIVERY_FAILED, Unit::Count, "Messages Kafka reported as failed (all producers)."),
     (KAFKA_CLIENT_ERRORS, Unit::Count, "Errors reported by the Kafka client library."),
@@ -178,7 +178,7 @@ pub const JOURNAL_SHIPPED: &str = "journal_shipped_total";
 pub const JOURNAL_SHIP_RETRIES: &str = "journal_ship_retries_total";
 pub const JOURNAL_DEAD_LETTERS: &str = "journal_dead_letters_total";
 pub const JOURNAL_TORN_BYTES: &str = "journal_torn_bytes_total";
-pub const JOURNAL_CORRUPT_RECORDS: &str = "journal_corrupt_records_total";
+pub const JOURNAL_CORRUPT_BYTES: &str = "journal_corrupt_bytes_total";
 pub const KAFKA_DELIVERED: &str = "kafka_delivered_total";
 pub const KAFKA_DELIVERY_FAILED: &str = "kafka_delivery_failed_total";
 pub const KAFKA_CLIENT_ERRORS: &str = "kafka_client_errors_total";
@@ -526,8 +526,8 @@ pub fn journal_torn(bytes: u64) {
     metrics::counter!(JOURNAL_TORN_BYTES).increment(bytes);
 }
 
-pub fn journal_corrupt(records: u64) {
-    metrics::counter!(JOURNAL_CORRUPT_RECORDS).increment(records);
+pub fn journal_corrupt(bytes: u64) {
+    metrics::counter!(JOURNAL_CORRUPT_BYTES).increment(bytes);
 }
 
 /// A message acknowledged, `seconds` after its CreateTime (recorded per

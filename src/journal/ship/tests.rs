@@ -136,7 +136,10 @@ fn segments_written_before_a_restart_are_deleted_once_shipped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal");
     let j = reopen(journal(&path, 20), &path);
-    assert!(segments_of(dir.path()).len() > 3, "the first run's segments");
+    assert!(
+        segments_of(dir.path()).len() > 3,
+        "the first run's segments"
+    );
     let (delivered, left, dir) = ship_journal(j, dir, None, false);
     assert_eq!(delivered, (0..20).collect::<Vec<_>>());
     assert_eq!(left, 0);
