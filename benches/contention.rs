@@ -126,17 +126,6 @@ fn journal_lane(j: &(tempfile::TempDir, Arc<Journal>), i: u64) {
     lane_append(&j.1, i);
 }
 
-/// The same, each thread into a journal of its own (its own core and
-/// file): what the sharing of one segment costs, the figure a segment per
-/// serving thread would remove.
-fn journal_lane_own_journal(j: &(tempfile::TempDir, [Arc<Journal>; 2]), i: u64) {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
-    }
-    lane_append(&j.1[MINE.with(|m| *m)], i);
-}
-
 fn lane_append(journal: &Arc<Journal>, i: u64) {
     LANE.with(|l| {
         let mut l = l.borrow_mut();
@@ -215,17 +204,6 @@ fn all(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(open_journal(&dir, "journal"));
     bench(c, "journal_lane", (dir, journal), journal_lane);
-    let dir = tempfile::tempdir().unwrap();
-    let journals = [
-        Arc::new(open_journal(&dir, "a")),
-        Arc::new(open_journal(&dir, "b")),
-    ];
-    bench(
-        c,
-        "journal_lane_own_journal",
-        (dir, journals),
-        journal_lane_own_journal,
-    );
 }
 
 /// A journal in `dir/name` whose old segments are deleted as they roll.

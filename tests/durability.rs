@@ -314,14 +314,7 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
     fire(port, 1..=10);
     assert_eq!(p.stop(), 0);
     // Cut the last record in half, as a crash mid-write would.
-    let journal = dir.join("data/journal");
-    let mut segs: Vec<_> = std::fs::read_dir(&journal)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    let last = segs.last().unwrap();
+    let last = &segment_with_the_newest_record(&dir.join("data/journal"));
     let len = std::fs::metadata(last).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -345,6 +338,28 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
     let mut shipped: Vec<u64> = got.keys().copied().collect();
     shipped.sort();
     assert_eq!(shipped, (1..=9).collect::<Vec<_>>());
+}
+
+/// The segment holding the record with the highest sequence number (each
+/// serving thread writes segments of its own, so the last name is not
+/// necessarily the last record). A frame: u32 length, u32 CRC, u64
+/// sequence number, u64 time, then the body.
+fn segment_with_the_newest_record(journal: &std::path::Path) -> std::path::PathBuf {
+    let last_seq = |bytes: &[u8]| {
+        let (mut at, mut seq) = (0, None);
+        while at + 24 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            seq = Some(u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()));
+            at += 24 + len;
+        }
+        seq
+    };
+    std::fs::read_dir(journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max_by_key(|p| last_seq(&std::fs::read(p).unwrap()))
+        .unwrap()
 }
 
 const API_KEY: &str = "durable-shop-key-0123456789";
