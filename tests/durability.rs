@@ -349,7 +349,9 @@ fn segment_with_the_newest_record(journal: &std::path::Path) -> std::path::PathB
         let (mut at, mut seq) = (0, None);
         while at + 24 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            seq = Some(u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()));
+            seq = Some(u64::from_le_bytes(
+                bytes[at + 8..at + 16].try_into().unwrap(),
+            ));
             at += 24 + len;
         }
         seq

@@ -71,6 +71,9 @@ impl Cursor {
         // segment holding a record below the mark.
         let limit = self.shared.written();
         self.refresh_listing();
+        for s in &mut self.streams {
+            s.dry = false;
+        }
         let mut n = 0;
         while n < max && self.next_seq < limit {
             let Some(i) = self.next_stream() else { break };
@@ -98,11 +101,14 @@ impl Cursor {
             ..
         } = self;
         let mut best: Option<(u64, usize)> = None;
-        for (i, s) in streams.iter_mut().enumerate() {
-            if let Some(seq) = s.head(*next_seq, listing, log) {
-                if best.is_none_or(|(b, _)| seq < b) {
-                    best = Some((seq, i));
-                }
+        for (i, s) in streams.iter_mut().enumerate().filter(|(_, s)| !s.dry) {
+            match s.head(*next_seq, listing, log) {
+                Some(seq) if best.is_none_or(|(b, _)| seq < b) => best = Some((seq, i)),
+                Some(_) => {}
+                // Every record below the mark was in its file before the
+                // mark was read: a stream with none now has none below it,
+                // and is not asked again (a `read` each time) in this call.
+                None => s.dry = true,
             }
         }
         best.map(|(_, i)| i)

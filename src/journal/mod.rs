@@ -7,11 +7,12 @@
 //! through its own [`lane`], which groups that thread's records and writes
 //! each group itself; everyone else (and every append in `fsync` mode)
 //! through the [`Journal`] handle ([`handle`]), whose bounded queue feeds
-//! the [`writer`] thread. Both take the writer's core, the one owner of the
-//! segment being written, once per group: it frames records ([`frame`])
-//! into [`segment`] files (one `write` per group, one `fdatasync` in
-//! `fsync` mode). Readers follow the writer
-//! with a [`Cursor`] ([`cursor`]): the shipper ([`ship`]), which produces
+//! the [`writer`] thread. Each owns a core ([`writer::Core`]) writing a
+//! stream of [`segment`] files of its own: it frames records ([`frame`])
+//! and writes each group with one `write` (one `fdatasync` in `fsync`
+//! mode), numbered from the one numbering they share. Readers follow the
+//! writers with a [`Cursor`] ([`cursor`]), which merges the streams, one
+//! [`stream_reader`] each: the shipper ([`ship`]), which produces
 //! to Kafka, moves the [`checkpoint`] past acknowledged records only,
 //! dead-letters poison records and deletes shipped segments; and the
 //! attribution engine. At open, [`recovery`] truncates a torn tail and

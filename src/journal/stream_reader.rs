@@ -20,6 +20,8 @@ const READ_CHUNK: usize = 256 * 1024;
 
 pub(super) struct StreamReader {
     pub stream: u32,
+    /// Found nothing to read in this call of the cursor's.
+    pub dry: bool,
     /// The open segment, by its first sequence number.
     file: Option<(u64, File)>,
     /// Bytes read from the file: `buf[pos..end]` is not decoded yet. Sized
@@ -47,6 +49,7 @@ impl StreamReader {
     pub fn new(stream: u32) -> StreamReader {
         StreamReader {
             stream,
+            dry: false,
             file: None,
             buf: Vec::new(),
             pos: 0,
@@ -203,11 +206,7 @@ impl StreamReader {
     /// first record is not past it (or the oldest left).
     fn open_for(&mut self, want: u64, listing: &[SegmentFile]) -> bool {
         let mine = || listing.iter().filter(|s| s.stream == self.stream);
-        let Some(seg) = mine()
-            .filter(|s| s.first <= want)
-            .last()
-            .or_else(|| mine().next())
-        else {
+        let Some(seg) = mine().rfind(|s| s.first <= want).or_else(|| mine().next()) else {
             return false;
         };
         self.open(seg)
