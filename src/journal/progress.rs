@@ -202,6 +202,11 @@ impl Shared {
         Some(first)
     }
 
+    /// The next number [`Shared::reserve`] will hand out.
+    pub(super) fn next_number(&self) -> u64 {
+        self.numbering().next
+    }
+
     /// `stream`'s group, `bytes` long, is written (or failed: its numbers
     /// are then gaps): readers may read up to the next group still being
     /// written.

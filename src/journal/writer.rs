@@ -147,8 +147,28 @@ impl Core {
         // (once): nothing is counted here.
         if refused > 0 {
             self.refused(refused);
+            self.seal_for_space();
         }
         accepted
+    }
+
+    /// The budget is spent: this stream's segment is closed and an empty
+    /// successor started, so that once shipped it can be deleted (the
+    /// shipper never deletes a stream's newest segment) and the space comes
+    /// back. Without it, streams whose segments never reach
+    /// `segment_bytes` would hold the budget for good after an outage.
+    fn seal_for_space(&mut self) {
+        if self.segment_size == 0 {
+            return;
+        }
+        self.roll();
+        // Named by the next number to be handed out: below every record
+        // this stream will write, above every one it wrote.
+        let next = self.shared.next_number();
+        match self.create(next) {
+            Ok(f) => self.file = Some(f),
+            Err(e) => warn!(error = %e, "cannot start a new journal segment"),
+        }
     }
 
     /// Writes a numbered group starting at `first` to this stream's

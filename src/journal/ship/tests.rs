@@ -19,16 +19,19 @@ fn journal(dir: &Path, n: u64) -> Journal {
     })
     .unwrap();
     for i in 0..n {
-        let body = Journal::body(
-            Topic::Clicks,
-            &[("type", EventType::Click.as_str().as_bytes())],
-            b"k",
-            format!("{{\"i\":{i}}}").as_bytes(),
-            &[],
-        );
-        assert_eq!(j.append_blocking(body, 1_000 + i), Ok(i));
+        assert_eq!(j.append_blocking(click(i), 1_000 + i), Ok(i));
     }
     j
+}
+
+fn click(i: u64) -> Vec<u8> {
+    Journal::body(
+        Topic::Clicks,
+        &[("type", EventType::Click.as_str().as_bytes())],
+        b"k",
+        format!("{{\"i\":{i}}}").as_bytes(),
+        &[],
+    )
 }
 
 fn topics() -> Topics {
@@ -64,11 +67,11 @@ fn ship_with(
 ) -> (Vec<u64>, u64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(&dir.path().join("journal"), n);
-    ship_journal(j, dir, failure, errors_only)
+    ship_journal(&j, dir, failure, errors_only)
 }
 
 fn ship_journal(
-    j: Journal,
+    j: &Journal,
     dir: tempfile::TempDir,
     failure: Option<(usize, Failure)>,
     errors_only: bool,
@@ -140,11 +143,34 @@ fn segments_written_before_a_restart_are_deleted_once_shipped() {
         segments_of(dir.path()).len() > 3,
         "the first run's segments"
     );
-    let (delivered, left, dir) = ship_journal(j, dir, None, false);
+    let (delivered, left, dir) = ship_journal(&j, dir, None, false);
     assert_eq!(delivered, (0..20).collect::<Vec<_>>());
     assert_eq!(left, 0);
     // The sealed stream's last segment too: nothing will follow it.
     assert_eq!(segments_of(dir.path()), []);
+}
+
+#[test]
+fn a_full_journal_takes_appends_again_once_shipped_though_no_segment_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments far larger than the budget: none fills up and rolls.
+    let j = Journal::open(&Settings {
+        dir: dir.path().join("journal"),
+        fsync: false,
+        max_bytes: 2000,
+        segment_bytes: 1 << 20,
+    })
+    .unwrap();
+    let mut n = 0;
+    while j.append_blocking(click(n), 1_000 + n).is_ok() {
+        n += 1;
+    }
+    assert!(n > 5, "{n} appended before the budget ran out");
+    let (delivered, left, _dir) = ship_journal(&j, dir, None, false);
+    assert_eq!(delivered, (0..n).collect::<Vec<_>>());
+    assert_eq!(left, 0);
+    assert_eq!(j.shared.bytes(), 0, "the shipped segment is deleted");
+    assert!(j.append_blocking(click(n), 1).is_ok(), "room again");
 }
 
 #[test]
