@@ -164,24 +164,32 @@ fn record() -> Vec<u8> {
     )
 }
 
-/// Deletes every segment but the newest, as the shipper deletes shipped
-/// ones, so that a benchmark writing a gigabyte a second reuses page-cache
-/// pages instead of touching fresh memory (on this VM the first touch of a
-/// page is what a 2-thread run measured: `copy_folio_from_iter_atomic`,
-/// 60% of its samples).
+/// Deletes every segment but each stream's newest, as the shipper deletes
+/// shipped ones, so that a benchmark writing a gigabyte a second reuses
+/// page-cache pages instead of touching fresh memory (on this VM the first
+/// touch of a page is what a 2-thread run measured:
+/// `copy_folio_from_iter_atomic`, 60% of its samples).
 fn reap_segments(dir: std::path::PathBuf) {
     std::thread::spawn(move || loop {
-        let mut segs: Vec<_> = std::fs::read_dir(&dir)
+        // Names are `{first:020}-{stream}.seg`: by stream, then first.
+        let mut segs: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .filter_map(|p| {
+                let name = p.file_stem()?.to_str()?;
+                let (first, stream) = name.split_once('-').unwrap_or((name, "0"));
+                Some((format!("{stream:>10}{first}"), p))
+            })
             .collect();
         segs.sort();
-        segs.pop();
-        for s in segs {
-            let _ = std::fs::remove_file(s);
+        for pair in segs.windows(2) {
+            // A segment followed by a newer one of its stream goes.
+            if pair[0].0[..10] == pair[1].0[..10] {
+                let _ = std::fs::remove_file(&pair[0].1);
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     });

@@ -75,24 +75,34 @@ impl Cursor {
             s.dry = false;
         }
         let mut n = 0;
+        let mut read_up = false;
         while n < max && self.next_seq < limit {
-            let Some(i) = self.next_stream() else { break };
+            let Some((_, i)) = self.next_stream().filter(|(seq, _)| *seq < limit) else {
+                // Nothing below the mark is left to read (a record past
+                // it is written, but a group below it is still being
+                // written).
+                read_up = true;
+                break;
+            };
             let Some((r, at)) = self.streams[i].take() else {
                 break;
             };
-            if r.seq >= limit {
-                // Written, but a group below it is still being written.
-                break;
-            }
             self.next_seq = r.seq + 1;
             f(r, at);
             n += 1;
+        }
+        if read_up && !self.streams.iter().any(|s| s.stalled) {
+            // Every stream was read up to the mark: what is left below it
+            // are gaps (numbers whose write failed), never records. Passing
+            // them lets the shipper's checkpoint and the engine's wait move
+            // on instead of waiting for them for good.
+            self.next_seq = self.next_seq.max(limit);
         }
         n
     }
 
     /// The stream whose next record is the smallest.
-    fn next_stream(&mut self) -> Option<usize> {
+    fn next_stream(&mut self) -> Option<(u64, usize)> {
         let Cursor {
             streams,
             listing,
@@ -111,7 +121,7 @@ impl Cursor {
                 None => s.dry = true,
             }
         }
-        best.map(|(_, i)| i)
+        best
     }
 
     /// Lists the segments again if one was created since, following any

@@ -32,7 +32,11 @@ pub(super) fn recover(settings: &Settings) -> std::io::Result<Arc<Shared>> {
         .filter_map(|s| fs::metadata(&s.path).ok())
         .map(|m| m.len())
         .sum();
-    let first_live_stream = segs.iter().map(|s| s.stream + 1).max().unwrap_or(1);
+    let first_live_stream = segs
+        .iter()
+        .map(|s| s.stream.saturating_add(1))
+        .max()
+        .unwrap_or(1);
     info!(
         dir = %settings.dir.display(),
         segments = segs.len(),

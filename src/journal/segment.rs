@@ -1,7 +1,9 @@
 //! Segment files. Every writer of the journal (the writer thread, and each
 //! serving thread's lane) appends to segments of its own, a *stream*, so
 //! that no two threads ever write one file. A segment is named by the
-//! sequence number of its first record and its stream (zero-padded, so
+//! sequence number its records start at (its first record's, or a lower
+//! bound of it when the segment was started empty) and its stream
+//! (zero-padded, so
 //! names sort in sequence order): `00000000000000000042-3.seg`. Segments
 //! written before streams existed (`00000000000000000042.seg`) are
 //! stream 0. Within a stream, records are in sequence order and every
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// One segment file.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SegmentFile {
-    /// The sequence number its records start at (none is below it).
+    /// No record of it is below this number.
     pub first: u64,
     /// The writer whose records it holds.
     pub stream: u32,

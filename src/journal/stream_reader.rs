@@ -22,6 +22,9 @@ pub(super) struct StreamReader {
     pub stream: u32,
     /// Found nothing to read in this call of the cursor's.
     pub dry: bool,
+    /// Could not read on (a segment that would not open, damage with no
+    /// newer segment to skip to): it may hold records still to come.
+    pub stalled: bool,
     /// The open segment, by its first sequence number.
     file: Option<(u64, File)>,
     /// Bytes read from the file: `buf[pos..end]` is not decoded yet. Sized
@@ -50,6 +53,7 @@ impl StreamReader {
         StreamReader {
             stream,
             dry: false,
+            stalled: false,
             file: None,
             buf: Vec::new(),
             pos: 0,
@@ -66,6 +70,7 @@ impl StreamReader {
             return Some(seq);
         }
         self.head = None;
+        self.stalled = false;
         if self.file.is_none() && !self.open_for(want, listing) {
             return None;
         }
@@ -219,7 +224,10 @@ impl StreamReader {
                 (self.pos, self.end, self.file_at, self.head) = (0, 0, 0, None);
                 true
             }
-            Err(_) => false,
+            Err(_) => {
+                self.stalled = true;
+                false
+            }
         }
     }
 
@@ -231,6 +239,7 @@ impl StreamReader {
             .iter()
             .find(|s| s.stream == self.stream && s.first > current)
         else {
+            self.stalled = true;
             return Step::Nothing;
         };
         let at = self.file_at + self.pos as u64;

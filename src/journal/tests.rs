@@ -441,3 +441,44 @@ fn readers_wait_at_a_group_still_being_written_though_a_later_one_is_done() {
         "nothing is numbered after stop"
     );
 }
+
+#[test]
+fn a_record_past_the_mark_after_a_gap_is_read_once_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap();
+    let (a, c) = (j.shared.open_stream(), j.shared.open_stream());
+    // Stream a's group fails: number 0 is a gap.
+    assert_eq!(j.shared.reserve(a, 1), Some(0));
+    j.shared.group_done(a, 0);
+    assert_eq!(j.shared.written(), 1);
+    // Stream c's group 1 is written to its file, not yet marked done.
+    assert_eq!(j.shared.reserve(c, 1), Some(1));
+    let mut buf = Vec::new();
+    frame::encode_frame(&mut buf, 1, 1, &body(1));
+    let path = segment::path(j.shared.dir(), c, 1);
+    fs::write(&path, &buf).unwrap();
+    j.shared.segment_created();
+    let mut cur = Cursor::new(j.shared.clone(), 0);
+    assert_eq!(read(&mut cur, 10).len(), 0, "1 is not marked yet");
+    j.shared.group_done(c, buf.len() as u64);
+    assert_eq!(j.shared.written(), 2);
+    let got: Vec<u64> = read(&mut cur, 10).iter().map(|r| r.seq).collect();
+    assert_eq!(got, [1], "record 1 exists and is below the mark");
+}
+
+#[test]
+fn a_reader_passes_a_gap_left_by_a_failed_write_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&settings(dir.path(), 1 << 30, 1 << 20)).unwrap();
+    assert_eq!(j.append_blocking(body(0), 0), Ok(0));
+    // A group whose write failed: numbers 1 and 2 are never written.
+    let s = j.shared.open_stream();
+    assert_eq!(j.shared.reserve(s, 2), Some(1));
+    j.shared.group_done(s, 0);
+    assert_eq!(j.shared.written(), 3);
+    let mut c = Cursor::new(j.shared.clone(), 0);
+    assert_eq!(read(&mut c, 10).len(), 1);
+    assert_eq!(c.next_seq(), 3, "past the gap: nothing waits for it");
+    assert_eq!(j.append_blocking(body(3), 3), Ok(3));
+    assert_eq!(payloads(&read(&mut c, 10)), ["{\"i\":3}"]);
+}

@@ -47,7 +47,8 @@ pub(super) struct Core {
     stream: u32,
     /// The segment being appended to; None until the first group, and
     /// after a roll (a segment is named by its first record, known only
-    /// once the group is numbered).
+    /// once the group is numbered, or by a lower bound of it: see
+    /// [`Core::seal_for_space`]).
     file: Option<File>,
     segment_size: u64,
     fsync: bool,
@@ -134,7 +135,12 @@ impl Core {
         let (mut taken, mut accepted, mut refused) = (0u64, 0u64, 0);
         for (body, _) in entries {
             let frame_len = (HEADER + body.len()) as u64;
-            if body.len() > MAX_BODY || taken + frame_len > budget_left {
+            if body.len() > MAX_BODY {
+                // Never kept, whatever the space: not a sign of a full disk.
+                results.push(Err(AppendError::Full));
+                continue;
+            }
+            if taken + frame_len > budget_left {
                 results.push(Err(AppendError::Full));
                 refused += 1;
                 continue;
@@ -193,9 +199,11 @@ impl Core {
             self.segment_size += buf.len() as u64;
             return true;
         }
-        // A torn write is cut off, so that the next group follows the last
-        // whole one.
+        // A torn write is cut off, and the next group goes to a new
+        // segment: a reader may already have read past the cut, and would
+        // take the next group's bytes there for damage.
         let _ = file.set_len(self.segment_size);
+        self.roll();
         false
     }
 
