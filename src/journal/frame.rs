@@ -162,6 +162,16 @@ pub enum Frame<'a> {
 
 /// Reads one framed record from the start of `buf`.
 pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
+    decode(buf, true)
+}
+
+/// [`decode_frame`] for bytes it already found valid: the checksum is not
+/// computed again (a reader that looks at a record before taking it).
+pub fn decode_checked_frame(buf: &[u8]) -> Frame<'_> {
+    decode(buf, false)
+}
+
+fn decode(buf: &[u8], check: bool) -> Frame<'_> {
     if buf.len() < HEADER {
         return Frame::Incomplete;
     }
@@ -173,7 +183,7 @@ pub fn decode_frame(buf: &[u8]) -> Frame<'_> {
         return Frame::Incomplete;
     }
     let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default());
-    if crc32fast::hash(&buf[8..HEADER + len]) != crc {
+    if check && crc32fast::hash(&buf[8..HEADER + len]) != crc {
         return Frame::Corrupt("checksum mismatch");
     }
     let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap_or_default());

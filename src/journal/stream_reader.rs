@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use tracing::warn;
 
-use super::frame::{decode_frame, Frame};
+use super::frame::{decode_checked_frame, decode_frame, Frame};
 use super::segment::SegmentFile;
 use super::{Position, Record};
 use crate::telemetry::RateLimit;
@@ -118,7 +118,8 @@ impl StreamReader {
     pub fn take(&mut self) -> Option<(Record<'_>, Position)> {
         self.head.take()?;
         let at = self.position();
-        match decode_frame(&self.buf[self.pos..self.end]) {
+        // `head` checked these bytes.
+        match decode_checked_frame(&self.buf[self.pos..self.end]) {
             Frame::Ok(r, len) => {
                 self.pos += len;
                 Some((r, at))
