@@ -169,26 +169,13 @@ fn record() -> Vec<u8> {
 /// page-cache pages instead of touching fresh memory (on this VM the first
 /// touch of a page is what a 2-thread run measured:
 /// `copy_folio_from_iter_atomic`, 60% of its samples).
-fn reap_segments(dir: std::path::PathBuf) {
+fn reap_segments(journal: Arc<pixeld::journal::Shared>) {
     std::thread::spawn(move || loop {
-        // Names are `{first:020}-{stream}.seg`: by stream, then first.
-        let mut segs: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .filter_map(|p| {
-                let name = p.file_stem()?.to_str()?;
-                let (first, stream) = name.split_once('-').unwrap_or((name, "0"));
-                Some((format!("{stream:>10}{first}"), p))
-            })
-            .collect();
-        segs.sort();
-        for pair in segs.windows(2) {
+        let segs = journal.segments();
+        for (i, seg) in segs.iter().enumerate() {
             // A segment followed by a newer one of its stream goes.
-            if pair[0].0[..10] == pair[1].0[..10] {
-                let _ = std::fs::remove_file(&pair[0].1);
+            if segs[i + 1..].iter().any(|s| s.stream == seg.stream) {
+                let _ = std::fs::remove_file(&seg.path);
             }
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -223,7 +210,7 @@ fn open_journal(dir: &tempfile::TempDir, name: &str) -> Journal {
         segment_bytes: SEGMENT_BYTES,
     })
     .unwrap();
-    reap_segments(dir.path().join(name));
+    reap_segments(journal.shared.clone());
     journal
 }
 
