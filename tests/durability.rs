@@ -342,17 +342,14 @@ async fn a_torn_journal_tail_is_reported_and_everything_before_it_shipped() {
 
 /// The segment holding the record with the highest sequence number (each
 /// serving thread writes segments of its own, so the last name is not
-/// necessarily the last record). A frame: u32 length, u32 CRC, u64
-/// sequence number, u64 time, then the body.
+/// necessarily the last record).
 fn segment_with_the_newest_record(journal: &std::path::Path) -> std::path::PathBuf {
+    use pixeld::journal::frame::{decode_frame, Frame};
     let last_seq = |bytes: &[u8]| {
         let (mut at, mut seq) = (0, None);
-        while at + 24 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            seq = Some(u64::from_le_bytes(
-                bytes[at + 8..at + 16].try_into().unwrap(),
-            ));
-            at += 24 + len;
+        while let Frame::Ok(r, len) = decode_frame(&bytes[at..]) {
+            seq = Some(r.seq);
+            at += len;
         }
         seq
     };
