@@ -18,9 +18,15 @@ fn settings(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Settings {
 }
 
 fn body(i: u64) -> Vec<u8> {
+    record_body(Topic::Impressions, EventType::Impression, i)
+}
+
+/// A record body of `kind` on `topic`, its payload `{"i":i}`: the journal's
+/// tests and the shipper's.
+pub(super) fn record_body(topic: Topic, kind: EventType, i: u64) -> Vec<u8> {
     Journal::body(
-        Topic::Impressions,
-        &[("type", EventType::Impression.as_str().as_bytes())],
+        topic,
+        &[("type", kind.as_str().as_bytes())],
         b"k",
         format!("{{\"i\":{i}}}").as_bytes(),
         &[],

@@ -25,13 +25,7 @@ fn journal(dir: &Path, n: u64) -> Journal {
 }
 
 fn click(i: u64) -> Vec<u8> {
-    Journal::body(
-        Topic::Clicks,
-        &[("type", EventType::Click.as_str().as_bytes())],
-        b"k",
-        format!("{{\"i\":{i}}}").as_bytes(),
-        &[],
-    )
+    crate::journal::tests::record_body(Topic::Clicks, EventType::Click, i)
 }
 
 fn topics() -> Topics {
