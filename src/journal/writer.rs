@@ -99,9 +99,7 @@ impl Core {
         }
         let Some(first) = self.shared.reserve(self.stream, accepted) else {
             // The journal stopped: nothing is numbered after that.
-            for r in &mut results[from..] {
-                *r = r.and(Err(AppendError::Unavailable));
-            }
+            not_kept(&mut results[from..]);
             return;
         };
         let mut buf = std::mem::take(&mut self.buf);
@@ -110,9 +108,7 @@ impl Core {
         if !ok {
             warn!("journal write failed; these events are not kept");
             // Their numbers stay unused: gaps, which readers pass over.
-            for r in &mut results[from..] {
-                *r = r.and(Err(AppendError::Unavailable));
-            }
+            not_kept(&mut results[from..]);
         }
         self.shared
             .group_done(self.stream, if ok { buf.len() as u64 } else { 0 });
@@ -250,6 +246,14 @@ impl Core {
             }
         }
         self.stopped = true;
+    }
+}
+
+/// The admitted entries of a group that was not written are unavailable;
+/// the ones refused for space stay refused for space.
+fn not_kept(results: &mut [Result<u64, AppendError>]) {
+    for r in results {
+        *r = r.and(Err(AppendError::Unavailable));
     }
 }
 
